@@ -1,0 +1,203 @@
+//! `Endpoint`: a URL under a project that exposes models, each backed by one or more Providers.
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, ProviderRef, status::conditions_schema};
+
+/// A set of models served at `/<project>/<endpoint>/v1/...`. Each exposed model has aliases and
+/// an ordered list of backends (Provider models) with weights and failover priorities.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Endpoint",
+    plural = "endpoints",
+    namespaced,
+    shortname = "slep",
+    category = "sluice",
+    status = "EndpointStatus",
+    derive = "PartialEq",
+    doc = "Models served at /<project>/<endpoint>/v1, each with aliases and weighted, prioritised backends.",
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// The URL segment after the project: `/<project>/<slug>/v1`. A DNS label; `v1` and `v1beta`
+    /// are reserved for project-level APIs. Immutable: clients have it in their configuration.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf").message("slug is immutable"),
+        validation = Rule::new("!(self in ['v1', 'v1beta'])").message("slug v1 and v1beta are reserved for project-level APIs")
+    )]
+    pub slug: String,
+    /// One line for humans about what this endpoint is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub description: Option<String>,
+    /// ServiceTier for keys calling this endpoint, unless the key names its own. Absent: the
+    /// Project's default tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tier: Option<String>,
+    /// The models clients may ask for, by name or alias.
+    #[schemars(length(min = 1, max = 256))]
+    pub models: Vec<ExposedModel>,
+    /// How a request picks among a model's backends.
+    #[serde(default)]
+    pub routing: RoutingSpec,
+    /// Limits on requests to this endpoint.
+    #[serde(default)]
+    pub limits: EndpointLimits,
+    /// APIs this endpoint serves. Absent: all of them. `GET /v1/models` is always served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16))]
+    pub apis: Option<Vec<ApiKind>>,
+}
+
+/// A model as clients see it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExposedModel {
+    /// The name clients send in the `model` field.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
+    pub name: String,
+    /// `owned_by` in `GET /v1/models`. Absent: the Provider of the first backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub owned_by: Option<String>,
+    /// Other names that resolve to this model, for renames and migrations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub aliases: Vec<ModelAlias>,
+    /// Where requests for this model go. The lowest `priority` value is tried first; within a
+    /// priority, backends share traffic by `weight`; the next priority takes over when every
+    /// backend of the previous one failed before sending a byte.
+    #[schemars(length(min = 1, max = 64))]
+    pub backends: Vec<Backend>,
+}
+
+/// Another name for an exposed model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelAlias {
+    /// The alias clients may send in the `model` field.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
+    pub name: String,
+    /// Marks the alias as deprecated: responses carry a `Deprecation` header naming the model to
+    /// move to. Implied by `sunset`.
+    #[serde(default)]
+    pub deprecated: bool,
+    /// When the alias stops working (RFC 3339). Until then responses carry `Deprecation` and
+    /// `Sunset` headers; afterwards requests get `404 model_not_found` naming the model to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// One upstream model serving an exposed model.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// The Provider to call.
+    pub provider_ref: ProviderRef,
+    /// The model's name at that Provider (one of its `spec.models[].name`).
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
+    pub model: String,
+    /// Share of traffic among backends of the same priority. 0 takes no traffic while another
+    /// backend of the priority is healthy.
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: u32,
+    /// Failover order: 0 is tried first, then 1, and so on.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 9))]
+    pub priority: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// How requests choose a backend within a priority.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutingSpec {
+    /// `weighted`: random choice by weight. `leastRequest`: of two backends drawn by weight, the
+    /// one with fewer requests in flight.
+    #[serde(default)]
+    pub policy: RoutingPolicy,
+}
+
+/// Backend choice within a priority.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RoutingPolicy {
+    /// Random choice in proportion to weight.
+    #[default]
+    Weighted,
+    /// Two random choices by weight, then the one with fewer requests in flight.
+    LeastRequest,
+}
+
+/// Request limits of an endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointLimits {
+    /// Largest request body in bytes; larger requests get `413`.
+    #[serde(default = "default_max_body_bytes")]
+    #[schemars(range(min = 1024, max = 67_108_864))]
+    pub max_body_bytes: u32,
+    /// Largest `max_tokens` (or `max_completion_tokens`) a request may ask for; larger values get
+    /// `400`. Absent: no cap beyond the model's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_tokens: Option<u32>,
+}
+
+fn default_max_body_bytes() -> u32 {
+    10 * 1024 * 1024
+}
+
+impl Default for EndpointLimits {
+    fn default() -> Self {
+        Self { max_body_bytes: default_max_body_bytes(), max_tokens: None }
+    }
+}
+
+/// An API an endpoint can serve.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ApiKind {
+    /// `POST /v1/chat/completions`
+    ChatCompletions,
+    /// `POST /v1/completions`
+    Completions,
+    /// `POST /v1/embeddings`
+    Embeddings,
+    /// `POST /v1/rerank`
+    Rerank,
+}
+
+impl ApiKind {
+    /// Every API, in path order.
+    pub const ALL: [Self; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank];
+}
+
+/// Observed state of an Endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// Ready, ReferencesResolved and Degraded conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Base URL for OpenAI SDKs: `<gateway>/<project>/<slug>/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}

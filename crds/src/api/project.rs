@@ -1,0 +1,94 @@
+//! `Project`: a tenant, its URL segment and its data plane.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, status::conditions_schema};
+
+/// A tenant. Its Endpoints and ApiKeys live in the same namespace (one Project per namespace) and
+/// are served at `/<slug>/...` by a data plane of its own.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Project",
+    plural = "projects",
+    namespaced,
+    shortname = "slproj",
+    category = "sluice",
+    status = "ProjectStatus",
+    derive = "PartialEq",
+    doc = "A tenant: its URL segment, default tier and data plane. One per namespace.",
+    printcolumn(name = "Slug", type_ = "string", json_path = ".spec.slug"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.defaultTier"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// The first URL segment: `/<slug>/<endpoint>/v1`. A DNS label. Immutable: clients have it in
+    /// their configuration.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("slug is immutable"))]
+    pub slug: String,
+    /// Name shown to humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// ServiceTier for keys and endpoints that name none.
+    #[schemars(length(min = 1, max = 253))]
+    pub default_tier: String,
+    /// The project's gateway pods.
+    #[serde(default)]
+    pub data_plane: DataPlaneSpec,
+}
+
+/// Settings of a project's data plane.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataPlaneSpec {
+    /// Gateway pods. 0 stops serving the project without deleting it.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: u32,
+    /// CPU and memory of each gateway pod. Absent: the operator's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_replicas() -> u32 {
+    2
+}
+
+impl Default for DataPlaneSpec {
+    fn default() -> Self {
+        Self { replicas: default_replicas(), resources: None }
+    }
+}
+
+/// Observed state of a Project.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectStatus {
+    /// Ready, ReferencesResolved and Degraded conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Endpoints served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<u32>,
+    /// API keys accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u32>,
+    /// Content hash of the compiled gateway configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Gateway pods ready to serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+}

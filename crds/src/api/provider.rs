@@ -1,0 +1,215 @@
+//! `Provider`: an upstream LLM API and the models it offers.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{Condition, SecretKeySelector, status::conditions_schema};
+
+/// An upstream LLM API: its wire format, address, credentials and the models it offers with their
+/// limits, prices and capabilities. Platform-wide Providers live in the operator's namespace
+/// (`sluice-system`); a tenant may also declare its own in its namespace.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "Provider",
+    plural = "providers",
+    namespaced,
+    shortname = "slprov",
+    category = "sluice",
+    status = "ProviderStatus",
+    derive = "PartialEq",
+    doc = "An upstream LLM API (OpenAI-compatible, Anthropic, Gemini or simulated) and the models it offers.",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.baseUrl"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.type == 'simulated' || has(self.baseUrl)").message("spec.baseUrl is required unless type is simulated"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// Wire format of the upstream. `openai` covers every OpenAI-compatible API (OpenAI, DeepSeek,
+    /// Qwen/DashScope, GLM/Zhipu, Kimi/Moonshot, MiniMax, vLLM, SGLang, Ollama...). `simulated`
+    /// runs Sluice's built-in simulator inside the gateway (no network).
+    #[serde(rename = "type")]
+    pub provider_type: ProviderType,
+    /// Base URL of the API, up to and including its version segment, e.g.
+    /// `https://api.deepseek.com/v1`; requests go to `<baseUrl>/chat/completions` and so on.
+    /// Required unless `type` is `simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"), length(max = 2048))]
+    pub base_url: Option<String>,
+    /// Where the upstream API key is. The gateway sends it in the header the wire format uses
+    /// (`Authorization: Bearer` for `openai`, `x-api-key` for `anthropic`, `x-goog-api-key` for
+    /// `gemini`); clients' own credentials never reach the upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<ProviderCredentials>,
+    /// Extra headers sent with every upstream request (for example `OpenAI-Organization`).
+    /// Not for secrets: put those in `credentials`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Longest wait to open a connection to the upstream, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    #[schemars(range(min = 10, max = 60_000))]
+    pub connect_timeout_ms: u32,
+    /// Models this upstream serves, by their upstream names.
+    #[schemars(length(min = 1, max = 1024))]
+    pub models: Vec<ProviderModel>,
+    /// Behaviour of the built-in simulator; only for `type: simulated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<SimulationSpec>,
+}
+
+fn default_connect_timeout_ms() -> u32 {
+    5_000
+}
+
+/// Wire format of a Provider.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    /// Any OpenAI-compatible API.
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Google Gemini API.
+    Gemini,
+    /// Sluice's built-in simulator, run inside the gateway.
+    Simulated,
+}
+
+impl ProviderType {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Openai => "openai",
+            Self::Anthropic => "anthropic",
+            Self::Gemini => "gemini",
+            Self::Simulated => "simulated",
+        }
+    }
+}
+
+/// Upstream credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderCredentials {
+    /// The Secret key (in the Provider's namespace) that holds the upstream API key.
+    pub secret_key_ref: SecretKeySelector,
+}
+
+/// One model an upstream serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderModel {
+    /// The model's name at the upstream, as its API expects it in the `model` field.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
+    pub name: String,
+    /// Context window in tokens (prompt plus output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub context_window: Option<u32>,
+    /// Largest number of output tokens per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000_000))]
+    pub max_output_tokens: Option<u32>,
+    /// List prices in US dollars per million tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<ModelPricing>,
+    /// What the model can do. Requests for an API the model lacks are refused before they reach
+    /// the upstream.
+    #[serde(default = "default_capabilities")]
+    #[schemars(length(min = 1, max = 16))]
+    pub capabilities: Vec<Capability>,
+}
+
+fn default_capabilities() -> Vec<Capability> {
+    vec![Capability::Chat]
+}
+
+/// Prices in US dollars per million tokens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelPricing {
+    /// Price of a million prompt tokens.
+    #[schemars(range(min = 0.0, max = 100_000.0))]
+    pub input_per_million: f64,
+    /// Price of a million prompt tokens served from the upstream's prompt cache. Absent: the
+    /// input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100_000.0))]
+    pub cached_input_per_million: Option<f64>,
+    /// Price of a million output tokens.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100_000.0))]
+    pub output_per_million: f64,
+}
+
+/// Something a model can do.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Capability {
+    /// Chat completions (`/v1/chat/completions`).
+    Chat,
+    /// Legacy text completions (`/v1/completions`).
+    Completions,
+    /// Embeddings (`/v1/embeddings`).
+    Embeddings,
+    /// Reranking (`/v1/rerank`).
+    Rerank,
+    /// Tool (function) calling.
+    Tools,
+    /// Image inputs.
+    Vision,
+    /// JSON mode and structured outputs.
+    Json,
+}
+
+/// Knobs of the built-in simulator (`type: simulated`). Every field has a default; see
+/// `docs/simulator.md` for the latency model.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SimulationSpec {
+    /// Fixed part of the time to first token, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 600_000.0))]
+    pub prefill_overhead_ms: Option<f64>,
+    /// Time to first token added per uncached prompt token, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1_000.0))]
+    pub prefill_per_token_ms: Option<f64>,
+    /// Time between two output tokens, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 60_000.0))]
+    pub inter_token_ms: Option<f64>,
+    /// Sequences decoded at once; further requests queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_num_seqs: Option<u32>,
+    /// Output tokens when a request sets no `max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub output_tokens: Option<u32>,
+    /// Length of embedding vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65_536))]
+    pub embedding_dimension: Option<u32>,
+    /// Seed for reproducible latency jitter and generated text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// Observed state of a Provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProviderStatus {
+    /// Ready, ReferencesResolved and Degraded conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

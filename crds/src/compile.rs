@@ -1,0 +1,850 @@
+//! The compiler: a set of Sluice objects in, one [`GatewayConfig`] per Project out.
+//!
+//! Pure and deterministic: the same objects (in any order) give byte-identical configurations.
+//! Every problem is reported at once, each naming the object and the field, so one run of the
+//! compiler (or one reconcile) tells the user everything to fix.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::api::{
+    ApiKey, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, ModelPricing, Project, Provider, ProviderRef,
+    ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
+};
+use crate::config::{
+    AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, Credential, EndpointConfig,
+    GatewayConfig, KeyConfig, KeyHash, ModelConfig, PricingConfig, ProjectConfig, ProviderConfig, ProviderModelConfig,
+    SimulationConfig, TierConfig, hash_key,
+};
+use crate::objects::{Object, ObjectRef, SecretData, namespace_of};
+
+/// Namespace of the platform's shared Providers unless told otherwise.
+pub const DEFAULT_SHARED_NAMESPACE: &str = "sluice-system";
+
+/// Secret data keys of a key Secret: the current key (unless `secretRef.key` names another), and
+/// during a rotation the previous key with the instant it stops working.
+pub const PREVIOUS_KEY_FIELD: &str = "previousKey";
+/// See [`PREVIOUS_KEY_FIELD`].
+pub const PREVIOUS_KEY_EXPIRES_FIELD: &str = "previousKeyExpiresAt";
+
+/// Shortest key material accepted (bring-your-own keys included).
+pub const MIN_KEY_LENGTH: usize = 16;
+
+/// How the compiler treats context it cannot see in the objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// Namespace of platform-wide Providers, searched after the referring object's own.
+    pub shared_namespace: String,
+    /// Where an ApiKey without `secretRef` gets its key material.
+    pub generated_keys: GeneratedKeys,
+    /// Leave out keys and key hashes that expired before this instant. `None` keeps them all (the
+    /// gateway checks expiry on every request anyway).
+    pub now: Option<Timestamp>,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            shared_namespace: DEFAULT_SHARED_NAMESPACE.to_owned(),
+            generated_keys: GeneratedKeys::Unavailable,
+            now: None,
+        }
+    }
+}
+
+/// Where ApiKeys without `secretRef` find their key material.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeneratedKeys {
+    /// No operator generates keys (standalone): such an ApiKey is an error.
+    Unavailable,
+    /// The operator generates keys into the Secret named by [`generated_key_secret_name`]; until
+    /// that Secret exists the key is left out of the configuration.
+    Operator,
+}
+
+/// The Secret (in the ApiKey's namespace) that holds an operator-generated key.
+pub fn generated_key_secret_name(apikey_name: &str) -> String {
+    const PREFIX: &str = "sluice-key-";
+    const MAX: usize = 253;
+    if PREFIX.len() + apikey_name.len() <= MAX {
+        format!("{PREFIX}{apikey_name}")
+    } else {
+        // Object names may be 253 characters; keep the result a valid name and still unique.
+        let hash = hash_key(apikey_name.as_bytes());
+        let keep = MAX - PREFIX.len() - 17;
+        format!("{PREFIX}{}-{}", &apikey_name[..keep], &hash[..16])
+    }
+}
+
+/// One problem in the input.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CompileError {
+    /// The object at fault.
+    pub object: ObjectRef,
+    /// JSON path of the field at fault (`spec.models[0].backends[1].providerRef`).
+    pub field: String,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+/// Every problem found, sorted by object and field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileErrors(pub Vec<CompileError>);
+
+impl fmt::Display for CompileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem{} in the configuration:", self.0.len(), if self.0.len() == 1 { "" } else { "s" })?;
+        for error in &self.0 {
+            write!(f, "\n  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CompileErrors {}
+
+/// Compiles every Project in `objects`. Objects that belong to no Project (an Endpoint in a
+/// namespace without one) are errors too.
+pub fn compile(objects: &[Object], options: &CompileOptions) -> Result<Vec<GatewayConfig>, CompileErrors> {
+    let index = Index::new(objects);
+    let mut errors = index.duplicates.clone();
+    let mut configs = Vec::new();
+
+    let mut slugs: BTreeMap<&str, ObjectRef> = BTreeMap::new();
+    for (namespace, projects) in &index.projects {
+        if let [first, rest @ ..] = projects.as_slice() {
+            for extra in rest {
+                errors.push(CompileError {
+                    object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: extra.name_any() },
+                    field: "metadata.namespace".into(),
+                    message: format!(
+                        "namespace {namespace} already has Project {}; one Project per namespace",
+                        first.name_any()
+                    ),
+                });
+            }
+            let me = ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: first.name_any() };
+            if let Some(owner) = slugs.get(first.spec.slug.as_str()) {
+                errors.push(CompileError {
+                    object: me,
+                    field: "spec.slug".into(),
+                    message: format!("{:?} is already used by {owner}", first.spec.slug),
+                });
+                continue;
+            }
+            slugs.insert(&first.spec.slug, me);
+            match compile_with_index(first, &index, options) {
+                Ok(config) => configs.push(config),
+                Err(mut found) => errors.append(&mut found),
+            }
+        }
+    }
+    for (namespace, endpoints) in &index.endpoints {
+        if !index.projects.contains_key(namespace) {
+            for endpoint in endpoints {
+                errors.push(orphan(ObjectRef {
+                    kind: "Endpoint",
+                    namespace: Some(namespace.clone()),
+                    name: endpoint.name_any(),
+                }));
+            }
+        }
+    }
+    for (namespace, keys) in &index.apikeys {
+        if !index.projects.contains_key(namespace) {
+            for key in keys {
+                errors.push(orphan(ObjectRef {
+                    kind: "ApiKey",
+                    namespace: Some(namespace.clone()),
+                    name: key.name_any(),
+                }));
+            }
+        }
+    }
+    // Providers no project uses still deserve their errors.
+    for provider in index.providers.values() {
+        let mut scratch = Vec::new();
+        provider_config(provider, &index, &mut scratch);
+        errors.extend(scratch);
+    }
+
+    configs.sort_by(|a, b| a.project.slug.cmp(&b.project.slug));
+    finish(errors).map(|()| configs)
+}
+
+/// Compiles one Project from the objects around it (its namespace's Endpoints and ApiKeys, the
+/// Providers, ServiceTiers and Secrets they reference). Problems in objects this Project does not
+/// use are not reported, so one tenant's mistakes never block another's configuration.
+pub fn compile_project(
+    project: &Project,
+    objects: &[Object],
+    options: &CompileOptions,
+) -> Result<GatewayConfig, CompileErrors> {
+    let index = Index::new(objects);
+    compile_with_index(project, &index, options).map_err(|errors| CompileErrors(sorted(errors)))
+}
+
+fn orphan(object: ObjectRef) -> CompileError {
+    let namespace = object.namespace.clone().unwrap_or_default();
+    CompileError {
+        object,
+        field: "metadata.namespace".into(),
+        message: format!(
+            "no Project in namespace {namespace}; Endpoints and ApiKeys belong to the Project of their namespace"
+        ),
+    }
+}
+
+fn sorted(mut errors: Vec<CompileError>) -> Vec<CompileError> {
+    errors.sort();
+    errors.dedup();
+    errors
+}
+
+fn finish(errors: Vec<CompileError>) -> Result<(), CompileErrors> {
+    if errors.is_empty() { Ok(()) } else { Err(CompileErrors(sorted(errors))) }
+}
+
+/// The input, grouped for lookups.
+struct Index<'a> {
+    projects: BTreeMap<String, Vec<&'a Project>>,
+    endpoints: BTreeMap<String, Vec<&'a Endpoint>>,
+    apikeys: BTreeMap<String, Vec<&'a ApiKey>>,
+    providers: BTreeMap<(String, String), &'a Provider>,
+    tiers: BTreeMap<String, &'a ServiceTier>,
+    secrets: HashMap<(String, String), &'a SecretData>,
+    duplicates: Vec<CompileError>,
+}
+
+impl<'a> Index<'a> {
+    fn new(objects: &'a [Object]) -> Self {
+        let mut index = Index {
+            projects: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            apikeys: BTreeMap::new(),
+            providers: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            secrets: HashMap::new(),
+            duplicates: Vec::new(),
+        };
+        let mut seen = BTreeSet::new();
+        for object in objects {
+            let id = object.object_ref();
+            if !seen.insert(id.clone()) {
+                index.duplicates.push(CompileError {
+                    object: id,
+                    field: "metadata.name".into(),
+                    message: "defined more than once".into(),
+                });
+                continue;
+            }
+            match object {
+                Object::Project(p) => index.projects.entry(namespace_of(p)).or_default().push(p),
+                Object::Endpoint(e) => index.endpoints.entry(namespace_of(e)).or_default().push(e),
+                Object::ApiKey(k) => index.apikeys.entry(namespace_of(k)).or_default().push(k),
+                Object::Provider(p) => {
+                    index.providers.insert((namespace_of(p), p.name_any()), p);
+                }
+                Object::ServiceTier(t) => {
+                    index.tiers.insert(t.name_any(), t);
+                }
+                Object::Secret(s) => {
+                    index.secrets.insert((s.namespace.clone(), s.name.clone()), s);
+                }
+            }
+        }
+        // Deterministic order whatever the input order.
+        for list in index.projects.values_mut() {
+            list.sort_by_key(|p| p.name_any());
+        }
+        for list in index.endpoints.values_mut() {
+            list.sort_by_key(|e| e.name_any());
+        }
+        for list in index.apikeys.values_mut() {
+            list.sort_by_key(|k| k.name_any());
+        }
+        index
+    }
+
+    fn secret_value(&self, namespace: &str, name: &str, key: &str) -> Result<&'a [u8], String> {
+        let secret = self
+            .secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .ok_or_else(|| format!("no Secret {name:?} in namespace {namespace}"))?;
+        secret.data.get(key).map(Vec::as_slice).ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))
+    }
+}
+
+/// Collects problems for one object.
+struct Problems<'e> {
+    object: ObjectRef,
+    errors: &'e mut Vec<CompileError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(CompileError { object: self.object.clone(), field: field.into(), message: message.into() });
+    }
+}
+
+fn is_dns_label(value: &str) -> bool {
+    // Same rule as DNS_LABEL_PATTERN, without a regex engine on this path.
+    debug_assert_eq!(DNS_LABEL_PATTERN, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+fn compile_with_index(
+    project: &Project,
+    index: &Index<'_>,
+    options: &CompileOptions,
+) -> Result<GatewayConfig, Vec<CompileError>> {
+    let namespace = namespace_of(project);
+    let mut errors = Vec::new();
+    let mut tiers_used = BTreeSet::new();
+    let mut providers_used: BTreeMap<String, &Provider> = BTreeMap::new();
+
+    {
+        let mut problems = Problems {
+            object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: project.name_any() },
+            errors: &mut errors,
+        };
+        if !is_dns_label(&project.spec.slug) {
+            problems.add(
+                "spec.slug",
+                format!("{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)", project.spec.slug),
+            );
+        }
+        check_tier(&project.spec.default_tier, "spec.defaultTier", index, &mut tiers_used, &mut problems);
+    }
+
+    let mut endpoints = BTreeMap::new();
+    let mut endpoint_owner: BTreeMap<String, String> = BTreeMap::new();
+    for endpoint in index.endpoints.get(&namespace).into_iter().flatten() {
+        let mut problems = Problems {
+            object: ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() },
+            errors: &mut errors,
+        };
+        let slug = &endpoint.spec.slug;
+        if let Some(owner) = endpoint_owner.get(slug) {
+            problems.add("spec.slug", format!("{slug:?} is already used by Endpoint {namespace}/{owner}"));
+            continue;
+        }
+        endpoint_owner.insert(slug.clone(), endpoint.name_any());
+        if let Some(config) =
+            endpoint_config(endpoint, index, options, &mut tiers_used, &mut providers_used, &mut problems)
+        {
+            endpoints.insert(slug.clone(), config);
+        }
+    }
+
+    let mut keys = Vec::new();
+    let mut hash_owner: HashMap<String, String> = HashMap::new();
+    for apikey in index.apikeys.get(&namespace).into_iter().flatten() {
+        let mut problems = Problems {
+            object: ObjectRef { kind: "ApiKey", namespace: Some(namespace.clone()), name: apikey.name_any() },
+            errors: &mut errors,
+        };
+        let Some(key) = key_config(apikey, &endpoints, index, options, &mut tiers_used, &mut problems) else {
+            continue;
+        };
+        for hash in &key.hashes {
+            if let Some(other) = hash_owner.insert(hash.sha256.clone(), key.id.clone())
+                && other != key.id
+            {
+                problems.add("spec.secretRef", format!("the same key material is already used by ApiKey {other}"));
+            }
+        }
+        keys.push(key);
+    }
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut providers = BTreeMap::new();
+    for (id, provider) in providers_used {
+        if let Some(config) = provider_config(provider, index, &mut errors) {
+            providers.insert(id, config);
+        }
+    }
+
+    let tiers = tiers_used
+        .into_iter()
+        .filter_map(|name| index.tiers.get(&name).map(|tier| (name, tier_config(tier))))
+        .collect();
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(GatewayConfig {
+        api_version: CONFIG_API_VERSION.to_owned(),
+        kind: CONFIG_KIND.to_owned(),
+        project: ProjectConfig {
+            slug: project.spec.slug.clone(),
+            namespace,
+            name: project.name_any(),
+            default_tier: project.spec.default_tier.clone(),
+        },
+        tiers,
+        providers,
+        endpoints,
+        keys,
+    })
+}
+
+fn check_tier(name: &str, field: &str, index: &Index<'_>, used: &mut BTreeSet<String>, problems: &mut Problems<'_>) {
+    if index.tiers.contains_key(name) {
+        used.insert(name.to_owned());
+    } else {
+        problems.add(field, format!("no ServiceTier {name:?}"));
+    }
+}
+
+fn tier_config(tier: &ServiceTier) -> TierConfig {
+    let spec = &tier.spec;
+    TierConfig {
+        requests_per_minute: spec.limits.requests_per_minute,
+        tokens_per_minute: spec.limits.tokens_per_minute,
+        max_concurrent: spec.limits.max_concurrent,
+        first_token_ms: spec.timeouts.first_token_ms,
+        total_ms: spec.timeouts.total_ms,
+        idle_stream_ms: spec.timeouts.idle_stream_ms,
+        priority: spec.priority,
+        slo_ttft_ms: spec.slo.as_ref().and_then(|s| s.ttft_ms),
+        slo_tpot_ms: spec.slo.as_ref().and_then(|s| s.tpot_ms),
+        price_multiplier: spec.pricing.multiplier,
+        retry_percent: spec.retry_budget.percent,
+        min_retries_per_second: spec.retry_budget.min_retries_per_second,
+    }
+}
+
+/// Finds the Provider a backend names: its explicit namespace, else the referrer's namespace,
+/// else the shared namespace.
+fn resolve_provider<'a>(
+    reference: &ProviderRef,
+    own_namespace: &str,
+    index: &Index<'a>,
+    options: &CompileOptions,
+) -> Result<&'a Provider, String> {
+    let candidates: Vec<&str> = match reference.namespace.as_deref() {
+        Some(ns) if ns == own_namespace || ns == options.shared_namespace => vec![ns],
+        Some(ns) => {
+            return Err(format!(
+                "namespace {ns} is neither this object's namespace ({own_namespace}) nor the shared namespace ({})",
+                options.shared_namespace
+            ));
+        }
+        None => vec![own_namespace, options.shared_namespace.as_str()],
+    };
+    candidates
+        .iter()
+        .find_map(|ns| index.providers.get(&((*ns).to_owned(), reference.name.clone())).copied())
+        .ok_or_else(|| format!("no Provider {:?} in namespace {}", reference.name, candidates.join(" or ")))
+}
+
+fn endpoint_config<'a>(
+    endpoint: &Endpoint,
+    index: &Index<'a>,
+    options: &CompileOptions,
+    tiers_used: &mut BTreeSet<String>,
+    providers_used: &mut BTreeMap<String, &'a Provider>,
+    problems: &mut Problems<'_>,
+) -> Option<EndpointConfig> {
+    let namespace = namespace_of(endpoint);
+    let spec = &endpoint.spec;
+    if !is_dns_label(&spec.slug) {
+        problems.add(
+            "spec.slug",
+            format!("{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)", spec.slug),
+        );
+    } else if RESERVED_ENDPOINT_SLUGS.contains(&spec.slug.as_str()) {
+        problems.add("spec.slug", format!("{:?} is reserved for project-level APIs", spec.slug));
+    }
+    if let Some(tier) = &spec.tier {
+        check_tier(tier, "spec.tier", index, tiers_used, problems);
+    }
+
+    // Every name (model or alias) a client may send, with where it was declared.
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    let mut models = BTreeMap::new();
+    let mut aliases = BTreeMap::new();
+    for (m, model) in spec.models.iter().enumerate() {
+        let field = format!("spec.models[{m}]");
+        if let Some(first) = names.get(model.name.as_str()) {
+            problems.add(format!("{field}.name"), format!("{:?} is already the name of {first}", model.name));
+        } else {
+            names.insert(&model.name, format!("{field} (a model)"));
+        }
+        for (a, alias) in model.aliases.iter().enumerate() {
+            let alias_field = format!("{field}.aliases[{a}].name");
+            if let Some(first) = names.get(alias.name.as_str()) {
+                problems.add(alias_field, format!("{:?} is already the name of {first}", alias.name));
+                continue;
+            }
+            names.insert(&alias.name, format!("{field}.aliases[{a}] (an alias)"));
+            aliases.insert(
+                alias.name.clone(),
+                AliasConfig {
+                    target: model.name.clone(),
+                    deprecated: alias.deprecated || alias.sunset.is_some(),
+                    sunset: alias.sunset.as_ref().map(|t| t.0),
+                },
+            );
+        }
+
+        let mut backends = Vec::new();
+        let mut capabilities: Option<BTreeSet<Capability>> = None;
+        let mut context_window: Option<u32> = None;
+        let mut max_output: Option<u32> = None;
+        let mut owned_by = model.owned_by.clone();
+        for (b, backend) in model.backends.iter().enumerate() {
+            let backend_field = format!("{field}.backends[{b}]");
+            let provider = match resolve_provider(&backend.provider_ref, &namespace, index, options) {
+                Ok(p) => p,
+                Err(message) => {
+                    problems.add(format!("{backend_field}.providerRef"), message);
+                    continue;
+                }
+            };
+            let provider_id = format!("{}/{}", namespace_of(provider), provider.name_any());
+            let Some(offered) = provider.spec.models.iter().find(|pm| pm.name == backend.model) else {
+                let offers: Vec<&str> = provider.spec.models.iter().map(|pm| pm.name.as_str()).collect();
+                problems.add(
+                    format!("{backend_field}.model"),
+                    format!(
+                        "Provider {provider_id} offers no model {:?} (it offers: {})",
+                        backend.model,
+                        offers.join(", ")
+                    ),
+                );
+                continue;
+            };
+            owned_by.get_or_insert_with(|| provider.name_any());
+            let offered_caps: BTreeSet<Capability> = offered.capabilities.iter().copied().collect();
+            capabilities = Some(match capabilities {
+                None => offered_caps,
+                Some(caps) => caps.intersection(&offered_caps).copied().collect(),
+            });
+            context_window = min_some(context_window, offered.context_window);
+            max_output = min_some(max_output, offered.max_output_tokens);
+            providers_used.insert(provider_id.clone(), provider);
+            backends.push(BackendConfig {
+                provider: provider_id,
+                model: backend.model.clone(),
+                weight: backend.weight,
+                priority: backend.priority,
+            });
+        }
+        if backends.len() == model.backends.len() && !backends.is_empty() {
+            models.insert(
+                model.name.clone(),
+                ModelConfig {
+                    owned_by: owned_by.unwrap_or_default(),
+                    context_window,
+                    max_output_tokens: max_output,
+                    capabilities: capabilities.unwrap_or_default().into_iter().collect(),
+                    backends,
+                },
+            );
+        }
+    }
+
+    let apis: BTreeSet<ApiKind> = match &spec.apis {
+        Some(list) => list.iter().copied().collect(),
+        None => ApiKind::ALL.into_iter().collect(),
+    };
+    Some(EndpointConfig {
+        id: format!("{namespace}/{}", endpoint.name_any()),
+        tier: spec.tier.clone(),
+        routing: spec.routing.policy,
+        max_body_bytes: spec.limits.max_body_bytes,
+        max_tokens: spec.limits.max_tokens,
+        apis: apis.into_iter().collect(),
+        models,
+        aliases,
+    })
+}
+
+fn min_some(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Header names the gateway sets itself; a Provider may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "x-request-id",
+];
+
+fn provider_config(provider: &Provider, index: &Index<'_>, errors: &mut Vec<CompileError>) -> Option<ProviderConfig> {
+    let namespace = namespace_of(provider);
+    let mut problems = Problems {
+        object: ObjectRef { kind: "Provider", namespace: Some(namespace.clone()), name: provider.name_any() },
+        errors,
+    };
+    let spec = &provider.spec;
+    let before = problems.errors.len();
+
+    let base_url = spec.base_url.as_ref().map(|url| url.trim_end_matches('/').to_owned());
+    match (&base_url, spec.provider_type) {
+        (None, ProviderType::Simulated) => {}
+        (None, other) => problems.add("spec.baseUrl", format!("required for type {}", other.as_str())),
+        (Some(url), _) => {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.add("spec.baseUrl", format!("{url:?} is not an http(s) URL"));
+            }
+        }
+    }
+    if spec.simulation.is_some() && spec.provider_type != ProviderType::Simulated {
+        problems.add("spec.simulation", format!("only for type simulated, not {}", spec.provider_type.as_str()));
+    }
+    let credential = spec.credentials.as_ref().and_then(|creds| {
+        let selector = &creds.secret_key_ref;
+        match index.secret_value(&namespace, &selector.name, &selector.key) {
+            Err(message) => {
+                problems.add("spec.credentials.secretKeyRef", message);
+                None
+            }
+            Ok(bytes) => match std::str::from_utf8(bytes).map(str::trim) {
+                Ok(value) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) => {
+                    Some(Credential::new(value))
+                }
+                _ => {
+                    problems.add(
+                        "spec.credentials.secretKeyRef",
+                        format!(
+                            "Secret {namespace}/{} key {:?} is empty or holds characters a header cannot carry",
+                            selector.name, selector.key
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    });
+    for (name, value) in &spec.headers {
+        let lower = name.to_ascii_lowercase();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+            problems.add(format!("spec.headers.{name}"), "not a valid header name");
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            problems
+                .add(format!("spec.headers.{name}"), "set by the gateway itself; credentials go in spec.credentials");
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            problems.add(format!("spec.headers.{name}"), "value contains a line break");
+        }
+    }
+    let mut models = BTreeMap::new();
+    for (i, model) in spec.models.iter().enumerate() {
+        if models.contains_key(&model.name) {
+            problems.add(format!("spec.models[{i}].name"), format!("{:?} is listed twice", model.name));
+            continue;
+        }
+        models.insert(
+            model.name.clone(),
+            ProviderModelConfig {
+                context_window: model.context_window,
+                max_output_tokens: model.max_output_tokens,
+                pricing: model.pricing.as_ref().map(pricing_config),
+                capabilities: model.capabilities.iter().copied().collect::<BTreeSet<_>>().into_iter().collect(),
+            },
+        );
+    }
+    if problems.errors.len() > before {
+        return None;
+    }
+    Some(ProviderConfig {
+        provider_type: spec.provider_type,
+        base_url,
+        credential,
+        headers: spec.headers.clone(),
+        connect_timeout_ms: spec.connect_timeout_ms,
+        models,
+        simulation: spec.simulation.as_ref().map(|s| SimulationConfig {
+            prefill_overhead_ms: s.prefill_overhead_ms,
+            prefill_per_token_ms: s.prefill_per_token_ms,
+            inter_token_ms: s.inter_token_ms,
+            max_num_seqs: s.max_num_seqs,
+            output_tokens: s.output_tokens,
+            embedding_dimension: s.embedding_dimension,
+            seed: s.seed,
+        }),
+    })
+}
+
+fn pricing_config(pricing: &ModelPricing) -> PricingConfig {
+    PricingConfig {
+        input_per_million: pricing.input_per_million,
+        cached_input_per_million: pricing.cached_input_per_million.unwrap_or(pricing.input_per_million),
+        output_per_million: pricing.output_per_million,
+    }
+}
+
+fn key_config(
+    apikey: &ApiKey,
+    endpoints: &BTreeMap<String, EndpointConfig>,
+    index: &Index<'_>,
+    options: &CompileOptions,
+    tiers_used: &mut BTreeSet<String>,
+    problems: &mut Problems<'_>,
+) -> Option<KeyConfig> {
+    let namespace = namespace_of(apikey);
+    let spec = &apikey.spec;
+    let before = problems.errors.len();
+    let expires_at = spec.expires_at.as_ref().map(|t| t.0);
+
+    if let Some(tier) = &spec.tier {
+        check_tier(tier, "spec.tier", index, tiers_used, problems);
+    }
+    if let Some(allowed) = &spec.endpoints {
+        for (i, slug) in allowed.iter().enumerate() {
+            if !endpoints.contains_key(slug) {
+                problems.add(
+                    format!("spec.endpoints[{i}]"),
+                    format!("no Endpoint with slug {slug:?} in namespace {namespace}"),
+                );
+            }
+        }
+    }
+    if let Some(models) = &spec.models {
+        let reachable = |name: &str| {
+            endpoints.iter().any(|(slug, endpoint)| {
+                spec.endpoints.as_ref().is_none_or(|allowed| allowed.contains(slug))
+                    && (endpoint.models.contains_key(name) || endpoint.aliases.contains_key(name))
+            })
+        };
+        for (i, name) in models.iter().enumerate() {
+            if !reachable(name) {
+                problems.add(
+                    format!("spec.models[{i}]"),
+                    format!("no model or alias {name:?} in the endpoints this key may call"),
+                );
+            }
+        }
+    }
+    let mut cidrs = None;
+    if let Some(list) = &spec.allowed_cidrs {
+        let mut parsed = Vec::new();
+        for (i, cidr) in list.iter().enumerate() {
+            match cidr.parse::<ipnet::IpNet>() {
+                Ok(net) => parsed.push(net.trunc().to_string()),
+                Err(_) => match cidr.parse::<std::net::IpAddr>() {
+                    Ok(ip) => parsed.push(ipnet::IpNet::from(ip).to_string()),
+                    Err(_) => problems.add(
+                        format!("spec.allowedCidrs[{i}]"),
+                        format!("{cidr:?} is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32)"),
+                    ),
+                },
+            }
+        }
+        cidrs = Some(parsed);
+    }
+
+    // Key material: the current key and, during a rotation, the previous one.
+    let (secret_name, data_key, field) = match &spec.secret_ref {
+        Some(reference) => (reference.name.clone(), reference.key.clone(), "spec.secretRef"),
+        None => match options.generated_keys {
+            GeneratedKeys::Unavailable => {
+                problems.add(
+                    "spec.secretRef",
+                    "required here: without the operator nothing generates keys; put the key in a Secret and reference it",
+                );
+                return None;
+            }
+            GeneratedKeys::Operator => {
+                let name = generated_key_secret_name(&apikey.name_any());
+                if !index.secrets.contains_key(&(namespace.clone(), name.clone())) {
+                    // Not generated yet: the key cannot work until it is.
+                    return None;
+                }
+                (name, default_secret_key(), "status.secretName")
+            }
+        },
+    };
+    let mut hashes = Vec::new();
+    match index.secret_value(&namespace, &secret_name, &data_key) {
+        Err(message) => problems.add(field, message),
+        Ok(bytes) => match key_material(bytes) {
+            Ok(material) => hashes.push(KeyHash { sha256: hash_key(material), expires_at: None }),
+            Err(message) => {
+                problems.add(field, format!("Secret {namespace}/{secret_name} key {data_key:?}: {message}"))
+            }
+        },
+    }
+    if let Ok(previous) = index.secret_value(&namespace, &secret_name, PREVIOUS_KEY_FIELD) {
+        let expiry = index
+            .secret_value(&namespace, &secret_name, PREVIOUS_KEY_EXPIRES_FIELD)
+            .ok()
+            .and_then(|raw| std::str::from_utf8(raw).ok())
+            .and_then(|text| text.trim().parse::<Timestamp>().ok());
+        match (key_material(previous), expiry) {
+            (Ok(material), Some(until)) => {
+                if options.now.is_none_or(|now| until > now) {
+                    hashes.push(KeyHash { sha256: hash_key(material), expires_at: Some(until) });
+                }
+            }
+            (Err(message), _) => problems.add(field, format!("Secret {namespace}/{secret_name} key {PREVIOUS_KEY_FIELD:?}: {message}")),
+            (Ok(_), None) => problems.add(
+                field,
+                format!("Secret {namespace}/{secret_name} has {PREVIOUS_KEY_FIELD:?} without a valid RFC 3339 {PREVIOUS_KEY_EXPIRES_FIELD:?}"),
+            ),
+        }
+    }
+
+    if problems.errors.len() > before {
+        return None;
+    }
+    if let (Some(now), Some(expiry)) = (options.now, expires_at)
+        && expiry <= now
+    {
+        return None;
+    }
+    let mut scopes: Vec<_> = spec.scopes.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    scopes.dedup();
+    Some(KeyConfig {
+        id: format!("{namespace}/{}", apikey.name_any()),
+        hashes,
+        scopes,
+        endpoints: spec.endpoints.clone(),
+        models: spec.models.clone(),
+        tier: spec.tier.clone(),
+        expires_at,
+        allowed_cidrs: cidrs,
+        budget: spec.budget.as_ref().map(|b| BudgetConfig { limit_usd: b.limit_usd, period: b.period }),
+    })
+}
+
+/// Checks key material as clients will send it in a header; surrounding whitespace (a trailing
+/// newline from `echo`) is ignored.
+fn key_material(raw: &[u8]) -> Result<&[u8], String> {
+    let trimmed = raw.trim_ascii();
+    if trimmed.len() < MIN_KEY_LENGTH {
+        return Err(format!("shorter than {MIN_KEY_LENGTH} characters"));
+    }
+    if !trimmed.iter().all(u8::is_ascii_graphic) {
+        return Err("holds characters other than printable ASCII".into());
+    }
+    Ok(trimmed)
+}

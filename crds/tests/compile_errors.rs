@@ -1,0 +1,276 @@
+//! Each class of bad input gets its own precise error, naming the object and the field; every
+//! problem is reported at once; and the output is deterministic.
+
+use std::path::Path;
+
+use sluice_crds::compile::{CompileOptions, compile};
+use sluice_crds::manifests::load_str;
+
+const MINIMAL: &str = include_str!("fixtures/minimal.yaml");
+
+/// The minimal tenant with `extra` documents appended (or replacing `replace` with `with`).
+fn variant(replace: &str, with: &str, extra: &str) -> String {
+    assert!(replace.is_empty() || MINIMAL.contains(replace), "fixture has no {replace:?}");
+    let mut text = if replace.is_empty() { MINIMAL.to_owned() } else { MINIMAL.replacen(replace, with, 1) };
+    if !extra.is_empty() {
+        text.push_str("\n---\n");
+        text.push_str(extra);
+    }
+    text
+}
+
+fn compile_errors(text: &str) -> Vec<String> {
+    let manifests = load_str(Path::new("test.yaml"), text).expect("documents load");
+    match compile(&manifests.objects, &CompileOptions::default()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn load_errors(text: &str) -> Vec<String> {
+    match load_str(Path::new("test.yaml"), text) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_fixture_itself_is_valid() {
+    assert_eq!(compile_errors(MINIMAL), Vec::<String>::new());
+}
+
+#[test]
+fn missing_provider_reference() {
+    let text = variant("providerRef: {name: deepseek}", "providerRef: {name: qwen}", "");
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "Endpoint team-a/chat: spec.models[0].backends[0].providerRef: no Provider \"qwen\" in namespace team-a or sluice-system"
+        ]
+    );
+}
+
+#[test]
+fn missing_upstream_model_lists_what_the_provider_offers() {
+    let text = variant("model: deepseek-chat", "model: deepseek-chatt", "");
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "Endpoint team-a/chat: spec.models[0].backends[0].model: Provider sluice-system/deepseek offers no model \"deepseek-chatt\" (it offers: deepseek-chat)"
+        ]
+    );
+}
+
+#[test]
+fn missing_tier_secret_and_endpoint_are_all_reported_at_once() {
+    let text = variant("defaultTier: basic", "defaultTier: gold", "")
+        .replace("key: token}", "key: apikey}")
+        .replace("secretRef: {name: app-key}", "secretRef: {name: app-key}\n  endpoints: [chatt]");
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "ApiKey team-a/app: spec.endpoints[0]: no Endpoint with slug \"chatt\" in namespace team-a",
+            "Project team-a/team-a: spec.defaultTier: no ServiceTier \"gold\"",
+            "Provider sluice-system/deepseek: spec.credentials.secretKeyRef: Secret sluice-system/upstream has no key \"apikey\"",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_endpoint_slug() {
+    let second = "apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {name: chat-two, namespace: team-a}\nspec:\n  slug: chat\n  models:\n    - name: other\n      backends: [{providerRef: {name: deepseek}, model: deepseek-chat}]\n";
+    assert_eq!(
+        compile_errors(&variant("", "", second)),
+        ["Endpoint team-a/chat-two: spec.slug: \"chat\" is already used by Endpoint team-a/chat"]
+    );
+}
+
+#[test]
+fn duplicate_project_slug_across_namespaces() {
+    let second = "apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {name: other, namespace: team-b}\nspec: {slug: team-a, defaultTier: basic}\n";
+    assert_eq!(
+        compile_errors(&variant("", "", second)),
+        ["Project team-b/other: spec.slug: \"team-a\" is already used by Project team-a/team-a"]
+    );
+}
+
+#[test]
+fn alias_colliding_with_a_model_name() {
+    let extra_models = "    - name: chat-latest\n      backends: [{providerRef: {name: deepseek}, model: deepseek-chat}]\n    - name: other\n      aliases: [{name: chat}]\n      backends: [{providerRef: {name: deepseek}, model: deepseek-chat}]\n";
+    let text = variant(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {name: app-key",
+        &format!("{extra_models}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: app-key"),
+        "",
+    );
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "Endpoint team-a/chat: spec.models[1].name: \"chat-latest\" is already the name of spec.models[0].aliases[0] (an alias)",
+            "Endpoint team-a/chat: spec.models[2].aliases[0].name: \"chat\" is already the name of spec.models[0] (a model)",
+        ]
+    );
+}
+
+#[test]
+fn bad_cidr() {
+    let text = variant(
+        "secretRef: {name: app-key}",
+        "secretRef: {name: app-key}\n  allowedCidrs: [10.0.0.0/8, 10.0.0.0/33]",
+        "",
+    );
+    assert_eq!(
+        compile_errors(&text),
+        ["ApiKey team-a/app: spec.allowedCidrs[1]: \"10.0.0.0/33\" is not a CIDR (like 10.0.0.0/8 or 2001:db8::/32)"]
+    );
+}
+
+#[test]
+fn unknown_field_names_file_document_and_path() {
+    let text = variant("  slug: chat\n", "  slug: chat\n  retries: 3\n", "");
+    assert_eq!(load_errors(&text), ["test.yaml (document 5, line 28): Endpoint chat: spec.retries: unknown field"]);
+}
+
+#[test]
+fn wrong_enum_value() {
+    let text = variant("type: openai", "type: openia", "");
+    assert_eq!(
+        load_errors(&text),
+        [
+            "test.yaml (document 4, line 17): Provider deepseek: spec.type: Unsupported value: \"openia\": supported values: \"openai\", \"anthropic\", \"gemini\", \"simulated\""
+        ]
+    );
+}
+
+#[test]
+fn out_of_range_value_and_bad_pattern() {
+    let text = variant("model: deepseek-chat", "model: deepseek-chat\n          weight: 5000", "")
+        .replace("slug: chat", "slug: Chat_1");
+    assert_eq!(
+        load_errors(&text),
+        [
+            "test.yaml (document 5, line 28): Endpoint chat: spec.models[0].backends[0].weight: Invalid value: 5000: must be less than or equal to 1000",
+            "test.yaml (document 5, line 28): Endpoint chat: spec.slug: Invalid value: \"Chat_1\": should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+        ]
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let text = variant("spec: {slug: team-a, defaultTier: basic}", "spec: {slug: team-a}", "");
+    assert_eq!(
+        load_errors(&text),
+        ["test.yaml (document 2, line 7): Project team-a: spec.defaultTier: Required value"]
+    );
+}
+
+#[test]
+fn reserved_endpoint_slug() {
+    let text = variant("  slug: chat\n", "  slug: v1\n", "");
+    assert_eq!(compile_errors(&text), ["Endpoint team-a/chat: spec.slug: \"v1\" is reserved for project-level APIs"]);
+}
+
+#[test]
+fn unknown_sluice_kind_and_version() {
+    let text = variant(
+        "",
+        "",
+        "apiVersion: sluice.dev/v1alpha1\nkind: Route\nmetadata: {name: x}\nspec: {}\n---\napiVersion: sluice.dev/v2\nkind: Project\nmetadata: {name: x}\nspec: {}\n",
+    );
+    let errors = load_errors(&text);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("test.yaml (document 8, line 52): unknown kind Route in sluice.dev"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("Project: unknown apiVersion sluice.dev/v2"), "{}", errors[1]);
+}
+
+#[test]
+fn other_kubernetes_kinds_are_skipped_with_a_warning() {
+    let text = variant("", "", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    let manifests = load_str(Path::new("test.yaml"), &text).expect("loads");
+    assert_eq!(manifests.warnings.len(), 1);
+    assert_eq!(
+        manifests.warnings[0].to_string(),
+        "test.yaml (document 8, line 52): skipped apps/v1 Deployment: not a Sluice kind or a Secret"
+    );
+}
+
+#[test]
+fn apikey_without_key_material_in_standalone_mode() {
+    let text = variant("  secretRef: {name: app-key}\n", "  scopes: [inference]\n", "");
+    let errors = compile_errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("ApiKey team-a/app: spec.secretRef: required here"), "{}", errors[0]);
+}
+
+#[test]
+fn weak_and_shared_key_material() {
+    let short = variant("key: sl_team-a_0123456789abcdef", "key: short", "");
+    assert_eq!(
+        compile_errors(&short),
+        ["ApiKey team-a/app: spec.secretRef: Secret team-a/app-key key \"key\": shorter than 16 characters"]
+    );
+    let twin = "apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: twin, namespace: team-a}\nspec: {secretRef: {name: app-key}}\n";
+    assert_eq!(
+        compile_errors(&variant("", "", twin)),
+        ["ApiKey team-a/twin: spec.secretRef: the same key material is already used by ApiKey team-a/app"]
+    );
+}
+
+#[test]
+fn orphan_endpoint_without_project() {
+    let orphan = "apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {name: lost, namespace: team-z}\nspec:\n  slug: lost\n  models: [{name: m, backends: [{providerRef: {name: deepseek}, model: deepseek-chat}]}]\n";
+    let errors = compile_errors(&variant("", "", orphan));
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("Endpoint team-z/lost: metadata.namespace: no Project in namespace team-z"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn provider_from_a_foreign_namespace_is_refused() {
+    let text = variant("providerRef: {name: deepseek}", "providerRef: {name: deepseek, namespace: team-b}", "");
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "Endpoint team-a/chat: spec.models[0].backends[0].providerRef: namespace team-b is neither this object's namespace (team-a) nor the shared namespace (sluice-system)"
+        ]
+    );
+}
+
+#[test]
+fn output_is_deterministic_whatever_the_input_order() {
+    let manifests = load_str(Path::new("test.yaml"), MINIMAL).expect("loads");
+    let first = compile(&manifests.objects, &CompileOptions::default()).expect("compiles");
+    let mut reversed = manifests.objects.clone();
+    reversed.reverse();
+    let second = compile(&reversed, &CompileOptions::default()).expect("compiles");
+    let bytes = |configs: &[sluice_crds::config::GatewayConfig]| {
+        configs.iter().map(|c| c.to_canonical_json().expect("json")).collect::<Vec<_>>()
+    };
+    assert_eq!(bytes(&first), bytes(&second));
+    assert_eq!(first[0].content_hash().expect("hash"), second[0].content_hash().expect("hash"));
+    assert!(first[0].content_hash().expect("hash").starts_with("sha256:"));
+
+    let changed = load_str(Path::new("test.yaml"), &MINIMAL.replace("spec: {}", "spec: {priority: 5}")).expect("loads");
+    let third = compile(&changed.objects, &CompileOptions::default()).expect("compiles");
+    assert_ne!(first[0].content_hash().expect("hash"), third[0].content_hash().expect("hash"));
+}
+
+#[test]
+fn compiled_config_round_trips_and_rejects_unknown_fields() {
+    let manifests = load_str(Path::new("test.yaml"), MINIMAL).expect("loads");
+    let config = compile(&manifests.objects, &CompileOptions::default()).expect("compiles").remove(0);
+    let json = config.to_canonical_json().expect("json");
+    let back: sluice_crds::config::GatewayConfig = serde_json::from_slice(&json).expect("parses");
+    assert_eq!(back, config);
+    let mut value: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    value["endpoints"]["chat"]["retries"] = 3.into();
+    let error = serde_json::from_value::<sluice_crds::config::GatewayConfig>(value).expect_err("strict");
+    assert!(error.to_string().contains("unknown field `retries`"), "{error}");
+    assert!(!format!("{config:?}").contains("sk-upstream-secret-value"), "credentials leak through Debug");
+}
