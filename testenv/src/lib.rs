@@ -261,6 +261,8 @@ impl TestEnv {
                 format!("--service-account-key-file={}", sa_public_key.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--service-cluster-ip-range=10.96.0.0/24".to_owned(),
+                // The `kubernetes` Service cannot point at a loopback address; nothing here needs it.
+                "--endpoint-reconciler-type=none".to_owned(),
                 // No service-account controller runs, so Pods would wait for a default ServiceAccount.
                 "--disable-admission-plugins=ServiceAccount".to_owned(),
                 "--allow-privileged=true".to_owned(),
@@ -286,6 +288,8 @@ impl TestEnv {
                 ],
             )?;
         }
+        // A controller manager that rejected its flags or kubeconfig has exited by now.
+        env.check_running()?;
         if !keep {
             let pids: Vec<u32> = env.processes.iter().map(Supervised::pid).collect();
             env.janitor = Some(Supervised::janitor(&dir, &pids)?);
@@ -317,26 +321,33 @@ impl TestEnv {
         Ok(())
     }
 
+    /// Fails if a process has exited, quoting the end of its log.
+    fn check_running(&mut self) -> Result<(), StartError> {
+        for process in &mut self.processes {
+            if let Some(status) = process.exited() {
+                let log = process.log_tail(40);
+                let err = anyhow::anyhow!("{} exited during start ({status}); its log ends:\n{log}", process.name);
+                return Err(if log.contains("address already in use") {
+                    StartError::PortTaken(err)
+                } else {
+                    StartError::Other(err)
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn wait_ready(&mut self, client: &Client) -> Result<(), StartError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last;
         loop {
-            for process in &mut self.processes {
-                if let Some(status) = process.exited() {
-                    let log = process.log_tail(40);
-                    let err = anyhow::anyhow!("{} exited during start ({status}); its log ends:\n{log}", process.name);
-                    return Err(if log.contains("address already in use") {
-                        StartError::PortTaken(err)
-                    } else {
-                        StartError::Other(err)
-                    });
-                }
-            }
+            self.check_running()?;
             let request = http::Request::get("/readyz").body(Vec::new())?;
-            match client.request_text(request).await {
-                Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => last = body,
-                Err(err) => last = err.to_string(),
+            match tokio::time::timeout(Duration::from_secs(5), client.request_text(request)).await {
+                Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
+                Ok(Ok(body)) => last = body,
+                Ok(Err(err)) => last = err.to_string(),
+                Err(_) => last = "no answer within 5 s".to_owned(),
             }
             if Instant::now() > deadline {
                 return Err(StartError::Other(anyhow::anyhow!(
@@ -354,6 +365,16 @@ impl TestEnv {
     pub fn client(&self) -> anyhow::Result<Client> {
         install_crypto_provider();
         Ok(Client::try_from(self.config.clone())?)
+    }
+
+    /// A client that acts as `user` in `groups` (admin impersonation), for tests of what RBAC
+    /// allows: the apiserver authorizes its requests as that user's, not the admin's.
+    pub fn client_as(&self, user: &str, groups: &[&str]) -> anyhow::Result<Client> {
+        install_crypto_provider();
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(user.to_owned());
+        config.auth_info.impersonate_groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        Ok(Client::try_from(config)?)
     }
 
     /// The client configuration (admin token, the test CA) behind [`TestEnv::client`].

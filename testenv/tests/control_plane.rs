@@ -262,3 +262,30 @@ async fn kubectl_and_helm_work_against_the_control_plane() -> anyhow::Result<()>
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
     Ok(())
 }
+
+#[tokio::test]
+async fn rbac_is_enforced_for_an_impersonated_user() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let namespace = env.namespace("rbac").await?;
+    let as_jane: Api<ConfigMap> = Api::namespaced(env.client_as("jane", &["tenants"])?, &namespace);
+    let err = as_jane.list(&Default::default()).await.expect_err("jane has no role yet");
+    let kube::Error::Api(status) = err else { anyhow::bail!("not an apiserver answer: {err}") };
+    assert_eq!(status.code, 403, "{status:?}");
+    assert!(
+        status.message.contains(r#"User "jane" cannot list resource "configmaps" in API group "" in the namespace"#),
+        "{}",
+        status.message
+    );
+
+    let grant = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: configmap-reader}\n\
+                 rules: [{apiGroups: [\"\"], resources: [configmaps], verbs: [get, list]}]\n\
+                 ---\n\
+                 apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: tenants-read}\n\
+                 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: configmap-reader}\n\
+                 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: tenants}]\n";
+    apply_yaml(&env.client()?, &namespace, grant).await?;
+    eventually(Duration::from_secs(10), "the Role and RoleBinding let jane list ConfigMaps", || async {
+        Ok(as_jane.list(&Default::default()).await.is_ok())
+    })
+    .await
+}
