@@ -1,1 +1,260 @@
-//! placeholder
+//! Sluice data plane: an OpenAI-compatible, multi-tenant LLM gateway.
+//!
+//! The request path, in the order of its modules: [`server`] accepts, [`request`] routes by path
+//! and runs the stages, [`auth`] finds and checks the key, [`limits`] admits, [`routing`] orders
+//! the backends, [`upstream`] calls them, [`protocol`] reads and rewrites the wire format, and
+//! [`usage`] streams the answer back and settles the account. [`reload`] keeps the
+//! [`snapshot`] current; [`admin`] and [`metrics`] make it observable.
+
+pub mod admin;
+pub mod auth;
+pub mod config_source;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod protocol;
+pub mod reload;
+pub mod request;
+pub mod routing;
+pub mod server;
+pub mod settings;
+pub mod snapshot;
+pub mod upstream;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::HeaderMap;
+use sluice_crds::compile::{CompileOptions, GeneratedKeys};
+use sluice_crds::config::GatewayConfig;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::reload::ReloadStatus;
+use crate::settings::Settings;
+use crate::snapshot::{Registries, Snapshot};
+
+/// What can stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The initial configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The Kubernetes client could not be set up.
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
+}
+
+/// The gateway's shared state.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    registries: Registries,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    status: Mutex<ReloadStatus>,
+    install: Mutex<u64>,
+    request_prefix: u64,
+    request_counter: AtomicU64,
+    shared_namespace: String,
+}
+
+impl Gateway {
+    /// A gateway with no configuration yet.
+    pub fn new(shared_namespace: &str) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+            registries: Registries::default(),
+            metrics: Arc::new(Metrics::new()),
+            status: Mutex::new(ReloadStatus::default()),
+            install: Mutex::new(0),
+            request_prefix: rand::random(),
+            request_counter: AtomicU64::new(0),
+            shared_namespace: shared_namespace.to_owned(),
+        })
+    }
+
+    /// The live snapshot; a request keeps the one it got for its whole life.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Builds and swaps in a snapshot of `configs`; returns its generation.
+    pub fn install(&self, configs: &[GatewayConfig]) -> Result<u64, String> {
+        let mut generation = self.install.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = *generation + 1;
+        let snapshot = snapshot::build(configs, next, &self.registries, &self.metrics).map_err(|e| e.to_string())?;
+        self.metrics.keys_loaded.set(snapshot.key_count() as i64);
+        self.snapshot.store(Arc::new(snapshot));
+        *generation = next;
+        self.metrics.config_generation.set(next as i64);
+        self.metrics.config_last_success.set(jiff::Timestamp::now().as_second());
+        Ok(next)
+    }
+
+    /// Loading status for `/config`.
+    pub fn status(&self) -> MutexGuard<'_, ReloadStatus> {
+        self.status_mut()
+    }
+
+    /// Loading status, to update.
+    pub fn status_mut(&self) -> MutexGuard<'_, ReloadStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How manifests are compiled in standalone mode.
+    pub fn compile_options(&self) -> CompileOptions {
+        CompileOptions {
+            shared_namespace: self.shared_namespace.clone(),
+            generated_keys: GeneratedKeys::Unavailable,
+            now: None,
+        }
+    }
+
+    /// The client's `x-request-id` when it is sane, else a new unique one.
+    pub fn request_id(&self, headers: &HeaderMap) -> String {
+        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
+            && !id.is_empty()
+            && id.len() <= 128
+            && id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return id.to_owned();
+        }
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("req_{:016x}{n:08x}", self.request_prefix)
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    /// Where the API listens.
+    pub api_addr: SocketAddr,
+    /// Where the admin port listens.
+    pub admin_addr: SocketAddr,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// Resolves when both listeners have shut down.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the gateway: initial load, watchers, listeners. Returns once it is serving.
+pub async fn start(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Running, Error> {
+    let gateway = Gateway::new(&settings.shared_namespace);
+    initial_load(&gateway, &settings).await?;
+
+    let api =
+        TcpListener::bind(settings.listen).await.map_err(|source| Error::Bind { addr: settings.listen, source })?;
+    let admin = TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|source| Error::Bind { addr: settings.admin_listen, source })?;
+    let api_addr = api.local_addr().map_err(|source| Error::Bind { addr: settings.listen, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| Error::Bind { addr: settings.admin_listen, source })?;
+
+    if let Some(path) = settings.config.clone() {
+        tokio::spawn(reload::watch_path(gateway.clone(), path, Duration::from_secs(settings.poll_seconds)));
+    }
+    if let Some(target) = settings.config_secret.as_deref() {
+        let (namespace, name) = target
+            .split_once('/')
+            .ok_or_else(|| Error::Config(format!("--config-secret {target:?}: expected NAMESPACE/NAME")))?;
+        let client = kube_client(settings.kubeconfig.as_deref()).await?;
+        tokio::spawn(reload::watch_secret(gateway.clone(), client, namespace.to_owned(), name.to_owned()));
+    }
+
+    let limits = server::ConnectionLimits {
+        max_header_bytes: settings.max_header_bytes,
+        header_read_timeout: Duration::from_secs(settings.header_read_timeout_seconds),
+    };
+    let grace = Duration::from_secs(settings.shutdown_grace_seconds);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_task =
+        tokio::spawn(server::serve(api, limits, server::api_handler(gateway.clone()), stopped(stop_rx.clone()), grace));
+    let admin_gateway = gateway.clone();
+    let admin_handler = move |request, _remote| {
+        let gateway = admin_gateway.clone();
+        Box::pin(admin::handle(gateway, request))
+            as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<usage::ResponseBody>> + Send>>
+    };
+    let admin_task =
+        tokio::spawn(server::serve(admin, limits, admin_handler, stopped(stop_rx), Duration::from_secs(1)));
+    let done = tokio::spawn(async move {
+        let _ = api_task.await;
+        let _ = admin_task.await;
+    });
+    tracing::info!(api = %api_addr, admin = %admin_addr, "sluice-gateway listening");
+    Ok(Running { api_addr, admin_addr, gateway, done })
+}
+
+/// The first load: must succeed from --config or the embedded quickstart; with only
+/// --config-secret the gateway starts unready and the watch fills it in.
+async fn initial_load(gateway: &Arc<Gateway>, settings: &Settings) -> Result<(), Error> {
+    let source = match (&settings.config, &settings.config_secret) {
+        (Some(path), Some(secret)) => format!("secret {secret} (fallback {})", path.display()),
+        (Some(path), None) => path.display().to_string(),
+        (None, Some(secret)) => format!("secret {secret}"),
+        (None, None) => "embedded quickstart".to_owned(),
+    };
+    gateway.status_mut().source = source;
+    match &settings.config {
+        Some(path) => {
+            let loaded = reload::load_path_once(gateway, path.clone()).await;
+            if !loaded && settings.config_secret.is_none() {
+                let error = gateway.status().last_error.clone().unwrap_or_default();
+                return Err(Error::Config(error));
+            }
+        }
+        None if settings.config_secret.is_none() => {
+            let result = config_source::quickstart(&gateway.compile_options());
+            if !reload::apply(gateway, "embedded quickstart", result) {
+                let error = gateway.status().last_error.clone().unwrap_or_default();
+                return Err(Error::Config(error));
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+/// Compiles the configuration the settings name, for `--check` and `--print-config`.
+pub fn compile_for_check(settings: &Settings) -> Result<Vec<GatewayConfig>, String> {
+    let gateway = Gateway::new(&settings.shared_namespace);
+    match &settings.config {
+        Some(path) => config_source::load_path(path, &gateway.compile_options()),
+        None => config_source::quickstart(&gateway.compile_options()),
+    }
+}

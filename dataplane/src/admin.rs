@@ -1,0 +1,48 @@
+//! The admin port: liveness, readiness, Prometheus metrics and what configuration is live.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+
+use crate::Gateway;
+use crate::usage::ResponseBody;
+
+/// Serves `/healthz`, `/readyz`, `/metrics` and `/config`.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" | "/livez" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => {
+            if gateway.snapshot().generation > 0 {
+                (StatusCode::OK, "text/plain", "ready\n".to_owned())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration loaded\n".to_owned())
+            }
+        }
+        "/metrics" => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", gateway.metrics.render())
+        }
+        "/config" => {
+            let snapshot = gateway.snapshot();
+            let status = gateway.status().clone();
+            let body = serde_json::json!({
+                "generation": snapshot.generation,
+                "loadedAt": (snapshot.generation > 0).then_some(snapshot.loaded_at),
+                "source": status.source,
+                "hashes": status.hashes,
+                "projects": snapshot.summaries,
+                "keys": snapshot.key_count(),
+                "lastAttemptAt": status.last_attempt_at,
+                "lastError": status.last_error,
+                "lastErrorAt": status.last_error_at,
+            });
+            (StatusCode::OK, "application/json", format!("{body:#}\n"))
+        }
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /healthz /readyz /metrics /config\n".to_owned()),
+    };
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,183 @@
+//! Every way a request can fail, and the one place each becomes an HTTP response in the
+//! OpenAI error shape (`{"error":{"message","type","param","code"}}`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::{HeaderValue, RETRY_AFTER};
+
+/// Why a request was refused or failed. Messages never contain key material or credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No credential in any of the accepted headers.
+    #[error("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")]
+    MissingKey,
+    /// A credential that opens no key.
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    /// The key's `expiresAt` has passed.
+    #[error("The API key has expired.")]
+    KeyExpired,
+    /// The key lacks the scope this API needs.
+    #[error("The API key lacks the '{needed}' scope needed for {api}.")]
+    ScopeInsufficient { needed: &'static str, api: &'static str },
+    /// The key may not call this endpoint.
+    #[error("The API key may not call endpoint '{0}'.")]
+    EndpointNotAllowed(String),
+    /// The key may not use this model.
+    #[error("The API key may not use model '{0}'.")]
+    ModelNotAllowed(String),
+    /// The client's address is outside the key's allowed CIDRs.
+    #[error("Requests with this API key are not allowed from {0}.")]
+    IpNotAllowed(std::net::IpAddr),
+    /// Unknown project or endpoint (or another tenant's: indistinguishable on purpose).
+    #[error("Unknown URL: {method} {path}. Check the project and endpoint in the base URL.")]
+    UnknownPath { method: String, path: String },
+    /// The endpoint exists but does not serve this API.
+    #[error("This endpoint does not serve {0}.")]
+    ApiNotEnabled(&'static str),
+    /// Wrong HTTP method for the path.
+    #[error("Method {0} is not allowed here.")]
+    MethodNotAllowed(String),
+    /// The model is neither a name nor an alias on this endpoint.
+    #[error("The model '{0}' does not exist or you do not have access to it.")]
+    ModelNotFound(String),
+    /// An alias past its sunset date.
+    #[error("The model alias '{alias}' was retired on {sunset}; use '{replacement}' instead.")]
+    ModelRetired { alias: String, sunset: String, replacement: String },
+    /// The model cannot serve this API (an embeddings request to a chat model).
+    #[error("The model '{model}' does not support {api}.")]
+    ModelUnsupported { model: String, api: &'static str },
+    /// The body is not JSON, or a field has the wrong type.
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    /// A required parameter is missing or invalid.
+    #[error("{message}")]
+    InvalidParam { param: &'static str, code: &'static str, message: String },
+    /// The body exceeds the endpoint's limit.
+    #[error("Request body too large: the limit is {limit} bytes.")]
+    BodyTooLarge { limit: u64 },
+    /// Rate limited by the key's tier.
+    #[error("Rate limit reached for {what}: limit {limit}, retry after {retry_after:?}.")]
+    RateLimited { what: &'static str, limit: u64, retry_after: Duration },
+    /// The key's budget is spent.
+    #[error("The API key's budget of ${limit_usd:.2} for this {period} is spent.")]
+    BudgetExhausted { limit_usd: f64, period: &'static str },
+    /// Every backend refused the connection or was unavailable.
+    #[error("No healthy backend for model '{0}'.")]
+    NoHealthyBackend(String),
+    /// The upstream answered with an error status (after failover ran out).
+    #[error("The upstream for model '{model}' failed with status {status}.")]
+    UpstreamStatus { model: String, status: u16 },
+    /// The upstream rate-limited us and no other backend could take the request.
+    #[error("The upstream for model '{model}' is rate limiting requests.")]
+    UpstreamRateLimited { model: String, retry_after: Option<HeaderValue> },
+    /// The upstream did not answer in time.
+    #[error("The upstream for model '{0}' timed out.")]
+    UpstreamTimeout(String),
+    /// The gateway has no configuration yet.
+    #[error("The gateway has not loaded a configuration yet.")]
+    NotReady,
+}
+
+impl ApiError {
+    /// HTTP status, OpenAI error `type` and `code`.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use StatusCode as S;
+        match self {
+            Self::MissingKey => (S::UNAUTHORIZED, "invalid_request_error", "missing_api_key"),
+            Self::InvalidKey => (S::UNAUTHORIZED, "invalid_request_error", "invalid_api_key"),
+            Self::KeyExpired => (S::UNAUTHORIZED, "invalid_request_error", "api_key_expired"),
+            Self::ScopeInsufficient { .. } => (S::FORBIDDEN, "permission_error", "scope_insufficient"),
+            Self::EndpointNotAllowed(_) => (S::FORBIDDEN, "permission_error", "endpoint_not_allowed"),
+            Self::ModelNotAllowed(_) => (S::FORBIDDEN, "permission_error", "model_not_allowed"),
+            Self::IpNotAllowed(_) => (S::FORBIDDEN, "permission_error", "ip_not_allowed"),
+            Self::UnknownPath { .. } => (S::NOT_FOUND, "invalid_request_error", "unknown_url"),
+            Self::ApiNotEnabled(_) => (S::NOT_FOUND, "invalid_request_error", "api_not_enabled"),
+            Self::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "invalid_request_error", "method_not_allowed"),
+            Self::ModelNotFound(_) | Self::ModelRetired { .. } => {
+                (S::NOT_FOUND, "invalid_request_error", "model_not_found")
+            }
+            Self::ModelUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", "model_not_supported"),
+            Self::InvalidJson(_) => (S::BAD_REQUEST, "invalid_request_error", "invalid_json"),
+            Self::InvalidParam { code, .. } => (S::BAD_REQUEST, "invalid_request_error", code),
+            Self::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large"),
+            Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
+            Self::BudgetExhausted { .. } => (S::PAYMENT_REQUIRED, "insufficient_quota", "budget_exhausted"),
+            Self::NoHealthyBackend(_) => (S::SERVICE_UNAVAILABLE, "api_error", "no_healthy_backend"),
+            Self::UpstreamStatus { .. } => (S::BAD_GATEWAY, "api_error", "upstream_error"),
+            Self::UpstreamRateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited"),
+            Self::UpstreamTimeout(_) => (S::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout"),
+            Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", "not_ready"),
+        }
+    }
+
+    /// The `param` field: which request field is at fault.
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::ModelNotFound(_)
+            | Self::ModelRetired { .. }
+            | Self::ModelNotAllowed(_)
+            | Self::ModelUnsupported { .. } => Some("model"),
+            Self::InvalidParam { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` header value, when the client should retry later.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            Self::RateLimited { retry_after, .. } => {
+                Some(HeaderValue::from(retry_after.as_secs_f64().ceil().max(1.0) as u64))
+            }
+            Self::UpstreamRateLimited { retry_after, .. } => retry_after.clone(),
+            Self::NoHealthyBackend(_) | Self::NotReady => Some(HeaderValue::from_static("1")),
+            _ => None,
+        }
+    }
+
+    /// The JSON body in OpenAI's error shape.
+    pub fn body(&self) -> Bytes {
+        let (_, kind, code) = self.parts();
+        let body = serde_json::json!({
+            "error": {
+                "message": self.to_string(),
+                "type": kind,
+                "param": self.param(),
+                "code": code,
+            }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The complete response parts: status, body and an optional `Retry-After`.
+    pub fn into_parts(self) -> (StatusCode, Bytes, Option<(hyper::header::HeaderName, HeaderValue)>) {
+        let (status, _, _) = self.parts();
+        let retry = self.retry_after().map(|value| (RETRY_AFTER, value));
+        (status, self.body(), retry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_use_the_openai_shape() {
+        let error = ApiError::ScopeInsufficient { needed: "inference", api: "/v1/chat/completions" };
+        let body: serde_json::Value = serde_json::from_slice(&error.body()).expect("json");
+        assert_eq!(body["error"]["code"], "scope_insufficient");
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert!(body["error"]["param"].is_null());
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("inference")));
+        assert_eq!(error.parts().0, StatusCode::FORBIDDEN);
+    }
+
+    #[test]
+    fn rate_limits_say_when_to_retry() {
+        let error = ApiError::RateLimited { what: "requests", limit: 10, retry_after: Duration::from_millis(1200) };
+        assert_eq!(error.retry_after(), Some(HeaderValue::from(2u64)));
+        assert_eq!(error.parts().0, StatusCode::TOO_MANY_REQUESTS);
+    }
+}

@@ -1,0 +1,67 @@
+//! `sluice-gateway`: parses flags, sets up logging and TLS, and runs the gateway.
+
+use clap::Parser;
+use sluice_gateway::settings::{LogFormat, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::parse();
+    // One process-wide TLS crypto provider (aws-lc-rs) for every client in the binary.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)?;
+    match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+
+    if settings.check || settings.print_config {
+        return check(&settings);
+    }
+    let running = sluice_gateway::start(settings.clone(), sluice_gateway::server::shutdown_signal()).await?;
+    if settings.config.is_none() && settings.config_secret.is_none() {
+        tracing::info!(
+            base_url = %format!("http://{}/demo/assistant/v1", running.api_addr),
+            api_key = "sl_demo_quickstartkey",
+            models = "demo-chat, demo-embed",
+            "serving the embedded quickstart"
+        );
+    }
+    running.done.await?;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // --check and --print-config answer on stdout.
+fn check(settings: &Settings) -> anyhow::Result<()> {
+    let configs = match sluice_gateway::compile_for_check(settings) {
+        Ok(configs) => configs,
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::exit(1);
+        }
+    };
+    if settings.print_config {
+        for config in &configs {
+            let mut value = serde_json::to_value(config)?;
+            if let Some(providers) = value.get_mut("providers").and_then(|p| p.as_object_mut()) {
+                for provider in providers.values_mut() {
+                    if let Some(credential) = provider.get_mut("credential") {
+                        *credential = serde_json::Value::String("<redacted>".into());
+                    }
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+    } else {
+        for config in &configs {
+            println!(
+                "ok: project {} ({}): {} endpoints, {} keys, {} providers",
+                config.project.slug,
+                config.content_hash()?,
+                config.endpoints.len(),
+                config.keys.len(),
+                config.providers.len()
+            );
+        }
+    }
+    Ok(())
+}

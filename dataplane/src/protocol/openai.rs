@@ -1,0 +1,278 @@
+//! OpenAI-compatible request bodies: the few fields the gateway needs (`model`, `stream`,
+//! `stream_options`, `max_tokens`), read in place, and byte-exact rewrites of only those fields.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ApiError;
+
+/// The fields of a request body that routing, limits and usage accounting need.
+#[derive(Debug)]
+pub struct RequestFields<'a> {
+    /// The requested model name (unescaped).
+    pub model: Cow<'a, str>,
+    model_span: Range<usize>,
+    /// `stream: true`.
+    pub stream: bool,
+    /// `stream_options.include_usage: true`.
+    pub include_usage: bool,
+    stream_options_span: Option<Range<usize>>,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct TopLevel<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    stream: Option<bool>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// Where `inner` (a slice of `outer`) starts and ends within `outer`.
+fn span_of(outer: &[u8], inner: &str) -> Range<usize> {
+    let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+    start..start + inner.len()
+}
+
+/// Reads the fields from a JSON body. Other fields are skipped without being materialised; a
+/// duplicated `model` is an error, so the gateway and the upstream can never disagree on it.
+pub fn read_fields(body: &[u8]) -> Result<RequestFields<'_>, ApiError> {
+    let top: TopLevel<'_> = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() && e.to_string().contains("expected struct TopLevel") {
+            ApiError::InvalidJson("the body must be a JSON object".into())
+        } else {
+            ApiError::InvalidJson(e.to_string())
+        }
+    })?;
+    let raw_model = top.model.ok_or_else(|| ApiError::InvalidParam {
+        param: "model",
+        code: "missing_required_parameter",
+        message: "you must provide a model parameter".into(),
+    })?;
+    let model: Cow<'_, str> = serde_json::from_str(raw_model.get()).map_err(|_| ApiError::InvalidParam {
+        param: "model",
+        code: "invalid_type",
+        message: "model must be a string".into(),
+    })?;
+    let include_usage = match top.stream_options {
+        Some(raw) => {
+            serde_json::from_str::<StreamOptions>(raw.get())
+                .map_err(|e| ApiError::InvalidParam {
+                    param: "stream_options",
+                    code: "invalid_type",
+                    message: format!("stream_options: {e}"),
+                })?
+                .include_usage
+                == Some(true)
+        }
+        None => false,
+    };
+    Ok(RequestFields {
+        model_span: span_of(body, raw_model.get()),
+        model,
+        stream: top.stream == Some(true),
+        include_usage,
+        stream_options_span: top.stream_options.map(|raw| span_of(body, raw.get())),
+        max_tokens: top.max_completion_tokens.or(top.max_tokens),
+    })
+}
+
+/// What to change in a body before it goes upstream.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rewrite<'a> {
+    /// Replace `model` with this upstream name.
+    pub model: Option<&'a str>,
+    /// Ask for `stream_options.include_usage: true`.
+    pub include_usage: bool,
+}
+
+/// Applies `rewrite` to `body`, leaving every other byte as it was. Returns `body` itself (no
+/// copy) when nothing changes.
+pub fn rewrite_body(body: &Bytes, fields: &RequestFields<'_>, rewrite: Rewrite<'_>) -> Bytes {
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::with_capacity(2);
+    if let Some(model) = rewrite.model {
+        // Serialising a &str to JSON cannot fail.
+        let quoted = serde_json::to_vec(model).unwrap_or_default();
+        edits.push((fields.model_span.clone(), quoted));
+    }
+    if rewrite.include_usage && !fields.include_usage {
+        match &fields.stream_options_span {
+            Some(span) => {
+                let mut options: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&body[span.clone()]).unwrap_or_default();
+                options.insert("include_usage".into(), serde_json::Value::Bool(true));
+                edits.push((span.clone(), serde_json::to_vec(&options).unwrap_or_default()));
+            }
+            None => {
+                // Insert right after the opening brace of the top-level object.
+                let brace = body.iter().position(|b| *b == b'{').unwrap_or(0);
+                let needs_comma = body[brace + 1..].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'}');
+                let mut insert = br#""stream_options":{"include_usage":true}"#.to_vec();
+                if needs_comma {
+                    insert.push(b',');
+                }
+                edits.push((brace + 1..brace + 1, insert));
+            }
+        }
+    }
+    if edits.is_empty() {
+        return body.clone();
+    }
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at = 0;
+    for (range, replacement) in edits {
+        out.extend_from_slice(&body[at..range.start]);
+        out.extend_from_slice(&replacement);
+        at = range.end;
+    }
+    out.extend_from_slice(&body[at..]);
+    Bytes::from(out)
+}
+
+/// A rough prompt size in tokens for admission (about four bytes per token), corrected later
+/// with the upstream's real usage.
+pub fn estimate_prompt_tokens(body_len: usize) -> u64 {
+    (body_len as u64).div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(body: &[u8]) -> RequestFields<'_> {
+        read_fields(body).expect("valid body")
+    }
+
+    #[test]
+    fn reads_only_what_it_needs() {
+        let body = br#"{"messages":[{"role":"user","content":"hi \"model\": x"}], "model" : "gpt-4o", "stream":true,"max_tokens":5}"#;
+        let f = fields(body);
+        assert_eq!(f.model, "gpt-4o");
+        assert!(f.stream);
+        assert!(!f.include_usage);
+        assert_eq!(f.max_tokens, Some(5));
+    }
+
+    #[test]
+    fn rewrites_only_the_model_bytes() {
+        let body = Bytes::from_static(br#"{ "model" : "chat",  "messages": [ {"role":"user","content":"model"} ] }"#);
+        let f = fields(&body);
+        let out = rewrite_body(&body, &f, Rewrite { model: Some("deepseek-chat"), include_usage: false });
+        assert_eq!(&out[..], br#"{ "model" : "deepseek-chat",  "messages": [ {"role":"user","content":"model"} ] }"#);
+    }
+
+    #[test]
+    fn unchanged_bodies_are_not_copied() {
+        let body = Bytes::from_static(br#"{"model":"m"}"#);
+        let f = fields(&body);
+        let out = rewrite_body(&body, &f, Rewrite::default());
+        assert_eq!(out.as_ptr(), body.as_ptr());
+    }
+
+    #[test]
+    fn asks_for_usage_when_the_client_did_not() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+        let out = rewrite_body(&body, &fields(&body), Rewrite { model: None, include_usage: true });
+        assert_eq!(&out[..], br#"{"stream_options":{"include_usage":true},"model":"m","stream":true}"#);
+
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#);
+        let out = rewrite_body(&body, &fields(&body), Rewrite { model: Some("u"), include_usage: true });
+        assert_eq!(&out[..], br#"{"model":"u","stream":true,"stream_options":{"include_usage":true}}"#);
+
+        let body = Bytes::from_static(br#"{"model":"m","stream_options":{"include_usage":true}}"#);
+        let f = fields(&body);
+        assert!(f.include_usage);
+        assert_eq!(rewrite_body(&body, &f, Rewrite { model: None, include_usage: true }), body);
+    }
+
+    #[test]
+    fn escaped_model_names_are_unescaped_and_rewritten_whole() {
+        let body = Bytes::from_static(br#"{"model":"a\/b"}"#);
+        let f = fields(&body);
+        assert_eq!(f.model, "a/b");
+        assert_eq!(
+            &rewrite_body(&body, &f, Rewrite { model: Some("c"), include_usage: false })[..],
+            br#"{"model":"c"}"#
+        );
+    }
+
+    #[test]
+    fn bad_bodies_get_precise_errors() {
+        assert!(matches!(read_fields(b"not json"), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(read_fields(b"[1]"), Err(ApiError::InvalidJson(m)) if m.contains("JSON object")));
+        assert!(matches!(read_fields(br#"{"messages":[]}"#), Err(ApiError::InvalidParam { param: "model", .. })));
+        assert!(matches!(read_fields(br#"{"model":3}"#), Err(ApiError::InvalidParam { param: "model", .. })));
+        assert!(
+            matches!(read_fields(br#"{"model":"a","model":"b"}"#), Err(ApiError::InvalidJson(m)) if m.contains("duplicate"))
+        );
+        assert!(matches!(read_fields(br#"{"model":"a","stream":"yes"}"#), Err(ApiError::InvalidJson(_))));
+    }
+}
+
+/// Token counts from a response's `usage` object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens, cached ones included.
+    pub prompt_tokens: u64,
+    /// Generated tokens.
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the upstream's prompt cache.
+    pub cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct WithUsage {
+    usage: Option<UsageFields>,
+}
+
+#[derive(Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    prompt_tokens_details: Option<PromptDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+/// The `usage` of a response body or stream chunk, if it has one.
+pub fn read_usage(json: &[u8]) -> Option<Usage> {
+    let parsed: WithUsage = serde_json::from_slice(json).ok()?;
+    parsed.usage.map(|u| Usage {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+    })
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn reads_usage_with_cached_tokens() {
+        let body = br#"{"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        assert_eq!(read_usage(body), Some(Usage { prompt_tokens: 10, completion_tokens: 3, cached_tokens: 8 }));
+        assert_eq!(read_usage(br#"{"usage":null}"#), None);
+        assert_eq!(read_usage(br#"{"data":[]}"#), None);
+    }
+}

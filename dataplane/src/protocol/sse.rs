@@ -1,0 +1,180 @@
+//! Server-sent events from the upstream: forwarded event by event, byte for byte, while the tap
+//! reads usage and timing from them. The one change it can make is to drop the usage-only chunk
+//! that the gateway asked for on the client's behalf.
+
+use bytes::{Bytes, BytesMut};
+
+use super::openai::{Usage, read_usage};
+
+/// Reads a stream as it passes.
+#[derive(Debug, Default)]
+pub struct SseTap {
+    partial: BytesMut,
+    strip_usage_chunk: bool,
+    /// The last non-null `usage` seen.
+    pub usage: Option<Usage>,
+    /// `data:` events seen (not counting `[DONE]`).
+    pub events: u64,
+    /// Whether `data: [DONE]` was seen.
+    pub done: bool,
+}
+
+/// Finds the end of the first event in `bytes`: the index just past its blank line.
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        if bytes[i] == b'\n' {
+            if bytes[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if bytes[i + 1] == b'\r' && bytes.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl SseTap {
+    /// A tap; with `strip_usage_chunk`, the final usage-only chunk (`"choices":[]` with `usage`)
+    /// is kept from the client.
+    pub fn new(strip_usage_chunk: bool) -> Self {
+        Self { strip_usage_chunk, ..Self::default() }
+    }
+
+    /// Takes the next upstream frame and returns the bytes to send on: whole events only (an
+    /// incomplete event waits for the rest, which a client could not use anyway).
+    pub fn feed(&mut self, frame: Bytes) -> Bytes {
+        let mut input = if self.partial.is_empty() {
+            frame
+        } else {
+            self.partial.extend_from_slice(&frame);
+            self.partial.split().freeze()
+        };
+        let mut out: Option<BytesMut> = None;
+        let mut kept_until = 0;
+        let mut at = 0;
+        while let Some(len) = event_end(&input[at..]) {
+            let event = input.slice(at..at + len);
+            let keep = self.inspect(&event);
+            if !keep {
+                // Copy what came before the dropped event; continue after it.
+                let buf = out.get_or_insert_with(BytesMut::new);
+                buf.extend_from_slice(&input[kept_until..at]);
+                kept_until = at + len;
+            }
+            at += len;
+        }
+        let rest = input.split_off(at);
+        if !rest.is_empty() {
+            self.partial.extend_from_slice(&rest);
+        }
+        match out {
+            None if kept_until == 0 => input,
+            _ => {
+                let mut buf = out.unwrap_or_default();
+                buf.extend_from_slice(&input[kept_until..]);
+                buf.freeze()
+            }
+        }
+    }
+
+    /// What is left when the upstream ends: an unterminated last event is passed on as it is.
+    pub fn finish(&mut self) -> Bytes {
+        let rest = self.partial.split().freeze();
+        if !rest.is_empty() {
+            self.inspect(&rest);
+        }
+        rest
+    }
+
+    /// Reads one event; returns whether to forward it.
+    fn inspect(&mut self, event: &[u8]) -> bool {
+        let mut keep = true;
+        for line in event.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(data) = line.strip_prefix(b"data:") else { continue };
+            let data = data.strip_prefix(b" ").unwrap_or(data);
+            if data == b"[DONE]" {
+                self.done = true;
+                continue;
+            }
+            self.events += 1;
+            if contains(data, b"\"usage\"")
+                && let Some(usage) = read_usage(data)
+            {
+                self.usage = Some(usage);
+                if self.strip_usage_chunk && contains(data, b"\"choices\":[]") {
+                    keep = false;
+                }
+            }
+        }
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    const USAGE: &str =
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn run(tap: &mut SseTap, frames: &[&str]) -> String {
+        let mut out = Vec::new();
+        for frame in frames {
+            out.extend_from_slice(&tap.feed(Bytes::copy_from_slice(frame.as_bytes())));
+        }
+        out.extend_from_slice(&tap.finish());
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn forwards_whole_events_unchanged_and_reads_usage() {
+        let mut tap = SseTap::new(false);
+        let all = format!("{CHUNK}{USAGE}{DONE}");
+        assert_eq!(run(&mut tap, &[CHUNK, USAGE, DONE]), all);
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 2, cached_tokens: 0 }));
+        assert_eq!(tap.events, 2);
+        assert!(tap.done);
+    }
+
+    #[test]
+    fn frames_split_inside_events_are_reassembled() {
+        let mut tap = SseTap::new(false);
+        let all = format!("{CHUNK}{USAGE}{DONE}");
+        let (a, b) = all.split_at(17);
+        let (b, c) = b.split_at(90);
+        assert_eq!(run(&mut tap, &[a, b, c]), all);
+        assert!(tap.usage.is_some());
+    }
+
+    #[test]
+    fn the_requested_usage_chunk_is_dropped_when_the_client_did_not_ask() {
+        let mut tap = SseTap::new(true);
+        assert_eq!(run(&mut tap, &[CHUNK, &format!("{USAGE}{DONE}")]), format!("{CHUNK}{DONE}"));
+        assert_eq!(tap.usage.map(|u| u.completion_tokens), Some(2));
+    }
+
+    #[test]
+    fn crlf_events_are_understood() {
+        let mut tap = SseTap::new(true);
+        let crlf = USAGE.replace("\n\n", "\r\n\r\n");
+        assert_eq!(run(&mut tap, &[&crlf, DONE]), DONE);
+    }
+
+    #[test]
+    fn whole_frames_pass_without_copy() {
+        let mut tap = SseTap::new(false);
+        let frame = Bytes::from_static(CHUNK.as_bytes());
+        let out = tap.feed(frame.clone());
+        assert_eq!(out.as_ptr(), frame.as_ptr());
+    }
+}

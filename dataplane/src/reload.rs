@@ -1,0 +1,188 @@
+//! Hot reload: watch the configuration's source, validate what changed, swap the snapshot
+//! atomically. A bad configuration is logged, counted and shown at `/config`, and the last good
+//! one keeps serving; requests in flight finish on the snapshot they started with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use notify::Watcher;
+use sluice_crds::config::GatewayConfig;
+
+use crate::Gateway;
+use crate::config_source::{self, CONFIG_KEY, HASH_KEY, PART_KEY, SHARDS_KEY};
+
+/// What `/config` reports about loading.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadStatus {
+    /// Where configurations come from.
+    pub source: String,
+    /// Last attempt (successful or not).
+    pub last_attempt_at: Option<Timestamp>,
+    /// Last failure, if the last attempt failed (cleared by a success).
+    pub last_error: Option<String>,
+    /// When it failed.
+    pub last_error_at: Option<Timestamp>,
+    /// Content hashes of the live configurations.
+    pub hashes: Vec<String>,
+}
+
+/// Applies a load's result: on success, swaps in a new snapshot (unless nothing changed); on
+/// failure, keeps the current one. Returns whether a new snapshot went live.
+pub fn apply(gateway: &Gateway, origin: &str, result: Result<Vec<GatewayConfig>, String>) -> bool {
+    let now = Timestamp::now();
+    let outcome = result.and_then(|configs| {
+        let hashes = config_source::hashes(&configs);
+        if gateway.snapshot().generation > 0 && gateway.status().hashes == hashes {
+            return Ok(None);
+        }
+        gateway.install(&configs).map(|generation| Some((generation, hashes)))
+    });
+    let mut status = gateway.status_mut();
+    status.last_attempt_at = Some(now);
+    match outcome {
+        Ok(None) => {
+            status.last_error = None;
+            false
+        }
+        Ok(Some((generation, hashes))) => {
+            status.last_error = None;
+            status.hashes = hashes;
+            drop(status);
+            let snapshot = gateway.snapshot();
+            let projects: Vec<&str> = snapshot.summaries.iter().map(|s| s.slug.as_str()).collect();
+            tracing::info!(generation, origin, projects = ?projects, keys = snapshot.key_count(), "configuration loaded");
+            gateway.metrics.reload(true);
+            true
+        }
+        Err(error) => {
+            status.last_error = Some(error.clone());
+            status.last_error_at = Some(now);
+            drop(status);
+            gateway.metrics.reload(false);
+            tracing::error!(origin, %error, "configuration rejected; the last good configuration keeps serving");
+            false
+        }
+    }
+}
+
+/// Loads `path` once (off the async threads: parsing 50,000 keys takes a moment).
+pub async fn load_path_once(gateway: &Arc<Gateway>, path: PathBuf) -> bool {
+    let options = gateway.compile_options();
+    let origin = path.display().to_string();
+    let result = tokio::task::spawn_blocking(move || config_source::load_path(&path, &options))
+        .await
+        .unwrap_or_else(|e| Err(format!("loader panicked: {e}")));
+    apply(gateway, &origin, result)
+}
+
+/// Watches a folder or file: a file-system watch (reacting within a debounce of 150 ms) plus a
+/// content-hash poll every `poll` as a safety net (some volumes send no events).
+pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watched =
+        if path.is_dir() { path.clone() } else { path.parent().map(PathBuf::from).unwrap_or_else(|| path.clone()) };
+    let mut watcher = match notify::recommended_watcher(move |_event| {
+        let _ = tx.try_send(());
+    }) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, "no file-system watch; polling only");
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut()
+        && let Err(error) = w.watch(&watched, notify::RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(%error, path = %watched.display(), "cannot watch; polling only");
+    }
+    let mut last = config_source::fingerprint(&path);
+    let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                // Let a burst of writes (an editor, `kubectl cp`, a volume swap) settle.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = ticker.tick() => {}
+        }
+        let current = config_source::fingerprint(&path);
+        if current != last {
+            last = current;
+            load_path_once(&gateway, path.clone()).await;
+        }
+    }
+}
+
+/// Watches the operator's config Secret through the API; a change reaches this process in
+/// about a second. Shards are read and checked against the Secret's hash before anything is
+/// swapped.
+pub async fn watch_secret(gateway: Arc<Gateway>, client: kube::Client, namespace: String, name: String) {
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api.clone(), config).default_backoff().boxed();
+    let origin = format!("secret {namespace}/{name}");
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Apply(secret) | Event::InitApply(secret)) => {
+                let result = read_secret(&api, &name, &secret).await;
+                let parsed = match result {
+                    Ok(bytes_and_hash) => tokio::task::spawn_blocking(move || {
+                        let (bytes, hash) = bytes_and_hash;
+                        config_source::parse_verified(&bytes, hash.as_deref()).map(|c| vec![c])
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("parser panicked: {e}"))),
+                    Err(error) => Err(error),
+                };
+                apply(&gateway, &origin, parsed);
+            }
+            Ok(Event::Delete(_)) => {
+                tracing::warn!(origin = %origin, "config Secret deleted; the last configuration keeps serving");
+            }
+            Ok(Event::Init | Event::InitDone) => {}
+            Err(error) => {
+                tracing::warn!(origin = %origin, %error, "watching the config Secret failed; retrying");
+                let mut status = gateway.status_mut();
+                status.last_error = Some(format!("watch: {error}"));
+                status.last_error_at = Some(Timestamp::now());
+            }
+        }
+    }
+}
+
+/// The configuration bytes (joined from shards when split) and the expected hash.
+async fn read_secret(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<(Vec<u8>, Option<String>), String> {
+    let data = secret.data.as_ref().ok_or("the config Secret has no data")?;
+    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    let hash = text(HASH_KEY);
+    if let Some(bytes) = data.get(CONFIG_KEY) {
+        return Ok((bytes.0.clone(), hash));
+    }
+    let shards: usize = text(SHARDS_KEY)
+        .ok_or_else(|| format!("the config Secret has neither {CONFIG_KEY:?} nor {SHARDS_KEY:?}"))?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{SHARDS_KEY:?} is not a number"))?;
+    let mut bytes = Vec::new();
+    for index in 0..shards {
+        let shard_name = format!("{name}-shard-{index}");
+        let shard = api.get(&shard_name).await.map_err(|e| format!("shard {shard_name}: {e}"))?;
+        let part = shard
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PART_KEY))
+            .ok_or_else(|| format!("shard {shard_name} has no {PART_KEY:?}"))?;
+        bytes.extend_from_slice(&part.0);
+    }
+    Ok((bytes, hash))
+}

@@ -1,0 +1,111 @@
+//! Command-line flags (each also from an environment variable) and their defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// `sluice-gateway`: the Sluice data plane.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "sluice-gateway",
+    version,
+    about = "Sluice data plane: an OpenAI-compatible LLM gateway serving /<project>/<endpoint>/v1/...",
+    long_about = "Sluice data plane: an OpenAI-compatible LLM gateway serving /<project>/<endpoint>/v1/... \
+with API keys, scopes, tier limits, failover, streaming and hot reload.\n\n\
+With no --config and no --config-secret it serves the embedded quickstart (examples/quickstart: \
+project demo, endpoint assistant, simulated backends) at http://127.0.0.1:8080/demo/assistant/v1 \
+with the local-only key sl_demo_quickstartkey.",
+    after_help = "Examples:\n  \
+sluice-gateway                                   # the embedded quickstart\n  \
+sluice-gateway --config examples/quickstart      # a folder of manifests, reloaded on change\n  \
+sluice-gateway --config manifests/ --check       # validate and exit\n  \
+sluice-gateway --config-secret sluice-dataplanes/sluice-config-team-a --kubeconfig ~/.kube/config"
+)]
+pub struct Settings {
+    /// A folder or file of manifests (Sluice objects and the Secrets they reference, as
+    /// `kubectl apply -f` takes them) or of compiled GatewayConfig documents. Watched: changes
+    /// apply within a second; a broken change is rejected and the last good configuration keeps
+    /// serving.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Watch this config Secret (`NAMESPACE/NAME`, written by sluice-operator) through the
+    /// Kubernetes API. With --config as well, the folder is the fallback used until the API
+    /// answers.
+    #[arg(long, env = "SLUICE_CONFIG_SECRET", value_name = "NAMESPACE/NAME")]
+    pub config_secret: Option<String>,
+
+    /// Kubeconfig for --config-secret outside a cluster (in a pod, the service account is used).
+    #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address for the API.
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address for health (/healthz, /readyz), metrics (/metrics) and the loaded configuration
+    /// (/config). Keep it private.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter (`info`, `debug`, `sluice_gateway=debug,info`...). Access logs are `sluice::access`.
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Namespace of platform-wide Providers when compiling manifests.
+    #[arg(long, env = "SLUICE_SHARED_NAMESPACE", default_value = "sluice-system")]
+    pub shared_namespace: String,
+
+    /// Seconds between content-hash checks of --config (a safety net behind the file watch).
+    #[arg(long, env = "SLUICE_POLL_SECONDS", default_value_t = 5)]
+    pub poll_seconds: u64,
+
+    /// Largest request head (request line and headers) in bytes; larger ones get 431.
+    #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Seconds a client may take to send the request head.
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_read_timeout_seconds: u64,
+
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+
+    /// Validate the configuration, print a summary and exit (status 1 on errors).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Print the compiled GatewayConfig (credentials redacted) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+impl Settings {
+    /// Settings for tests: the given config, random loopback ports.
+    pub fn for_test(config: PathBuf) -> Self {
+        Self::parse_from([
+            "sluice-gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--config",
+            &config.to_string_lossy(),
+        ])
+    }
+}

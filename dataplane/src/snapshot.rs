@@ -1,0 +1,428 @@
+//! The live configuration as the request path reads it: every lookup precomputed when a
+//! configuration is loaded, so a request does hash-map lookups and nothing else. Built whole
+//! and swapped atomically; a request holds the snapshot it started with until it ends.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use jiff::Timestamp;
+use sluice_crds::api::{Capability, RoutingPolicy, Scope};
+use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, TierConfig};
+
+use crate::limits::{KeyState, RetryBudget};
+use crate::metrics::{Metrics, ModelMetrics};
+use crate::upstream::{Api, SharedUpstream, UpstreamPool};
+
+/// One loaded configuration set.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increments with every successful load.
+    pub generation: u64,
+    /// When it was loaded.
+    pub loaded_at: Timestamp,
+    /// Projects by slug.
+    pub projects: HashMap<String, Project>,
+    keys: HashMap<[u8; 32], KeyRef>,
+    /// What `/config` shows about each project (no secrets).
+    pub summaries: Vec<ProjectSummary>,
+}
+
+#[derive(Debug)]
+struct KeyRef {
+    project: String,
+    index: usize,
+    hash_expires: Option<Timestamp>,
+}
+
+/// A project's summary for the admin API.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProjectSummary {
+    /// URL segment.
+    pub slug: String,
+    /// Content hash of its configuration.
+    pub config_hash: String,
+    /// Endpoints.
+    pub endpoints: usize,
+    /// Keys.
+    pub keys: usize,
+}
+
+/// A tier with its shared retry budget.
+#[derive(Debug)]
+pub struct Tier {
+    /// ServiceTier name.
+    pub name: String,
+    /// Its numbers.
+    pub config: TierConfig,
+    /// Retries its requests may still make.
+    pub retries: Arc<RetryBudget>,
+}
+
+/// A project.
+#[derive(Debug)]
+pub struct Project {
+    /// URL segment.
+    pub slug: String,
+    /// Tier of keys and endpoints that name none.
+    pub default_tier: Arc<Tier>,
+    /// Endpoints by slug.
+    pub endpoints: HashMap<String, Endpoint>,
+    /// Keys, addressed by [`Snapshot::key`].
+    pub keys: Vec<Key>,
+}
+
+/// An endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// URL segment.
+    pub slug: String,
+    /// Its tier, if it names one.
+    pub tier: Option<Arc<Tier>>,
+    /// Which APIs it serves, indexed by [`Api::index`].
+    pub apis: [bool; 4],
+    /// Largest body.
+    pub max_body_bytes: u64,
+    /// Largest `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// Backend choice within a priority.
+    pub routing: RoutingPolicy,
+    /// Models in name order.
+    pub models: Vec<Model>,
+    names: HashMap<String, NameTarget>,
+}
+
+/// What a requested model name resolves to.
+#[derive(Clone, Copy, Debug)]
+pub enum NameTarget {
+    /// A model's own name: its index in [`Endpoint::models`].
+    Model(usize),
+    /// An alias.
+    Alias {
+        /// The model's index.
+        model: usize,
+        /// Announce deprecation.
+        deprecated: bool,
+        /// Stops working at.
+        sunset: Option<Timestamp>,
+    },
+}
+
+/// An exposed model.
+#[derive(Debug)]
+pub struct Model {
+    /// Name clients use.
+    pub name: String,
+    /// `owned_by` in listings.
+    pub owned_by: String,
+    /// Context window.
+    pub context_window: Option<u32>,
+    /// Output limit.
+    pub max_output_tokens: Option<u32>,
+    /// Capabilities.
+    pub capabilities: Vec<Capability>,
+    /// Backends sorted by priority (stable), unsupported ones left out.
+    pub backends: Vec<Backend>,
+    /// Its aliases with their sunsets.
+    pub aliases: Vec<(String, Option<Timestamp>)>,
+    /// Metric handles.
+    pub metrics: ModelMetrics,
+}
+
+/// One backend of a model.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where to send.
+    pub upstream: SharedUpstream,
+    /// Model name upstream.
+    pub model: String,
+    /// Whether `model` must be rewritten (the client's name differs).
+    pub rewrite_from: Option<String>,
+    /// Share within its priority.
+    pub weight: u32,
+    /// Failover order.
+    pub priority: u32,
+    /// Prices of this backend's model.
+    pub pricing: Option<PricingConfig>,
+    /// Requests in flight to it.
+    pub in_flight: Arc<AtomicU32>,
+    /// `<provider>/<model>` for headers, logs and metrics.
+    pub label: String,
+}
+
+/// One API key.
+#[derive(Debug)]
+pub struct Key {
+    /// `<namespace>/<name>` of the ApiKey.
+    pub id: String,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+    /// Allowed endpoint slugs.
+    pub endpoints: Option<HashSet<String>>,
+    /// Allowed model names or aliases.
+    pub models: Option<HashSet<String>>,
+    /// Tier override.
+    pub tier: Option<Arc<Tier>>,
+    /// Stops working at.
+    pub expires_at: Option<Timestamp>,
+    /// Allowed networks.
+    pub cidrs: Vec<ipnet::IpNet>,
+    /// Spending limit.
+    pub budget: Option<BudgetConfig>,
+    /// Live counters (they outlive this snapshot).
+    pub state: Arc<KeyState>,
+}
+
+/// A key found by its hash, with the project it opens.
+pub struct FoundKey<'s> {
+    /// The project.
+    pub project: &'s Project,
+    /// The key.
+    pub key: &'s Key,
+    /// When this particular key material stops working (rotation grace).
+    pub hash_expires: Option<Timestamp>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (nothing loaded yet).
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            loaded_at: Timestamp::now(),
+            projects: HashMap::new(),
+            keys: HashMap::new(),
+            summaries: Vec::new(),
+        }
+    }
+
+    /// The key whose material hashes to `hash`.
+    pub fn key(&self, hash: &[u8; 32]) -> Option<FoundKey<'_>> {
+        let found = self.keys.get(hash)?;
+        let project = self.projects.get(&found.project)?;
+        Some(FoundKey { project, key: project.keys.get(found.index)?, hash_expires: found.hash_expires })
+    }
+
+    /// Number of keys loaded.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl Endpoint {
+    /// Resolves a requested model name.
+    pub fn resolve(&self, name: &str) -> Option<NameTarget> {
+        self.names.get(name).copied()
+    }
+
+    /// Whether the endpoint serves `api`.
+    pub fn serves(&self, api: Api) -> bool {
+        self.apis[api.index()]
+    }
+}
+
+impl NameTarget {
+    /// Index of the model.
+    pub fn model(self) -> usize {
+        match self {
+            Self::Model(i) | Self::Alias { model: i, .. } => i,
+        }
+    }
+}
+
+/// State that outlives snapshots: key counters, retry budgets, connection pools, simulators.
+#[derive(Default)]
+pub struct Registries {
+    keys: Mutex<HashMap<String, Arc<KeyState>>>,
+    retries: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Upstream connections and simulators.
+    pub upstreams: UpstreamPool,
+}
+
+/// Why a configuration could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+#[error("project {project}: {message}")]
+pub struct BuildError {
+    /// Which project.
+    pub project: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Builds a snapshot from validated configurations, reusing long-lived state from `registries`.
+pub fn build(
+    configs: &[GatewayConfig],
+    generation: u64,
+    registries: &Registries,
+    metrics: &Metrics,
+) -> Result<Snapshot, BuildError> {
+    let mut projects = HashMap::new();
+    let mut keys = HashMap::new();
+    let mut summaries = Vec::new();
+    let mut live_keys: HashMap<String, Arc<KeyState>> = HashMap::new();
+    let mut live_retries: HashMap<String, Arc<RetryBudget>> = HashMap::new();
+    let mut live_sims = Vec::new();
+    let old_keys = registries.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let old_retries = registries.retries.lock().unwrap_or_else(PoisonError::into_inner).clone();
+
+    for config in configs {
+        let slug = config.project.slug.clone();
+        let fail = |message: String| BuildError { project: slug.clone(), message };
+        let tiers: HashMap<&str, Arc<Tier>> = config
+            .tiers
+            .iter()
+            .map(|(name, tier)| {
+                let retries = live_retries
+                    .entry(name.clone())
+                    .or_insert_with(|| old_retries.get(name).cloned().unwrap_or_default())
+                    .clone();
+                (name.as_str(), Arc::new(Tier { name: name.clone(), config: tier.clone(), retries }))
+            })
+            .collect();
+        let tier = |name: &str| tiers.get(name).cloned().ok_or_else(|| fail(format!("no tier {name:?}")));
+
+        let mut upstreams: HashMap<&str, SharedUpstream> = HashMap::new();
+        for (id, provider) in &config.providers {
+            let upstream =
+                registries.upstreams.upstream(id, provider).map_err(|e| fail(format!("provider {id}: {e}")))?;
+            if !upstream.supported() {
+                tracing::warn!(project = %slug, provider = %id, kind = provider.provider_type.as_str(),
+                    "provider type cannot serve OpenAI-compatible requests yet; its backends are left out");
+            }
+            if provider.provider_type == sluice_crds::api::ProviderType::Simulated {
+                live_sims.push(id.clone());
+            }
+            upstreams.insert(id.as_str(), Arc::new(upstream));
+        }
+
+        let mut endpoints = HashMap::new();
+        for (endpoint_slug, endpoint) in &config.endpoints {
+            let mut models = Vec::new();
+            let mut names = HashMap::new();
+            for (index, (name, model)) in endpoint.models.iter().enumerate() {
+                let mut backends = Vec::new();
+                for backend in &model.backends {
+                    let upstream = upstreams
+                        .get(backend.provider.as_str())
+                        .ok_or_else(|| fail(format!("no provider {:?}", backend.provider)))?;
+                    if !upstream.supported() {
+                        continue;
+                    }
+                    let pricing = config
+                        .providers
+                        .get(&backend.provider)
+                        .and_then(|p| p.models.get(&backend.model))
+                        .and_then(|m| m.pricing.clone());
+                    backends.push(Backend {
+                        upstream: upstream.clone(),
+                        model: backend.model.clone(),
+                        rewrite_from: (backend.model != *name).then(|| name.clone()),
+                        weight: backend.weight,
+                        priority: backend.priority,
+                        pricing,
+                        in_flight: Arc::new(AtomicU32::new(0)),
+                        label: format!("{}/{}", backend.provider, backend.model),
+                    });
+                }
+                backends.sort_by_key(|b| b.priority);
+                names.insert(name.clone(), NameTarget::Model(index));
+                models.push(Model {
+                    name: name.clone(),
+                    owned_by: model.owned_by.clone(),
+                    context_window: model.context_window,
+                    max_output_tokens: model.max_output_tokens,
+                    capabilities: model.capabilities.clone(),
+                    backends,
+                    aliases: endpoint
+                        .aliases
+                        .iter()
+                        .filter(|(_, a)| a.target == *name)
+                        .map(|(alias, a)| (alias.clone(), a.sunset))
+                        .collect(),
+                    metrics: metrics.model(&slug, endpoint_slug, name),
+                });
+            }
+            for (alias, target) in &endpoint.aliases {
+                let index = models
+                    .iter()
+                    .position(|m| m.name == target.target)
+                    .ok_or_else(|| fail(format!("alias {alias:?} names no model")))?;
+                names.insert(
+                    alias.clone(),
+                    NameTarget::Alias { model: index, deprecated: target.deprecated, sunset: target.sunset },
+                );
+            }
+            let mut apis = [false; 4];
+            for api in Api::ALL {
+                apis[api.index()] = endpoint.apis.contains(&api.kind());
+            }
+            endpoints.insert(
+                endpoint_slug.clone(),
+                Endpoint {
+                    slug: endpoint_slug.clone(),
+                    tier: endpoint.tier.as_deref().map(tier).transpose()?,
+                    apis,
+                    max_body_bytes: u64::from(endpoint.max_body_bytes),
+                    max_tokens: endpoint.max_tokens.map(u64::from),
+                    routing: endpoint.routing,
+                    models,
+                    names,
+                },
+            );
+        }
+
+        let mut project_keys = Vec::with_capacity(config.keys.len());
+        for (index, key) in config.keys.iter().enumerate() {
+            let state_id = format!("{slug}\u{0}{}", key.id);
+            let state = old_keys.get(&state_id).cloned().unwrap_or_default();
+            live_keys.insert(state_id, state.clone());
+            for hash in &key.hashes {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(&hash.sha256, &mut bytes)
+                    .map_err(|_| fail(format!("key {}: bad hash", key.id)))?;
+                let previous =
+                    keys.insert(bytes, KeyRef { project: slug.clone(), index, hash_expires: hash.expires_at });
+                if previous.is_some() {
+                    return Err(fail(format!("key {}: its key material also opens another key", key.id)));
+                }
+            }
+            let mut cidrs = Vec::new();
+            for cidr in key.allowed_cidrs.iter().flatten() {
+                cidrs.push(cidr.parse().map_err(|_| fail(format!("key {}: bad CIDR {cidr:?}", key.id)))?);
+            }
+            project_keys.push(Key {
+                id: key.id.clone(),
+                scopes: key.scopes.clone(),
+                endpoints: key.endpoints.as_ref().map(|list| list.iter().cloned().collect()),
+                models: key.models.as_ref().map(|list| list.iter().cloned().collect()),
+                tier: key.tier.as_deref().map(tier).transpose()?,
+                expires_at: key.expires_at,
+                cidrs,
+                budget: key.budget.clone(),
+                state,
+            });
+        }
+
+        summaries.push(ProjectSummary {
+            slug: slug.clone(),
+            config_hash: config.content_hash().map_err(|e| fail(e.to_string()))?,
+            endpoints: endpoints.len(),
+            keys: project_keys.len(),
+        });
+        let project = Project {
+            slug: slug.clone(),
+            default_tier: tier(&config.project.default_tier)?,
+            endpoints,
+            keys: project_keys,
+        };
+        if projects.insert(slug.clone(), project).is_some() {
+            return Err(fail("two configurations for this project".into()));
+        }
+    }
+
+    *registries.keys.lock().unwrap_or_else(PoisonError::into_inner) = live_keys;
+    *registries.retries.lock().unwrap_or_else(PoisonError::into_inner) = live_retries;
+    let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
+    registries.upstreams.retain_simulators(&live);
+    Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
+}
