@@ -1,0 +1,313 @@
+//! The ApiKey controller: generates each key into a Secret in the tenant's namespace (owned by
+//! the ApiKey), rotates it on request with a grace period for the old key, drops the old key
+//! when the grace period ends, and reports the key's state in its status. Key material never
+//! leaves the Secret: not in logs, status, Events or metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use sluice_crds::api::{ApiKey, ApiKeyStatus, Project};
+use sluice_crds::compile::{PREVIOUS_KEY_EXPIRES_FIELD, generated_key_secret_name};
+
+use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
+use crate::context::{Context, apply_status, is_conflict, observe};
+use crate::error::{Error, Result};
+use crate::key_material::{self, KeySecret, Step, key_prefix, next_step, rotation_request};
+use crate::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "apikey";
+/// Reconcile at least this often.
+const RESYNC: Duration = Duration::from_secs(1800);
+
+/// Reconciles one ApiKey.
+pub async fn reconcile(apikey: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
+    observe(CONTROLLER, apikey, ctx, |apikey, ctx| async move { reconcile_key(&apikey, &ctx).await }).await
+}
+
+async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
+    let name = apikey.name_any();
+    let namespace = apikey.namespace().ok_or_else(|| Error::Incomplete(format!("ApiKey {name}"), "namespace"))?;
+    if apikey.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let project = ctx.caches.project_in(&namespace);
+    let rotation = rotation_request(apikey);
+    let mut status = ApiKeyStatus::default();
+    let mut wake: Option<Timestamp> = None;
+    let mut key_problem: Option<Verdict> = None;
+
+    match (&apikey.spec.secret_ref, &project) {
+        (Some(reference), _) => {
+            ctx.record_secret_user(&namespace, &reference.name, &name);
+            status.secret_name = Some(reference.name.clone());
+            if let Some(secret) = ctx.caches.secret(&namespace, &reference.name) {
+                let data = secret.data.clone().unwrap_or_default();
+                let text = |field: &str| data.get(field).and_then(|v| String::from_utf8(v.0.clone()).ok());
+                status.key_prefix = text(&reference.key).as_deref().and_then(key_prefix);
+                let expires = text(PREVIOUS_KEY_EXPIRES_FIELD).and_then(|t| t.trim().parse::<Timestamp>().ok());
+                status.previous_key_expires_at = expires.filter(|at| *at > now).map(Time);
+                wake = status.previous_key_expires_at.as_ref().map(|t| t.0);
+            }
+        }
+        (None, None) => {}
+        (None, Some(project)) => {
+            let secret_name = generated_key_secret_name(&name);
+            status.secret_name = Some(secret_name.clone());
+            let cached = ctx.caches.secret(&namespace, &secret_name);
+            if let Some(secret) = cached.as_deref().filter(|s| !owned_by(s, apikey)) {
+                key_problem = Some(Verdict::no(
+                    REFERENCES_RESOLVED,
+                    "SecretConflict",
+                    format!(
+                        "Secret {namespace}/{} exists and does not belong to this ApiKey; delete or rename it",
+                        secret.name_any()
+                    ),
+                ));
+            } else {
+                let current = cached.as_deref().and_then(|s| {
+                    KeySecret::parse(
+                        &s.data.clone().unwrap_or_default(),
+                        s.annotations(),
+                        s.creation_timestamp().map(|t| t.0),
+                    )
+                });
+                let request = rotation.clone().ok().flatten();
+                let step = next_step(current.as_ref(), request, now);
+                let next = key_material::apply_step(
+                    &step,
+                    current.as_ref(),
+                    request,
+                    &project.spec.slug,
+                    now,
+                    &mut rand::rng(),
+                );
+                let state = match (&step, next) {
+                    (Step::Wait(until), _) => {
+                        wake = *until;
+                        current
+                    }
+                    (step, Some(next)) => {
+                        let written =
+                            write_key_secret(apikey, &namespace, &secret_name, cached.as_deref(), &next, ctx).await?;
+                        if !written {
+                            // The cache was behind the apiserver; look again in a moment.
+                            return Ok(Action::requeue(Duration::from_secs(1)));
+                        }
+                        announce(apikey, step, &next, ctx).await;
+                        if matches!(step, Step::Issue) {
+                            // The Project controller compiles the new key and nudges this ApiKey
+                            // with its verdict; one status write then says it all.
+                            return Ok(Action::requeue(RESYNC));
+                        }
+                        wake = next.previous.as_ref().map(|p| p.expires_at);
+                        Some(next)
+                    }
+                    (_, None) => current,
+                };
+                if let Some(state) = &state {
+                    status.key_prefix = key_prefix(&state.key);
+                    status.issued_at = state.issued_at.map(Time);
+                    status.rotated_at = state.rotated_at.map(Time);
+                    status.previous_key_expires_at = state.previous.as_ref().map(|p| Time(p.expires_at));
+                    if let Some(request) = request.filter(|r| r.at > now) {
+                        wake = Some(wake.map_or(request.at, |w| w.min(request.at)));
+                    }
+                }
+            }
+        }
+    }
+
+    let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation.err(), now, ctx);
+    status.conditions = conditions::conditions(
+        &verdicts,
+        apikey.status.as_ref().map_or(&[], |s| &s.conditions),
+        apikey.metadata.generation,
+        now,
+    );
+    status.observed_generation = apikey.metadata.generation;
+    status.current_period_spend_usd = apikey.status.as_ref().and_then(|s| s.current_period_spend_usd);
+    if apikey.status.as_ref() != Some(&status) {
+        apply_status(&Api::<ApiKey>::namespaced(ctx.client.clone(), &namespace), apikey, &status).await?;
+    }
+
+    if let Some(expiry) = apikey.spec.expires_at.as_ref().map(|t| t.0).filter(|at| *at > now) {
+        wake = Some(wake.map_or(expiry, |w| w.min(expiry)));
+    }
+    let requeue = wake
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50))
+        .map_or(RESYNC, |d| d.min(RESYNC));
+    Ok(Action::requeue(requeue))
+}
+
+fn owned_by(secret: &Secret, apikey: &ApiKey) -> bool {
+    let uid = apikey.uid();
+    secret.owner_references().iter().any(|o| o.kind == "ApiKey" && Some(&o.uid) == uid.as_ref())
+}
+
+/// Creates the key Secret (first key) or replaces it at the cached resourceVersion (rotation,
+/// dropping the previous key). Create-if-absent and compare-and-swap are what key material
+/// needs: an apply could overwrite a key that a stale cache did not show. `false`: the cache was
+/// stale and nothing was written.
+async fn write_key_secret(
+    apikey: &ApiKey,
+    namespace: &str,
+    name: &str,
+    cached: Option<&Secret>,
+    state: &KeySecret,
+    ctx: &Context,
+) -> Result<bool> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut labels = cached.and_then(|s| s.metadata.labels.clone()).unwrap_or_default();
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+    labels.insert(PART_OF_LABEL.to_owned(), "sluice".to_owned());
+    labels.insert(COMPONENT_LABEL.to_owned(), "api-key".to_owned());
+    let mut annotations = cached.and_then(|s| s.metadata.annotations.clone()).unwrap_or_default();
+    annotations.extend(state.annotations());
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(apikey.controller_owner_ref(&()).into_iter().collect()),
+            resource_version: cached.and_then(|s| s.resource_version()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_owned()),
+        data: Some(state.data()),
+        ..Secret::default()
+    };
+    let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+    let result = match cached {
+        None => api.create(&params, &secret).await.map(drop),
+        Some(_) => api.replace(name, &params, &secret).await.map(drop),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(err) if is_conflict(&err) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn announce(apikey: &ApiKey, step: &Step, state: &KeySecret, ctx: &Context) {
+    let prefix = key_prefix(&state.key).unwrap_or_default();
+    let (reason, note) = match step {
+        Step::Issue => {
+            ctx.metrics.keys_issued.inc();
+            (
+                "KeyIssued",
+                format!("issued key {prefix}... into Secret {}", generated_key_secret_name(&apikey.name_any())),
+            )
+        }
+        Step::Rotate(_) => {
+            ctx.metrics.keys_issued.inc();
+            ctx.metrics.keys_rotated.inc();
+            let until = state.previous.as_ref().map_or_else(|| "now".to_owned(), |p| p.expires_at.to_string());
+            ("KeyRotated", format!("issued key {prefix}...; the previous key works until {until}"))
+        }
+        Step::DropPrevious => {
+            ("PreviousKeyExpired", "the previous key's grace period ended; it no longer works".to_owned())
+        }
+        Step::Wait(_) => return,
+    };
+    tracing::info!(apikey = %ObjectRef::from_obj(apikey), reason, "key Secret updated");
+    ctx.event(apikey, EventType::Normal, reason, note).await;
+}
+
+fn verdicts(
+    apikey: &ApiKey,
+    namespace: &str,
+    project: Option<&Project>,
+    key_problem: Option<Verdict>,
+    rotation_problem: Option<String>,
+    now: Timestamp,
+    ctx: &Context,
+) -> Vec<Verdict> {
+    let degraded = match rotation_problem {
+        Some(message) => Verdict::yes(DEGRADED, "InvalidRotationRequest", message),
+        None => Verdict::no(DEGRADED, "AsDeclared", "nothing to report"),
+    };
+    let Some(project) = project else {
+        let message = format!("no Project in namespace {namespace}; keys belong to the Project of their namespace");
+        return vec![
+            Verdict::no(READY, "NoProject", message.clone()),
+            Verdict::no(REFERENCES_RESOLVED, "NoProject", message),
+            degraded,
+        ];
+    };
+    if let Some(problem) = key_problem {
+        return vec![Verdict::no(READY, problem.reason.clone(), problem.message.clone()), problem, degraded];
+    }
+    let report = ctx.reports.get(namespace);
+    let verdict = report.as_deref().and_then(|r| r.keys.get(&apikey.name_any()));
+    let resolved = match verdict {
+        Some(v) if !v.problems.is_empty() => {
+            Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", conditions::join_problems(&v.problems))
+        }
+        _ => Verdict::yes(REFERENCES_RESOLVED, "Resolved", "every reference resolves"),
+    };
+    let expired = apikey.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now);
+    let ready = match (report.as_deref(), verdict) {
+        _ if expired => {
+            Verdict::no(READY, "Expired", "the key expired (spec.expiresAt) and was removed from the gateway")
+        }
+        (Some(report), _) if report.failure.is_some() && !verdict.is_some_and(|v| v.served) => Verdict::no(
+            READY,
+            "ProjectNotServing",
+            format!("Project {}: {}", project.name_any(), report.failure.clone().unwrap_or_default()),
+        ),
+        (_, Some(v)) if v.served => {
+            Verdict::yes(READY, "Serving", format!("the gateway of project {} accepts this key", project.spec.slug))
+        }
+        (_, Some(v)) if !v.problems.is_empty() => {
+            Verdict::no(READY, "InvalidReferences", "left out of the gateway's configuration: see ReferencesResolved")
+        }
+        _ => Verdict::no(
+            READY,
+            "Pending",
+            format!("waiting for Project {} to take the key into its configuration", project.name_any()),
+        ),
+    };
+    vec![ready, resolved, degraded]
+}
+
+/// ApiKeys of a namespace that wait for its Project (no key generated yet).
+pub fn waiting_for_project(ctx: &Context, project: &Project) -> Vec<ObjectRef<ApiKey>> {
+    let Some(namespace) = project.namespace() else { return Vec::new() };
+    ctx.caches
+        .apikeys
+        .state_filter(|k| {
+            k.namespace().as_deref() == Some(namespace.as_str())
+                && k.spec.secret_ref.is_none()
+                && ctx.caches.secret(&namespace, &generated_key_secret_name(&k.name_any())).is_none()
+        })
+        .iter()
+        .map(|k| ObjectRef::from_obj(k.as_ref()))
+        .collect()
+}
+
+/// ApiKeys that hold their key in `secret`: the owner of a generated Secret, or those that
+/// reference it with `secretRef`.
+pub fn keys_of_secret(ctx: &Context, secret: &Secret) -> Vec<ObjectRef<ApiKey>> {
+    let Some(namespace) = secret.namespace() else { return Vec::new() };
+    let mut keys: Vec<ObjectRef<ApiKey>> = secret
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "ApiKey")
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
+        .collect();
+    keys.extend(
+        ctx.secret_users(&namespace, &secret.name_any()).iter().map(|name| ObjectRef::new(name).within(&namespace)),
+    );
+    keys
+}

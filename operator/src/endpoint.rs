@@ -1,0 +1,124 @@
+//! The Endpoint controller: reports each Endpoint's URL and whether its project's gateway serves
+//! it, from the verdict of the project's last compile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use sluice_crds::api::{Endpoint, EndpointStatus};
+
+use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
+use crate::context::{Context, apply_status, observe};
+use crate::data_plane::{HTTP_PORT, workload_name};
+use crate::error::{Error, Result};
+use crate::settings::Settings;
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "endpoint";
+/// Reconcile at least this often.
+const RESYNC: Duration = Duration::from_secs(1800);
+
+/// Reconciles one Endpoint.
+pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action> {
+    observe(CONTROLLER, endpoint, ctx, |endpoint, ctx| async move {
+        let name = endpoint.name_any();
+        let namespace =
+            endpoint.namespace().ok_or_else(|| Error::Incomplete(format!("Endpoint {name}"), "namespace"))?;
+        if endpoint.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        let now = Timestamp::now();
+        let project = ctx.caches.project_in(&namespace);
+        let report = ctx.reports.get(&namespace);
+        let verdict = report.as_deref().and_then(|r| r.endpoints.get(&name));
+        let verdicts = match (&project, report.as_deref(), verdict) {
+            (None, ..) => {
+                let message =
+                    format!("no Project in namespace {namespace}; Endpoints belong to the Project of their namespace");
+                vec![
+                    Verdict::no(READY, "NoProject", message.clone()),
+                    Verdict::no(REFERENCES_RESOLVED, "NoProject", message),
+                ]
+            }
+            (Some(project), report, verdict) => {
+                let resolved = match verdict {
+                    Some(v) if !v.problems.is_empty() => {
+                        Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", conditions::join_problems(&v.problems))
+                    }
+                    _ => Verdict::yes(REFERENCES_RESOLVED, "Resolved", "every reference resolves"),
+                };
+                let ready = match verdict {
+                    Some(v) if v.served => Verdict::yes(
+                        READY,
+                        "Serving",
+                        format!("served by the gateway of project {}", project.spec.slug),
+                    ),
+                    Some(v) if !v.problems.is_empty() => Verdict::no(
+                        READY,
+                        "InvalidReferences",
+                        "left out of the gateway's configuration: see ReferencesResolved",
+                    ),
+                    _ => match report.and_then(|r| r.failure.clone()) {
+                        Some(failure) => Verdict::no(
+                            READY,
+                            "ProjectNotServing",
+                            format!("Project {}: {failure}", project.name_any()),
+                        ),
+                        None => Verdict::no(
+                            READY,
+                            "Pending",
+                            format!("waiting for Project {} to compile", project.name_any()),
+                        ),
+                    },
+                };
+                vec![ready, resolved]
+            }
+        };
+        let degraded = Verdict::no(DEGRADED, "AsDeclared", "nothing to report");
+        let verdicts: Vec<Verdict> = verdicts.into_iter().chain([degraded]).collect();
+        let previous = endpoint.status.as_ref().map_or(&[][..], |s| &s.conditions);
+        let status = EndpointStatus {
+            conditions: conditions::conditions(&verdicts, previous, endpoint.metadata.generation, now),
+            observed_generation: endpoint.metadata.generation,
+            url: project.map(|p| endpoint_url(&ctx.settings, &p.spec.slug, &endpoint.spec.slug)),
+        };
+        if endpoint.status.as_ref() != Some(&status) {
+            apply_status(&Api::<Endpoint>::namespaced(ctx.client.clone(), &namespace), endpoint.as_ref(), &status)
+                .await?;
+        }
+        Ok(Action::requeue(RESYNC))
+    })
+    .await
+}
+
+/// The base URL for OpenAI SDKs: `<public URL>/<project>/<endpoint>/v1`. The public URL is
+/// `--public-url`, else `https://<--host>`, else the project's Service inside the cluster.
+pub fn endpoint_url(settings: &Settings, project: &str, endpoint: &str) -> String {
+    let base = match (&settings.public_url, &settings.route.host) {
+        (Some(url), _) => url.trim_end_matches('/').to_owned(),
+        (None, Some(host)) => format!("https://{host}"),
+        (None, None) => format!("http://{}.{}.svc:{HTTP_PORT}", workload_name(project), settings.dataplane_namespace),
+    };
+    format!("{base}/{project}/{endpoint}/v1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_prefer_the_public_url_then_the_host_then_the_service() {
+        let mut settings = Settings::default();
+        assert_eq!(
+            endpoint_url(&settings, "team-a", "chat"),
+            "http://sluice-gw-team-a.sluice-dataplanes.svc:8080/team-a/chat/v1"
+        );
+        settings.route.host = Some("llm.example.com".into());
+        assert_eq!(endpoint_url(&settings, "team-a", "chat"), "https://llm.example.com/team-a/chat/v1");
+        settings.public_url = Some("http://localhost:8080/".into());
+        assert_eq!(endpoint_url(&settings, "team-a", "chat"), "http://localhost:8080/team-a/chat/v1");
+    }
+}

@@ -1,0 +1,210 @@
+//! The `sluice-operator` binary: flags (each also an environment variable) to settings, then
+//! [`sluice_operator::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use sluice_operator::Settings;
+use sluice_operator::settings::{
+    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, ParentRef, RouteKind, RouteSettings,
+    WatchedNamespaces, default_gateway_image,
+};
+
+/// Reconciles Sluice's Projects, Endpoints, ApiKeys, Providers and ServiceTiers into one gateway
+/// per project in the data-plane namespace: config Secrets, RBAC, Deployment, Service and route.
+#[derive(Debug, Parser)]
+#[command(name = "sluice-operator", version, about, long_about = None)]
+struct Cli {
+    /// Kubeconfig file to use. Absent: the in-cluster service account, else ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use (with --kubeconfig or the default file).
+    #[arg(long, env = "SLUICE_KUBE_CONTEXT")]
+    context: Option<String>,
+
+    /// Tenant namespaces to watch, comma-separated. Empty: all namespaces.
+    #[arg(long, env = "SLUICE_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    watch_namespaces: Vec<String>,
+
+    /// Namespace of the platform's shared Providers (and their credential Secrets).
+    #[arg(long, env = "SLUICE_SHARED_NAMESPACE", default_value = sluice_crds::compile::DEFAULT_SHARED_NAMESPACE)]
+    shared_namespace: String,
+
+    /// Namespace where each project's gateway, config Secrets and route are created.
+    #[arg(long, env = "SLUICE_DATAPLANE_NAMESPACE", default_value = DEFAULT_DATAPLANE_NAMESPACE)]
+    dataplane_namespace: String,
+
+    /// Gateway container image. Default: the gateway of this operator's release.
+    #[arg(long, env = "SLUICE_GATEWAY_IMAGE", default_value_t = default_gateway_image())]
+    gateway_image: String,
+
+    /// imagePullPolicy of gateway containers (Always, IfNotPresent, Never). Absent: Kubernetes' default.
+    #[arg(long, env = "SLUICE_GATEWAY_IMAGE_PULL_POLICY")]
+    gateway_image_pull_policy: Option<String>,
+
+    /// How `/<project>/` is published: an Ingress, a Gateway API HTTPRoute, or nothing.
+    #[arg(long, env = "SLUICE_ROUTE_KIND", value_enum, default_value_t = RouteKindArg::Ingress)]
+    route_kind: RouteKindArg,
+
+    /// `ingressClassName` of the Ingresses. Absent: the cluster's default class.
+    #[arg(long, env = "SLUICE_INGRESS_CLASS")]
+    ingress_class: Option<String>,
+
+    /// Gateway that HTTPRoutes attach to: NAMESPACE/NAME or NAMESPACE/NAME/LISTENER. Required with
+    /// --route-kind httproute.
+    #[arg(long, env = "SLUICE_GATEWAY_PARENT")]
+    gateway_parent: Option<ParentRef>,
+
+    /// External host name of the routes (`llm.example.com`). Absent: any host.
+    #[arg(long, env = "SLUICE_HOST")]
+    host: Option<String>,
+
+    /// Base URL clients use, for Endpoint status.url. Absent: https://<host>, else the in-cluster
+    /// Service URL.
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// Elect a leader with a Lease, so that several replicas are safe (only the leader reconciles).
+    #[arg(long, env = "SLUICE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+
+    /// Name of the leader Lease.
+    #[arg(long, env = "SLUICE_LEADER_ELECTION_LEASE", default_value = "sluice-operator")]
+    leader_election_lease: String,
+
+    /// Namespace of the leader Lease. Absent: POD_NAMESPACE, else the shared namespace.
+    #[arg(long, env = "SLUICE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Seconds a Lease holds without renewal.
+    #[arg(long, env = "SLUICE_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15)]
+    leader_election_lease_seconds: u64,
+
+    /// This replica's identity in the Lease and in Events. Absent: POD_NAME, else the host name.
+    #[arg(long, env = "SLUICE_IDENTITY")]
+    identity: Option<String>,
+
+    /// Address of /metrics, /healthz and /readyz. `off` serves none.
+    #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: String,
+
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log filter in RUST_LOG syntax (`info`, `sluice_operator=debug,kube=warn`).
+    #[arg(long, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RouteKindArg {
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// gateway.networking.k8s.io/v1 HTTPRoute.
+    Httproute,
+    /// No route.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).context("--log")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    // The workspace's one TLS crypto provider; Err only means one is installed already.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            let options = kube::config::KubeConfigOptions { context: cli.context.clone(), ..Default::default() };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if cli.context.is_some() => {
+            let options = kube::config::KubeConfigOptions { context: cli.context.clone(), ..Default::default() };
+            kube::Config::from_kubeconfig(&options).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = cli
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "sluice-operator".to_owned());
+    let metrics_listen = match cli.metrics_listen.as_str() {
+        "off" | "" => None,
+        address => Some(address.parse::<SocketAddr>().with_context(|| format!("--metrics-listen {address:?}"))?),
+    };
+    let leader_election = cli.leader_election.then(|| {
+        let namespace = cli
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| cli.shared_namespace.clone());
+        LeaderElectionSettings {
+            lease_duration: Duration::from_secs(cli.leader_election_lease_seconds.max(2)),
+            ..LeaderElectionSettings::new(namespace, &cli.leader_election_lease)
+        }
+    });
+    let settings = Settings {
+        namespaces: WatchedNamespaces::from_list(&cli.watch_namespaces),
+        shared_namespace: cli.shared_namespace,
+        dataplane_namespace: cli.dataplane_namespace,
+        gateway: GatewaySettings { image: cli.gateway_image, image_pull_policy: cli.gateway_image_pull_policy },
+        route: RouteSettings {
+            kind: match cli.route_kind {
+                RouteKindArg::Ingress => RouteKind::Ingress,
+                RouteKindArg::Httproute => RouteKind::HttpRoute,
+                RouteKindArg::None => RouteKind::None,
+            },
+            ingress_class: cli.ingress_class,
+            gateway_parent: cli.gateway_parent,
+            host: cli.host,
+        },
+        public_url: cli.public_url,
+        leader_election,
+        metrics_listen,
+        identity,
+    };
+    tracing::info!(?settings, "starting");
+    sluice_operator::run(client, settings, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,167 @@
+//! What the last compile of each project found about each of its objects. The Project controller
+//! compiles once per project and publishes a report here; the Endpoint, ApiKey and ServiceTier
+//! controllers read it for their status, and are nudged only for objects whose verdict changed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures::channel::mpsc;
+use kube::runtime::reflector::ObjectRef;
+use sluice_crds::api::{ApiKey, Endpoint, ServiceTier};
+
+/// What the compile said about one Endpoint or ApiKey.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectVerdict {
+    /// It is in the configuration the gateway serves.
+    pub served: bool,
+    /// Problems the compiler found, each naming the field.
+    pub problems: Vec<String>,
+}
+
+/// The outcome of one project's last reconcile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProjectReport {
+    /// Name of the Project.
+    pub project: String,
+    /// Its slug.
+    pub slug: String,
+    /// Why nothing could be served (problems in the Project itself, a slug conflict); `None` when
+    /// the configuration was compiled.
+    pub failure: Option<String>,
+    /// Verdicts by Endpoint name.
+    pub endpoints: HashMap<String, ObjectVerdict>,
+    /// Verdicts by ApiKey name.
+    pub keys: HashMap<String, ObjectVerdict>,
+    /// ServiceTiers the configuration uses.
+    pub tiers: BTreeSet<String>,
+}
+
+/// The reports of every project, by the Project's namespace.
+pub struct Reports {
+    by_namespace: RwLock<HashMap<String, Arc<ProjectReport>>>,
+    endpoints: mpsc::UnboundedSender<ObjectRef<Endpoint>>,
+    apikeys: mpsc::UnboundedSender<ObjectRef<ApiKey>>,
+    tiers: mpsc::UnboundedSender<ObjectRef<ServiceTier>>,
+}
+
+/// Streams of objects whose verdict changed, one per controller that reads reports.
+pub struct ReportNudges {
+    /// Endpoints to reconcile.
+    pub endpoints: mpsc::UnboundedReceiver<ObjectRef<Endpoint>>,
+    /// ApiKeys to reconcile.
+    pub apikeys: mpsc::UnboundedReceiver<ObjectRef<ApiKey>>,
+    /// ServiceTiers to reconcile.
+    pub tiers: mpsc::UnboundedReceiver<ObjectRef<ServiceTier>>,
+}
+
+impl Reports {
+    /// No reports yet.
+    pub fn new() -> (Self, ReportNudges) {
+        let (endpoints, endpoints_rx) = mpsc::unbounded();
+        let (apikeys, apikeys_rx) = mpsc::unbounded();
+        let (tiers, tiers_rx) = mpsc::unbounded();
+        let reports = Self { by_namespace: RwLock::default(), endpoints, apikeys, tiers };
+        (reports, ReportNudges { endpoints: endpoints_rx, apikeys: apikeys_rx, tiers: tiers_rx })
+    }
+
+    /// The report of the Project in `namespace`.
+    pub fn get(&self, namespace: &str) -> Option<Arc<ProjectReport>> {
+        self.by_namespace.read().unwrap_or_else(PoisonError::into_inner).get(namespace).cloned()
+    }
+
+    /// Stores a project's report and nudges every object whose verdict changed.
+    pub fn publish(&self, namespace: &str, report: ProjectReport) {
+        let report = Arc::new(report);
+        let old = self
+            .by_namespace
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(namespace.to_owned(), report.clone());
+        self.nudge(namespace, old.as_deref(), Some(&report));
+    }
+
+    /// Forgets a project (deleted) and nudges everything it had a verdict on.
+    pub fn remove(&self, namespace: &str) {
+        let old = self.by_namespace.write().unwrap_or_else(PoisonError::into_inner).remove(namespace);
+        self.nudge(namespace, old.as_deref(), None);
+    }
+
+    /// How many projects use ServiceTier `name`.
+    pub fn tier_users(&self, name: &str) -> u32 {
+        let reports = self.by_namespace.read().unwrap_or_else(PoisonError::into_inner);
+        let count = reports.values().filter(|r| r.tiers.contains(name)).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    fn nudge(&self, namespace: &str, old: Option<&ProjectReport>, new: Option<&ProjectReport>) {
+        let empty = ProjectReport::default();
+        let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
+        let failure_changed = old.failure != new.failure;
+        for name in changed(&old.endpoints, &new.endpoints, failure_changed) {
+            let _ = self.endpoints.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+        for name in changed(&old.keys, &new.keys, failure_changed) {
+            let _ = self.apikeys.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+        for tier in old.tiers.symmetric_difference(&new.tiers) {
+            let _ = self.tiers.unbounded_send(ObjectRef::new(tier));
+        }
+    }
+}
+
+fn changed<'a>(
+    old: &'a HashMap<String, ObjectVerdict>,
+    new: &'a HashMap<String, ObjectVerdict>,
+    everything: bool,
+) -> impl Iterator<Item = &'a str> {
+    let gone = old.keys().filter(|name| !new.contains_key(*name));
+    let differs =
+        new.iter().filter(move |(name, verdict)| everything || old.get(*name) != Some(*verdict)).map(|(n, _)| n);
+    gone.chain(differs).map(String::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn served() -> ObjectVerdict {
+        ObjectVerdict { served: true, problems: Vec::new() }
+    }
+
+    #[tokio::test]
+    async fn only_changed_verdicts_are_nudged() {
+        let (reports, mut nudges) = Reports::new();
+        let mut report = ProjectReport {
+            project: "p".into(),
+            slug: "p".into(),
+            keys: HashMap::from([("a".into(), served()), ("b".into(), served())]),
+            tiers: BTreeSet::from(["gold".into()]),
+            ..ProjectReport::default()
+        };
+        reports.publish("ns", report.clone());
+        let mut first: Vec<String> = Vec::new();
+        for _ in 0..2 {
+            first.push(nudges.apikeys.next().await.expect("nudge").name);
+        }
+        first.sort();
+        assert_eq!(first, ["a", "b"]);
+        assert_eq!(nudges.tiers.next().await.expect("tier").name, "gold");
+        assert_eq!(reports.tier_users("gold"), 1);
+
+        report.keys.insert("b".into(), ObjectVerdict { served: false, problems: vec!["bad".into()] });
+        report.keys.remove("a");
+        reports.publish("ns", report);
+        let mut second = Vec::new();
+        for _ in 0..2 {
+            second.push(nudges.apikeys.next().await.expect("nudge").name);
+        }
+        second.sort();
+        assert_eq!(second, ["a", "b"]);
+        reports.remove("ns");
+        assert_eq!(nudges.apikeys.next().await.expect("nudge").name, "b");
+        assert_eq!(reports.tier_users("gold"), 0);
+        assert!(reports.get("ns").is_none());
+    }
+}

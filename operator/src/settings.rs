@@ -1,0 +1,228 @@
+//! What an operator instance is told at start: which namespaces it watches, where data planes go,
+//! how they are published. The binary fills it from flags and environment variables.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sluice_crds::compile::DEFAULT_SHARED_NAMESPACE;
+
+/// Namespace of the data planes unless told otherwise.
+pub const DEFAULT_DATAPLANE_NAMESPACE: &str = "sluice-dataplanes";
+
+/// The gateway image of this operator's release.
+pub fn default_gateway_image() -> String {
+    format!("ghcr.io/sluice-dev/sluice-gateway:{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Everything the controllers need to know about their surroundings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Tenant namespaces to watch for Projects, Endpoints, ApiKeys, Providers and Secrets.
+    pub namespaces: WatchedNamespaces,
+    /// Namespace of platform-wide Providers (always watched).
+    pub shared_namespace: String,
+    /// Namespace where every project's data plane runs.
+    pub dataplane_namespace: String,
+    /// The gateway pods.
+    pub gateway: GatewaySettings,
+    /// How `/<project>/` is published.
+    pub route: RouteSettings,
+    /// Base URL clients use (`https://llm.example.com`), for `Endpoint.status.url`. `None`: from
+    /// the route's host, else the in-cluster Service.
+    pub public_url: Option<String>,
+    /// Lease-based leader election; `None` runs the controllers at once (one replica only).
+    pub leader_election: Option<LeaderElectionSettings>,
+    /// Address of `/metrics`, `/healthz` and `/readyz`; `None` serves none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Who this instance is, in Events and the Lease (usually the pod name).
+    pub identity: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            namespaces: WatchedNamespaces::All,
+            shared_namespace: DEFAULT_SHARED_NAMESPACE.to_owned(),
+            dataplane_namespace: DEFAULT_DATAPLANE_NAMESPACE.to_owned(),
+            gateway: GatewaySettings::default(),
+            route: RouteSettings::default(),
+            public_url: None,
+            leader_election: None,
+            metrics_listen: None,
+            identity: "sluice-operator".to_owned(),
+        }
+    }
+}
+
+/// Which tenant namespaces the operator serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchedNamespaces {
+    /// Every namespace (needs cluster-wide read access).
+    All,
+    /// Only these (read access in each is enough).
+    Only(Vec<String>),
+}
+
+impl WatchedNamespaces {
+    /// From a comma-separated list; empty means all.
+    pub fn from_list(list: &[String]) -> Self {
+        let names: Vec<String> = list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if names.is_empty() { Self::All } else { Self::Only(names) }
+    }
+
+    /// The namespaces to watch, with `extra` added; `None` is all namespaces.
+    pub fn with(&self, extra: &str) -> Option<Vec<String>> {
+        match self {
+            Self::All => None,
+            Self::Only(names) => {
+                let mut names = names.clone();
+                if !names.iter().any(|n| n == extra) {
+                    names.push(extra.to_owned());
+                }
+                Some(names)
+            }
+        }
+    }
+
+    /// Whether objects in `namespace` are served.
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.iter().any(|n| n == namespace),
+        }
+    }
+}
+
+/// The gateway Deployment of each project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Container image.
+    pub image: String,
+    /// `imagePullPolicy`; `None` leaves Kubernetes' default.
+    pub image_pull_policy: Option<String>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { image: default_gateway_image(), image_pull_policy: None }
+    }
+}
+
+/// How a project's path is published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RouteKind {
+    /// A `networking.k8s.io/v1` Ingress per project.
+    #[default]
+    Ingress,
+    /// A Gateway API `HTTPRoute` per project, attached to `--gateway-parent`.
+    HttpRoute,
+    /// No route: publish the Services yourself.
+    None,
+}
+
+impl FromStr for RouteKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ingress" => Ok(Self::Ingress),
+            "httproute" => Ok(Self::HttpRoute),
+            "none" => Ok(Self::None),
+            other => Err(format!("route kind {other:?} is not one of ingress, httproute, none")),
+        }
+    }
+}
+
+/// The Gateway an HTTPRoute attaches to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    /// Namespace of the Gateway.
+    pub namespace: String,
+    /// Name of the Gateway.
+    pub name: String,
+    /// Listener name, if one.
+    pub section_name: Option<String>,
+}
+
+impl FromStr for ParentRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let non_empty = |p: &&str| !p.is_empty();
+        match parts.as_slice() {
+            [namespace, name] if [namespace, name].iter().all(|p| non_empty(p)) => {
+                Ok(Self { namespace: (*namespace).to_owned(), name: (*name).to_owned(), section_name: None })
+            }
+            [namespace, name, section] if [namespace, name, section].iter().all(|p| non_empty(p)) => Ok(Self {
+                namespace: (*namespace).to_owned(),
+                name: (*name).to_owned(),
+                section_name: Some((*section).to_owned()),
+            }),
+            _ => Err(format!("gateway parent {s:?} is not NAMESPACE/NAME or NAMESPACE/NAME/SECTION")),
+        }
+    }
+}
+
+/// Route settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// Ingress, HTTPRoute or nothing.
+    pub kind: RouteKind,
+    /// `spec.ingressClassName` of Ingresses.
+    pub ingress_class: Option<String>,
+    /// Parent Gateway of HTTPRoutes (required for `HttpRoute`).
+    pub gateway_parent: Option<ParentRef>,
+    /// The external host name; `None` matches any host.
+    pub host: Option<String>,
+}
+
+/// Lease-based leader election.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderElectionSettings {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// How long a lease holds without renewal.
+    pub lease_duration: Duration,
+    /// How often the holder renews (and others retry).
+    pub retry_period: Duration,
+}
+
+impl LeaderElectionSettings {
+    /// The usual timings (15 s lease, renewed every 2 s) for a Lease in `namespace`.
+    pub fn new(namespace: impl Into<String>, lease_name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            lease_name: lease_name.into(),
+            lease_duration: Duration::from_secs(15),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!("HTTPRoute".parse::<RouteKind>(), Ok(RouteKind::HttpRoute));
+        assert!("gateway".parse::<RouteKind>().is_err());
+        let parent: ParentRef = "infra/public/https".parse().expect("parent");
+        assert_eq!(parent.section_name.as_deref(), Some("https"));
+        assert!("public".parse::<ParentRef>().is_err());
+        assert_eq!(WatchedNamespaces::from_list(&[]), WatchedNamespaces::All);
+        let some = WatchedNamespaces::from_list(&["a, b".to_owned()]);
+        assert_eq!(some.with("sluice-system"), Some(vec!["a".to_owned(), "b".to_owned(), "sluice-system".to_owned()]));
+        assert!(some.contains("b") && !some.contains("c"));
+    }
+}
