@@ -4,10 +4,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+// tokio's clock, so tests with a paused clock see the model's exact timings.
+use tokio::time::Instant;
 
 use crate::error::Result;
 use crate::faults::{Fault, FaultConfig};
@@ -17,6 +19,9 @@ use crate::prefix_cache::PrefixCache;
 use crate::profile::Profile;
 use crate::prompt::Prompt;
 use crate::rng::{SplitMix64, combine};
+
+/// Tokens a non-streamed generation sleeps through at once before it looks at the load again.
+const SILENT_STEPS_PER_WAKE: usize = 8;
 
 /// `created` of every response when [`Profile::deterministic_ids`] is on (2023-11-14).
 pub const DETERMINISTIC_CREATED: u64 = 1_700_000_000;
@@ -251,21 +256,27 @@ impl Simulator {
 
     /// Sleeps through a whole non-streamed generation of `steps` token steps (time to first
     /// token, then one inter-token gap per further step), recording the latency metrics as a
-    /// stream would have.
+    /// stream would have. Gaps follow the load as it changes, re-read every
+    /// [`SILENT_STEPS_PER_WAKE`] tokens, so plain and streamed requests slow down alike.
     pub(crate) async fn generate_silently(&self, admission: &mut Admission, steps: usize) {
         let metrics = &self.shared.metrics;
-        let mut total = self.prefill_delay(admission);
-        metrics.ttft.observe((admission.admitted - admission.arrived + total).as_secs_f64());
-        if !self.shared.latency.decode_is_instant() {
-            for _ in 1..steps {
-                let gap = self.token_delay(admission);
-                metrics.inter_token_latency.observe(gap.as_secs_f64());
-                metrics.time_per_output_token.observe(gap.as_secs_f64());
-                total += gap;
-            }
+        let prefill = self.prefill_delay(admission);
+        metrics.ttft.observe((admission.admitted - admission.arrived + prefill).as_secs_f64());
+        let mut deadline = admission.admitted + prefill;
+        if !prefill.is_zero() {
+            tokio::time::sleep_until(deadline).await;
         }
-        if !total.is_zero() {
-            tokio::time::sleep_until((admission.admitted + total).into()).await;
+        if self.shared.latency.decode_is_instant() {
+            return;
+        }
+        for step in 1..steps {
+            let gap = self.token_delay(admission);
+            metrics.inter_token_latency.observe(gap.as_secs_f64());
+            metrics.time_per_output_token.observe(gap.as_secs_f64());
+            deadline += gap;
+            if step % SILENT_STEPS_PER_WAKE == 0 || step + 1 == steps {
+                tokio::time::sleep_until(deadline).await;
+            }
         }
     }
 

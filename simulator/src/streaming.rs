@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::engine::{Admission, Simulator};
 use crate::error::{Error, Result};
@@ -29,6 +29,10 @@ pub(crate) trait Renderer: Send + Unpin + 'static {
         out.extend_from_slice(b"data: {\"choices\": [{\"delta\": {\"content\": \n\n");
     }
 }
+
+/// How long a `reset` waits before it cuts the connection: the bytes sent before it are
+/// flushed, so the client sees them and then the cut.
+const RESET_PAUSE: Duration = Duration::from_millis(5);
 
 /// How a stream unfolds.
 #[derive(Debug, Clone)]
@@ -64,6 +68,7 @@ pub(crate) struct TimedStream<R> {
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
     last_token: Instant,
+    reset_pending: bool,
 }
 
 impl<R: Renderer> TimedStream<R> {
@@ -80,6 +85,7 @@ impl<R: Renderer> TimedStream<R> {
             timer: None,
             armed: false,
             last_token: start,
+            reset_pending: false,
         })
     }
 
@@ -91,12 +97,18 @@ impl<R: Renderer> TimedStream<R> {
         if self.deadline <= Instant::now() {
             return;
         }
-        let deadline = self.deadline.into();
+        let deadline = self.deadline;
         match &mut self.timer {
             Some(timer) => timer.as_mut().reset(deadline),
             None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
         self.armed = true;
+    }
+
+    /// Waits `delay` from now, whatever the schedule says.
+    fn pause(&mut self, delay: Duration) {
+        self.deadline = Instant::now();
+        self.wait(delay);
     }
 
     fn record_token(&mut self, step: usize) {
@@ -135,6 +147,12 @@ impl<R: Renderer> TimedStream<R> {
                 if let Some(Fault::Reset { after_tokens }) = self.plan.fault
                     && step >= after_tokens
                 {
+                    if !self.reset_pending {
+                        // Pause first: the server flushes what was sent before the cut.
+                        self.reset_pending = true;
+                        self.pause(RESET_PAUSE);
+                        return Ok(());
+                    }
                     self.phase = Phase::Done;
                     return Err(Error::InjectedReset);
                 }
@@ -234,7 +252,16 @@ impl HttpBody for Trickle {
             this.timer = None;
         }
         if this.sent_any && this.abort {
+            if this.data.is_empty() {
+                return Poll::Ready(Some(Err(Error::InjectedReset)));
+            }
+            // Pause (the piece sent is flushed), then cut.
             this.data.clear();
+            let mut timer = Box::pin(tokio::time::sleep(RESET_PAUSE));
+            if timer.as_mut().poll(cx).is_pending() {
+                this.timer = Some(timer);
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(Error::InjectedReset)));
         }
         if this.data.is_empty() {
