@@ -19,6 +19,7 @@ use crate::prefix_cache::PrefixCache;
 use crate::profile::Profile;
 use crate::prompt::Prompt;
 use crate::rng::{SplitMix64, combine};
+use crate::streaming::StreamPlan;
 
 /// Tokens a non-streamed generation sleeps through at once before it looks at the load again.
 const SILENT_STEPS_PER_WAKE: usize = 8;
@@ -258,7 +259,7 @@ impl Simulator {
     /// token, then one inter-token gap per further step), recording the latency metrics as a
     /// stream would have. Gaps follow the load as it changes, re-read every
     /// [`SILENT_STEPS_PER_WAKE`] tokens, so plain and streamed requests slow down alike.
-    pub(crate) async fn generate_silently(&self, admission: &mut Admission, steps: usize) {
+    async fn generate_silently(&self, admission: &mut Admission, steps: usize) {
         let metrics = &self.shared.metrics;
         let prefill = self.prefill_delay(admission);
         metrics.ttft.observe((admission.admitted - admission.arrived + prefill).as_secs_f64());
@@ -278,6 +279,13 @@ impl Simulator {
                 tokio::time::sleep_until(deadline).await;
             }
         }
+    }
+
+    /// A whole non-streamed generation: the time it takes (see `generate_silently`), then the
+    /// request is recorded as finished and leaves the batch.
+    pub(crate) async fn generate_unstreamed(&self, admission: &mut Admission, plan: &StreamPlan) {
+        self.generate_silently(admission, plan.steps).await;
+        self.finish(admission, plan.generated, plan.finish_reason);
     }
 
     /// A response id (hex) and `created` timestamp: from the seed and the prompt when

@@ -34,7 +34,7 @@ pub(crate) trait Renderer: Send + Unpin + 'static {
 /// flushed, so the client sees them and then the cut.
 const RESET_PAUSE: Duration = Duration::from_millis(5);
 
-/// How a stream unfolds.
+/// How a generation unfolds (streamed or not).
 #[derive(Debug, Clone)]
 pub(crate) struct StreamPlan {
     /// Token steps (the longest choice).
@@ -45,6 +45,13 @@ pub(crate) struct StreamPlan {
     pub finish_reason: &'static str,
     /// A reset, malformed or drip fault.
     pub fault: Option<Fault>,
+}
+
+impl StreamPlan {
+    /// A request that is only prefilled (embeddings, rerank).
+    pub(crate) fn prefill_only(fault: Option<Fault>) -> Self {
+        Self { steps: 0, generated: 0, finish_reason: "stop", fault }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

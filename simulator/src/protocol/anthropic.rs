@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use super::openai::{plan_of, tool_call_id};
 use super::{
-    ApiError, Dialect, IMAGE_TOKENS, admit, bad_request, check_model, json_value_response, parse_body, prelude,
-    push_sse, stream_response,
+    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, json_value_response, push_sse, stream_response,
 };
 use crate::engine::Simulator;
 use crate::generation::{Finish, Output, OutputMode, OutputSpec, generate};
@@ -31,6 +30,12 @@ struct MessagesRequest {
     stream: Option<bool>,
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
+}
+
+impl super::ModelRequest for MessagesRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,12 +193,10 @@ pub(crate) async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = prelude(&sim, DIALECT, &headers, None).await?;
     if !headers.contains_key("anthropic-version") {
         return Err(bad_request(DIALECT, "anthropic-version: header is required"));
     }
-    let request: MessagesRequest = parse_body(DIALECT, &body)?;
-    check_model(&sim, DIALECT, &request.model)?;
+    let (accepted, request) = accept::<MessagesRequest>(&sim, DIALECT, &headers, &body).await?;
     let Some(max_tokens) = request.max_tokens.filter(|m| *m >= 1) else {
         return Err(bad_request(DIALECT, "max_tokens: Field required (at least 1)"));
     };
@@ -227,8 +230,7 @@ pub(crate) async fn messages(
     if request.stream.unwrap_or(false) {
         return Ok(stream_response(&sim, admission, MessageStream { reply }, plan, "text/event-stream"));
     }
-    sim.generate_silently(&mut admission, plan.steps).await;
-    sim.finish(&mut admission, plan.generated, plan.finish_reason);
+    sim.generate_unstreamed(&mut admission, &plan).await;
     let block = match reply.output.tool.as_deref() {
         Some(name) => Block::ToolUse {
             id: reply.tool_id(),

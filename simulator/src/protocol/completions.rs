@@ -8,11 +8,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::openai::{StreamOptions, Usage, plan_of};
-use super::{
-    ApiError, Dialect, admit, bad_request, check_model, json_value_response, parse_body, prelude, push_sse,
-    stream_response,
-};
+use super::openai::{StreamOptions, Usage, check_max_tokens, choice_count, plan_of};
+use super::{ApiError, Dialect, accept, admit, bad_request, json_value_response, push_sse, stream_response};
 use crate::engine::Simulator;
 use crate::generation::{Output, OutputMode, OutputSpec, generate};
 use crate::prompt::{Prompt, PromptBuilder};
@@ -34,6 +31,12 @@ struct CompletionRequest {
     max_tokens: Option<u32>,
     ignore_eos: Option<bool>,
     seed: Option<u64>,
+}
+
+impl super::ModelRequest for CompletionRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 /// The prompts of a request: a string, a list of strings, a list of token ids, or a list of
@@ -69,20 +72,13 @@ pub(crate) async fn completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = prelude(&sim, DIALECT, &headers, None).await?;
-    let mut request: CompletionRequest = parse_body(DIALECT, &body)?;
-    check_model(&sim, DIALECT, &request.model)?;
+    let (accepted, mut request) = accept::<CompletionRequest>(&sim, DIALECT, &headers, &body).await?;
     let Some(prompts) = prompts(&sim, &request.model, &request.prompt) else {
         return Err(bad_request(DIALECT, "'prompt' must be a string, a list of strings, or a list of token ids."));
     };
-    let n = request.n.unwrap_or(1);
-    if !(1..=128).contains(&n) {
-        return Err(bad_request(DIALECT, "'n' must be between 1 and 128."));
-    }
+    let n = choice_count(request.n)?;
     let max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
-    if max_tokens == 0 {
-        return Err(bad_request(DIALECT, "'max_tokens' must be at least 1."));
-    }
+    check_max_tokens(Some(max_tokens))?;
     let stops = super::openai::Stop::into_vec(request.stop.take());
     let spec = OutputSpec {
         max_tokens: Some(max_tokens),
@@ -92,7 +88,7 @@ pub(crate) async fn completions(
     };
     let salt = |hash: u64| request.seed.map_or(hash, |s| combine(hash, s));
     let outputs: Vec<Output> =
-        prompts.iter().flat_map(|p| (0..n as usize).map(|i| generate(sim.profile(), salt(p.hash), i, &spec))).collect();
+        prompts.iter().flat_map(|p| (0..n).map(|i| generate(sim.profile(), salt(p.hash), i, &spec))).collect();
     // One batch entry for the whole request; the prefix cache sees the first prompt.
     let combined = Prompt {
         tokens: prompts.iter().map(|p| p.tokens).sum(),
@@ -110,12 +106,11 @@ pub(crate) async fn completions(
         outputs,
     };
     if request.stream.unwrap_or(false) {
-        let include_usage = request.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let include_usage = StreamOptions::include_usage(request.stream_options);
         let renderer = CompletionStream { reply, include_usage };
         return Ok(stream_response(&sim, admission, renderer, plan, "text/event-stream"));
     }
-    sim.generate_silently(&mut admission, plan.steps).await;
-    sim.finish(&mut admission, plan.generated, plan.finish_reason);
+    sim.generate_unstreamed(&mut admission, &plan).await;
     let choices: Vec<Choice<'_>> = reply
         .outputs
         .iter()

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{ApiError, Dialect, admit, bad_request, check_model, json_value_response, parse_body, prelude};
+use super::{ApiError, Dialect, accept, admit, bad_request, json_value_response};
 use crate::engine::Simulator;
 use crate::prompt::{Prompt, PromptBuilder};
 use crate::rng::{SplitMix64, combine, fnv1a, mix64};
+use crate::streaming::StreamPlan;
 use crate::tokenizer;
 
 const DIALECT: Dialect = Dialect::OpenAi;
@@ -81,6 +82,12 @@ struct EmbeddingRequest {
     dimensions: Option<u32>,
 }
 
+impl super::ModelRequest for EmbeddingRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+}
+
 /// The texts of an embedding input: a string, strings, token ids, or lists of token ids (token
 /// ids are embedded as their decimal text).
 fn inputs(input: &Value) -> Option<Vec<String>> {
@@ -144,9 +151,7 @@ pub(crate) async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = prelude(&sim, DIALECT, &headers, None).await?;
-    let request: EmbeddingRequest = parse_body(DIALECT, &body)?;
-    check_model(&sim, DIALECT, &request.model)?;
+    let (accepted, request) = accept::<EmbeddingRequest>(&sim, DIALECT, &headers, &body).await?;
     let Some(texts) = inputs(&request.input) else {
         return Err(bad_request(DIALECT, "'input' must be a non-empty string, list of strings, or list of token ids."));
     };
@@ -164,8 +169,7 @@ pub(crate) async fn embeddings(
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let prompt = prefill_prompt(&sim, &request.model, &refs);
     let mut admission = admit(&sim, DIALECT, accepted.arrival, &prompt, 0).await?;
-    sim.generate_silently(&mut admission, 0).await;
-    sim.finish(&mut admission, 0, "stop");
+    sim.generate_unstreamed(&mut admission, &StreamPlan::prefill_only(accepted.fault)).await;
     let seed = sim.profile().seed;
     let data = texts
         .iter()
@@ -197,6 +201,12 @@ struct RerankRequest {
     documents: Vec<Value>,
     top_n: Option<usize>,
     return_documents: Option<bool>,
+}
+
+impl super::ModelRequest for RerankRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 #[derive(Serialize)]
@@ -232,9 +242,7 @@ pub(crate) async fn rerank(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = prelude(&sim, DIALECT, &headers, None).await?;
-    let request: RerankRequest = parse_body(DIALECT, &body)?;
-    check_model(&sim, DIALECT, &request.model)?;
+    let (accepted, request) = accept::<RerankRequest>(&sim, DIALECT, &headers, &body).await?;
     let documents: Option<Vec<&str>> =
         request.documents.iter().map(|d| d.as_str().or_else(|| d.get("text")?.as_str())).collect();
     let Some(documents) = documents else {
@@ -244,8 +252,7 @@ pub(crate) async fn rerank(
     texts.extend(&documents);
     let prompt = prefill_prompt(&sim, &request.model, &texts);
     let mut admission = admit(&sim, DIALECT, accepted.arrival, &prompt, 0).await?;
-    sim.generate_silently(&mut admission, 0).await;
-    sim.finish(&mut admission, 0, "stop");
+    sim.generate_unstreamed(&mut admission, &StreamPlan::prefill_only(accepted.fault)).await;
     let seed = sim.profile().seed;
     let query = embed(&request.query, 256, seed);
     let mut results: Vec<RerankResult<'_>> = documents

@@ -295,8 +295,7 @@ pub(crate) async fn models_action(
         let renderer = GeminiStream { reply, sse, sent: false };
         return Ok(stream_response(&sim, admission, renderer, plan, content_type));
     }
-    sim.generate_silently(&mut admission, plan.steps).await;
-    sim.finish(&mut admission, plan.generated, plan.finish_reason);
+    sim.generate_unstreamed(&mut admission, &plan).await;
     let candidates = reply
         .outputs
         .iter()

@@ -217,6 +217,24 @@ pub(crate) fn parse_body<T: DeserializeOwned>(dialect: Dialect, body: &[u8]) -> 
     serde_json::from_slice(body).map_err(|e| bad_request(dialect, format!("Invalid request body: {e}")))
 }
 
+/// A request body that names its model.
+pub(crate) trait ModelRequest: DeserializeOwned {
+    fn model(&self) -> &str;
+}
+
+/// How most inference routes start: the [`prelude`], then the body, then the model check.
+pub(crate) async fn accept<T: ModelRequest>(
+    sim: &Simulator,
+    dialect: Dialect,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Accepted, T), ApiError> {
+    let accepted = prelude(sim, dialect, headers, None).await?;
+    let request: T = parse_body(dialect, body)?;
+    check_model(sim, dialect, request.model())?;
+    Ok((accepted, request))
+}
+
 /// Waits for a batch slot.
 pub(crate) async fn admit(
     sim: &Simulator,

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    ApiError, Dialect, IMAGE_TOKENS, admit, bad_request, check_model, error_response, json_value_response, parse_body,
-    prelude, push_sse, stream_response,
+    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, error_response, json_value_response, push_sse,
+    stream_response,
 };
 use crate::engine::{DETERMINISTIC_CREATED, Simulator};
 use crate::generation::{Output, OutputMode, OutputSpec, generate};
@@ -46,6 +46,13 @@ pub(crate) struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
+impl StreamOptions {
+    /// Whether a stream ends with a usage chunk (only when the client asks).
+    pub(crate) fn include_usage(options: Option<StreamOptions>) -> bool {
+        options.and_then(|o| o.include_usage).unwrap_or(false)
+    }
+}
+
 /// The fields of a chat request the simulator reads; others are accepted and ignored.
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
@@ -62,6 +69,12 @@ struct ChatRequest {
     response_format: Option<Value>,
     ignore_eos: Option<bool>,
     seed: Option<u64>,
+}
+
+impl super::ModelRequest for ChatRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +215,22 @@ pub(crate) fn plan_of(outputs: &[Output], fault: Option<crate::faults::Fault>) -
     }
 }
 
+/// `n`, checked as OpenAI does (1 to 128, default 1).
+pub(crate) fn choice_count(n: Option<u32>) -> Result<usize, ApiError> {
+    match n.unwrap_or(1) {
+        n @ 1..=128 => Ok(n as usize),
+        _ => Err(bad_request(DIALECT, "'n' must be between 1 and 128.")),
+    }
+}
+
+/// `max_tokens`, when given, must be at least 1.
+pub(crate) fn check_max_tokens(max_tokens: Option<u32>) -> Result<(), ApiError> {
+    if max_tokens == Some(0) {
+        return Err(bad_request(DIALECT, "'max_tokens' must be at least 1."));
+    }
+    Ok(())
+}
+
 /// The id of a tool call, from its choice's seed.
 pub(crate) fn tool_call_id(prefix: &str, output: &Output) -> String {
     format!("{prefix}{:016x}{:08x}", combine(output.seed, 7), output.seed >> 32)
@@ -213,20 +242,13 @@ pub(crate) async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let accepted = prelude(&sim, DIALECT, &headers, None).await?;
-    let mut request: ChatRequest = parse_body(DIALECT, &body)?;
-    check_model(&sim, DIALECT, &request.model)?;
+    let (accepted, mut request) = accept::<ChatRequest>(&sim, DIALECT, &headers, &body).await?;
     if request.messages.is_empty() {
         return Err(bad_request(DIALECT, "'messages' must contain at least one message."));
     }
-    let n = request.n.unwrap_or(1);
-    if !(1..=128).contains(&n) {
-        return Err(bad_request(DIALECT, "'n' must be between 1 and 128."));
-    }
+    let n = choice_count(request.n)?;
     let max_tokens = request.max_completion_tokens.or(request.max_tokens);
-    if max_tokens == Some(0) {
-        return Err(bad_request(DIALECT, "'max_tokens' must be at least 1."));
-    }
+    check_max_tokens(max_tokens)?;
     let prompt = build_prompt(&sim, &request);
     let prompt_hash = request.seed.map_or(prompt.hash, |s| combine(prompt.hash, s));
     let stops = Stop::into_vec(request.stop.take());
@@ -236,20 +258,18 @@ pub(crate) async fn chat_completions(
         stops: &stops,
         mode: output_mode(&request),
     };
-    let outputs: Vec<Output> =
-        (0..n as usize).map(|choice| generate(sim.profile(), prompt_hash, choice, &spec)).collect();
+    let outputs: Vec<Output> = (0..n).map(|choice| generate(sim.profile(), prompt_hash, choice, &spec)).collect();
     let plan = plan_of(&outputs, accepted.fault);
     let mut admission = admit(&sim, DIALECT, accepted.arrival, &prompt, plan.generated).await?;
     let (id, created) = sim.response_ids(admission.index, prompt_hash);
     let usage = Usage::new(prompt.tokens, admission.cached_tokens, plan.generated);
     let reply = Reply { id: format!("chatcmpl-{id}"), created, model: request.model, outputs, usage };
     if request.stream.unwrap_or(false) {
-        let include_usage = request.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
+        let include_usage = StreamOptions::include_usage(request.stream_options);
         let renderer = ChatStream { reply, include_usage };
         return Ok(stream_response(&sim, admission, renderer, plan, "text/event-stream"));
     }
-    sim.generate_silently(&mut admission, plan.steps).await;
-    sim.finish(&mut admission, plan.generated, plan.finish_reason);
+    sim.generate_unstreamed(&mut admission, &plan).await;
     Ok(json_value_response(DIALECT, &reply.completion(), plan.fault))
 }
 
@@ -400,18 +420,22 @@ struct ChatStream {
 }
 
 impl ChatStream {
-    fn push(&self, out: &mut Vec<u8>, choice: ChunkChoice<'_>) -> crate::Result<()> {
+    fn chunk<'a>(&'a self, choices: &'a [ChunkChoice<'a>], usage: Option<Option<&'a Usage>>) -> Chunk<'a> {
         let reply = &self.reply;
-        let chunk = Chunk {
+        Chunk {
             id: &reply.id,
             object: "chat.completion.chunk",
             created: reply.created,
             model: &reply.model,
             system_fingerprint: FINGERPRINT,
-            choices: std::slice::from_ref(&choice),
-            usage: self.include_usage.then_some(None),
-        };
-        push_sse(out, None, &chunk)
+            choices,
+            usage,
+        }
+    }
+
+    fn push(&self, out: &mut Vec<u8>, choice: ChunkChoice<'_>) -> crate::Result<()> {
+        // With include_usage, every chunk but the last carries `"usage": null`.
+        push_sse(out, None, &self.chunk(std::slice::from_ref(&choice), self.include_usage.then_some(None)))
     }
 }
 
@@ -473,17 +497,7 @@ impl Renderer for ChatStream {
             )?;
         }
         if self.include_usage {
-            let reply = &self.reply;
-            let chunk = Chunk {
-                id: &reply.id,
-                object: "chat.completion.chunk",
-                created: reply.created,
-                model: &reply.model,
-                system_fingerprint: FINGERPRINT,
-                choices: &[],
-                usage: Some(Some(&reply.usage)),
-            };
-            push_sse(out, None, &chunk)?;
+            push_sse(out, None, &self.chunk(&[], Some(Some(&self.reply.usage))))?;
         }
         out.extend_from_slice(b"data: [DONE]\n\n");
         Ok(())
