@@ -13,12 +13,19 @@ _sluice_python_setup() {
   venv="${SLUICE_CACHE:-$HOME/.cache/sluice}/venv-$hash"
   base="${SLUICE_PYTHON_BASE:-python3}"
   # The marker is written last: a venv without it was interrupted half-way and is rebuilt.
+  # The lock makes parallel runs wait for one build instead of racing.
   if [ ! -e "$venv/.sluice-complete" ]; then
-    echo "python.sh: creating $venv" >&2
-    rm -rf "$venv"
-    "$base" -m venv "$venv" || return 1
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || return 1
-    touch "$venv/.sluice-complete"
+    mkdir -p "$(dirname "$venv")"
+    (
+      flock 9
+      if [ ! -e "$venv/.sluice-complete" ]; then
+        echo "python.sh: creating $venv" >&2
+        rm -rf "$venv"
+        "$base" -m venv "$venv" &&
+          "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" &&
+          touch "$venv/.sluice-complete"
+      fi
+    ) 9>"$venv.lock" || return 1
   fi
   export SLUICE_PYTHON="$venv/bin/python"
 }
