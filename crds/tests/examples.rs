@@ -24,10 +24,13 @@ fn quickstart_compiles_to_one_project_with_the_documented_key() {
     assert_eq!(endpoint.aliases["demo-chat-latest"].target, "demo-chat");
     assert_eq!(endpoint.apis, ApiKind::ALL);
     assert!(config.providers.values().all(|p| p.provider_type == ProviderType::Simulated));
-    let [key] = config.keys.as_slice() else { panic!("one key expected") };
+    let [key, readonly] = config.keys.as_slice() else { panic!("two keys expected") };
     assert_eq!(key.id, "demo/demo");
     assert_eq!(key.scopes, [Scope::Inference]);
     assert_eq!(key.hashes[0].sha256, hash_key(b"sl_demo_quickstartkey"));
+    assert_eq!(readonly.id, "demo/demo-readonly");
+    assert_eq!(readonly.scopes, [Scope::ModelsRead]);
+    assert_eq!(readonly.hashes[0].sha256, hash_key(b"sl_demo_readonlykey"));
     assert!(config.validate().is_ok());
 }
 

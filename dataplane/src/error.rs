@@ -58,6 +58,9 @@ pub enum ApiError {
     /// The body exceeds the endpoint's limit.
     #[error("Request body too large: the limit is {limit} bytes.")]
     BodyTooLarge { limit: u64 },
+    /// The request line and headers exceed the gateway's limit.
+    #[error("Request headers too large: the limit is {limit} bytes.")]
+    HeadersTooLarge { limit: usize },
     /// Rate limited by the key's tier.
     #[error("Rate limit reached for {what}: limit {limit}, retry after {retry_after:?}.")]
     RateLimited { what: &'static str, limit: u64, retry_after: Duration },
@@ -103,6 +106,9 @@ impl ApiError {
             Self::InvalidJson(_) => (S::BAD_REQUEST, "invalid_request_error", "invalid_json"),
             Self::InvalidParam { code, .. } => (S::BAD_REQUEST, "invalid_request_error", code),
             Self::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large"),
+            Self::HeadersTooLarge { .. } => {
+                (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "request_headers_too_large")
+            }
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
             Self::BudgetExhausted { .. } => (S::PAYMENT_REQUIRED, "insufficient_quota", "budget_exhausted"),
             Self::NoHealthyBackend(_) => (S::SERVICE_UNAVAILABLE, "api_error", "no_healthy_backend"),

@@ -68,11 +68,13 @@ pub struct Gateway {
     request_prefix: u64,
     request_counter: AtomicU64,
     shared_namespace: String,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
 }
 
 impl Gateway {
     /// A gateway with no configuration yet.
-    pub fn new(shared_namespace: &str) -> Arc<Self> {
+    pub fn new(shared_namespace: &str, max_header_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             registries: Registries::default(),
@@ -82,6 +84,7 @@ impl Gateway {
             request_prefix: rand::random(),
             request_counter: AtomicU64::new(0),
             shared_namespace: shared_namespace.to_owned(),
+            max_header_bytes,
         })
     }
 
@@ -153,7 +156,7 @@ pub async fn start(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, Error> {
-    let gateway = Gateway::new(&settings.shared_namespace);
+    let gateway = Gateway::new(&settings.shared_namespace, settings.max_header_bytes);
     initial_load(&gateway, &settings).await?;
 
     let api =
@@ -252,7 +255,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Clien
 
 /// Compiles the configuration the settings name, for `--check` and `--print-config`.
 pub fn compile_for_check(settings: &Settings) -> Result<Vec<GatewayConfig>, String> {
-    let gateway = Gateway::new(&settings.shared_namespace);
+    let gateway = Gateway::new(&settings.shared_namespace, settings.max_header_bytes);
     match &settings.config {
         Some(path) => config_source::load_path(path, &gateway.compile_options()),
         None => config_source::quickstart(&gateway.compile_options()),

@@ -128,6 +128,13 @@ async fn serve(
     started: Instant,
     request_id: &str,
 ) -> Result<Response<ResponseBody>, Rejection> {
+    // hyper bounds the head only while it arrives incomplete; this bounds it however it was read.
+    let head_bytes = request.uri().path().len()
+        + request.uri().query().map_or(0, str::len)
+        + request.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
+    if head_bytes > gateway.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge { limit: gateway.max_header_bytes }.into());
+    }
     let unknown_path =
         || ApiError::UnknownPath { method: request.method().to_string(), path: request.uri().path().to_owned() };
     let (project_slug, endpoint_slug, route) = parse_path(request.uri().path()).ok_or_else(unknown_path)?;
