@@ -163,7 +163,11 @@ async fn serve(
                 return Err(reject(ApiError::MethodNotAllowed(request.method().to_string())));
             }
             auth::check_scope(key, Need::ListModels).map_err(reject)?;
-            return models_response(snapshot, endpoint, key, tier, route, now).map_err(reject);
+            let response = models_response(snapshot, endpoint, key, tier, route, now).map_err(reject)?;
+            gateway.metrics.count_unrouted(&project.slug, &endpoint.slug, 200);
+            tracing::info!(target: "sluice::access", request_id, project = %project.slug, endpoint = %endpoint.slug,
+                key = %key.id, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+            return Ok(response);
         }
         Route::Api(api) => api,
     };

@@ -60,7 +60,7 @@ pub struct Accounting {
     pub usage: Option<Usage>,
     /// Prompt tokens estimated before the call (used when the answer reports none).
     pub estimated_prompt_tokens: u64,
-    /// Data events streamed (an estimate of output tokens when usage is missing).
+    /// Events that carried text (an estimate of output tokens when usage is missing).
     pub events: u64,
     /// Why the response ended early, if it did.
     pub cut_short: Option<&'static str>,
@@ -282,7 +282,7 @@ impl StreamBody {
         self.ended = true;
         self.accounting.cut_short = reason;
         self.accounting.usage = self.tap.usage.or(self.accounting.usage);
-        self.accounting.events = self.tap.events;
+        self.accounting.events = self.tap.text_events;
         self.accounting.finish();
     }
 

@@ -323,3 +323,45 @@ async fn completions_embeddings_and_rerank_are_proxied() {
     let rerank: Value = rerank.json().await.expect("json");
     assert_eq!(rerank["results"].as_array().map(Vec::len), Some(2), "{rerank}");
 }
+
+#[tokio::test]
+async fn streams_that_break_or_stall_end_with_an_error_event_and_are_billed_once() {
+    let acme = Acme::start().await;
+    let http = client();
+    let stream = |model: &str| json!({"model": model, "stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "go"}]});
+
+    // The upstream cuts the connection after three tokens.
+    let response = http
+        .post(acme.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(FULL_KEY)
+        .header("x-sim-fault", "reset=3")
+        .json(&stream("m-ok"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200, "the stream had started");
+    let text = response.text().await.expect("the gateway ends the stream cleanly");
+    assert!(text.contains("\"code\":\"upstream_stream_error\""), "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+
+    // The upstream stalls longer than the tier's idle-stream limit (300 ms on endpoint slow).
+    let started = Instant::now();
+    let response = http
+        .post(acme.gateway.url("/acme/slow/v1/chat/completions"))
+        .bearer_auth(FULL_KEY)
+        .header("x-sim-fault", "drip=2000")
+        .json(&stream("m-slow"))
+        .send()
+        .await
+        .expect("send");
+    let text = response.text().await.expect("body");
+    assert!(text.contains("\"code\":\"stream_idle_timeout\""), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2), "cut at the idle limit, not after the drip");
+
+    let metrics = client().get(acme.gateway.admin_url("/metrics")).send().await.expect("m").text().await.expect("text");
+    assert!(metrics.contains("provider=\"acme/primary\",kind=\"stream\"} 1"), "{metrics}");
+    let logs = acme.gateway.log_text();
+    let billed: Vec<&str> = logs.lines().filter(|l| l.contains("\"cut_short\":\"upstream stream error\"")).collect();
+    assert_eq!(billed.len(), 1, "the broken stream was settled exactly once:\n{logs}");
+    assert!(billed[0].contains("\"completion_tokens\":3"), "billed for what was delivered: {}", billed[0]);
+}

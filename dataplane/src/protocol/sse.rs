@@ -15,6 +15,9 @@ pub struct SseTap {
     pub usage: Option<Usage>,
     /// `data:` events seen (not counting `[DONE]`).
     pub events: u64,
+    /// Events that carried generated text: an estimate of output tokens when a stream breaks
+    /// before its usage arrives.
+    pub text_events: u64,
     /// Whether `data: [DONE]` was seen.
     pub done: bool,
 }
@@ -34,6 +37,13 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+/// Whether a chunk carries generated text (`"content":"x` or `"text":"x`, not empty).
+fn carries_text(data: &[u8]) -> bool {
+    [&b"\"content\":\""[..], &b"\"text\":\""[..]].iter().any(|needle| {
+        data.windows(needle.len()).enumerate().any(|(i, w)| w == *needle && data.get(i + needle.len()) != Some(&b'"'))
+    })
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -105,6 +115,9 @@ impl SseTap {
                 continue;
             }
             self.events += 1;
+            if carries_text(data) {
+                self.text_events += 1;
+            }
             if contains(data, b"\"usage\"")
                 && let Some(usage) = read_usage(data)
             {
@@ -143,6 +156,7 @@ mod tests {
         assert_eq!(run(&mut tap, &[CHUNK, USAGE, DONE]), all);
         assert_eq!(tap.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 2, cached_tokens: 0 }));
         assert_eq!(tap.events, 2);
+        assert_eq!(tap.text_events, 1);
         assert!(tap.done);
     }
 
