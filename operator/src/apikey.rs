@@ -45,12 +45,14 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
     let mut status = ApiKeyStatus::default();
     let mut wake: Option<Timestamp> = None;
     let mut key_problem: Option<Verdict> = None;
+    let mut key_present = false;
 
     match (&apikey.spec.secret_ref, &project) {
         (Some(reference), _) => {
             ctx.record_secret_user(&namespace, &reference.name, &name);
             status.secret_name = Some(reference.name.clone());
             if let Some(secret) = ctx.caches.secret(&namespace, &reference.name) {
+                key_present = true;
                 let data = secret.data.clone().unwrap_or_default();
                 let text = |field: &str| data.get(field).and_then(|v| String::from_utf8(v.0.clone()).ok());
                 status.key_prefix = text(&reference.key).as_deref().and_then(key_prefix);
@@ -104,17 +106,13 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
                             return Ok(Action::requeue(Duration::from_secs(1)));
                         }
                         announce(apikey, step, &next, ctx).await;
-                        if matches!(step, Step::Issue) {
-                            // The Project controller compiles the new key and nudges this ApiKey
-                            // with its verdict; one status write then says it all.
-                            return Ok(Action::requeue(RESYNC));
-                        }
                         wake = next.previous.as_ref().map(|p| p.expires_at);
                         Some(next)
                     }
                     (_, None) => current,
                 };
                 if let Some(state) = &state {
+                    key_present = true;
                     status.key_prefix = key_prefix(&state.key);
                     status.issued_at = state.issued_at.map(Time);
                     status.rotated_at = state.rotated_at.map(Time);
@@ -127,6 +125,21 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
         }
     }
 
+    // Whether the Project controller has yet to compile this key as it now is: its verdict
+    // nudges this ApiKey, and one status write then says it all (half the writes for a burst of
+    // new keys).
+    let expired = apikey.spec.expires_at.as_ref().is_some_and(|t| t.0 <= now);
+    let awaiting_compile = project.is_some()
+        && key_problem.is_none()
+        && !expired
+        && match ctx.reports.get(&namespace).as_deref() {
+            None => true,
+            Some(report) if report.failure.is_some() => false,
+            Some(report) => report.keys.get(&name).is_none_or(|v| !v.served && v.problems.is_empty() && key_present),
+        };
+    if awaiting_compile {
+        return Ok(Action::requeue(RESYNC));
+    }
     let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation.err(), now, ctx);
     status.conditions = conditions::conditions(
         &verdicts,

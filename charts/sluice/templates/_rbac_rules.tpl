@@ -1,0 +1,24 @@
+{{/* What the operator needs in tenant namespaces (and the shared one). */}}
+{{- define "sluice.tenantRules" -}}
+- apiGroups: [sluice.dev]
+  resources: [projects, endpoints, apikeys, providers]
+  verbs: [get, list, watch]
+# The Project finalizer, applied server-side.
+- apiGroups: [sluice.dev]
+  resources: [projects]
+  verbs: [patch]
+- apiGroups: [sluice.dev]
+  resources: [projects/status, endpoints/status, apikeys/status, providers/status]
+  verbs: [patch]
+# Generated key Secrets are owned by their ApiKey with blockOwnerDeletion.
+- apiGroups: [sluice.dev]
+  resources: [apikeys/finalizers]
+  verbs: [update]
+# Credentials and key material: read; generated keys: create and rotate.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, update]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,272 @@
+//! The Helm chart (`charts/sluice/`): `helm lint` and `helm template` with default and other
+//! values, every rendered object validated offline against Kubernetes 1.34's schemas
+//! (kubernetes-validate), then the rendered RBAC and Deployment applied to the real apiserver,
+//! and an operator run as the chart's ServiceAccount (impersonated) serving the example tenant,
+//! leader Lease included: the chart grants what the operator needs.
+//!
+//! Needs helm and kubectl (tests/setup/kube.sh) and `$SLUICE_PYTHON` with kubernetes-validate
+//! (tests/setup/python.sh); fails, never skips, without them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use common::{condition, describe, eventually};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use serde_json::Value;
+use sluice_crds::api::Project;
+use sluice_operator::settings::{LeaderElectionSettings, Settings, WatchedNamespaces};
+use sluice_testenv::{TestEnv, parse_yaml_documents, workspace_root};
+
+fn chart() -> PathBuf {
+    workspace_root().join("charts/sluice")
+}
+
+/// Runs a command and returns its stdout; the error quotes stderr.
+fn output(mut command: Command) -> anyhow::Result<String> {
+    let shown = format!("{command:?}");
+    let out = command.output().with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn helm(env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
+    let mut command = env.helm()?;
+    command.args(args);
+    output(command)
+}
+
+/// Validates manifests against Kubernetes 1.34's schemas, strictly (unknown fields are errors).
+fn kubernetes_validate(manifests: &str, name: &str) -> anyhow::Result<()> {
+    let python = std::env::var_os("SLUICE_PYTHON").context(
+        "SLUICE_PYTHON is unset: run `source tests/setup/python.sh` (or tests/run-all), which installs kubernetes-validate",
+    )?;
+    let file = std::env::temp_dir().join(format!("sluice-chart-{}-{name}.yaml", std::process::id()));
+    std::fs::write(&file, manifests)?;
+    let mut command = Command::new(python);
+    command.args(["-m", "kubernetes_validate", "--strict", "--quiet", "-k", "1.34.0"]).arg(&file);
+    let result = output(command);
+    let _ = std::fs::remove_file(&file);
+    result.map(drop)
+}
+
+/// `helm template` with `sets`, validated; returns the rendered objects.
+fn render(env: &TestEnv, release: &str, namespace: &str, sets: &[&str]) -> anyhow::Result<(String, Vec<Value>)> {
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    let mut args = vec!["lint", chart, "--strict", "--namespace", namespace];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(env, &args)?;
+    let mut args = vec!["template", release, chart, "--namespace", namespace, "--include-crds"];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let yaml = helm(env, &args)?;
+    kubernetes_validate(&yaml, release)?;
+    Ok((yaml.clone(), parse_yaml_documents(&yaml)?))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} {name} in the rendered chart"))
+}
+
+fn args_of(objects: &[Value], name: &str) -> anyhow::Result<Vec<String>> {
+    let deployment = find(objects, "Deployment", name)?;
+    Ok(deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .context("args")?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect())
+}
+
+fn rules(role: &Value) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        for resource in rule["resources"].as_array().into_iter().flatten() {
+            for verb in rule["verbs"].as_array().into_iter().flatten() {
+                pairs.push((
+                    resource.as_str().unwrap_or_default().to_owned(),
+                    verb.as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    pairs
+}
+
+/// Applies with kubectl, server-side (optionally as a dry run).
+fn kubectl_apply(env: &TestEnv, yaml: &str, dry_run: bool) -> anyhow::Result<String> {
+    let file = std::env::temp_dir().join(format!("sluice-apply-{}-{}.yaml", std::process::id(), yaml.len()));
+    std::fs::write(&file, yaml)?;
+    let mut command = env.kubectl()?;
+    command.args(["apply", "--server-side", "--field-manager=helm-test", "-f"]).arg(&file);
+    if dry_run {
+        command.arg("--dry-run=server");
+    }
+    let result = output(command);
+    let _ = std::fs::remove_file(Path::new(&file));
+    result
+}
+
+/// The rendered objects without CRDs (installed already) and without the data-plane Namespace.
+fn without_crds(objects: &[Value]) -> anyhow::Result<String> {
+    let mut docs = Vec::new();
+    for object in objects.iter().filter(|o| o["kind"] != "CustomResourceDefinition") {
+        docs.push(serde_json::to_string(object)?);
+    }
+    Ok(docs.join("\n---\n"))
+}
+
+#[tokio::test]
+async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let namespace = env.namespace("helm-default").await?;
+    let (_, objects) = render(env, "default-chart", &namespace, &[])?;
+    let args = args_of(&objects, "default-chart-sluice")?;
+    for expected in [
+        "--watch-namespaces=".to_owned(),
+        format!("--shared-namespace={namespace}"),
+        "--dataplane-namespace=sluice-dataplanes".to_owned(),
+        "--gateway-image=ghcr.io/sluice-dev/sluice-gateway:0.1.0".to_owned(),
+        "--route-kind=ingress".to_owned(),
+        "--leader-election=true".to_owned(),
+        "--metrics-listen=0.0.0.0:8080".to_owned(),
+    ] {
+        assert!(args.contains(&expected), "{expected} not in {args:?}");
+    }
+    let deployment = find(&objects, "Deployment", "default-chart-sluice")?;
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(pod["containers"][0]["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(pod["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // All namespaces: tenant access comes from the ClusterRole.
+    let cluster = rules(find(&objects, "ClusterRole", "default-chart-sluice")?);
+    assert!(cluster.contains(&("secrets".into(), "create".into())));
+    assert!(!cluster.iter().any(|(_, verb)| verb == "delete"), "nothing is deleted outside the data-plane namespace");
+    find(&objects, "Namespace", "sluice-dataplanes")?;
+
+    // The apiserver accepts everything (dry run: the data-plane namespace is not created).
+    let objects: Vec<Value> = objects.into_iter().filter(|o| o["kind"] != "Namespace").collect();
+    let cluster_scoped: Vec<Value> =
+        objects.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding").cloned().collect();
+    let in_release: Vec<Value> =
+        objects.iter().filter(|o| o["metadata"]["namespace"] == namespace.as_str()).cloned().collect();
+    kubectl_apply(env, &without_crds(&cluster_scoped)?, true)?;
+    kubectl_apply(env, &without_crds(&in_release)?, true)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let release_ns = env.namespace("helm-sys").await?;
+    let tenant = env.namespace("helm-tenant").await?;
+    let dataplane = env.namespace("helm-dp").await?;
+    let sets = [
+        format!("watchNamespaces={{{tenant}}}"),
+        format!("dataPlane.namespace={dataplane}"),
+        "dataPlane.createNamespace=false".to_owned(),
+        "route.kind=httproute".to_owned(),
+        "route.gatewayParent=infra/public/https".to_owned(),
+        "route.host=llm.example.com".to_owned(),
+        "operator.replicas=3".to_owned(),
+        "dataPlane.gateway.image.tag=dev".to_owned(),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let release = "rbac-chart";
+    let (_, objects) = render(env, release, &release_ns, &sets)?;
+    let args = args_of(&objects, "rbac-chart-sluice")?;
+    for expected in [
+        format!("--watch-namespaces={tenant}"),
+        format!("--dataplane-namespace={dataplane}"),
+        "--route-kind=httproute".to_owned(),
+        "--gateway-parent=infra/public/https".to_owned(),
+        "--host=llm.example.com".to_owned(),
+        "--gateway-image=ghcr.io/sluice-dev/sluice-gateway:dev".to_owned(),
+    ] {
+        assert!(args.contains(&expected), "{expected} not in {args:?}");
+    }
+    assert!(objects.iter().all(|o| o["kind"] != "Namespace"));
+    // A watch list: no Secret access cluster-wide, Roles in the tenant and shared namespaces.
+    let cluster = rules(find(&objects, "ClusterRole", "rbac-chart-sluice")?);
+    assert!(!cluster.iter().any(|(resource, _)| resource == "secrets"), "{cluster:?}");
+    let roles: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "rbac-chart-sluice")
+        .filter_map(|o| o["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(roles, [release_ns.as_str(), tenant.as_str()]);
+    let dataplane_role = rules(find(&objects, "Role", "rbac-chart-sluice-dataplane")?);
+    assert!(dataplane_role.contains(&("httproutes".into(), "patch".into())));
+
+    // Install for real, without the HTTPRoute rule's CRD concerns: RBAC accepts unknown resources.
+    kubectl_apply(env, &without_crds(&objects)?, false)?;
+
+    // Run the operator with exactly the chart's permissions, leader election included.
+    let service_account = format!("system:serviceaccount:{release_ns}:rbac-chart-sluice");
+    let client =
+        env.client_as(&service_account, &["system:serviceaccounts", &format!("system:serviceaccounts:{release_ns}")])?;
+    let settings = Settings {
+        namespaces: WatchedNamespaces::Only(vec![tenant.clone()]),
+        shared_namespace: release_ns.clone(),
+        dataplane_namespace: dataplane.clone(),
+        leader_election: Some(LeaderElectionSettings::new(&release_ns, "sluice-operator")),
+        identity: "chart-test".to_owned(),
+        ..Settings::default()
+    };
+    let operator = tokio::spawn(sluice_operator::run(client, settings, std::future::pending()));
+    let admin = env.client()?;
+    let examples = workspace_root().join("examples/kubernetes");
+    for file in ["10-tiers.yaml", "20-providers.yaml", "30-project.yaml", "40-endpoints.yaml", "50-apikeys.yaml"] {
+        let yaml = std::fs::read_to_string(examples.join(file))?.replace("sluice-system", &release_ns);
+        for doc in yaml.split("\n---") {
+            let target =
+                if doc.contains("kind: Provider") || doc.contains("-credentials") { &release_ns } else { &tenant };
+            if doc.lines().any(|l| l.starts_with("kind:")) {
+                sluice_testenv::apply_yaml(&admin, target, doc).await?;
+            }
+        }
+    }
+    let projects: Api<Project> = Api::namespaced(admin.clone(), &tenant);
+    let waited = eventually("the Project to be Ready under the chart's RBAC", Duration::from_secs(60), || async {
+        if operator.is_finished() {
+            return Ok(Err("the operator stopped".to_owned()));
+        }
+        let conditions = projects.get("team-a").await?.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Ready") {
+            Some(c) if c.status == "True" => Ok(()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await;
+    if operator.is_finished() {
+        let result = operator.await?;
+        bail!("the operator stopped: {result:?}");
+    }
+    waited?;
+    let lease = Api::<Lease>::namespaced(admin, &release_ns).get("sluice-operator").await?;
+    ensure!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("chart-test"),
+        "the operator holds the leader Lease"
+    );
+    operator.abort();
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! A project with 50,000 generated API keys reconciles, its configuration is sharded over
+//! several Secrets, and a real gateway loads it and accepts the first and the last key.
+//! Prints how long each phase took (`SLUICE_SCALE_KEYS` changes the count for a quicker look).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use common::{Gateway, World, eventually, secret_text};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use reqwest::StatusCode;
+use sluice_crds::api::{ApiKey, Project};
+use sluice_operator::config_secret;
+
+/// Creates in flight at once: enough to keep the apiserver busy without queueing in it.
+const PARALLEL_CREATES: usize = 32;
+
+fn key_count() -> usize {
+    std::env::var("SLUICE_SCALE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
+}
+
+#[tokio::test]
+async fn fifty_thousand_keys_reconcile_shard_and_load() -> anyhow::Result<()> {
+    let count = key_count();
+    let world = World::start("scale").await?;
+    let tier = format!("{}-tier", world.tenant);
+    world
+        .apply(&format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: ServiceTier
+metadata: {{name: {tier}}}
+spec: {{}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Provider
+metadata: {{name: sim}}
+spec: {{type: simulated, models: [{{name: sim-chat}}]}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Project
+metadata: {{name: big}}
+spec: {{slug: big, defaultTier: {tier}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: chat}}
+spec:
+  slug: chat
+  models: [{{name: assistant, backends: [{{providerRef: {{name: sim}}, model: sim-chat}}]}}]
+"
+        ))
+        .await?;
+
+    let apikeys: Api<ApiKey> = world.api(&world.tenant);
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let apikeys = apikeys.clone();
+            async move {
+                let key: ApiKey = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "sluice.dev/v1alpha1",
+                    "kind": "ApiKey",
+                    "metadata": {"name": format!("key-{i:05}")},
+                    "spec": {"scopes": ["inference"]},
+                }))?;
+                apikeys.create(&PostParams::default(), &key).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(PARALLEL_CREATES)
+        .try_collect::<()>()
+        .await?;
+    let created = started.elapsed();
+    eprintln!("scale: created {count} ApiKeys in {:.1} s", created.as_secs_f64());
+
+    // The Project's status counts the keys; reading a multi-MiB configuration every poll would
+    // load the apiserver more than the operator does.
+    let projects: Api<Project> = world.api(&world.tenant);
+    eventually(&format!("the Project to serve {count} keys"), Duration::from_secs(1800), || async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let keys = projects.get("big").await?.status.and_then(|s| s.keys).unwrap_or(0);
+        Ok(if keys as usize == count { Ok(()) } else { Err(format!("{keys} keys")) })
+    })
+    .await?;
+    let config = world.config("big").await?.context("no configuration")?;
+    assert_eq!(config.keys.len(), count);
+    let reconciled = started.elapsed();
+    let primary = world.api::<Secret>(&world.dataplane).get(&config_secret::primary_name("big")).await?;
+    let shards: usize = secret_text(&primary, config_secret::SHARDS_FIELD).map_or(Ok(0), |n| n.parse())?;
+    let bytes = config.to_canonical_json()?.len();
+    assert_eq!(shards, if bytes > config_secret::SHARD_BYTES { bytes.div_ceil(config_secret::SHARD_BYTES) } else { 0 });
+    if count >= 50_000 {
+        assert!(shards >= 2, "50,000 keys need more than one Secret ({bytes} bytes)");
+    }
+    eprintln!(
+        "scale: all {count} keys in the configuration {:.1} s after the first create ({bytes} bytes in {shards} shards)",
+        reconciled.as_secs_f64()
+    );
+
+    let loading = Instant::now();
+    let gateway = Gateway::start(world.env, &format!("{}/sluice-config-big", world.dataplane)).await?;
+    eprintln!("scale: the gateway loaded it and was ready in {:.1} s", loading.elapsed().as_secs_f64());
+    let secrets: Api<Secret> = world.api(&world.tenant);
+    let http = reqwest::Client::new();
+    for name in ["key-00000".to_owned(), format!("key-{:05}", count - 1)] {
+        let secret = secrets.get(&format!("sluice-key-{name}")).await?;
+        let key = secret_text(&secret, "key").expect("a key");
+        let status = http.get(format!("{}/big/chat/v1/models", gateway.base)).bearer_auth(&key).send().await?.status();
+        assert_eq!(status, StatusCode::OK, "{name}; gateway log:\n{}", gateway.log_tail());
+    }
+    Ok(())
+}
