@@ -9,6 +9,9 @@ pub enum Error {
     /// The compiled configuration could not be serialized.
     #[error("serializing the gateway configuration: {0}")]
     Serialize(#[from] serde_json::Error),
+    /// CPU-bound work on the blocking pool panicked or was cancelled.
+    #[error("background work: {0}")]
+    Blocking(#[from] tokio::task::JoinError),
     /// An object lacks something every object of its kind has.
     #[error("{0} has no {1}")]
     Incomplete(String, &'static str),
@@ -35,6 +38,7 @@ impl Error {
             Self::Kube(kube::Error::Api(_)) => "api",
             Self::Kube(_) => "client",
             Self::Serialize(_) => "serialize",
+            Self::Blocking(_) => "blocking",
             Self::Incomplete(..) => "incomplete",
             Self::LostLease(_) => "lease",
             Self::MetricsServer { .. } => "metrics",

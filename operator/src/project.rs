@@ -27,7 +27,7 @@ use sluice_crds::config::GatewayConfig;
 use sluice_crds::objects::{Object, ObjectRef as SourceRef, SecretData};
 
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
-use crate::config_secret::{self, ConfigTarget, SHARDS_FIELD, primary_name, shard_name};
+use crate::config_secret::{self, ConfigSecrets, ConfigTarget, SHARDS_FIELD, primary_name, shard_name};
 use crate::context::{Caches, Context, apply, apply_status, is_not_found, observe};
 use crate::data_plane::{self, DataPlaneInput, Route, http_route_resource, workload_name};
 use crate::error::{Error, Result};
@@ -262,7 +262,7 @@ fn conflict(project: &Project, namespace: &str, caches: &Caches) -> Option<Strin
         })
 }
 
-async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, ctx: &Context) -> Result<Action> {
+async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, ctx: &Arc<Context>) -> Result<Action> {
     let now = Timestamp::now();
     let slug = project.spec.slug.as_str();
     let previous = ctx.reports.get(namespace);
@@ -290,8 +290,21 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         generated_keys: GeneratedKeys::Operator,
         now: Some(now),
     };
-    let (objects, endpoints, apikeys) = gather(project, namespace, ctx);
-    let compiled = compile_partially(project, objects, &options);
+    // Gathering, compiling and serializing a project with tens of thousands of keys takes CPU
+    // for a while: off the async workers, so other reconciles and watches keep going.
+    let owner = format!("{namespace}/{}", project.name_any());
+    let (compiled, endpoints, apikeys, secrets) = {
+        let (project, namespace, owner, ctx) = (project.clone(), namespace.to_owned(), owner.clone(), ctx.clone());
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let (objects, endpoints, apikeys) = gather(&project, &namespace, &ctx);
+            let compiled = compile_partially(&project, objects, &options);
+            let target =
+                ConfigTarget { slug: &project.spec.slug, namespace: &ctx.settings.dataplane_namespace, owner: &owner };
+            let secrets = compiled.config.as_ref().map(|config| config_secret::build(target, config)).transpose()?;
+            Ok((compiled, endpoints, apikeys, secrets))
+        })
+        .await??
+    };
     let problem_lines: Vec<String> = compiled
         .problems
         .iter()
@@ -302,7 +315,7 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         (name, ObjectVerdict { served, problems: compiled.problems.get(&object).cloned().unwrap_or_default() })
     };
 
-    let Some(config) = &compiled.config else {
+    let (Some(config), Some(secrets)) = (&compiled.config, secrets) else {
         // The Project itself is broken: keep serving what was served, report the problems.
         let served_before =
             |name: &str, of: fn(&ProjectReport) -> &std::collections::HashMap<String, ObjectVerdict>| {
@@ -337,8 +350,7 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         return Ok(Action::requeue(RESYNC));
     };
 
-    let owner = format!("{namespace}/{}", project.name_any());
-    let written = write_config(project, &owner, config, ctx).await?;
+    let written = write_config(project, &owner, config, secrets, ctx).await?;
     apply_data_plane(project, &owner, written.shards, ctx).await?;
 
     let served_endpoints: HashSet<&str> = config.endpoints.values().map(|e| e.id.as_str()).collect();
@@ -473,10 +485,15 @@ struct Written {
 
 /// Writes the config Secrets unless they already hold `config`: shards first, the primary last,
 /// then removes shards the new primary no longer names.
-async fn write_config(project: &Project, owner: &str, config: &GatewayConfig, ctx: &Context) -> Result<Written> {
+async fn write_config(
+    project: &Project,
+    owner: &str,
+    config: &GatewayConfig,
+    set: ConfigSecrets,
+    ctx: &Context,
+) -> Result<Written> {
     let slug = project.spec.slug.as_str();
     let namespace = ctx.settings.dataplane_namespace.as_str();
-    let set = config_secret::build(ConfigTarget { slug, namespace, owner }, config)?;
     let cached = |name: &str| ctx.caches.config_secrets.get(&ObjectRef::new(name).within(namespace));
     let hash_of = |secret: &Secret| secret.annotations().get(CONFIG_HASH_ANNOTATION).cloned();
     let current = cached(&primary_name(slug));

@@ -127,19 +127,6 @@ pub enum RouteKind {
     None,
 }
 
-impl FromStr for RouteKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "ingress" => Ok(Self::Ingress),
-            "httproute" => Ok(Self::HttpRoute),
-            "none" => Ok(Self::None),
-            other => Err(format!("route kind {other:?} is not one of ingress, httproute, none")),
-        }
-    }
-}
-
 /// The Gateway an HTTPRoute attaches to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParentRef {
@@ -215,8 +202,6 @@ mod tests {
 
     #[test]
     fn flags_parse() {
-        assert_eq!("HTTPRoute".parse::<RouteKind>(), Ok(RouteKind::HttpRoute));
-        assert!("gateway".parse::<RouteKind>().is_err());
         let parent: ParentRef = "infra/public/https".parse().expect("parent");
         assert_eq!(parent.section_name.as_deref(), Some("https"));
         assert!("public".parse::<ParentRef>().is_err());

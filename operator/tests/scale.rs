@@ -23,7 +23,8 @@ fn key_count() -> usize {
     std::env::var("SLUICE_SCALE_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000)
 }
 
-#[tokio::test]
+// Several worker threads, as the operator binary has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_keys_reconcile_shard_and_load() -> anyhow::Result<()> {
     let count = key_count();
     let world = World::start("scale").await?;
