@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, condition, describe, eventually, secret_text};
+use common::{World, condition, describe, eventually, ready, secret_text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -27,18 +27,22 @@ async fn apply_example(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until the Project says Ready=True and returns it.
 async fn ready_project(world: &World, name: &str) -> anyhow::Result<Project> {
-    let projects: Api<Project> = world.api(&world.tenant);
-    eventually(&format!("Project {name} to be Ready"), WAIT, || async {
-        let project = projects.get(name).await?;
-        let conditions = project.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-        Ok(match condition(&conditions, "Ready") {
-            Some(c) if c.status == "True" => Ok(project),
-            _ => Err(describe(&conditions)),
-        })
-    })
-    .await
+    ready(&world.api::<Project>(&world.tenant), name, |p| p.status.clone().map(|s| s.conditions).unwrap_or_default())
+        .await
+}
+
+/// An Endpoint `typo` whose one backend names Provider `provider`.
+fn endpoint_naming(provider: &str) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: typo}}
+spec:
+  slug: typo
+  models: [{{name: m, backends: [{{providerRef: {{name: {provider}}}, model: deepseek-chat}}]}}]
+"
+    )
 }
 
 #[tokio::test]
@@ -100,15 +104,7 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
         assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("ApiKey", name, Some(true)));
         let entry = config.keys.iter().find(|k| k.id == format!("{tenant}/{name}")).expect("in config");
         assert_eq!(entry.hashes[0].sha256, hash_key(key.as_bytes()));
-        let apikey = eventually(&format!("ApiKey {name} to be Ready"), WAIT, || async {
-            let apikey = apikeys.get(name).await?;
-            let status = apikey.status.clone().unwrap_or_default();
-            Ok(match condition(&status.conditions, "Ready") {
-                Some(c) if c.status == "True" => Ok(apikey),
-                _ => Err(describe(&status.conditions)),
-            })
-        })
-        .await?;
+        let apikey = ready(&apikeys, name, |k| k.status.clone().map(|s| s.conditions).unwrap_or_default()).await?;
         let status = apikey.status.expect("status");
         assert_eq!(status.key_prefix.as_deref(), Some(&key[..12]));
         assert_eq!(status.secret_name.as_deref(), Some(format!("sluice-key-{name}").as_str()));
@@ -127,29 +123,12 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
     // Endpoints know their URL and are served.
     let endpoints: Api<Endpoint> = world.api(tenant);
     for slug in ["chat", "code", "embed"] {
-        let endpoint = eventually(&format!("Endpoint {slug} to be Ready"), WAIT, || async {
-            let endpoint = endpoints.get(slug).await?;
-            let conditions = endpoint.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-            Ok(match condition(&conditions, "Ready") {
-                Some(c) if c.status == "True" => Ok(endpoint),
-                _ => Err(describe(&conditions)),
-            })
-        })
-        .await?;
+        let endpoint = ready(&endpoints, slug, |e| e.status.clone().map(|s| s.conditions).unwrap_or_default()).await?;
         let url = endpoint.status.and_then(|s| s.url).expect("url");
         assert_eq!(url, format!("http://sluice-gw-team-a.{dp}.svc:8080/team-a/{slug}/v1"));
     }
     let providers: Api<Provider> = world.api(&world.shared);
-    let deepseek = eventually("Provider deepseek to be Ready", WAIT, || async {
-        let provider = providers.get("deepseek").await?;
-        let conditions = provider.status.map(|s| s.conditions).unwrap_or_default();
-        Ok(if condition(&conditions, "Ready").is_some_and(|c| c.status == "True") {
-            Ok(())
-        } else {
-            Err(describe(&conditions))
-        })
-    });
-    deepseek.await?;
+    ready(&providers, "deepseek", |p| p.status.clone().map(|s| s.conditions).unwrap_or_default()).await?;
     let tiers: Api<ServiceTier> = Api::all(world.client.clone());
     eventually("ServiceTier premium to count this project", WAIT, || async {
         let tier = tiers.get("premium").await?;
@@ -213,21 +192,7 @@ async fn a_broken_reference_is_a_condition_that_names_it() -> anyhow::Result<()>
     let world = World::start("broken").await?;
     apply_example(&world).await?;
     ready_project(&world, "team-a").await?;
-    world
-        .apply(
-            "apiVersion: sluice.dev/v1alpha1
-kind: Endpoint
-metadata: {name: typo}
-spec:
-  slug: typo
-  models:
-    - name: m
-      backends:
-        - providerRef: {name: deepseek-v9}
-          model: deepseek-chat
-",
-        )
-        .await?;
+    world.apply(&endpoint_naming("deepseek-v9")).await?;
     let endpoints: Api<Endpoint> = world.api(&world.tenant);
     let resolved = eventually("Endpoint typo to report its broken reference", WAIT, || async {
         let conditions = endpoints.get("typo").await?.status.map(|s| s.conditions).unwrap_or_default();
@@ -257,21 +222,7 @@ spec:
     assert_eq!(config.endpoints.keys().collect::<Vec<_>>(), ["chat", "code", "embed"]);
 
     // Fixing the reference brings the endpoint in.
-    world
-        .apply(
-            "apiVersion: sluice.dev/v1alpha1
-kind: Endpoint
-metadata: {name: typo}
-spec:
-  slug: typo
-  models:
-    - name: m
-      backends:
-        - providerRef: {name: deepseek}
-          model: deepseek-chat
-",
-        )
-        .await?;
+    world.apply(&endpoint_naming("deepseek")).await?;
     eventually("the fixed endpoint to be served", WAIT, || async {
         let config = world.config("team-a").await?.expect("config");
         Ok(if config.endpoints.contains_key("typo") { Ok(()) } else { Err(format!("{:?}", config.endpoints.keys())) })

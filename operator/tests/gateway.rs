@@ -18,47 +18,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The issue's bound on a key change reaching the gateway.
 const PROPAGATION: Duration = Duration::from_secs(2);
 
-fn tenant_yaml(tier: &str) -> String {
-    format!(
-        "apiVersion: sluice.dev/v1alpha1
-kind: ServiceTier
-metadata: {{name: {tier}}}
-spec: {{}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Provider
-metadata: {{name: sim}}
-spec:
-  type: simulated
-  models:
-    - name: sim-chat
-  simulation: {{prefillOverheadMs: 1, interTokenMs: 1, outputTokens: 4, seed: 7}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Project
-metadata: {{name: gw}}
-spec: {{slug: gw, defaultTier: {tier}, dataPlane: {{replicas: 1}}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Endpoint
-metadata: {{name: chat}}
-spec:
-  slug: chat
-  models:
-    - name: assistant
-      backends:
-        - providerRef: {{name: sim}}
-          model: sim-chat
----
-apiVersion: sluice.dev/v1alpha1
-kind: ApiKey
-metadata: {{name: first}}
-spec:
-  rotation: {{requestedAt: \"2020-01-01T00:00:00Z\", gracePeriodSeconds: 3}}
-"
-    )
-}
-
 /// The status of `GET /gw/chat/v1/models` with `key`.
 async fn models_status(http: &reqwest::Client, gateway: &Gateway, key: &str) -> anyhow::Result<StatusCode> {
     Ok(http.get(format!("{}/gw/chat/v1/models", gateway.base)).bearer_auth(key).send().await?.status())
@@ -98,8 +57,17 @@ async fn key_in(secrets: &Api<Secret>, name: &str, field: &str) -> anyhow::Resul
 #[tokio::test]
 async fn key_changes_reach_a_live_gateway() -> anyhow::Result<()> {
     let world = World::start("gateway").await?;
-    let tier = format!("{}-tier", world.tenant);
-    world.apply(&tenant_yaml(&tier)).await?;
+    world.apply_simulated_tenant("gw").await?;
+    world
+        .apply(
+            "apiVersion: sluice.dev/v1alpha1
+kind: ApiKey
+metadata: {name: first}
+spec:
+  rotation: {requestedAt: \"2020-01-01T00:00:00Z\", gracePeriodSeconds: 3}
+",
+        )
+        .await?;
     let secrets: Api<Secret> = world.api(&world.tenant);
     let first = eventually("the first key", WAIT, || key_in(&secrets, "sluice-key-first", "key")).await?;
     eventually("the first key in the configuration", WAIT, || async {

@@ -28,33 +28,7 @@ fn key_count() -> usize {
 async fn fifty_thousand_keys_reconcile_shard_and_load() -> anyhow::Result<()> {
     let count = key_count();
     let world = World::start("scale").await?;
-    let tier = format!("{}-tier", world.tenant);
-    world
-        .apply(&format!(
-            "apiVersion: sluice.dev/v1alpha1
-kind: ServiceTier
-metadata: {{name: {tier}}}
-spec: {{}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Provider
-metadata: {{name: sim}}
-spec: {{type: simulated, models: [{{name: sim-chat}}]}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Project
-metadata: {{name: big}}
-spec: {{slug: big, defaultTier: {tier}}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Endpoint
-metadata: {{name: chat}}
-spec:
-  slug: chat
-  models: [{{name: assistant, backends: [{{providerRef: {{name: sim}}, model: sim-chat}}]}}]
-"
-        ))
-        .await?;
+    world.apply_simulated_tenant("big").await?;
 
     let apikeys: Api<ApiKey> = world.api(&world.tenant);
     let started = Instant::now();

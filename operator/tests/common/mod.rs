@@ -91,6 +91,41 @@ impl World {
         Ok(())
     }
 
+    /// A tenant served by a simulated Provider (no network): ServiceTier `<tenant>-tier`,
+    /// Provider `sim` (model `sim-chat`), Project `slug` with one gateway replica, and Endpoint
+    /// `chat` exposing `assistant`.
+    pub async fn apply_simulated_tenant(&self, slug: &str) -> anyhow::Result<()> {
+        let tier = format!("{}-tier", self.tenant);
+        self.apply(&format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: ServiceTier
+metadata: {{name: {tier}}}
+spec: {{}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Provider
+metadata: {{name: sim}}
+spec:
+  type: simulated
+  models: [{{name: sim-chat}}]
+  simulation: {{prefillOverheadMs: 1, interTokenMs: 1, outputTokens: 4, seed: 7}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Project
+metadata: {{name: {slug}}}
+spec: {{slug: {slug}, defaultTier: {tier}, dataPlane: {{replicas: 1}}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: chat}}
+spec:
+  slug: chat
+  models: [{{name: assistant, backends: [{{providerRef: {{name: sim}}, model: sim-chat}}]}}]
+"
+        ))
+        .await
+    }
+
     pub fn api<K>(&self, namespace: &str) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -136,6 +171,22 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `name`'s `Ready` condition is True (`conditions` reads them) and returns it.
+pub async fn ready<K>(api: &Api<K>, name: &str, conditions: impl Fn(&K) -> Vec<Condition>) -> anyhow::Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be Ready"), Duration::from_secs(60), || async {
+        let object = api.get(name).await?;
+        let found = conditions(&object);
+        Ok(match condition(&found, "Ready") {
+            Some(c) if c.status == "True" => Ok(object),
+            _ => Err(describe(&found)),
+        })
+    })
+    .await
 }
 
 /// The condition of `type_` in `conditions`.
