@@ -125,6 +125,13 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
         }
     }
 
+    if let Some(expiry) = apikey.spec.expires_at.as_ref().map(|t| t.0).filter(|at| *at > now) {
+        wake = Some(wake.map_or(expiry, |w| w.min(expiry)));
+    }
+    let requeue = wake
+        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50))
+        .map_or(RESYNC, |d| d.min(RESYNC));
+
     // Whether the Project controller has yet to compile this key as it now is: its verdict
     // nudges this ApiKey, and one status write then says it all (half the writes for a burst of
     // new keys).
@@ -138,7 +145,7 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
             Some(report) => report.keys.get(&name).is_none_or(|v| !v.served && v.problems.is_empty() && key_present),
         };
     if awaiting_compile {
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Action::requeue(requeue));
     }
     let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation.err(), now, ctx);
     status.conditions = conditions::conditions(
@@ -153,12 +160,6 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
         apply_status(&Api::<ApiKey>::namespaced(ctx.client.clone(), &namespace), apikey, &status).await?;
     }
 
-    if let Some(expiry) = apikey.spec.expires_at.as_ref().map(|t| t.0).filter(|at| *at > now) {
-        wake = Some(wake.map_or(expiry, |w| w.min(expiry)));
-    }
-    let requeue = wake
-        .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50))
-        .map_or(RESYNC, |d| d.min(RESYNC));
     Ok(Action::requeue(requeue))
 }
 
