@@ -1,0 +1,206 @@
+//! `sluice-bench`: parses the command line, builds the binaries it measures, and runs the plan.
+#![allow(clippy::print_stdout)] // A benchmark program prints its figures (and the generator its result).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use sluice_bench::bench::{Paths, Placement, Plan, Runner, Scenario};
+use sluice_bench::systems::SystemDef;
+
+/// Sluice's benchmarks: throughput, latency, streaming and memory against direct calls, a bare
+/// proxy and peer gateways, in one run. Results go to target/bench/<time>/ (results.json,
+/// report.md, p99.svg) and target/bench/latest.
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    after_help = "Examples:\n  cargo run --release -p sluice-bench -- all          # everything, ~15 min\n  cargo run --release -p sluice-bench -- --quick all  # smoke run, ~3 min\n  cargo run --release -p sluice-bench -- latency --systems sluice\n  cargo run --release -p sluice-bench -- memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+
+    /// Short runs and fewer loads: checks that everything works, figures not comparable.
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// Systems, comma-separated: direct, bare, sluice, sluice-warn, litellm, portkey, crabllm
+    /// (direct is always added: latency and streaming are measured against it).
+    #[arg(long, global = true, value_delimiter = ',')]
+    systems: Vec<String>,
+
+    /// Where processes run: `shared` (no pinning) or `split` (load generators on the last CPU,
+    /// simulator and system under test on the others).
+    #[arg(long, global = true, value_enum, default_value = "shared")]
+    placement: PlacementArg,
+
+    /// Offered loads of the latency scenario, requests per second.
+    #[arg(long, global = true, value_delimiter = ',')]
+    rates: Vec<f64>,
+
+    /// wrk connections.
+    #[arg(long, global = true, default_value_t = 64)]
+    connections: u32,
+
+    /// Do not build sluice-gateway and sluice-sim first.
+    #[arg(long, global = true)]
+    no_build: bool,
+
+    /// Folder of sluice-gateway, sluice-sim and sluice-bench-proxy (default: this binary's).
+    #[arg(long, global = true)]
+    bin_dir: Option<PathBuf>,
+
+    /// Results folder (default: target/bench).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+
+    /// Where peers are installed (default: $SLUICE_CACHE/bench, SLUICE_CACHE defaulting to
+    /// ~/.cache/sluice).
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone)]
+enum Cmd {
+    /// Every scenario, every system (the published figures).
+    All,
+    /// Saturation throughput (wrk) of chat, embeddings and streamed chat.
+    Throughput,
+    /// p50/p90/p99 at fixed offered loads (open loop), 0 ms and 60 ms simulator.
+    Latency,
+    /// Streaming: time to first byte and per-event forwarding delay.
+    Streaming,
+    /// Sluice's memory and configuration load time with 10, 10,000 and 50,000 keys.
+    Memory,
+    /// Throughput, latency and streaming of the peer gateways beside Sluice and the baselines.
+    Peers,
+    /// The open-loop generator (run by sluice-bench itself, one process per measurement).
+    #[command(hide = true)]
+    OpenLoop {
+        /// JSON spec file.
+        #[arg(long)]
+        spec: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlacementArg {
+    Shared,
+    Split,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.clone().unwrap_or(Cmd::All);
+    if let Cmd::OpenLoop { spec } = &command {
+        let spec = serde_json::from_slice(&std::fs::read(spec)?)?;
+        let result = sluice_bench::loadgen::run(&spec)?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    if cfg!(debug_assertions) {
+        bail!("sluice-bench measures nothing useful in a debug build: cargo run --release -p sluice-bench -- ...");
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace.canonicalize().unwrap_or(workspace);
+    let bin_dir = match &cli.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?.parent().context("binary folder")?.to_owned(),
+    };
+    if !cli.no_build {
+        build(&workspace)?;
+    }
+    let out_dir = cli.out.clone().unwrap_or_else(|| bin_dir.parent().unwrap_or(&bin_dir).join("bench"));
+    let cache_dir = cli.cache.clone().unwrap_or_else(|| {
+        let base = std::env::var_os("SLUICE_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/sluice")
+        });
+        base.join("bench")
+    });
+    let plan = plan(&cli, &command)?;
+    sluice_bench::procs::stop_children_on_signal();
+    let line = std::env::args().collect::<Vec<_>>().join(" ");
+    let run_dir = Runner::run(plan, Paths { bin_dir, out_dir, cache_dir, workspace }, line)?;
+    println!("{}", std::fs::read_to_string(run_dir.join("report.md"))?);
+    println!("results: {}", run_dir.display());
+    Ok(())
+}
+
+/// Builds the binaries measured, so the one command needs nothing before it.
+fn build(workspace: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("building sluice-gateway and sluice-sim (release)...");
+    let status = Command::new(cargo)
+        .current_dir(workspace)
+        .args(["build", "--release", "-p", "sluice-gateway", "-p", "sluice-sim", "-p", "sluice-bench"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(())
+}
+
+fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
+    use Scenario::*;
+    let (scenarios, default_systems): (BTreeSet<Scenario>, &[&str]) = match command {
+        Cmd::All => (
+            [Throughput, Latency, Streaming, Memory].into(),
+            &["direct", "bare", "sluice", "sluice-warn", "litellm", "portkey", "crabllm"],
+        ),
+        Cmd::Throughput => ([Throughput].into(), &["direct", "bare", "sluice", "sluice-warn"]),
+        Cmd::Latency => ([Latency].into(), &["direct", "bare", "sluice", "sluice-warn"]),
+        Cmd::Streaming => ([Streaming].into(), &["direct", "bare", "sluice"]),
+        Cmd::Memory => ([Memory].into(), &[]),
+        Cmd::Peers => {
+            ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
+        }
+        Cmd::OpenLoop { .. } => unreachable!("handled before planning"),
+    };
+    let mut wanted: Vec<String> = if cli.systems.is_empty() {
+        default_systems.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        cli.systems.clone()
+    };
+    if !wanted.is_empty() && !wanted.iter().any(|s| s == "direct") {
+        wanted.insert(0, "direct".into());
+    }
+    let all = SystemDef::all();
+    for id in &wanted {
+        if !all.iter().any(|s| &s.id == id) {
+            bail!("unknown system {id:?}; known: {}", all.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
+        }
+    }
+    let systems = all.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+    let quick = cli.quick;
+    let rates = if !cli.rates.is_empty() {
+        cli.rates.clone()
+    } else if quick {
+        vec![1000.0, 5000.0]
+    } else {
+        vec![1000.0, 5000.0, 10000.0]
+    };
+    Ok(Plan {
+        scenarios,
+        systems,
+        quick,
+        wrk_warmup: Duration::from_secs(if quick { 1 } else { 2 }),
+        wrk_duration: Duration::from_secs(if quick { 2 } else { 6 }),
+        wrk_threads: 2,
+        wrk_connections: cli.connections,
+        warmup_secs: if quick { 0.5 } else { 1.0 },
+        duration_secs: if quick { 1.5 } else { 5.0 },
+        rates,
+        stream_rates: if quick { vec![100.0] } else { vec![100.0, 500.0] },
+        memory_keys: if quick { vec![10, 10_000] } else { vec![10, 10_000, 50_000] },
+        memory_rate: 5000.0,
+        placement: match cli.placement {
+            PlacementArg::Shared => Placement::Shared,
+            PlacementArg::Split => Placement::Split,
+        },
+        keys: 10,
+    })
+}

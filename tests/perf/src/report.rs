@@ -1,0 +1,480 @@
+//! Turning results into what people read: `results.json`, `report.md` (the tables), SVG plots of
+//! p99 latency against offered load, and the targets with what was measured.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::results::{Measurement, Results, TargetCheck};
+use crate::svg::{Series, line_chart};
+
+const MB: f64 = 1e6;
+
+fn find<'a>(
+    r: &'a Results,
+    system: &str,
+    scenario: &str,
+    workload: &str,
+    rate: Option<f64>,
+) -> Option<&'a Measurement> {
+    r.measurements.iter().find(|m| {
+        m.system == system
+            && m.scenario == scenario
+            && m.workload == workload
+            && m.skipped.is_none()
+            && rate.is_none_or(|rate| m.offered_rate.is_some_and(|o| (o - rate).abs() < 0.5))
+    })
+}
+
+fn label<'a>(r: &'a Results, id: &'a str) -> &'a str {
+    r.systems.iter().find(|s| s.id == id).map_or(id, |s| s.label.as_str())
+}
+
+fn ok_systems(r: &Results) -> Vec<String> {
+    r.systems.iter().filter(|s| s.status == "ok").map(|s| s.id.clone()).collect()
+}
+
+/// Works out the targets from the measurements.
+pub fn finish(r: &mut Results) {
+    let mut targets = Vec::new();
+    let bare = find(r, "bare", "throughput", "chat", None).and_then(Measurement::rps);
+    for id in ["sluice", "sluice-warn"] {
+        let sluice = find(r, id, "throughput", "chat", None).and_then(Measurement::rps);
+        let (measured, met) = match (sluice, bare) {
+            (Some(s), Some(b)) if b > 0.0 => {
+                (format!("{s:.0} / {b:.0} req/s = {:.0}% of the bare proxy", s / b * 100.0), Some(s / b >= 0.70))
+            }
+            _ => ("not measured".into(), None),
+        };
+        targets.push(TargetCheck {
+            name: format!("throughput, {}", label(r, id)),
+            target: "at least 70% of the bare pass-through proxy (chat, same run)".into(),
+            measured,
+            met,
+        });
+    }
+    let p99 = |r: &Results, id: &str| {
+        find(r, id, "latency", "chat", Some(5000.0)).and_then(|m| m.open_loop.as_ref()?.latency.as_ref().map(|l| l.p99))
+    };
+    let (measured, met) = match (p99(r, "sluice"), p99(r, "direct")) {
+        (Some(s), Some(d)) => (format!("p99 {s:.3} ms vs {d:.3} ms direct: +{:.3} ms", s - d), Some(s - d <= 0.5)),
+        _ => ("not measured".into(), None),
+    };
+    targets.push(TargetCheck {
+        name: "added p99 latency at 5k req/s".into(),
+        target: "at most 0.5 ms over calling the simulator directly (chat, 0 ms simulator)".into(),
+        measured,
+        met,
+    });
+    let mut worst: Option<(f64, f64, f64)> = None;
+    for m in r.measurements.iter().filter(|m| m.system == "sluice" && m.scenario == "streaming" && m.skipped.is_none())
+    {
+        let direct = find(r, "direct", "streaming", &m.workload, m.offered_rate);
+        if let (Some(s), Some(d)) = (m.event_delay.as_ref(), direct.and_then(|d| d.event_delay.as_ref())) {
+            let added = s.p99 - d.p99;
+            if worst.is_none_or(|w| added > w.0) {
+                worst = Some((added, m.offered_rate.unwrap_or(0.0), s.p99));
+            }
+        }
+    }
+    targets.push(TargetCheck {
+        name: "per-event forwarding delay (streams)".into(),
+        target: "each streamed event forwarded within 1 ms of its arrival".into(),
+        measured: worst.map_or("not measured".into(), |(added, rate, p99)| {
+            format!("event delay p99 {p99:.3} ms, +{added:.3} ms over direct (worst rate: {rate:.0} streams/s)")
+        }),
+        met: worst.map(|w| w.0 <= 1.0),
+    });
+    let rss = r.memory.iter().find(|m| m.keys == 10_000);
+    targets.push(TargetCheck {
+        name: "memory with 10,000 keys".into(),
+        target: "RSS at most 50 MB".into(),
+        measured: rss.map_or("not measured".into(), |m| {
+            format!(
+                "idle {:.1} MB, peak under load {:.1} MB",
+                m.rss_idle_bytes as f64 / MB,
+                m.rss_load_peak_bytes as f64 / MB
+            )
+        }),
+        met: rss.map(|m| (m.rss_load_peak_bytes.max(m.rss_idle_bytes) as f64) <= 50.0 * 1024.0 * 1024.0),
+    });
+    r.targets = targets;
+}
+
+fn fmt_load(load: [f64; 3]) -> String {
+    format!("{:.2}", load[0])
+}
+
+fn load_range(ms: &[&Measurement]) -> String {
+    let loads: Vec<f64> = ms.iter().filter(|m| m.skipped.is_none()).map(|m| m.load_avg[0]).collect();
+    if loads.is_empty() {
+        return "-".into();
+    }
+    let lo = loads.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = loads.iter().copied().fold(0.0, f64::max);
+    if (hi - lo).abs() < 0.005 { format!("{lo:.2}") } else { format!("{lo:.2}-{hi:.2}") }
+}
+
+/// The markdown report.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let m = &r.machine;
+    let _ = writeln!(md, "# Sluice benchmark, {}\n", r.started_at);
+    if r.quick {
+        let _ = writeln!(md, "**Quick (smoke) run: durations too short for figures to be compared.**\n");
+    }
+    let _ = writeln!(
+        md,
+        "- Machine: {} CPUs ({}), {:.1} GiB, Linux {}\n- Load average (1/5/15 min): {:.2} {:.2} {:.2} at start, {:.2} {:.2} {:.2} at end; each row below gives the 1-minute load during its runs\n- Placement: {}\n- Commit: `{}`{}\n- Command: `{}`\n",
+        m.cpus,
+        m.cpu_model,
+        m.memory_gib,
+        m.kernel,
+        m.load_at_start[0],
+        m.load_at_start[1],
+        m.load_at_start[2],
+        m.load_at_end[0],
+        m.load_at_end[1],
+        m.load_at_end[2],
+        r.placement,
+        r.git.commit,
+        if r.git.uncommitted_gateway_changes.is_empty() {
+            String::new()
+        } else {
+            format!(" plus uncommitted changes to {} gateway files", r.git.uncommitted_gateway_changes.len())
+        },
+        r.command
+    );
+
+    let _ =
+        writeln!(md, "## Targets (reported, not asserted)\n\n| target | goal | measured | met |\n|---|---|---|---|");
+    for t in &r.targets {
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        let _ = writeln!(md, "| {} | {} | {} | {} |", t.name, t.target, t.measured, met);
+    }
+
+    let systems = ok_systems(r);
+    let s = &r.settings;
+    let _ = writeln!(
+        md,
+        "\n## Throughput at saturation\n\nwrk, closed loop, {} threads and {} connections, {} s measured after {} s of warm-up; simulator at 0 ms (16 output tokens; embeddings of 384 dimensions). CPU is the system under test's own (its whole process tree), per answered request.\n",
+        s.get("wrkThreads").unwrap_or(&serde_json::Value::Null),
+        s.get("wrkConnections").unwrap_or(&serde_json::Value::Null),
+        s.get("wrkDurationSecs").unwrap_or(&serde_json::Value::Null),
+        s.get("wrkWarmupSecs").unwrap_or(&serde_json::Value::Null),
+    );
+    let _ = writeln!(
+        md,
+        "| system | chat req/s | vs bare | embeddings req/s | vs bare | streamed chat req/s | vs bare | CPU µs/req (chat) | peak RSS MB | errors | load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let bare = |w: &str| find(r, "bare", "throughput", w, None).and_then(Measurement::rps);
+    for id in &systems {
+        let ms: Vec<&Measurement> =
+            r.measurements.iter().filter(|m| &m.system == id && m.scenario == "throughput").collect();
+        if ms.is_empty() {
+            continue;
+        }
+        let mut row = format!("| {} ", label(r, id));
+        for w in ["chat", "embeddings", "chat-stream"] {
+            match find(r, id, "throughput", w, None).and_then(Measurement::rps) {
+                Some(rps) => {
+                    let ratio = bare(w).map_or("-".into(), |b| format!("{:.0}%", rps / b * 100.0));
+                    let _ = write!(row, "| {rps:.0} | {ratio} ");
+                }
+                None => row.push_str("| - | - "),
+            }
+        }
+        let chat = find(r, id, "throughput", "chat", None);
+        let cpu = chat.and_then(|m| m.system_cpu_us_per_request).map_or("-".into(), |v| format!("{v:.1}"));
+        let peak = ms.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0) as f64 / MB;
+        let errors: u64 = ms.iter().map(|m| m.errors()).sum();
+        let _ = writeln!(row, "| {cpu} | {peak:.1} | {errors} | {} |", load_range(&ms));
+        md.push_str(&row);
+    }
+
+    let rates: Vec<f64> = s
+        .get("rates")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+        .unwrap_or_default();
+    for (workload, title) in [
+        ("chat", "chat, simulator at 0 ms"),
+        ("embeddings", "embeddings, simulator at 0 ms"),
+        ("chat-60ms", "chat, simulator at 60 ms"),
+    ] {
+        let _ = writeln!(
+            md,
+            "\n## Latency at fixed offered load: {title}\n\nOpen loop (requests sent on schedule whatever the answers), {} s measured after {} s of warm-up. Each cell: p50 / p90 / p99 in ms, and in brackets p99 added over calling the simulator directly at the same rate.\n",
+            s.get("openLoopDurationSecs").unwrap_or(&serde_json::Value::Null),
+            s.get("openLoopWarmupSecs").unwrap_or(&serde_json::Value::Null),
+        );
+        let mut head = String::from("| system ");
+        let mut rule = String::from("|---");
+        for rate in &rates {
+            let _ = write!(head, "| {rate:.0} req/s ");
+            rule.push_str("|---");
+        }
+        let _ = writeln!(md, "{head}| load |\n{rule}|---|");
+        for id in &systems {
+            let ms: Vec<&Measurement> = r
+                .measurements
+                .iter()
+                .filter(|m| &m.system == id && m.scenario == "latency" && m.workload == workload)
+                .collect();
+            if ms.is_empty() {
+                continue;
+            }
+            let mut row = format!("| {} ", label(r, id));
+            for &rate in &rates {
+                let cell = ms.iter().find(|m| m.offered_rate.is_some_and(|o| (o - rate).abs() < 0.5));
+                let text = match cell {
+                    None => "-".to_owned(),
+                    Some(m) if m.skipped.is_some() => {
+                        if m.skipped.as_deref().is_some_and(|s| s.contains("saturation")) {
+                            "over capacity".to_owned()
+                        } else {
+                            "failed".to_owned()
+                        }
+                    }
+                    Some(m) => {
+                        let o = m.open_loop.as_ref();
+                        let l = o.and_then(|o| o.latency.clone()).unwrap_or_default();
+                        let direct = find(r, "direct", "latency", workload, Some(rate))
+                            .and_then(|d| d.open_loop.as_ref()?.latency.as_ref().map(|l| l.p99));
+                        let added = match direct {
+                            Some(d) if id != "direct" => format!(" (+{:.2})", l.p99 - d),
+                            _ => String::new(),
+                        };
+                        let errors = m.errors();
+                        let errors = if errors > 0 { format!(", {errors} errors") } else { String::new() };
+                        format!("{:.2} / {:.2} / {:.2}{added}{errors}", l.p50, l.p90, l.p99)
+                    }
+                };
+                let _ = write!(row, "| {text} ");
+            }
+            let _ = writeln!(row, "| {} |", load_range(&ms));
+            md.push_str(&row);
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Streaming\n\nSimulator: 60 ms to the first token, then 20 tokens 10 ms apart (one event each), usage and `[DONE]`; open loop. TTFB: from sending to the first byte of the body. Event delay: each event's arrival minus the median arrival of the same event when calling the simulator directly at the same rate, so it is the forwarding delay of that event (the direct row shows the simulator's own spread).\n\n| system | streams/s | TTFB p50 | TTFB p99 | event delay p50 | event delay p99 | p99 added vs direct | events/stream | errors | load |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for id in &systems {
+        for m in r.measurements.iter().filter(|m| &m.system == id && m.scenario == "streaming") {
+            let Some(o) = m.open_loop.as_ref() else {
+                let why = if m.skipped.as_deref().is_some_and(|s| s.contains("saturation")) {
+                    "over capacity"
+                } else {
+                    "failed"
+                };
+                let _ =
+                    writeln!(md, "| {} | {:.0} | {why} | | | | | | | |", label(r, id), m.offered_rate.unwrap_or(0.0));
+                continue;
+            };
+            let t = o.ttfb.clone().unwrap_or_default();
+            let d = m.event_delay.clone().unwrap_or_default();
+            let direct =
+                find(r, "direct", "streaming", &m.workload, m.offered_rate).and_then(|d| d.event_delay.clone());
+            let added = match direct {
+                Some(dd) if id != "direct" => format!("{:+.3}", d.p99 - dd.p99),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.2} | {:.2} | {:.3} | {:.3} | {} | {:.0} | {} | {} |",
+                label(r, id),
+                m.offered_rate.unwrap_or(0.0),
+                t.p50,
+                t.p99,
+                d.p50,
+                d.p99,
+                added,
+                o.events_per_stream.as_ref().map_or(0.0, |s| s.p50),
+                m.errors(),
+                fmt_load(m.load_avg)
+            );
+        }
+    }
+
+    if !r.memory.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Sluice: memory and configuration load time\n\nManifests: one Secret holding every key and one ApiKey per key; compiled: the GatewayConfig JSON the operator writes. Ready: from process start to `/readyz` 200. Under load: chat at the given rate, keys used round-robin (every key at least once when the run is long enough).\n\n| keys | manifests MB | compiled MB | `--check` s | ready (manifests) s | ready (compiled) s | RSS idle MB | RSS idle (compiled) MB | RSS under load, peak MB | load req/s | errors | load |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for x in &r.memory {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} |",
+                x.keys,
+                x.manifests_bytes as f64 / MB,
+                x.compiled_bytes as f64 / MB,
+                x.check_secs,
+                x.ready_secs_manifests,
+                x.ready_secs_compiled,
+                x.rss_idle_bytes as f64 / MB,
+                x.rss_idle_compiled_bytes as f64 / MB,
+                x.rss_load_peak_bytes as f64 / MB,
+                x.load_rate,
+                x.load_errors,
+                fmt_load(x.load_avg)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "\n## Systems\n\n| system | version | status | ready after s | idle RSS MB (PSS) | configuration |\n|---|---|---|---:|---:|---|"
+    );
+    for sys in &r.systems {
+        let status = match &sys.reason {
+            Some(reason) => format!("skipped: {}", reason.lines().last().unwrap_or_default().replace('|', "/")),
+            None => sys.status.clone(),
+        };
+        let unsupported = if sys.unsupported.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Not served: {}.",
+                sys.unsupported
+                    .iter()
+                    .map(|(w, why)| format!("{w} ({})", why.replace('|', "/")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.1} | {:.1} ({:.1}) | {}{} |",
+            sys.label,
+            sys.version,
+            status,
+            sys.startup_secs,
+            sys.rss_idle_bytes as f64 / MB,
+            sys.pss_idle_bytes as f64 / MB,
+            sys.config.replace('|', "/"),
+            unsupported
+        );
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes\n");
+        for note in &r.notes {
+            let _ = writeln!(md, "- {}", note.replace('\n', " "));
+        }
+    }
+    md
+}
+
+/// The p99-against-offered-load chart of one workload.
+pub fn p99_chart(r: &Results, workload: &str, title: &str) -> String {
+    let series: Vec<Series> = ok_systems(r)
+        .iter()
+        .filter_map(|id| {
+            let points: Vec<(f64, f64)> = r
+                .measurements
+                .iter()
+                .filter(|m| &m.system == id && m.scenario == "latency" && m.workload == workload)
+                .filter_map(|m| Some((m.offered_rate?, m.open_loop.as_ref()?.latency.as_ref()?.p99)))
+                .collect();
+            (!points.is_empty()).then(|| Series { label: label(r, id).to_owned(), points })
+        })
+        .collect();
+    line_chart(title, "offered load (requests per second, open loop)", &series)
+}
+
+/// Writes `results.json`, `report.md` and the charts into `dir`.
+pub fn write(r: &Results, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("results.json"), serde_json::to_vec_pretty(r)?)?;
+    std::fs::write(dir.join("report.md"), markdown(r))?;
+    std::fs::write(dir.join("p99.svg"), p99_chart(r, "chat", "p99 latency, chat, simulator at 0 ms"))?;
+    std::fs::write(
+        dir.join("p99-embeddings.svg"),
+        p99_chart(r, "embeddings", "p99 latency, embeddings, simulator at 0 ms"),
+    )?;
+    std::fs::write(dir.join("p99-60ms.svg"), p99_chart(r, "chat-60ms", "p99 latency, chat, simulator at 60 ms"))?;
+    Ok(())
+}
+
+/// Points `out/latest` at `run` (a symlink; a copy where links are not possible).
+pub fn link_latest(out: &Path, run: &Path) {
+    let latest = out.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    let _ = std::fs::remove_dir_all(&latest);
+    let name = run.file_name().map(Path::new).unwrap_or(run);
+    if std::os::unix::fs::symlink(name, &latest).is_err() {
+        let _ = std::fs::create_dir_all(&latest);
+        if let Ok(entries) = std::fs::read_dir(run) {
+            for entry in entries.filter_map(Result::ok) {
+                let _ = std::fs::copy(entry.path(), latest.join(entry.file_name()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::OpenLoopResult;
+    use crate::results::SystemReport;
+    use crate::stats::Summary;
+    use crate::wrk::WrkResult;
+
+    fn system(id: &str) -> SystemReport {
+        SystemReport { id: id.into(), label: id.into(), status: "ok".into(), ..SystemReport::default() }
+    }
+
+    fn latency(system: &str, rate: f64, p99: f64) -> Measurement {
+        Measurement {
+            system: system.into(),
+            scenario: "latency".into(),
+            workload: "chat".into(),
+            offered_rate: Some(rate),
+            open_loop: Some(OpenLoopResult {
+                latency: Some(Summary { p50: p99 / 2.0, p90: p99 * 0.8, p99, ..Summary::default() }),
+                ..OpenLoopResult::default()
+            }),
+            ..Measurement::default()
+        }
+    }
+
+    fn throughput(system: &str, rps: f64) -> Measurement {
+        Measurement {
+            system: system.into(),
+            scenario: "throughput".into(),
+            workload: "chat".into(),
+            wrk: Some(WrkResult { rps, ..WrkResult::default() }),
+            ..Measurement::default()
+        }
+    }
+
+    #[test]
+    fn targets_compare_within_the_run() {
+        let mut r = Results {
+            systems: vec![system("direct"), system("bare"), system("sluice")],
+            measurements: vec![
+                throughput("bare", 60_000.0),
+                throughput("sluice", 45_000.0),
+                latency("direct", 5000.0, 0.40),
+                latency("sluice", 5000.0, 1.10),
+            ],
+            ..Results::default()
+        };
+        r.settings.insert("rates".into(), serde_json::json!([5000.0]));
+        finish(&mut r);
+        let sluice = &r.targets[0];
+        assert_eq!(sluice.met, Some(true));
+        assert!(sluice.measured.contains("75%"), "{}", sluice.measured);
+        assert_eq!(r.targets[1].met, None, "sluice-warn was not run");
+        assert_eq!(r.targets[2].met, Some(false));
+        assert!(r.targets[2].measured.contains("+0.700"), "{}", r.targets[2].measured);
+        let md = markdown(&r);
+        assert!(md.contains("| sluice | 45000 | 75% "), "{md}");
+        assert!(md.contains("0.55 / 0.88 / 1.10 (+0.70)"), "{md}");
+        assert!(p99_chart(&r, "chat", "t").contains("<circle"));
+    }
+}
