@@ -41,7 +41,7 @@ pub fn authenticate<'s>(
     let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
     let hash: [u8; 32] = Sha256::digest(credential).into();
     let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
-    if found.project.slug != project_slug {
+    if *found.project.slug != *project_slug {
         return Err(unknown_path());
     }
     let expired = |at: Option<Timestamp>| at.is_some_and(|t| t <= now);

@@ -126,16 +126,15 @@ impl Gateway {
     }
 
     /// The client's `x-request-id` when it is sane, else a new unique one.
-    pub fn request_id(&self, headers: &HeaderMap) -> String {
-        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
-            && !id.is_empty()
-            && id.len() <= 128
-            && id.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return id.to_owned();
+    pub fn request_id(&self, headers: &HeaderMap) -> request::RequestId {
+        if let Some(id) = headers.get("x-request-id") {
+            let bytes = id.as_bytes();
+            if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
+                return request::RequestId(id.clone());
+            }
         }
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("req_{:016x}{n:08x}", self.request_prefix)
+        request::RequestId::generate(self.request_prefix, n)
     }
 }
 

@@ -35,6 +35,33 @@ const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
 
+/// A request's id: the client's `x-request-id`, or one made here. Kept as the header value it is
+/// sent back as.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    /// `req_<16 hex digits of the process prefix><8 hex digits of the counter>`.
+    pub fn generate(prefix: u64, counter: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = *b"req_000000000000000000000000";
+        for (i, slot) in buf[4..20].iter_mut().enumerate() {
+            *slot = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, slot) in buf[20..28].iter_mut().enumerate() {
+            *slot = HEX[((counter >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        // Only ASCII hex digits and `req_`: always a valid header value.
+        Self(HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req")))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or_default())
+    }
+}
+
 /// What the path asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'p> {
@@ -64,14 +91,14 @@ fn parse_path(path: &str) -> Option<(&str, &str, Route<'_>)> {
 struct Rejection {
     error: ApiError,
     accounting: Option<Accounting>,
-    project: String,
-    endpoint: String,
+    project: Option<Arc<str>>,
+    endpoint: Option<Arc<str>>,
     headers: HeaderMap,
 }
 
 impl From<ApiError> for Rejection {
     fn from(error: ApiError) -> Self {
-        Self { error, accounting: None, project: String::new(), endpoint: String::new(), headers: HeaderMap::new() }
+        Self { error, accounting: None, project: None, endpoint: None, headers: HeaderMap::new() }
     }
 }
 
@@ -91,9 +118,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: S
                     accounting.finish();
                 }
                 None => {
-                    gateway.metrics.count_unrouted(&project, &endpoint, status.as_u16());
-                    tracing::info!(target: "sluice::access", request_id = %request_id, project = %project,
-                        endpoint = %endpoint, status = status.as_u16(), error = code,
+                    let project = project.as_deref().unwrap_or_default();
+                    let endpoint = endpoint.as_deref().unwrap_or_default();
+                    gateway.metrics.count_unrouted(project, endpoint, status.as_u16());
+                    tracing::info!(target: "sluice::access", request_id = %request_id, project,
+                        endpoint, status = status.as_u16(), error = code,
                         duration_ms = started.elapsed().as_millis() as u64, "request refused");
                 }
             }
@@ -102,9 +131,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: S
             response
         }
     };
-    if let Ok(value) = HeaderValue::try_from(request_id) {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
-    }
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.0);
     response
 }
 
@@ -126,7 +153,7 @@ async fn serve(
     request: Request<Incoming>,
     remote: SocketAddr,
     started: Instant,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, Rejection> {
     // hyper bounds the head only while it arrives incomplete; this bounds it however it was read.
     let head_bytes = request.uri().path().len()
@@ -149,8 +176,8 @@ async fn serve(
     let reject = |error: ApiError| Rejection {
         error,
         accounting: None,
-        project: project.slug.clone(),
-        endpoint: endpoint.slug.clone(),
+        project: Some(project.slug.clone()),
+        endpoint: Some(endpoint.slug.clone()),
         headers: HeaderMap::new(),
     };
     auth::check_source(key, remote.ip()).map_err(reject)?;
@@ -165,7 +192,7 @@ async fn serve(
             auth::check_scope(key, Need::ListModels).map_err(reject)?;
             let response = models_response(snapshot, endpoint, key, tier, route, now).map_err(reject)?;
             gateway.metrics.count_unrouted(&project.slug, &endpoint.slug, 200);
-            tracing::info!(target: "sluice::access", request_id, project = %project.slug, endpoint = %endpoint.slug,
+            tracing::info!(target: "sluice::access", request_id = %request_id, project = %project.slug, endpoint = %endpoint.slug,
                 key = %key.id, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
             return Ok(response);
         }
@@ -208,7 +235,7 @@ async fn serve(
             return Err(reject(ApiError::ModelRetired {
                 alias: fields.model.to_string(),
                 sunset: sunset.strftime("%Y-%m-%d").to_string(),
-                replacement: model.name.clone(),
+                replacement: model.name.to_string(),
             }));
         }
         if deprecated {
@@ -219,7 +246,7 @@ async fn serve(
         return Err(reject(ApiError::ModelNotAllowed(fields.model.to_string())));
     }
     if !model.capabilities.contains(&api.capability()) {
-        return Err(reject(ApiError::ModelUnsupported { model: model.name.clone(), api: api.display() }));
+        return Err(reject(ApiError::ModelUnsupported { model: model.name.to_string(), api: api.display() }));
     }
     if let (Some(cap), Some(asked)) = (endpoint.max_tokens, fields.max_tokens)
         && asked > cap
@@ -238,14 +265,14 @@ async fn serve(
         .state
         .admit(&tier.config, key.budget.as_ref(), estimate, started, now)
         .map_err(|error| Rejection { headers: headers.clone(), ..reject(error) })?;
-    limit_headers(&mut headers, &admission.report);
+    let report = admission.report;
     tier.retries.deposit(tier.config.retry_percent);
     let mut accounting = Accounting::new(
-        request_id.to_owned(),
-        &project.slug,
-        &endpoint.slug,
-        &model.name,
-        &key.id,
+        request_id.clone(),
+        project.slug.clone(),
+        endpoint.slug.clone(),
+        model.name.clone(),
+        key.id.clone(),
         started,
         estimated_prompt,
         key.state.clone(),
@@ -287,17 +314,25 @@ async fn serve(
                 }
             };
             *response.status_mut() = status;
-            copy_response_headers(&upstream_headers, response.headers_mut());
-            response.headers_mut().extend(headers);
+            let out = response.headers_mut();
+            out.reserve(upstream_headers.len() + 10);
+            copy_response_headers(&upstream_headers, out);
+            limit_headers(out, &report, tier);
+            if !headers.is_empty() {
+                out.extend(headers);
+            }
             Ok(response)
         }
-        Err(error) => Err(Rejection {
-            error,
-            accounting: Some(accounting),
-            project: project.slug.clone(),
-            endpoint: endpoint.slug.clone(),
-            headers,
-        }),
+        Err(error) => {
+            limit_headers(&mut headers, &report, tier);
+            Err(Rejection {
+                error,
+                accounting: Some(accounting),
+                project: Some(project.slug.clone()),
+                endpoint: Some(endpoint.slug.clone()),
+                headers,
+            })
+        }
     }
 }
 
@@ -357,9 +392,7 @@ impl Attempt<'_> {
                         self.model.metrics.failovers.inc();
                     }
                     let mut headers = headers;
-                    if let Ok(value) = HeaderValue::try_from(backend.label.as_str()) {
-                        headers.insert(X_SLUICE_BACKEND.clone(), value);
-                    }
+                    headers.insert(X_SLUICE_BACKEND.clone(), backend.label_header.clone());
                     return Ok((status, headers, answer));
                 }
                 Err(miss) => miss,
@@ -383,7 +416,7 @@ impl Attempt<'_> {
                 remaining = order.len() - attempt - 1, "backend failed before the first byte");
             last_miss = Some(miss);
         }
-        let name = self.model.name.clone();
+        let name = self.model.name.to_string();
         Err(match last_miss {
             Some(Miss::Timeout) => ApiError::UpstreamTimeout(name),
             Some(Miss::Status { status, retry_after }) if status == StatusCode::TOO_MANY_REQUESTS => {
@@ -503,33 +536,53 @@ fn deprecation_headers(headers: &mut HeaderMap, sunset: Option<Timestamp>, repla
 }
 
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` in OpenAI's format.
-fn limit_headers(headers: &mut HeaderMap, report: &LimitReport) {
-    for (what, numbers) in [("requests", report.requests), ("tokens", report.tokens)] {
-        let Some((limit, remaining, reset)) = numbers else { continue };
-        for (field, value) in
-            [("limit", limit.to_string()), ("remaining", remaining.to_string()), ("reset", format_reset(reset))]
-        {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(format!("x-ratelimit-{field}-{what}")), HeaderValue::try_from(value))
-            {
-                headers.insert(name, value);
-            }
+fn limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier: &Tier) {
+    static NAMES: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-requests"),
+            HeaderName::from_static("x-ratelimit-remaining-requests"),
+            HeaderName::from_static("x-ratelimit-reset-requests"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-tokens"),
+            HeaderName::from_static("x-ratelimit-remaining-tokens"),
+            HeaderName::from_static("x-ratelimit-reset-tokens"),
+        ],
+    ];
+    for ((names, numbers), limit) in NAMES.iter().zip([report.requests, report.tokens]).zip(&tier.limit_headers) {
+        let (Some((_, remaining, reset)), Some(limit)) = (numbers, limit) else { continue };
+        headers.insert(names[0].clone(), limit.clone());
+        headers.insert(names[1].clone(), HeaderValue::from(remaining));
+        if let Ok(value) = HeaderValue::try_from(format_reset(reset)) {
+            headers.insert(names[2].clone(), value);
         }
     }
 }
 
-/// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `120ms`, `7s`, `6m0s`.
+/// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `120ms`, `7s`, `1.5s`, `6m0s`.
 fn format_reset(duration: Duration) -> String {
-    let ms = duration.as_millis();
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let mut numbers = itoa::Buffer::new();
+    let mut text = String::with_capacity(12);
     if ms < 1000 {
-        format!("{ms}ms")
+        text.push_str(numbers.format(ms));
+        text.push_str("ms");
     } else if ms < 60_000 {
-        let secs = duration.as_secs_f64();
-        let text = format!("{secs:.3}");
-        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+        text.push_str(numbers.format(ms / 1000));
+        let fraction = ms % 1000;
+        if fraction > 0 {
+            let digits = format!("{fraction:03}");
+            text.push('.');
+            text.push_str(digits.trim_end_matches('0'));
+        }
+        text.push('s');
     } else {
-        format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
+        text.push_str(numbers.format(ms / 60_000));
+        text.push('m');
+        text.push_str(numbers.format((ms % 60_000) / 1000));
+        text.push('s');
     }
+    text
 }
 
 /// `GET /v1/models` and `GET /v1/models/{id}`: what this key may use on this endpoint.
@@ -559,7 +612,7 @@ fn models_response(
             })
         });
         serde_json::json!({
-            "id": model.name,
+            "id": &*model.name,
             "object": "model",
             "created": created,
             "owned_by": model.owned_by,
@@ -580,7 +633,7 @@ fn models_response(
                 return Err(ApiError::ModelRetired {
                     alias: id.to_owned(),
                     sunset: sunset.strftime("%Y-%m-%d").to_string(),
-                    replacement: model.name.clone(),
+                    replacement: model.name.to_string(),
                 });
             }
             if !auth::model_allowed(key, id, &model.name) {
@@ -633,5 +686,11 @@ mod tests {
         assert_eq!(format_reset(Duration::from_millis(7000)), "7s");
         assert_eq!(format_reset(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+    }
+
+    #[test]
+    fn generated_request_ids_are_unique_hex() {
+        let id = RequestId::generate(0x0123_4567_89ab_cdef, 42).to_string();
+        assert_eq!(id, "req_0123456789abcdef0000002a");
     }
 }

@@ -95,7 +95,8 @@ mod tests {
                     priority,
                     pricing: None,
                     in_flight: Arc::new(AtomicU32::new(0)),
-                    label: format!("b{i}"),
+                    label: format!("b{i}").into(),
+                    label_header: hyper::header::HeaderValue::from_static("b"),
                 })
                 .collect(),
         }

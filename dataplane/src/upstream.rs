@@ -135,7 +135,7 @@ enum Transport {
 /// One upstream, ready to call.
 pub struct Upstream {
     /// `<namespace>/<name>` of its Provider.
-    pub id: String,
+    pub id: Arc<str>,
     /// Wire format.
     pub kind: ProviderType,
     transport: Transport,
@@ -266,7 +266,7 @@ impl UpstreamPool {
             let value = HeaderValue::try_from(value.as_str()).map_err(|e| format!("header {name}: {e}"))?;
             headers.push((name, value));
         }
-        Ok(Upstream { id: id.to_owned(), kind: provider.provider_type, transport, auth, headers })
+        Ok(Upstream { id: id.into(), kind: provider.provider_type, transport, auth, headers })
     }
 }
 

@@ -37,19 +37,19 @@ pub fn cost_usd(usage: &Usage, pricing: Option<&PricingConfig>, multiplier: f64)
 /// Everything needed to settle a request once it ends.
 pub struct Accounting {
     /// For the log line.
-    pub request_id: String,
+    pub request_id: crate::request::RequestId,
     /// `<project>/<endpoint>` slugs and model, for the log line.
-    pub project: String,
+    pub project: Arc<str>,
     /// Endpoint slug.
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     /// Model as exposed.
-    pub model: String,
+    pub model: Arc<str>,
     /// ApiKey id (never the key).
-    pub key_id: String,
+    pub key_id: Arc<str>,
     /// Backend that answered.
-    pub backend: String,
+    pub backend: Arc<str>,
     /// Provider of that backend, for upstream error metrics.
-    pub provider: String,
+    pub provider: Arc<str>,
     /// Status sent to the client.
     pub status: u16,
     /// When the gateway received the request.
@@ -87,11 +87,11 @@ impl Accounting {
     /// Starts the accounting of an admitted request.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        request_id: String,
-        project: &str,
-        endpoint: &str,
-        model: &str,
-        key_id: &str,
+        request_id: crate::request::RequestId,
+        project: Arc<str>,
+        endpoint: Arc<str>,
+        model: Arc<str>,
+        key_id: Arc<str>,
         started: Instant,
         estimated_prompt_tokens: u64,
         key_state: Arc<crate::limits::KeyState>,
@@ -103,12 +103,12 @@ impl Accounting {
         metrics.in_flight.inc();
         Self {
             request_id,
-            project: project.to_owned(),
-            endpoint: endpoint.to_owned(),
-            model: model.to_owned(),
-            key_id: key_id.to_owned(),
-            backend: String::new(),
-            provider: String::new(),
+            project,
+            endpoint,
+            model,
+            key_id,
+            backend: Arc::from(""),
+            provider: Arc::from(""),
             status: 0,
             started,
             first_byte: None,

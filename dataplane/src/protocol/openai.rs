@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -234,34 +235,46 @@ pub struct Usage {
     pub cached_tokens: u64,
 }
 
-#[derive(Deserialize)]
-struct WithUsage {
-    usage: Option<UsageFields>,
-}
-
-#[derive(Deserialize)]
-struct UsageFields {
-    #[serde(default)]
-    prompt_tokens: u64,
-    #[serde(default)]
-    completion_tokens: u64,
-    prompt_tokens_details: Option<PromptDetails>,
-}
-
-#[derive(Deserialize)]
-struct PromptDetails {
-    #[serde(default)]
-    cached_tokens: u64,
-}
-
 /// The `usage` of a response body or stream chunk, if it has one.
+///
+/// Reads only the `usage` object, found from the end (upstreams put it last): in valid JSON the
+/// bytes `"usage"` followed by `:` can only be an object key, since quotes inside strings are
+/// escaped. After it, three integers are read by their keys (their first occurrences after the
+/// `usage` key are inside its object), so the rest of the body is never parsed. This runs once
+/// per response on the hot path, hence the prebuilt searchers.
 pub fn read_usage(json: &[u8]) -> Option<Usage> {
-    let parsed: WithUsage = serde_json::from_slice(json).ok()?;
-    parsed.usage.map(|u| Usage {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
-        cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
-    })
+    use memchr::memmem::Finder;
+    static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
+    static PROMPT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"prompt_tokens\""));
+    static COMPLETION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"completion_tokens\""));
+    static CACHED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cached_tokens\""));
+    // The forward search is several times faster than the reverse one; the key is rare.
+    let keys: Vec<usize> = USAGE.find_iter(json).collect();
+    for &at in keys.iter().rev() {
+        let after = json[at + 7..].trim_ascii_start();
+        let Some(value) = after.strip_prefix(b":") else { continue };
+        let value = value.trim_ascii_start();
+        if !value.starts_with(b"{") {
+            return None;
+        }
+        let integer = |finder: &Finder<'_>| -> Option<u64> {
+            let at = finder.find(value)?;
+            let rest = value[at + finder.needle().len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+        };
+        let prompt_tokens = integer(&PROMPT);
+        let completion_tokens = integer(&COMPLETION);
+        if prompt_tokens.is_none() && completion_tokens.is_none() {
+            return None;
+        }
+        return Some(Usage {
+            prompt_tokens: prompt_tokens.unwrap_or(0),
+            completion_tokens: completion_tokens.unwrap_or(0),
+            cached_tokens: integer(&CACHED).unwrap_or(0),
+        });
+    }
+    None
 }
 
 #[cfg(test)]
@@ -274,5 +287,30 @@ mod usage_tests {
         assert_eq!(read_usage(body), Some(Usage { prompt_tokens: 10, completion_tokens: 3, cached_tokens: 8 }));
         assert_eq!(read_usage(br#"{"usage":null}"#), None);
         assert_eq!(read_usage(br#"{"data":[]}"#), None);
+        // A key named usage inside a string is not the usage.
+        let tricky = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 9}"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert_eq!(read_usage(tricky), Some(Usage { prompt_tokens: 1, completion_tokens: 2, cached_tokens: 0 }));
+        let spaced = br#"{"usage" : {"prompt_tokens": 4, "completion_tokens": 5}, "id": "x"}"#;
+        assert_eq!(read_usage(spaced).map(|u| u.prompt_tokens), Some(4));
+        // Nested details do not shadow the top-level counts.
+        let nested =
+            br#"{"usage":{"prompt_tokens_details":{"cached_tokens":3},"prompt_tokens":7,"completion_tokens":1}}"#;
+        assert_eq!(read_usage(nested), Some(Usage { prompt_tokens: 7, completion_tokens: 1, cached_tokens: 3 }));
+        assert_eq!(read_usage(br#"{"usage":{"total_tokens":5}}"#), None, "no counts, no usage");
+    }
+}
+
+#[cfg(test)]
+mod usage_cost {
+    #[test]
+    #[ignore = "a measurement, run by hand: cargo test --release -p sluice-gateway usage_cost -- --ignored --nocapture"]
+    fn read_usage_cost() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Eye were year want seem big have, why. Keep know high new much.","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":16,"total_tokens":26,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"system_fingerprint":"fp"}"#;
+        let start = std::time::Instant::now();
+        let mut total = 0;
+        for _ in 0..100_000 {
+            total += super::read_usage(std::hint::black_box(body)).map_or(0, |u| u.completion_tokens);
+        }
+        eprintln!("read_usage: {:?} per call ({total})", start.elapsed() / 100_000);
     }
 }

@@ -24,30 +24,25 @@ pub struct SseTap {
 
 /// Finds the end of the first event in `bytes`: the index just past its blank line.
 fn event_end(bytes: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'\n' {
-            if bytes[i + 1] == b'\n' {
-                return Some(i + 2);
-            }
-            if bytes[i + 1] == b'\r' && bytes.get(i + 2) == Some(&b'\n') {
-                return Some(i + 3);
-            }
-        }
-        i += 1;
-    }
-    None
+    memchr::memchr_iter(b'\n', bytes).find_map(|i| match bytes.get(i + 1) {
+        Some(b'\n') => Some(i + 2),
+        Some(b'\r') if bytes.get(i + 2) == Some(&b'\n') => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// Whether a chunk carries generated text (`"content":"x` or `"text":"x`, not empty).
 fn carries_text(data: &[u8]) -> bool {
     [&b"\"content\":\""[..], &b"\"text\":\""[..]].iter().any(|needle| {
-        data.windows(needle.len()).enumerate().any(|(i, w)| w == *needle && data.get(i + needle.len()) != Some(&b'"'))
+        memchr::memchr_iter(b'"', data)
+            .any(|i| data[i..].starts_with(needle) && data.get(i + needle.len()) != Some(&b'"'))
     })
 }
 
+/// Whether `needle` (which starts with a quote) occurs in `haystack`: a walk over the quotes,
+/// cheaper than setting up a substring search for one short event.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memchr_iter(needle[0], haystack).any(|at| haystack[at..].starts_with(needle))
 }
 
 impl SseTap {
