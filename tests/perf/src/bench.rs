@@ -28,6 +28,8 @@ pub enum Scenario {
     Streaming,
     /// Sluice's memory and configuration load time with many keys.
     Memory,
+    /// A CPU profile (perf, cpu-clock) of each system under saturating chat load.
+    Profile,
 }
 
 /// Where the load generators and the systems run.
@@ -249,6 +251,16 @@ impl Runner {
     }
 
     fn run_all(&mut self) -> anyhow::Result<()> {
+        if self.plan.scenarios.contains(&Scenario::Profile) {
+            for def in self.plan.systems.clone() {
+                if def.id != "direct"
+                    && let Err(e) = self.profile(&def)
+                {
+                    say(format!("profile of {} failed: {e:#}", def.id));
+                    self.results.notes.push(format!("profile of {} failed: {e:#}", def.id));
+                }
+            }
+        }
         let load_scenarios = [Scenario::Throughput, Scenario::Latency, Scenario::Streaming]
             .iter()
             .any(|s| self.plan.scenarios.contains(s));
@@ -608,6 +620,68 @@ impl Runner {
         }
         let _ = running.check_alive();
         m
+    }
+
+    /// Records where `def` spends its CPU under saturating chat load (wrk), with
+    /// `perf record -e cpu-clock -g` (hardware counters are not available on every machine), and
+    /// writes `perf-<id>.txt`: the flat profile by symbol, then by shared object.
+    fn profile(&mut self, def: &SystemDef) -> anyhow::Result<()> {
+        say(format!("\n== profile: {} ==", def.label));
+        let running = systems::start(def, &self.env)?;
+        let target = running.target(Workload::Chat);
+        let headers = target.headers_with_key();
+        let url = target.url();
+        let request = WrkRequest { url: &url, headers: &headers, body: &target.body };
+        let settings = self.wrk_settings();
+        let work = self.env.work_dir.clone();
+        let outcome = (|| -> anyhow::Result<String> {
+            wrk::run(&settings, &request, self.plan.wrk_warmup, &work)?;
+            let data = self.run_dir.join(format!("perf-{}.data", def.id));
+            let secs = self.plan.wrk_duration.as_secs().max(1);
+            let pid = running.pids().first().copied().context("no process to profile")?;
+            let mut perf = Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+                .arg(&data)
+                .args(["-p", &pid.to_string(), "--", "sleep", &secs.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("running perf (apt-get install linux-perf)")?;
+            let load = load_avg();
+            let result = wrk::run(&settings, &request, self.plan.wrk_duration, &work)?;
+            perf.wait()?;
+            let report = |args: &[&str]| -> anyhow::Result<String> {
+                let out = Command::new("perf")
+                    .args(["report", "--stdio", "-g", "none"])
+                    .args(args)
+                    .arg("-i")
+                    .arg(&data)
+                    .stderr(Stdio::null())
+                    .output()?;
+                Ok(String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(|l| l.trim_end().trim_end_matches(['-', ' ']))
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n"))
+            };
+            Ok(format!(
+                "# {} under wrk chat load: {:.0} req/s, load average {}\n# perf record -e cpu-clock -F 999 -g -p PID; perf.data beside this file\n\n## self time by symbol\n{}\n\n## self time by object\n{}\n\n## inclusive time (children) by symbol, above 4%\n{}\n",
+                def.label,
+                result.rps,
+                fmt_load(load),
+                report(&["--no-children", "--percent-limit", "0.6", "-F", "overhead,sym"])?,
+                report(&["--no-children", "-F", "overhead,dso"])?,
+                report(&["--children", "--percent-limit", "4", "-F", "children,self,sym"])?,
+            ))
+        })();
+        running.stop();
+        let text = outcome?;
+        std::fs::write(self.run_dir.join(format!("perf-{}.txt", def.id)), &text)?;
+        for line in text.lines().filter(|l| l.contains('%')).take(25) {
+            say(format!("   {line}"));
+        }
+        Ok(())
     }
 
     fn run_memory(&mut self) -> anyhow::Result<()> {

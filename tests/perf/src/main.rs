@@ -77,6 +77,8 @@ enum Cmd {
     Memory,
     /// Throughput, latency and streaming of the peer gateways beside Sluice and the baselines.
     Peers,
+    /// Where Sluice (or --systems) spends CPU under saturating chat load: perf-<id>.txt.
+    Profile,
     /// The open-loop generator (run by sluice-bench itself, one process per measurement).
     #[command(hide = true)]
     OpenLoop {
@@ -155,6 +157,7 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
         Cmd::Latency => ([Latency].into(), &["direct", "bare", "sluice", "sluice-warn"]),
         Cmd::Streaming => ([Streaming].into(), &["direct", "bare", "sluice"]),
         Cmd::Memory => ([Memory].into(), &[]),
+        Cmd::Profile => ([Profile].into(), &["sluice"]),
         Cmd::Peers => {
             ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
         }
