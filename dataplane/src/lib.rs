@@ -21,6 +21,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod upstream;
 pub mod usage;
+pub mod usage_report;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,12 +170,22 @@ pub async fn start(
     if let Some(path) = settings.config.clone() {
         tokio::spawn(reload::watch_path(gateway.clone(), path, Duration::from_secs(settings.poll_seconds)));
     }
+    let mut client = None;
     if let Some(target) = settings.config_secret.as_deref() {
-        let (namespace, name) = target
-            .split_once('/')
-            .ok_or_else(|| Error::Config(format!("--config-secret {target:?}: expected NAMESPACE/NAME")))?;
-        let client = kube_client(settings.kubeconfig.as_deref()).await?;
-        tokio::spawn(reload::watch_secret(gateway.clone(), client, namespace.to_owned(), name.to_owned()));
+        let (namespace, name) = split_target("--config-secret", target)?;
+        let kube = kube_client(settings.kubeconfig.as_deref()).await?;
+        client = Some(kube.clone());
+        tokio::spawn(reload::watch_secret(gateway.clone(), kube, namespace, name));
+    }
+    if let Some(target) = settings.usage_configmap.as_deref() {
+        let (namespace, name) = split_target("--usage-configmap", target)?;
+        let kube = match client {
+            Some(kube) => kube,
+            None => kube_client(settings.kubeconfig.as_deref()).await?,
+        };
+        let pod = settings.pod_name.clone().unwrap_or_else(pod_name);
+        let interval = Duration::from_secs(settings.usage_report_seconds.max(1));
+        tokio::spawn(usage_report::run(gateway.clone(), kube, namespace, name, pod, interval));
     }
 
     let limits = server::ConnectionLimits {
@@ -236,6 +247,23 @@ async fn initial_load(gateway: &Arc<Gateway>, settings: &Settings) -> Result<(),
         None => {}
     }
     Ok(())
+}
+
+fn split_target(flag: &str, target: &str) -> Result<(String, String), Error> {
+    target
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+        .ok_or_else(|| Error::Config(format!("{flag} {target:?}: expected NAMESPACE/NAME")))
+}
+
+/// This replica's name when the operator did not pass one: the host name (a pod's name).
+fn pod_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned())
 }
 
 async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, Error> {

@@ -75,13 +75,41 @@ pub fn budget_period(period: BudgetPeriod, now: jiff::Timestamp) -> i64 {
     }
 }
 
+/// A period's id as usage reports write it: `daily:2026-11-22`, `monthly:2026-11` or `total`.
+pub fn period_id(period: BudgetPeriod, now: jiff::Timestamp) -> String {
+    let date = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    match period {
+        BudgetPeriod::Daily => format!("daily:{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+        BudgetPeriod::Monthly => format!("monthly:{:04}-{:02}", date.year(), date.month()),
+        BudgetPeriod::Total => "total".to_owned(),
+    }
+}
+
+/// What one key used in its current period (its budget's period; monthly without a budget).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PeriodTotals {
+    /// The period's number ([`budget_period`]).
+    pub period: i64,
+    /// US dollars spent.
+    pub spend_usd: f64,
+    /// Requests settled.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
 /// Live counters of one API key.
 #[derive(Debug)]
 pub struct KeyState {
     requests: Mutex<Bucket>,
     tokens: Mutex<Bucket>,
     in_flight: AtomicU32,
-    spend: Mutex<(i64, f64)>,
+    /// This process's usage in the current period.
+    totals: Mutex<PeriodTotals>,
+    /// Other replicas' reported spend in a period: `(period, usd)`.
+    elsewhere: Mutex<(i64, f64)>,
 }
 
 /// What a response tells the client about its limits (`x-ratelimit-*` headers).
@@ -101,6 +129,7 @@ pub struct Admission {
     /// Tokens charged up front.
     pub estimated_tokens: u64,
     holds_slot: bool,
+    period_kind: BudgetPeriod,
 }
 
 impl KeyState {
@@ -111,7 +140,8 @@ impl KeyState {
             requests: Mutex::new(Bucket::new(now)),
             tokens: Mutex::new(Bucket::new(now)),
             in_flight: AtomicU32::new(0),
-            spend: Mutex::new((i64::MIN, 0.0)),
+            totals: Mutex::new(PeriodTotals { period: i64::MIN, ..PeriodTotals::default() }),
+            elsewhere: Mutex::new((i64::MIN, 0.0)),
         }
     }
 
@@ -124,13 +154,13 @@ impl KeyState {
         now: Instant,
         wall: jiff::Timestamp,
     ) -> Result<Admission, ApiError> {
+        let period_kind = budget.map_or(BudgetPeriod::Monthly, |b| b.period);
         if let Some(budget) = budget {
             let period = budget_period(budget.period, wall);
-            let mut spend = self.spend.lock().unwrap_or_else(PoisonError::into_inner);
-            if spend.0 != period {
-                *spend = (period, 0.0);
-            }
-            if spend.1 >= budget.limit_usd {
+            let local = self.totals(period).spend_usd;
+            let elsewhere = *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner);
+            let other = if elsewhere.0 == period { elsewhere.1 } else { 0.0 };
+            if local + other >= budget.limit_usd {
                 return Err(ApiError::BudgetExhausted {
                     limit_usd: budget.limit_usd,
                     period: period_name(budget.period),
@@ -188,31 +218,69 @@ impl KeyState {
                 }
             }
         }
-        Ok(Admission { report, estimated_tokens, holds_slot })
+        Ok(Admission { report, estimated_tokens, holds_slot, period_kind })
     }
 
     /// Ends an admitted request: frees its slot, corrects the token estimate with the real
-    /// count, and adds its cost to the budget. Called exactly once per admission.
-    pub fn settle(&self, admission: &Admission, tier: &TierConfig, used_tokens: u64, cost_usd: f64, now: Instant) {
+    /// count, and adds its usage and cost to the period's totals. Called exactly once per
+    /// admission.
+    pub fn settle(&self, admission: &Admission, tier: &TierConfig, used: Used, now: Instant, wall: jiff::Timestamp) {
         if admission.holds_slot {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
         if let Some(tpm) = tier.tokens_per_minute {
-            let correction = admission.estimated_tokens as f64 - used_tokens as f64;
+            let correction = admission.estimated_tokens as f64 - (used.prompt_tokens + used.completion_tokens) as f64;
             if correction != 0.0 {
                 self.tokens.lock().unwrap_or_else(PoisonError::into_inner).adjust(now, tpm as f64, correction);
             }
         }
-        if cost_usd > 0.0 {
-            let mut spend = self.spend.lock().unwrap_or_else(PoisonError::into_inner);
-            spend.1 += cost_usd;
+        let period = budget_period(admission.period_kind, wall);
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        if totals.period != period {
+            *totals = PeriodTotals { period, ..PeriodTotals::default() };
         }
+        totals.requests += 1;
+        totals.prompt_tokens += used.prompt_tokens;
+        totals.completion_tokens += used.completion_tokens;
+        totals.spend_usd += used.cost_usd;
     }
 
-    /// Spending in the current period, in US dollars.
-    pub fn spent_usd(&self) -> f64 {
-        self.spend.lock().unwrap_or_else(PoisonError::into_inner).1
+    /// This process's totals for `period` (zero when the stored ones are another period's).
+    pub fn totals(&self, period: i64) -> PeriodTotals {
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        if totals.period != period {
+            *totals = PeriodTotals { period, ..PeriodTotals::default() };
+        }
+        *totals
     }
+
+    /// Adds totals reported earlier by this same process (restarted under the same name).
+    pub fn restore(&self, saved: PeriodTotals) {
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        if totals.period != saved.period {
+            *totals = PeriodTotals { period: saved.period, ..PeriodTotals::default() };
+        }
+        totals.spend_usd += saved.spend_usd;
+        totals.requests += saved.requests;
+        totals.prompt_tokens += saved.prompt_tokens;
+        totals.completion_tokens += saved.completion_tokens;
+    }
+
+    /// Records what other replicas reported spending in `period`, so budgets hold across them.
+    pub fn set_spent_elsewhere(&self, period: i64, usd: f64) {
+        *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner) = (period, usd);
+    }
+}
+
+/// What a finished request used.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Used {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost in US dollars.
+    pub cost_usd: f64,
 }
 
 impl Default for KeyState {
@@ -330,7 +398,7 @@ mod tests {
         let admission = state.admit(&limits, None, 100, now, wall).expect("admitted");
         assert_eq!(admission.report.tokens.map(|t| t.1), Some(900));
         // The request really used 950 tokens: only 50 are left.
-        state.settle(&admission, &limits, 950, 0.0, now);
+        state.settle(&admission, &limits, Used { prompt_tokens: 900, completion_tokens: 50, cost_usd: 0.0 }, now, wall);
         let next = state.admit(&limits, None, 10, now, wall).expect("admitted");
         assert_eq!(next.report.tokens.map(|t| t.1), Some(40));
         assert!(state.admit(&limits, None, 100, now, wall).is_err(), "more than what is left");
@@ -344,7 +412,7 @@ mod tests {
         let wall = jiff::Timestamp::now();
         let held = state.admit(&limits, None, 0, now, wall).expect("first");
         assert!(matches!(state.admit(&limits, None, 0, now, wall), Err(ApiError::RateLimited { .. })));
-        state.settle(&held, &limits, 0, 0.0, now);
+        state.settle(&held, &limits, Used::default(), now, wall);
         assert!(state.admit(&limits, None, 0, now, wall).is_ok());
     }
 
@@ -357,9 +425,36 @@ mod tests {
         let day1: jiff::Timestamp = "2026-03-01T10:00:00Z".parse().expect("time");
         let day2: jiff::Timestamp = "2026-03-02T00:00:01Z".parse().expect("time");
         let admission = state.admit(&limits, Some(&budget), 0, now, day1).expect("admitted");
-        state.settle(&admission, &limits, 0, 1.5, now);
+        state.settle(&admission, &limits, Used { cost_usd: 1.5, ..Used::default() }, now, day1);
         assert!(matches!(state.admit(&limits, Some(&budget), 0, now, day1), Err(ApiError::BudgetExhausted { .. })));
         assert!(state.admit(&limits, Some(&budget), 0, now, day2).is_ok(), "a new day, a new budget");
+        let today = budget_period(BudgetPeriod::Daily, day2);
+        assert_eq!(state.totals(today).spend_usd, 0.0);
+    }
+
+    #[test]
+    fn budgets_count_what_other_replicas_spent() {
+        let state = KeyState::new();
+        let limits = tier(None, None, None);
+        let budget = BudgetConfig { limit_usd: 1.0, period: BudgetPeriod::Monthly };
+        let now = Instant::now();
+        let wall: jiff::Timestamp = "2026-03-10T10:00:00Z".parse().expect("time");
+        let admission = state.admit(&limits, Some(&budget), 0, now, wall).expect("admitted");
+        state.settle(&admission, &limits, Used { prompt_tokens: 10, completion_tokens: 5, cost_usd: 0.4 }, now, wall);
+        let period = budget_period(BudgetPeriod::Monthly, wall);
+        state.set_spent_elsewhere(period, 0.5);
+        assert!(state.admit(&limits, Some(&budget), 0, now, wall).is_ok(), "0.9 of 1.0 spent");
+        state.set_spent_elsewhere(period, 0.6);
+        assert!(matches!(state.admit(&limits, Some(&budget), 0, now, wall), Err(ApiError::BudgetExhausted { .. })));
+        state.set_spent_elsewhere(period - 1, 5.0);
+        assert!(
+            state.admit(&limits, Some(&budget), 0, now, wall).is_ok(),
+            "last month's spend elsewhere does not count"
+        );
+        let totals = state.totals(period);
+        assert_eq!((totals.requests, totals.prompt_tokens, totals.completion_tokens), (1, 10, 5));
+        assert_eq!(period_id(BudgetPeriod::Monthly, wall), "monthly:2026-03");
+        assert_eq!(period_id(BudgetPeriod::Daily, wall), "daily:2026-03-10");
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub struct Settings {
     #[arg(long, env = "KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// Report each key's usage to this ConfigMap (`NAMESPACE/NAME`, made by sluice-operator), and
+    /// read other replicas' reports so budgets hold across them. Uses the same Kubernetes
+    /// credentials as --config-secret.
+    #[arg(long, env = "SLUICE_USAGE_CONFIGMAP", value_name = "NAMESPACE/NAME")]
+    pub usage_configmap: Option<String>,
+
+    /// Seconds between usage reports (written only when usage changed).
+    #[arg(long, env = "SLUICE_USAGE_REPORT_SECONDS", default_value_t = 15)]
+    pub usage_report_seconds: u64,
+
+    /// This replica's name in usage reports (the operator sets it from the pod's name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+
     /// Address for the API.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

@@ -147,8 +147,16 @@ impl Accounting {
         let billable = self.status < 400;
         let cost =
             if billable { cost_usd(&usage, self.pricing.as_ref(), self.tier.config.price_multiplier) } else { 0.0 };
-        let used = if billable { usage.prompt_tokens + usage.completion_tokens } else { 0 };
-        self.key_state.settle(&self.admission, &self.tier.config, used, cost, now);
+        let used = if billable {
+            crate::limits::Used {
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost_usd: cost,
+            }
+        } else {
+            crate::limits::Used::default()
+        };
+        self.key_state.settle(&self.admission, &self.tier.config, used, now, jiff::Timestamp::now());
 
         let status = if self.status == 0 { 499 } else { self.status };
         self.metrics.count(status);

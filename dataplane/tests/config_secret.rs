@@ -131,3 +131,97 @@ async fn the_gateway_follows_its_config_secret() {
     assert_eq!(page["hashes"], json!([live_hash]));
     assert_eq!(models_status(&gateway, NEW_KEY).await, 200);
 }
+
+#[tokio::test]
+async fn usage_is_reported_and_budgets_hold_across_replicas() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Patch, PatchParams};
+    use sluice_crds::api::BudgetPeriod;
+    use sluice_crds::config::BudgetConfig;
+
+    sluice_testenv::install_crypto_provider();
+    let env = sluice_testenv::TestEnv::shared();
+    let kube = env.client().expect("client");
+    let namespace = env.namespace("usage").await.expect("namespace");
+    let secrets_api: Api<Secret> = Api::namespaced(kube.clone(), &namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(kube, &namespace);
+    let mut config = quickstart();
+    config.keys[0].budget = Some(BudgetConfig { limit_usd: 0.5, period: BudgetPeriod::Daily });
+    for s in secrets("sluice-config-demo", &config, None) {
+        put(&secrets_api, s).await;
+    }
+    let empty = ConfigMap {
+        metadata: ObjectMeta { name: Some("sluice-usage-demo".into()), ..ObjectMeta::default() },
+        ..ConfigMap::default()
+    };
+    maps.create(&PostParams::default(), &empty).await.expect("usage ConfigMap");
+
+    let kubeconfig = env.kubeconfig().to_string_lossy().into_owned();
+    let secret = format!("{namespace}/sluice-config-demo");
+    let usage = format!("{namespace}/sluice-usage-demo");
+    let gateway = Gateway::start(
+        None,
+        &[
+            "--config-secret",
+            &secret,
+            "--usage-configmap",
+            &usage,
+            "--usage-report-seconds",
+            "1",
+            "--pod-name",
+            "gw-a",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    let chat = || async {
+        client()
+            .post(gateway.url("/demo/assistant/v1/chat/completions"))
+            .bearer_auth("sl_demo_quickstartkey")
+            .json(&json!({"model": "demo-chat", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .expect("send")
+    };
+    let ready =
+        eventually(Duration::from_secs(10), || async { models_status(&gateway, "sl_demo_quickstartkey").await == 200 })
+            .await;
+    assert!(ready.is_some(), "{}", gateway.log_text());
+    assert_eq!(chat().await.status(), 200);
+    assert_eq!(chat().await.status(), 200);
+
+    // This pod's report appears, with the key's usage in today's period.
+    let today = sluice_gateway::limits::period_id(BudgetPeriod::Daily, jiff::Timestamp::now());
+    let report = || async {
+        let map = maps.get("sluice-usage-demo").await.expect("get");
+        map.data.unwrap_or_default().get("gw-a.json").and_then(|text| serde_json::from_str::<Value>(text).ok())
+    };
+    let reported = eventually(Duration::from_secs(5), || async {
+        report().await.is_some_and(|r| r["keys"]["demo/demo"]["requests"] == 2)
+    })
+    .await;
+    assert!(reported.is_some(), "no report: {:?}\n{}", report().await, gateway.log_text());
+    let own = report().await.expect("report");
+    assert_eq!(own["pod"], "gw-a");
+    assert_eq!(own["keys"]["demo/demo"]["period"], today);
+    assert!(own["keys"]["demo/demo"]["spendUsd"].as_f64().is_some_and(|usd| usd > 0.0 && usd < 0.5), "{own}");
+    assert!(own["keys"]["demo/demo"]["completionTokens"] == 8, "{own}");
+
+    // Another replica reports having spent more than the budget: this one stops admitting.
+    let other = json!({"pod": "gw-b", "reportedAt": "2026-01-01T00:00:00Z",
+        "keys": {"demo/demo": {"period": today, "spendUsd": 0.6, "requests": 9, "promptTokens": 1, "completionTokens": 1}}});
+    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sluice-usage-demo"},
+        "data": {"gw-b.json": other.to_string()}});
+    maps.patch("sluice-usage-demo", &PatchParams::apply("sluice-gateway-gw-b").force(), &Patch::Apply(&patch))
+        .await
+        .expect("patch");
+    let refused = eventually(Duration::from_secs(5), || async { chat().await.status() == 402 }).await;
+    assert!(refused.is_some(), "the budget ignored the other replica's spend");
+    let body: Value = chat().await.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "budget_exhausted");
+    let data = maps.get("sluice-usage-demo").await.expect("get").data.unwrap_or_default();
+    assert!(
+        data.contains_key("gw-a.json") && data.contains_key("gw-b.json"),
+        "replicas keep their own entries: {data:?}"
+    );
+}
