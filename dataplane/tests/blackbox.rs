@@ -238,29 +238,18 @@ async fn credentials_stay_on_their_side() {
 async fn models_deprecation_and_admin_endpoints() {
     let acme = Acme::start().await;
     let http = client();
-    let list: Value = http
-        .get(acme.gateway.url("/acme/chat/v1/models"))
-        .bearer_auth("sl_acme_reader_0000000001")
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let url = acme.gateway.url("/acme/chat/v1/models");
+    let models = |key: &'static str| {
+        let url = url.clone();
+        async move { client().get(url).bearer_auth(key).send().await.expect("models").json::<Value>().await.expect("json") }
+    };
+    let list = models("sl_acme_reader_0000000001").await;
     let ids: Vec<&str> = list["data"].as_array().expect("data").iter().filter_map(|m| m["id"].as_str()).collect();
     assert_eq!(ids, ["m-429", "m-500", "m-dead", "m-embed", "m-failover", "m-ok", "m-rerank"]);
     let ok = list["data"].as_array().expect("data").iter().find(|m| m["id"] == "m-ok").expect("m-ok");
     assert_eq!(ok["aliases"], json!(["m-old"]), "retired aliases are not listed");
     assert_eq!(ok["pricing"]["input_per_million"], 1.0);
-    let limited: Value = http
-        .get(acme.gateway.url("/acme/chat/v1/models"))
-        .bearer_auth("sl_acme_embedonly_0000001")
-        .send()
-        .await
-        .expect("models")
-        .json()
-        .await
-        .expect("json");
+    let limited = models("sl_acme_embedonly_0000001").await;
     assert_eq!(limited["data"].as_array().map(Vec::len), Some(1), "only the models this key may use: {limited}");
     let one = http.get(acme.gateway.url("/acme/chat/v1/models/m-old")).bearer_auth(FULL_KEY).send().await.expect("get");
     assert_eq!(one.json::<Value>().await.expect("json")["id"], "m-ok");
