@@ -1,14 +1,16 @@
 //! The objects of one project's data plane in the data-plane namespace, built from the Project
-//! and its config Secrets: ServiceAccount, Role and RoleBinding (read the config Secrets by name,
-//! nothing else), Deployment, Service and the route that publishes `/<slug>/`. Pure.
+//! and its config Secrets: ServiceAccount, Role and RoleBinding (read the config Secrets and
+//! report usage, by name, nothing else), the usage ConfigMap, Deployment, Service and the route
+//! that publishes `/<slug>/`. Pure.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, KeyToPath, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, SecretProjection,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
@@ -40,13 +42,24 @@ pub const GATEWAY_NAME: &str = "sluice-gateway";
 /// Name of a project's Deployment, Service, ServiceAccount, Role, RoleBinding and route:
 /// `sluice-gw-<slug>`, shortened with a hash to fit a Service name (63 characters).
 pub fn workload_name(slug: &str) -> String {
-    const PREFIX: &str = "sluice-gw-";
-    if PREFIX.len() + slug.len() <= 63 {
-        return format!("{PREFIX}{slug}");
+    short_name("sluice-gw-", slug)
+}
+
+/// Name of a project's usage ConfigMap, where its gateway pods report what each key spent:
+/// `sluice-usage-<slug>`, shortened like [`workload_name`].
+pub fn usage_config_map_name(slug: &str) -> String {
+    short_name("sluice-usage-", slug)
+}
+
+/// `<prefix><slug>`, or past 63 characters the slug cut short and an 8-digit hash of it.
+fn short_name(prefix: &str, slug: &str) -> String {
+    if prefix.len() + slug.len() <= 63 {
+        return format!("{prefix}{slug}");
     }
     let hash = hex::encode(Sha256::digest(slug.as_bytes()));
-    let keep = 63 - PREFIX.len() - 9;
-    format!("{PREFIX}{}-{}", slug[..keep].trim_end_matches('-'), &hash[..8])
+    let keep = 63 - prefix.len() - 9;
+    // Slugs are DNS labels (ASCII), so any byte index is a character boundary.
+    format!("{prefix}{}-{}", slug[..keep].trim_end_matches('-'), &hash[..8])
 }
 
 /// The Gateway API kind of [`Route::HttpRoute`].
@@ -90,8 +103,11 @@ pub enum Route {
 pub struct DataPlaneObjects {
     /// The gateway pods' identity.
     pub service_account: ServiceAccount,
-    /// Read access to the config Secrets, by name.
+    /// Read access to the config Secrets and write access to the usage ConfigMap, by name.
     pub role: Role,
+    /// Where the gateway pods report usage: metadata only, so that applying it never touches
+    /// the pods' data keys.
+    pub usage_config_map: ConfigMap,
     /// Binds the Role to the ServiceAccount.
     pub role_binding: RoleBinding,
     /// The gateway pods.
@@ -115,16 +131,28 @@ pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &Rout
     let secret_names: Vec<String> =
         std::iter::once(primary_name(input.slug)).chain((0..input.shards).map(|i| shard_name(input.slug, i))).collect();
 
+    let usage_name = usage_config_map_name(input.slug);
     let role = Role {
         metadata: meta("gateway"),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["secrets".to_owned()]),
-            resource_names: Some(secret_names),
-            verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
-            ..PolicyRule::default()
-        }]),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".to_owned()]),
+                resource_names: Some(secret_names),
+                verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+                ..PolicyRule::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".to_owned()]),
+                resource_names: Some(vec![usage_name.clone()]),
+                verbs: vec!["get".to_owned(), "patch".to_owned()],
+                ..PolicyRule::default()
+            },
+        ]),
     };
+    let usage_config_map =
+        ConfigMap { metadata: ObjectMeta { name: Some(usage_name), ..meta("usage") }, ..ConfigMap::default() };
     let role_binding = RoleBinding {
         metadata: meta("gateway"),
         role_ref: RoleRef {
@@ -182,7 +210,7 @@ pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &Rout
         RouteKind::Ingress => Route::Ingress(ingress(input, &name, meta("gateway"), route)),
         RouteKind::HttpRoute => Route::HttpRoute(http_route(input, &name, meta("gateway"), route)),
     };
-    DataPlaneObjects { service_account, role, role_binding, deployment, service, route }
+    DataPlaneObjects { service_account, role, usage_config_map, role_binding, deployment, service, route }
 }
 
 fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySettings) -> PodSpec {
@@ -245,7 +273,18 @@ fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySettings) -
                 format!("0.0.0.0:{ADMIN_PORT}"),
                 "--log-format".to_owned(),
                 "json".to_owned(),
+                "--usage-configmap".to_owned(),
+                format!("{}/{}", input.namespace, usage_config_map_name(input.slug)),
             ]),
+            // The pod's name names its entry in the usage ConfigMap.
+            env: Some(vec![EnvVar {
+                name: "POD_NAME".to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), api_version: None }),
+                    ..EnvVarSource::default()
+                }),
+                value: None,
+            }]),
             ports: Some(vec![container_port("http", HTTP_PORT), container_port("admin", ADMIN_PORT)]),
             liveness_probe: Some(probe("/healthz", 10)),
             readiness_probe: Some(probe("/readyz", 5)),
@@ -384,8 +423,13 @@ mod tests {
         assert_eq!(
             container.args.as_deref().expect("args").join(" "),
             "--config-secret sluice-dataplanes/sluice-config-team-a --config /etc/sluice/config \
-             --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9090 --log-format json"
+             --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9090 --log-format json \
+             --usage-configmap sluice-dataplanes/sluice-usage-team-a"
         );
+        let env = &container.env.as_deref().expect("env")[0];
+        assert_eq!(env.name, "POD_NAME");
+        let field = env.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).expect("a field reference");
+        assert_eq!(field.field_path, "metadata.name");
         assert!(container.image.as_deref().expect("image").starts_with("ghcr.io/sluice-dev/sluice-gateway:"));
         let locked = container.security_context.as_ref().expect("container security");
         assert_eq!(locked.read_only_root_filesystem, Some(true));
@@ -418,6 +462,28 @@ mod tests {
         );
         assert_eq!(rule.verbs, ["get", "list", "watch"]);
         assert_eq!(objects.role_binding.subjects.as_ref().expect("subjects")[0].name, "sluice-gw-team-a");
+    }
+
+    #[test]
+    fn the_usage_config_map_is_metadata_only_and_writable_by_name() {
+        let objects = build(&input(0), &GatewaySettings::default(), &RouteSettings::default());
+        let map = &objects.usage_config_map;
+        assert_eq!(map.metadata.name.as_deref(), Some("sluice-usage-team-a"));
+        assert_eq!(map.metadata.namespace.as_deref(), Some("sluice-dataplanes"));
+        let labels = map.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/component"], "usage");
+        assert_eq!(labels["sluice.dev/project"], "team-a");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "sluice-operator");
+        assert_eq!(map.metadata.annotations.as_ref().expect("annotations")[OWNER_ANNOTATION], "team-a/team-a");
+        // What the operator applies: without data, so the pods' keys stay theirs.
+        let applied = serde_json::to_value(map).expect("serializes");
+        let fields: Vec<&str> = applied.as_object().expect("an object").keys().map(String::as_str).collect();
+        assert_eq!(fields, ["apiVersion", "kind", "metadata"]);
+
+        let rule = &objects.role.rules.as_ref().expect("rules")[1];
+        assert_eq!(rule.resources.as_deref(), Some(&["configmaps".to_owned()][..]));
+        assert_eq!(rule.resource_names.as_deref(), Some(&["sluice-usage-team-a".to_owned()][..]));
+        assert_eq!(rule.verbs, ["get", "patch"]);
     }
 
     #[test]
@@ -475,5 +541,9 @@ mod tests {
         let name = workload_name(&slug);
         assert!(name.len() <= 63, "{name}");
         assert_ne!(workload_name(&format!("{}b", "a".repeat(62))), name);
+        let usage = usage_config_map_name(&slug);
+        assert!(usage.len() <= 63 && usage.starts_with("sluice-usage-aaa"), "{usage}");
+        assert_eq!(usage[usage.len() - 8..], name[name.len() - 8..], "the same hash of the slug");
+        assert_eq!(usage_config_map_name("team-a"), "sluice-usage-team-a");
     }
 }

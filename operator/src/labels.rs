@@ -12,7 +12,7 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 /// `app.kubernetes.io/name` of the gateway pods.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// `app.kubernetes.io/component`: `gateway`, `config` or `api-key`.
+/// `app.kubernetes.io/component`: `gateway`, `config`, `usage` or `api-key`.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// The project slug on every data-plane object (and its config Secrets).
 pub const PROJECT_LABEL: &str = "sluice.dev/project";
@@ -49,4 +49,14 @@ pub fn project_labels(slug: &str, component: &str) -> BTreeMap<String, String> {
 /// Label selector of everything the operator writes into the data-plane namespace.
 pub fn managed_selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGER},{PROJECT_LABEL}")
+}
+
+/// Label selector of the usage ConfigMaps.
+pub fn usage_selector() -> String {
+    format!("{},{COMPONENT_LABEL}=usage", managed_selector())
+}
+
+/// Label selector of gateway pods.
+pub fn gateway_pod_selector() -> String {
+    format!("{}={},{PROJECT_LABEL}", NAME_LABEL, crate::data_plane::GATEWAY_NAME)
 }

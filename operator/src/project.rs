@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -568,7 +568,7 @@ where
     }
 }
 
-/// Applies the ServiceAccount, Role, RoleBinding, Deployment, Service and route.
+/// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Service and route.
 async fn apply_data_plane(project: &Project, owner: &str, shards: usize, ctx: &Context) -> Result<()> {
     let namespace = ctx.settings.dataplane_namespace.as_str();
     let input = DataPlaneInput {
@@ -584,6 +584,8 @@ async fn apply_data_plane(project: &Project, owner: &str, shards: usize, ctx: &C
     apply(&Api::<ServiceAccount>::namespaced(client.clone(), namespace), &objects.service_account).await?;
     apply(&Api::<Role>::namespaced(client.clone(), namespace), &objects.role).await?;
     apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &objects.role_binding).await?;
+    // Metadata only: the data keys are the gateway pods'.
+    apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &objects.usage_config_map).await?;
     apply(&Api::<Deployment>::namespaced(client.clone(), namespace), &objects.deployment).await?;
     apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.service).await?;
     match &objects.route {
@@ -616,6 +618,7 @@ async fn cleanup(project: &Project, namespace: &str, ctx: &Context) -> Result<()
     delete_owned(&Api::<Role>::namespaced(client.clone(), dataplane), &selector, &owner).await?;
     delete_owned(&Api::<ServiceAccount>::namespaced(client.clone(), dataplane), &selector, &owner).await?;
     delete_owned(&Api::<Secret>::namespaced(client.clone(), dataplane), &selector, &owner).await?;
+    delete_owned(&Api::<ConfigMap>::namespaced(client.clone(), dataplane), &selector, &owner).await?;
     ctx.reports.remove(namespace);
     ctx.set_config_written(&project.spec.slug, None);
     ctx.metrics.config_bytes.remove(&[("project", project.spec.slug.clone())]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{World, condition, describe, eventually, ready, secret_text};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -147,7 +147,7 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
         container.args.clone().unwrap_or_default().join(" "),
         format!(
             "--config-secret {dp}/sluice-config-team-a --config /etc/sluice/config --listen 0.0.0.0:8080 \
-             --admin-listen 0.0.0.0:9090 --log-format json"
+             --admin-listen 0.0.0.0:9090 --log-format json --usage-configmap {dp}/sluice-usage-team-a"
         )
     );
     let resources = container.resources.clone().expect("resources");
@@ -239,11 +239,15 @@ async fn deleting_a_project_removes_its_data_plane() -> anyhow::Result<()> {
     let dp = world.dataplane.as_str();
     let selector = ListParams::default().labels("sluice.dev/project=team-a");
     assert_eq!(world.api::<Deployment>(dp).list(&selector).await?.items.len(), 1);
+    assert_eq!(world.api::<ConfigMap>(dp).list(&selector).await?.items.len(), 1, "the usage ConfigMap");
 
     world.api::<Project>(&world.tenant).delete("team-a", &DeleteParams::default()).await?;
     eventually("the Project and its data plane to go", WAIT, || async {
         let mut left = Vec::new();
         left.extend(world.api::<Secret>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name));
+        left.extend(
+            world.api::<ConfigMap>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name),
+        );
         left.extend(
             world.api::<Deployment>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name),
         );
