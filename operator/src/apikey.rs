@@ -1,6 +1,7 @@
 //! The ApiKey controller: generates each key into a Secret in the tenant's namespace (owned by
 //! the ApiKey), rotates it on request with a grace period for the old key, drops the old key
-//! when the grace period ends, and reports the key's state in its status. Key material never
+//! when the grace period ends, and reports the key's state in its status, with the spend in its
+//! current budget period that the gateway pods report ([`crate::usage`]). Key material never
 //! leaves the Secret: not in logs, status, Events or metrics.
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::context::{Context, apply_status, is_conflict, observe};
 use crate::error::{Error, Result};
 use crate::key_material::{self, KeySecret, Step, key_prefix, next_step, rotation_request};
 use crate::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL};
+use crate::usage;
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "apikey";
@@ -128,6 +130,16 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
     if let Some(expiry) = apikey.spec.expires_at.as_ref().map(|t| t.0).filter(|at| *at > now) {
         wake = Some(wake.map_or(expiry, |w| w.min(expiry)));
     }
+    let key_id = format!("{namespace}/{name}");
+    let period = usage::key_period(apikey);
+    status.current_period_spend_usd = ctx.usage.spend(&key_id, &usage::period_id(period, now));
+    // A new period starts from nothing (or from what pods already report for it): look again
+    // then, unless nothing was ever reported for this key.
+    if ctx.usage.has_entries(&key_id)
+        && let Some(end) = usage::period_end(period, now)
+    {
+        wake = Some(wake.map_or(end, |w| w.min(end)));
+    }
     let requeue = wake
         .map(|at| Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_millis(50))
         .map_or(RESYNC, |d| d.min(RESYNC));
@@ -155,7 +167,6 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
         now,
     );
     status.observed_generation = apikey.metadata.generation;
-    status.current_period_spend_usd = apikey.status.as_ref().and_then(|s| s.current_period_spend_usd);
     if apikey.status.as_ref() != Some(&status) {
         apply_status(&Api::<ApiKey>::namespaced(ctx.client.clone(), &namespace), apikey, &status).await?;
     }

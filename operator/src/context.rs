@@ -1,5 +1,5 @@
 //! What every reconcile shares: the client, the settings, the caches of watched objects, the
-//! compile reports, the event recorder, metrics and per-object error backoff.
+//! compile reports, the reported usage, the event recorder, metrics and per-object error backoff.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -23,6 +23,7 @@ use crate::labels::FIELD_MANAGER;
 use crate::metrics::Metrics;
 use crate::reports::Reports;
 use crate::settings::Settings;
+use crate::usage::UsageIndex;
 
 /// Longest wait between retries of a failing reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -47,6 +48,10 @@ pub struct Caches {
     pub config_secrets: Store<Secret>,
     /// Gateway Deployments in the data-plane namespace.
     pub deployments: Store<Deployment>,
+    /// Usage ConfigMaps in the data-plane namespace.
+    pub usage_config_maps: Store<ConfigMap>,
+    /// Gateway pods in the data-plane namespace (whose usage reports are still live).
+    pub gateway_pods: Store<Pod>,
 }
 
 impl Caches {
@@ -82,6 +87,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// What the gateway pods reported each key spent.
+    pub usage: UsageIndex,
     failures: Mutex<HashMap<String, u32>>,
     config_written: Mutex<HashMap<String, Instant>>,
     secret_users: RwLock<HashMap<(String, String), BTreeSet<String>>>,
@@ -104,6 +111,7 @@ impl Context {
             reports,
             recorder,
             metrics,
+            usage: UsageIndex::default(),
             failures: Mutex::default(),
             config_written: Mutex::default(),
             secret_users: RwLock::default(),

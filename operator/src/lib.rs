@@ -3,9 +3,10 @@
 //!
 //! One controller per kind: [`project`] compiles each Project (with `sluice-crds`) and writes its
 //! config Secrets and gateway workload into the data-plane namespace; [`apikey`] generates and
-//! rotates keys; [`endpoint`], [`provider`] and [`service_tier`] report status. They share one
-//! watch per kind ([`cache`]) and the compile verdicts of each project ([`reports`]). [`run`]
-//! starts them all, behind a leader Lease when several replicas run.
+//! rotates keys and reports the spend the gateways report ([`usage`]); [`endpoint`], [`provider`]
+//! and [`service_tier`] report status. They share one watch per kind ([`cache`]) and the compile
+//! verdicts of each project ([`reports`]). [`run`] starts them all, behind a leader Lease when
+//! several replicas run.
 
 pub mod apikey;
 pub mod cache;
@@ -24,6 +25,7 @@ pub mod provider;
 pub mod reports;
 pub mod service_tier;
 pub mod settings;
+pub mod usage;
 
 use std::future::Future;
 use std::hash::Hash;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{self, Controller};
@@ -44,7 +46,9 @@ use tokio::task::JoinSet;
 
 use crate::cache::{Informer, fingerprint, spec_fingerprint, wait_synced};
 use crate::context::{Caches, Context, error_policy};
-use crate::labels::{CONFIG_HASH_ANNOTATION, PROJECT_LABEL, ROTATE_AT_ANNOTATION, managed_selector};
+use crate::labels::{
+    CONFIG_HASH_ANNOTATION, PROJECT_LABEL, ROTATE_AT_ANNOTATION, gateway_pod_selector, managed_selector, usage_selector,
+};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 use crate::reports::Reports;
@@ -173,6 +177,18 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
     let mut roles = Informer::<Role>::namespaced(&client, Some(&dataplane), managed.clone());
     let mut role_bindings = Informer::<RoleBinding>::namespaced(&client, Some(&dataplane), managed.clone());
     let mut ingresses = Informer::<Ingress>::namespaced(&client, Some(&dataplane), managed);
+    // Written by the gateway pods every few seconds: read for usage, and repaired on drift.
+    let mut usage_config_maps = Informer::<ConfigMap>::namespaced(
+        &client,
+        Some(&dataplane),
+        watcher::Config::default().labels(&usage_selector()),
+    );
+    // Which pods' usage reports are still live.
+    let gateway_pods = Informer::<Pod>::namespaced(
+        &client,
+        Some(&dataplane),
+        watcher::Config::default().labels(&gateway_pod_selector()),
+    );
 
     let caches = Caches {
         projects: projects.store(),
@@ -183,6 +199,8 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
         secrets: secrets.store(),
         config_secrets: config_secrets.store(),
         deployments: deployments.store(),
+        usage_config_maps: usage_config_maps.store(),
+        gateway_pods: gateway_pods.store(),
     };
     let (reports, nudges) = Reports::new();
     let reporter = Reporter { controller: labels::MANAGER.to_owned(), instance: Some(settings.identity.clone()) };
@@ -230,10 +248,18 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
             .watches_shared_stream(roles.subscribe(), |o: Arc<Role>| project::owner_of(o.as_ref()))
             .watches_shared_stream(role_bindings.subscribe(), |o: Arc<RoleBinding>| project::owner_of(o.as_ref()))
             .watches_shared_stream(ingresses.subscribe(), |o: Arc<Ingress>| project::owner_of(o.as_ref()))
+            // Not on the pods' data writes: only when the operator's part (metadata) drifted.
+            .watches_shared_stream(
+                usage_config_maps.subscribe_changes(|c: &ConfigMap| fingerprint((c.labels(), c.annotations()))),
+                |o: Arc<ConfigMap>| project::owner_of(o.as_ref()),
+            )
             .with_config(controller::Config::default().concurrency(PROJECT_CONCURRENCY))
             .run(project::reconcile, error_policy, ctx.clone())
             .for_each(log_result)
     };
+
+    let (usage_nudge, usage_nudges) = futures::channel::mpsc::unbounded();
+    let usage_follower = usage::follow(ctx.clone(), usage_config_maps.subscribe(), usage_nudge);
 
     let apikey_controller = {
         let (ctx1, ctx2) = (ctx.clone(), ctx.clone());
@@ -247,6 +273,7 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
                 apikey::waiting_for_project(&ctx2, &p)
             })
             .reconcile_on(nudges.apikeys)
+            .reconcile_on(usage_nudges)
             .with_config(controller::Config::default().concurrency(APIKEY_CONCURRENCY))
             .run(apikey::reconcile, error_policy, ctx.clone())
             .for_each(log_result)
@@ -291,6 +318,8 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
         secrets.synced(),
         config_secrets.synced(),
         deployments.synced(),
+        usage_config_maps.synced(),
+        gateway_pods.synced(),
     ];
     let mut watches = JoinSet::new();
     watches.spawn(projects.run());
@@ -306,10 +335,19 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
     watches.spawn(roles.run());
     watches.spawn(role_bindings.run());
     watches.spawn(ingresses.run());
+    watches.spawn(usage_config_maps.run());
+    watches.spawn(gateway_pods.run());
     wait_synced(synced).await;
     metrics.set_ready(true);
     tracing::info!("caches synced; controllers start");
 
-    tokio::join!(project_controller, apikey_controller, endpoint_controller, provider_controller, tier_controller);
+    tokio::join!(
+        project_controller,
+        apikey_controller,
+        endpoint_controller,
+        provider_controller,
+        tier_controller,
+        usage_follower
+    );
     Ok(())
 }

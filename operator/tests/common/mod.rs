@@ -250,6 +250,11 @@ impl Gateway {
     /// Starts the gateway watching `namespace/name` through the env's kubeconfig and waits until
     /// it is ready (it has loaded a configuration).
     pub async fn start(env: &TestEnv, secret: &str) -> anyhow::Result<Self> {
+        Self::start_with(env, secret, &[]).await
+    }
+
+    /// Like [`Gateway::start`], with more arguments.
+    pub async fn start_with(env: &TestEnv, secret: &str, extra: &[String]) -> anyhow::Result<Self> {
         let [api, admin] = free_ports()?;
         let log = std::env::temp_dir().join(format!("sluice-gateway-{}-{api}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
@@ -262,6 +267,7 @@ impl Gateway {
             .arg(format!("127.0.0.1:{api}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin}"))
+            .args(extra)
             .stdout(out.try_clone()?)
             .stderr(out)
             .kill_on_drop(true)
