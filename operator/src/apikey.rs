@@ -168,7 +168,18 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
     );
     status.observed_generation = apikey.metadata.generation;
     if apikey.status.as_ref() != Some(&status) {
+        let old_spend = apikey.status.as_ref().and_then(|s| s.current_period_spend_usd);
+        let spend_changed = old_spend != status.current_period_spend_usd;
+        let only_spend = spend_changed
+            && apikey.status.as_ref() == Some(&ApiKeyStatus { current_period_spend_usd: old_spend, ..status.clone() });
+        if only_spend && let Some(wait) = ctx.spend_write_wait(&key_id) {
+            // A busy key's spend changes with every report: its status follows at a slower pace.
+            return Ok(Action::requeue(requeue.min(wait)));
+        }
         apply_status(&Api::<ApiKey>::namespaced(ctx.client.clone(), &namespace), apikey, &status).await?;
+        if spend_changed {
+            ctx.note_spend_written(&key_id);
+        }
     }
 
     Ok(Action::requeue(requeue))

@@ -91,6 +91,7 @@ pub struct Context {
     pub usage: UsageIndex,
     failures: Mutex<HashMap<String, u32>>,
     config_written: Mutex<HashMap<String, Instant>>,
+    spend_written: Mutex<SpendWrites>,
     secret_users: RwLock<HashMap<(String, String), BTreeSet<String>>>,
 }
 
@@ -114,6 +115,7 @@ impl Context {
             usage: UsageIndex::default(),
             failures: Mutex::default(),
             config_written: Mutex::default(),
+            spend_written: Mutex::default(),
             secret_users: RwLock::default(),
         }
     }
@@ -154,6 +156,26 @@ impl Context {
         };
     }
 
+    /// How long ApiKey `id` must wait before a status write that changes only its spend; `None`:
+    /// it may write now.
+    pub fn spend_write_wait(&self, id: &str) -> Option<Duration> {
+        let written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
+        spacing_wait(written.at.get(id).copied(), Instant::now(), self.settings.spend_status_interval)
+    }
+
+    /// Notes that ApiKey `id`'s status got a new spend now.
+    pub fn note_spend_written(&self, id: &str) {
+        let mut written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
+        let interval = self.settings.spend_status_interval;
+        // Keys written longer ago than the interval need no spacing any more: forget them
+        // (deleted keys included) whenever the map has doubled since the last time.
+        if written.at.len() >= written.prune_at {
+            written.at.retain(|_, at| at.elapsed() < interval);
+            written.prune_at = (written.at.len() * 2).max(1024);
+        }
+        written.at.insert(id.to_owned(), Instant::now());
+    }
+
     /// The retry delay after a failed reconcile of `key`: 1 s, doubling up to 5 minutes.
     fn next_backoff(&self, key: String) -> Duration {
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
@@ -165,6 +187,20 @@ impl Context {
     fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
+}
+
+/// When each ApiKey's status last got a new spend.
+#[derive(Default)]
+struct SpendWrites {
+    at: HashMap<String, Instant>,
+    /// Size at which old entries are dropped.
+    prune_at: usize,
+}
+
+/// What is left of `interval` since `last` at `now`; `None` when nothing is.
+fn spacing_wait(last: Option<Instant>, now: Instant, interval: Duration) -> Option<Duration> {
+    let left = interval.checked_sub(now.saturating_duration_since(last?))?;
+    (!left.is_zero()).then_some(left)
 }
 
 fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -241,4 +277,20 @@ pub fn is_not_found(error: &kube::Error) -> bool {
 /// Whether an apiserver error is a 409 (already exists, or a stale resourceVersion).
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spend_writes_are_spaced() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(30);
+        assert_eq!(spacing_wait(None, now, interval), None, "a first spend is written at once");
+        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(10), interval), Some(Duration::from_secs(20)));
+        assert_eq!(spacing_wait(Some(now), now + interval, interval), None);
+        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(99), interval), None);
+        assert_eq!(spacing_wait(Some(now), now, Duration::ZERO), None, "no spacing");
+    }
 }

@@ -88,6 +88,11 @@ struct Cli {
     #[arg(long, env = "SLUICE_IDENTITY")]
     identity: Option<String>,
 
+    /// Least seconds between two status writes of one ApiKey that change only its reported spend
+    /// (status.currentPeriodSpendUsd).
+    #[arg(long, env = "SLUICE_SPEND_STATUS_INTERVAL_SECONDS", default_value_t = 30)]
+    spend_status_interval_seconds: u64,
+
     /// Address of /metrics, /healthz and /readyz. `off` serves none.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: String,
@@ -187,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         leader_election,
         metrics_listen,
         identity,
+        spend_status_interval: Duration::from_secs(cli.spend_status_interval_seconds),
     };
     tracing::info!(?settings, "starting");
     sluice_operator::run(client, settings, shutdown_signal()).await?;

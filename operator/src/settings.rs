@@ -9,6 +9,8 @@ use sluice_crds::compile::DEFAULT_SHARED_NAMESPACE;
 
 /// Namespace of the data planes unless told otherwise.
 pub const DEFAULT_DATAPLANE_NAMESPACE: &str = "sluice-dataplanes";
+/// How often, at most, the reported spend alone changes one ApiKey's status, unless told otherwise.
+pub const DEFAULT_SPEND_STATUS_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The gateway image of this operator's release.
 pub fn default_gateway_image() -> String {
@@ -37,6 +39,9 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Who this instance is, in Events and the Lease (usually the pod name).
     pub identity: String,
+    /// Least time between two status writes of one ApiKey that change only its reported spend:
+    /// busy keys' spend changes with every usage report, and each write is an etcd revision.
+    pub spend_status_interval: Duration,
 }
 
 impl Default for Settings {
@@ -51,6 +56,7 @@ impl Default for Settings {
             leader_election: None,
             metrics_listen: None,
             identity: "sluice-operator".to_owned(),
+            spend_status_interval: DEFAULT_SPEND_STATUS_INTERVAL,
         }
     }
 }

@@ -34,6 +34,7 @@ fn help_documents_every_flag_and_its_environment_variable() -> anyhow::Result<()
         ("--leader-election-lease", "SLUICE_LEADER_ELECTION_LEASE"),
         ("--leader-election-namespace", "SLUICE_LEADER_ELECTION_NAMESPACE"),
         ("--metrics-listen", "SLUICE_METRICS_LISTEN"),
+        ("--spend-status-interval-seconds", "SLUICE_SPEND_STATUS_INTERVAL_SECONDS"),
         ("--log-format", "SLUICE_LOG_FORMAT"),
     ] {
         assert!(help.contains(&format!("{flag} <")), "{flag} missing from --help");
