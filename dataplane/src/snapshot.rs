@@ -36,8 +36,8 @@ pub struct Snapshot {
 
 #[derive(Debug)]
 struct KeyRef {
-    project: String,
-    index: usize,
+    project: Arc<str>,
+    index: u32,
     hash_expires: Option<Timestamp>,
 }
 
@@ -209,8 +209,8 @@ impl Snapshot {
     /// The key whose material hashes to `hash`.
     pub fn key(&self, hash: &[u8; 32]) -> Option<FoundKey<'_>> {
         let found = self.keys.get(hash)?;
-        let project = self.projects.get(&found.project)?;
-        Some(FoundKey { project, key: project.keys.get(found.index)?, hash_expires: found.hash_expires })
+        let project = self.projects.get(&*found.project)?;
+        Some(FoundKey { project, key: project.keys.get(found.index as usize)?, hash_expires: found.hash_expires })
     }
 
     /// Number of keys loaded.
@@ -392,6 +392,8 @@ pub fn build(
             );
         }
 
+        let project_slug: Arc<str> = slug.as_str().into();
+        keys.reserve(config.keys.iter().map(|k| k.hashes.len()).sum());
         let mut project_keys = Vec::with_capacity(config.keys.len());
         for (index, key) in config.keys.iter().enumerate() {
             let state_id = format!("{slug}\u{0}{}", key.id);
@@ -401,8 +403,10 @@ pub fn build(
                 let mut bytes = [0u8; 32];
                 hex::decode_to_slice(&hash.sha256, &mut bytes)
                     .map_err(|_| fail(format!("key {}: bad hash", key.id)))?;
-                let previous =
-                    keys.insert(bytes, KeyRef { project: slug.clone(), index, hash_expires: hash.expires_at });
+                let previous = keys.insert(
+                    bytes,
+                    KeyRef { project: project_slug.clone(), index: index as u32, hash_expires: hash.expires_at },
+                );
                 if previous.is_some() {
                     return Err(fail(format!("key {}: its key material also opens another key", key.id)));
                 }
@@ -431,7 +435,7 @@ pub fn build(
             keys: project_keys.len(),
         });
         let project = Project {
-            slug: slug.as_str().into(),
+            slug: project_slug,
             default_tier: tier(&config.project.default_tier)?,
             endpoints,
             keys: project_keys,
