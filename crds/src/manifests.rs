@@ -169,17 +169,18 @@ fn load_text(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Ve
             api_version: Option<String>,
             kind: Option<String>,
         }
-        if let Ok(Head { api_version: Some(version), kind: Some(kind) }) = serde_json::from_str::<Head>(text) {
-            if version == CONFIG_API_VERSION && kind == CONFIG_KIND {
-                match serde_json::from_str::<GatewayConfig>(text) {
-                    Ok(config) => manifests.compiled.push(config),
-                    Err(e) => errors.push(LoadError {
-                        source: Source { line: e.line(), ..source },
-                        message: format!("{CONFIG_KIND}: {e}"),
-                    }),
-                }
-                return;
+        if let Ok(Head { api_version: Some(version), kind: Some(kind) }) = serde_json::from_str::<Head>(text)
+            && version == CONFIG_API_VERSION
+            && kind == CONFIG_KIND
+        {
+            match serde_json::from_str::<GatewayConfig>(text) {
+                Ok(config) => manifests.compiled.push(config),
+                Err(e) => errors.push(LoadError {
+                    source: Source { line: e.line(), ..source },
+                    message: format!("{CONFIG_KIND}: {e}"),
+                }),
             }
+            return;
         }
         match serde_json::from_str::<Value>(text) {
             Ok(value) => load_value(value, &source, manifests, errors),
