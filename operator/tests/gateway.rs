@@ -98,6 +98,15 @@ spec:
     let create_took = until_gateway(&http, &gateway, &second, StatusCode::OK, created, "a created key").await?;
 
     // Rotate by annotation: the new key works, the old one through the 3 s grace period only.
+    // The request (whole seconds) must be newer than the key it replaces, or it counts as
+    // answered: within the second the key was issued, wait for the next one.
+    let issued = eventually("the first key's issuedAt", WAIT, || async {
+        Ok(apikeys.get("first").await?.status.and_then(|s| s.issued_at).map(|t| t.0).ok_or_else(|| "none".to_owned()))
+    })
+    .await?;
+    while jiff::Timestamp::now().as_second() <= issued.as_second() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let rotated = Instant::now();
     // Whole seconds: status times are RFC 3339 with second precision.
     let stamp = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())?.to_string();
