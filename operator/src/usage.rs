@@ -315,7 +315,8 @@ pub async fn follow(
 }
 
 /// Removes the reports of gone pods whose periods all ended, at the resourceVersion they were
-/// read at (a pod writing meanwhile wins). Failures are logged and retried on the next change.
+/// read at (a pod writing meanwhile wins). Failures are logged and retried on the next change or
+/// sweep.
 async fn prune(ctx: &Context, config_map: &ConfigMap) {
     let name = config_map.name_any();
     let alive = |pod: &str| {
@@ -331,7 +332,11 @@ async fn prune(ctx: &Context, config_map: &ConfigMap) {
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     match api.patch(&name, &params, &Patch::Merge(&patch)).await {
         Ok(_) => tracing::info!(config_map = %name, reports = ?stale, "removed usage reports of gone pods"),
-        Err(err) => tracing::debug!(config_map = %name, error = %err, "usage reports not pruned this time"),
+        // A pod wrote meanwhile: the next change looks again.
+        Err(err) if crate::context::is_conflict(&err) => {
+            tracing::debug!(config_map = %name, "usage reports not pruned this time: the ConfigMap changed");
+        }
+        Err(err) => tracing::warn!(config_map = %name, error = %err, "could not remove usage reports of gone pods"),
     }
 }
 
