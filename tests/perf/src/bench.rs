@@ -72,6 +72,9 @@ pub struct Plan {
     pub memory_rate: f64,
     /// Process placement.
     pub placement: Placement,
+    /// Times every load is repeated (the report shows the best of them: background load only
+    /// ever slows a run down).
+    pub rounds: u32,
     /// Keys in the main runs' project.
     pub keys: usize,
 }
@@ -125,6 +128,21 @@ pub struct Runner {
     /// Per stream rate: each event's median arrival when calling the simulator directly (ms).
     direct_event_medians: BTreeMap<u64, Vec<f64>>,
     saturation: BTreeMap<(String, Workload), f64>,
+}
+
+/// A started system of a group, with what it serves and what it has measured.
+struct Member {
+    running: Running,
+    report: SystemReport,
+    supported: Vec<Workload>,
+    full: bool,
+}
+
+impl Member {
+    fn record(&mut self, m: Measurement, results: &mut Results) {
+        self.report.rss_peak_bytes = self.report.rss_peak_bytes.max(m.peak_rss_bytes);
+        results.measurements.push(m);
+    }
 }
 
 /// Processes sampled during an open-loop run: CPU by named group, memory of some roots.
@@ -265,8 +283,13 @@ impl Runner {
             .iter()
             .any(|s| self.plan.scenarios.contains(s));
         if load_scenarios {
-            for def in self.plan.systems.clone() {
-                self.run_system(&def);
+            // Sluice and its baselines run interleaved; each peer alone afterwards (LiteLLM idles
+            // at close to 1 GB, which the others need not share).
+            let (core, peers): (Vec<SystemDef>, Vec<SystemDef>) =
+                self.plan.systems.clone().into_iter().partition(|s| !s.is_peer());
+            self.run_group(&core);
+            for peer in peers {
+                self.run_group(std::slice::from_ref(&peer));
             }
         }
         if self.plan.scenarios.contains(&Scenario::Memory)
@@ -278,10 +301,12 @@ impl Runner {
         Ok(())
     }
 
-    fn run_system(&mut self, def: &SystemDef) {
+    /// Starts `def` and checks which workloads it serves; `None` (recorded as skipped) if it
+    /// does not start.
+    fn start_system(&mut self, def: &SystemDef) -> Option<Member> {
         say(format!("\n== {} ({}) ==", def.label, def.id));
         let mut report = SystemReport { id: def.id.clone(), label: def.label.clone(), ..SystemReport::default() };
-        let mut running = match systems::start(def, &self.env) {
+        let running = match systems::start(def, &self.env) {
             Ok(running) => running,
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -289,7 +314,7 @@ impl Runner {
                 report.status = "skipped".into();
                 report.reason = Some(procs::last_lines(&reason, 12));
                 self.results.systems.push(report);
-                return;
+                return None;
             }
         };
         report.status = "ok".into();
@@ -306,7 +331,6 @@ impl Runner {
             running.startup_secs,
             report.rss_idle_bytes as f64 / 1e6
         ));
-
         let mut supported = Vec::new();
         for workload in
             [Workload::Chat, Workload::Embeddings, Workload::ChatStream, Workload::Chat60, Workload::PacedStream]
@@ -324,44 +348,69 @@ impl Runner {
                 }
             }
         }
+        // `sluice-warn` is Sluice again with less logging: measured where logging can matter.
         let full = def.id != "sluice-warn";
-        if self.plan.scenarios.contains(&Scenario::Throughput) {
-            for workload in [Workload::Chat, Workload::Embeddings, Workload::ChatStream] {
-                if supported.contains(&workload) && (full || workload == Workload::Chat) {
-                    let m = self.throughput(&mut running, workload);
-                    self.record(&mut report, m);
-                }
-            }
-        }
-        if self.plan.scenarios.contains(&Scenario::Latency) {
-            let workloads: &[Workload] =
-                if full { &[Workload::Chat, Workload::Embeddings, Workload::Chat60] } else { &[Workload::Chat] };
-            for &workload in workloads {
-                if !supported.contains(&workload) {
-                    continue;
-                }
-                for rate in self.plan.rates.clone() {
-                    let m = self.latency(&mut running, workload, rate);
-                    self.record(&mut report, m);
-                }
-            }
-        }
-        if self.plan.scenarios.contains(&Scenario::Streaming) && full && supported.contains(&Workload::PacedStream) {
-            for rate in self.plan.stream_rates.clone() {
-                let m = self.streaming(&mut running, rate);
-                self.record(&mut report, m);
-            }
-        }
-        if let Err(e) = running.check_alive() {
-            self.results.notes.push(format!("{} exited during its runs: {e:#}", def.id));
-        }
-        running.stop();
-        self.results.systems.push(report);
+        Some(Member { running, report, supported, full })
     }
 
-    fn record(&mut self, report: &mut SystemReport, m: Measurement) {
-        report.rss_peak_bytes = report.rss_peak_bytes.max(m.peak_rss_bytes);
-        self.results.measurements.push(m);
+    /// Measures a group of systems, interleaved: each load is offered to every member in turn
+    /// (and the whole sequence repeated `rounds` times), so a change in the machine's background
+    /// load affects them alike and the comparisons within the group stay fair.
+    fn run_group(&mut self, defs: &[SystemDef]) {
+        let mut members: Vec<Member> = defs.iter().filter_map(|def| self.start_system(def)).collect();
+        if members.len() > 1 {
+            say(format!(
+                "\n== interleaved: {} ==",
+                members.iter().map(|m| m.running.def.id.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for round in 0..self.plan.rounds {
+            if self.plan.rounds > 1 {
+                say(format!("-- round {} of {}", round + 1, self.plan.rounds));
+            }
+            if self.plan.scenarios.contains(&Scenario::Throughput) {
+                for workload in [Workload::Chat, Workload::Embeddings, Workload::ChatStream] {
+                    for member in &mut members {
+                        if member.supported.contains(&workload) && (member.full || workload == Workload::Chat) {
+                            let mut m = self.throughput(&mut member.running, workload);
+                            m.round = round;
+                            member.record(m, &mut self.results);
+                        }
+                    }
+                }
+            }
+            if self.plan.scenarios.contains(&Scenario::Latency) {
+                for workload in [Workload::Chat, Workload::Embeddings, Workload::Chat60] {
+                    for rate in self.plan.rates.clone() {
+                        for member in &mut members {
+                            if member.supported.contains(&workload) && (member.full || workload == Workload::Chat) {
+                                let mut m = self.latency(&mut member.running, workload, rate);
+                                m.round = round;
+                                member.record(m, &mut self.results);
+                            }
+                        }
+                    }
+                }
+            }
+            if self.plan.scenarios.contains(&Scenario::Streaming) {
+                for rate in self.plan.stream_rates.clone() {
+                    for member in &mut members {
+                        if member.full && member.supported.contains(&Workload::PacedStream) {
+                            let mut m = self.streaming(&mut member.running, rate);
+                            m.round = round;
+                            member.record(m, &mut self.results);
+                        }
+                    }
+                }
+            }
+        }
+        for mut member in members {
+            if let Err(e) = member.running.check_alive() {
+                self.results.notes.push(format!("{} exited during its runs: {e:#}", member.running.def.id));
+            }
+            member.running.stop();
+            self.results.systems.push(member.report);
+        }
     }
 
     fn cpu_groups(&self, running: &Running) -> Vec<(String, Vec<u32>)> {
@@ -415,7 +464,8 @@ impl Runner {
             m.skipped = Some(format!("{e:#}"));
         }
         if let Some(w) = &m.wrk {
-            self.saturation.insert((m.system.clone(), workload), w.rps);
+            let best = self.saturation.entry((m.system.clone(), workload)).or_insert(0.0);
+            *best = best.max(w.rps);
             say(format!(
                 "   throughput {:<12} {:>9.0} req/s  errors {:>6}  system CPU {:>6} us/req  peak RSS {:>6.1} MB  (load {})",
                 workload.id(),
@@ -797,6 +847,7 @@ fn settings(plan: &Plan) -> BTreeMap<String, serde_json::Value> {
     s.insert("memoryKeys".into(), serde_json::json!(plan.memory_keys));
     s.insert("memoryRate".into(), plan.memory_rate.into());
     s.insert("keys".into(), plan.keys.into());
+    s.insert("rounds".into(), plan.rounds.into());
     s.insert("simulator".into(), crate::simulator::FLEET.into());
     s
 }

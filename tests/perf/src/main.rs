@@ -45,6 +45,11 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 64)]
     connections: u32,
 
+    /// Repeat every load this many times, interleaving the systems; tables show the best run
+    /// of each (background load only ever makes a run worse).
+    #[arg(long, global = true, default_value_t = 1)]
+    rounds: u32,
+
     /// Do not build sluice-gateway and sluice-sim first.
     #[arg(long, global = true)]
     no_build: bool,
@@ -205,5 +210,6 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
             PlacementArg::Split => Placement::Split,
         },
         keys: 10,
+        rounds: cli.rounds.max(1),
     })
 }

@@ -108,6 +108,8 @@ pub struct Measurement {
     /// Requests per second offered (open loop).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_rate: Option<f64>,
+    /// Which repetition (0-based) of the run's loads.
+    pub round: u32,
     /// Load average when it started.
     pub load_avg: [f64; 3],
     /// Closed-loop result.
