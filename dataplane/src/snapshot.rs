@@ -213,9 +213,9 @@ impl Snapshot {
         Some(FoundKey { project, key: project.keys.get(found.index as usize)?, hash_expires: found.hash_expires })
     }
 
-    /// Number of keys loaded.
+    /// Number of API keys loaded (a key in a rotation's grace period counts once).
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.projects.values().map(|p| p.keys.len()).sum()
     }
 }
 

@@ -32,6 +32,11 @@ async fn every_refusal_has_its_status_and_error_body() {
     expect_error(r, 401, "missing_api_key").await;
     expect_error(chat("sl_acme_wrong_key_0000001", chat_body("m-ok")).await, 401, "invalid_api_key").await;
     expect_error(chat("sl_acme_expired_000000001", chat_body("m-ok")).await, 401, "api_key_expired").await;
+    // Rotation: both keys work during the grace period, only the new one after it.
+    for key in ["sl_acme_rotating_new_0001", "sl_acme_rotating_old_0001", "sl_acme_rotated_new_00001"] {
+        assert_eq!(chat(key, chat_body("m-ok")).await.status(), 200, "{key}");
+    }
+    expect_error(chat("sl_acme_rotated_old_00001", chat_body("m-ok")).await, 401, "api_key_expired").await;
 
     // 403
     let message =
@@ -254,6 +259,19 @@ async fn models_deprecation_and_admin_endpoints() {
     let one = http.get(acme.gateway.url("/acme/chat/v1/models/m-old")).bearer_auth(FULL_KEY).send().await.expect("get");
     assert_eq!(one.json::<Value>().await.expect("json")["id"], "m-ok");
 
+    let echoed = http
+        .post(acme.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(FULL_KEY)
+        .header("x-request-id", "trace-4242")
+        .json(&chat_body("m-ok"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-4242", "a client's request id is kept");
+    assert!(acme.gateway.log_text().contains("\"request_id\":\"trace-4242\""));
+    let generated = acme.chat("chat", FULL_KEY, chat_body("m-ok")).await;
+    assert!(generated.headers()["x-request-id"].to_str().is_ok_and(|id| id.starts_with("req_") && id.len() == 28));
+
     let deprecated = acme.chat("chat", FULL_KEY, chat_body("m-old")).await;
     assert_eq!(deprecated.status(), 200);
     assert_eq!(deprecated.headers()["deprecation"], "true");
@@ -265,19 +283,19 @@ async fn models_deprecation_and_admin_endpoints() {
     let config: Value =
         http.get(acme.gateway.admin_url("/config")).send().await.expect("config").json().await.expect("json");
     assert_eq!(config["generation"], 1);
-    assert_eq!(config["keys"], 9);
+    assert_eq!(config["keys"], 11, "a key in its rotation grace period counts once");
     assert!(config["hashes"][0].as_str().is_some_and(|h| h.starts_with("sha256:")));
     let metrics =
         http.get(acme.gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text");
     for name in [
-        "sluice_requests_total{project=\"acme\",endpoint=\"chat\",model=\"m-ok\",status_class=\"2xx\"} 1",
+        "sluice_requests_total{project=\"acme\",endpoint=\"chat\",model=\"m-ok\",status_class=\"2xx\"} 3",
         "sluice_tokens_total{project=\"acme\",endpoint=\"chat\",model=\"m-ok\",direction=\"output\"}",
         "sluice_request_duration_seconds_bucket",
         "sluice_time_to_first_token_seconds_bucket",
         "sluice_requests_in_flight{project=\"acme\",endpoint=\"chat\"} 0",
         "sluice_config_generation 1",
         "sluice_config_reloads_total{result=\"success\"} 1",
-        "sluice_api_keys 9",
+        "sluice_api_keys 11",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
