@@ -84,6 +84,11 @@ enum Cmd {
     Peers,
     /// Where Sluice (or --systems) spends CPU under saturating chat load: perf-<id>.txt.
     Profile,
+    /// Writes report.md and the SVGs again from a run folder's results.json.
+    Render {
+        /// The run folder (target/bench/<time>).
+        dir: PathBuf,
+    },
     /// The open-loop generator (run by sluice-bench itself, one process per measurement).
     #[command(hide = true)]
     OpenLoop {
@@ -106,6 +111,14 @@ fn main() -> anyhow::Result<()> {
         let spec = serde_json::from_slice(&std::fs::read(spec)?)?;
         let result = sluice_bench::loadgen::run(&spec)?;
         println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    if let Cmd::Render { dir } = &command {
+        let mut results: sluice_bench::results::Results =
+            serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
+        sluice_bench::report::finish(&mut results);
+        sluice_bench::report::write(&results, dir)?;
+        println!("{}", sluice_bench::report::markdown(&results));
         return Ok(());
     }
     if cfg!(debug_assertions) {
@@ -166,7 +179,7 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
         Cmd::Peers => {
             ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
         }
-        Cmd::OpenLoop { .. } => unreachable!("handled before planning"),
+        Cmd::OpenLoop { .. } | Cmd::Render { .. } => unreachable!("handled before planning"),
     };
     let mut wanted: Vec<String> = if cli.systems.is_empty() {
         default_systems.iter().map(|s| (*s).to_owned()).collect()

@@ -11,6 +11,7 @@ use crate::wrk::WrkResult;
 
 /// A whole run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Results {
     /// When it started (UTC).
     pub started_at: String,
@@ -42,6 +43,7 @@ pub struct Results {
 
 /// The machine and its load.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Machine {
     /// Logical CPUs.
     pub cpus: usize,
@@ -61,6 +63,7 @@ pub struct Machine {
 
 /// The commit measured.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Git {
     /// `HEAD`.
     pub commit: String,
@@ -70,6 +73,7 @@ pub struct Git {
 
 /// One system of the run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SystemReport {
     /// Short id.
     pub id: String,
@@ -98,6 +102,7 @@ pub struct SystemReport {
 
 /// One measurement: a system, a workload, a load.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Measurement {
     /// System id.
     pub system: String,
@@ -156,6 +161,7 @@ impl Measurement {
 
 /// Memory and configuration loading with a number of keys.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MemoryResult {
     /// API keys in the project.
     pub keys: usize,
@@ -189,6 +195,7 @@ pub struct MemoryResult {
 
 /// One of the targets.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TargetCheck {
     /// What.
     pub name: String,
