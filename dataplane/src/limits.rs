@@ -75,14 +75,9 @@ pub fn budget_period(period: BudgetPeriod, now: jiff::Timestamp) -> i64 {
     }
 }
 
-/// A period's id as usage reports write it: `daily:2026-11-22`, `monthly:2026-11` or `total`.
+/// A period's id as usage reports write it (see [`BudgetPeriod::period_id`]).
 pub fn period_id(period: BudgetPeriod, now: jiff::Timestamp) -> String {
-    let date = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    match period {
-        BudgetPeriod::Daily => format!("daily:{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
-        BudgetPeriod::Monthly => format!("monthly:{:04}-{:02}", date.year(), date.month()),
-        BudgetPeriod::Total => "total".to_owned(),
-    }
+    period.period_id(now)
 }
 
 /// What one key used in its current period (its budget's period; monthly without a budget).

@@ -37,14 +37,10 @@ pub fn key_period(apikey: &ApiKey) -> BudgetPeriod {
     apikey.spec.budget.as_ref().map_or(BudgetPeriod::Monthly, |b| b.period)
 }
 
-/// The id of the period `now` is in (UTC): `daily:YYYY-MM-DD`, `monthly:YYYY-MM` or `total`.
+/// The id of the period `now` is in (UTC): `daily:YYYY-MM-DD`, `monthly:YYYY-MM` or `total`,
+/// defined once in sluice-crds so the gateway's reports and this reader agree.
 pub fn period_id(period: BudgetPeriod, now: Timestamp) -> String {
-    let date = now.to_zoned(TimeZone::UTC).date();
-    match period {
-        BudgetPeriod::Daily => format!("daily:{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
-        BudgetPeriod::Monthly => format!("monthly:{:04}-{:02}", date.year(), date.month()),
-        BudgetPeriod::Total => "total".to_owned(),
-    }
+    period.period_id(now)
 }
 
 /// When the period `now` is in ends; `None` for `total`, which never does.

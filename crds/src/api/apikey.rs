@@ -122,6 +122,19 @@ pub enum BudgetPeriod {
     Total,
 }
 
+impl BudgetPeriod {
+    /// The id of the period `now` is in (UTC), as usage reports write it: `daily:YYYY-MM-DD`,
+    /// `monthly:YYYY-MM` or `total`. The gateway writes it and the operator reads it.
+    pub fn period_id(self, now: jiff::Timestamp) -> String {
+        let date = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        match self {
+            Self::Daily => format!("daily:{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+            Self::Monthly => format!("monthly:{:04}-{:02}", date.year(), date.month()),
+            Self::Total => "total".to_owned(),
+        }
+    }
+}
+
 /// Key material from a Secret in the ApiKey's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
