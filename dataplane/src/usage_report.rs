@@ -47,6 +47,34 @@ pub struct KeyUsage {
     pub completion_tokens: u64,
 }
 
+/// Largest report one pod writes: a ConfigMap holds 1 MiB, shared by every replica's entry.
+pub const MAX_REPORT_BYTES: usize = 200 * 1024;
+
+/// Keeps a report under [`MAX_REPORT_BYTES`]: keys with a budget first (their spend is
+/// enforced across replicas), then the biggest spenders. Returns how many keys were left out.
+pub fn fit(usage: &mut BTreeMap<String, KeyUsage>, budgeted: &dyn Fn(&str) -> bool) -> usize {
+    // About what one entry takes in the JSON, with a margin.
+    let size = |id: &str, u: &KeyUsage| id.len() + u.period.len() + 130;
+    let total: usize = usage.iter().map(|(id, u)| size(id, u)).sum();
+    if total <= MAX_REPORT_BYTES {
+        return 0;
+    }
+    let mut ranked: Vec<(String, KeyUsage)> = std::mem::take(usage).into_iter().collect();
+    ranked.sort_by(|(a, ua), (b, ub)| budgeted(b).cmp(&budgeted(a)).then(ub.spend_usd.total_cmp(&ua.spend_usd)));
+    let mut used = 0;
+    let mut left_out = 0;
+    for (id, u) in ranked {
+        let bytes = size(&id, &u);
+        if used + bytes <= MAX_REPORT_BYTES {
+            used += bytes;
+            usage.insert(id, u);
+        } else {
+            left_out += 1;
+        }
+    }
+    left_out
+}
+
 fn period_kind(key: &Key) -> BudgetPeriod {
     key.budget.as_ref().map_or(BudgetPeriod::Monthly, |b| b.period)
 }
@@ -162,7 +190,16 @@ pub async fn run(
         ticker.tick().await;
         let snapshot = gateway.snapshot();
         let now = Timestamp::now();
-        let usage = local_usage(&snapshot, now);
+        let mut usage = local_usage(&snapshot, now);
+        let budgeted: std::collections::HashSet<String> =
+            keys(&snapshot).filter(|k| k.budget.is_some()).map(|k| k.id.to_string()).collect();
+        let left_out = fit(&mut usage, &|id| budgeted.contains(id));
+        if left_out > 0 {
+            tracing::warn!(
+                left_out,
+                "usage report too large for its ConfigMap; the smallest spenders without a budget are left out"
+            );
+        }
         if last_written.as_ref() != Some(&usage) {
             let report = Report { pod: pod.clone(), reported_at: now, keys: usage.clone() };
             let text = serde_json::to_string(&report).unwrap_or_default();
@@ -182,5 +219,33 @@ pub async fn run(
             Ok(None) => {}
             Err(error) => tracing::debug!(%error, "reading other pods' usage failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_reports_keep_budgeted_keys_and_big_spenders() {
+        let entry = |spend: f64| KeyUsage {
+            period: "monthly:2026-11".into(),
+            spend_usd: spend,
+            requests: 1,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        };
+        let mut usage: BTreeMap<String, KeyUsage> =
+            (0..5_000).map(|i| (format!("team/key-{i:05}"), entry(f64::from(i)))).collect();
+        let budgeted = |id: &str| id == "team/key-00000";
+        let left_out = fit(&mut usage, &budgeted);
+        assert!(left_out > 0 && left_out < 5_000, "{left_out}");
+        assert!(usage.contains_key("team/key-00000"), "the budgeted key stays although it spent least");
+        assert!(usage.contains_key("team/key-04999"), "the biggest spender stays");
+        assert!(!usage.contains_key("team/key-00001"));
+        let report = Report { pod: "p".into(), reported_at: Timestamp::UNIX_EPOCH, keys: usage };
+        assert!(serde_json::to_string(&report).expect("json").len() <= MAX_REPORT_BYTES);
+        let mut small: BTreeMap<String, KeyUsage> = [("a/b".to_owned(), entry(1.0))].into();
+        assert_eq!(fit(&mut small, &budgeted), 0);
     }
 }
