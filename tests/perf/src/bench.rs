@@ -722,7 +722,7 @@ impl Runner {
                 fmt_load(load),
                 report(&["--no-children", "--percent-limit", "0.6", "-F", "overhead,sym"])?,
                 report(&["--no-children", "-F", "overhead,dso"])?,
-                report(&["--children", "--percent-limit", "4", "-F", "children,self,sym"])?,
+                report(&["--children", "--percent-limit", "4", "--sort", "sym"])?,
             ))
         })();
         running.stop();

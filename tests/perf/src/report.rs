@@ -414,7 +414,14 @@ pub fn p99_chart(r: &Results, workload: &str, title: &str) -> String {
                 .filter(|m| &m.system == id && m.scenario == "latency" && m.workload == workload)
                 .filter_map(|m| Some((m.offered_rate?, m.open_loop.as_ref()?.latency.as_ref()?.p99)))
                 .collect();
-            (!points.is_empty()).then(|| Series { label: label(r, id).to_owned(), points })
+            let tried =
+                r.measurements.iter().any(|m| &m.system == id && m.scenario == "latency" && m.workload == workload);
+            match (points.is_empty(), tried) {
+                (false, _) => Some(Series { label: label(r, id).to_owned(), points }),
+                // In the legend, so a missing line is not mistaken for a missing system.
+                (true, true) => Some(Series { label: format!("{}: over capacity", label(r, id)), points }),
+                (true, false) => None,
+            }
         })
         .collect();
     line_chart(title, "offered load (requests per second, open loop)", &series)

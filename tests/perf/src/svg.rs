@@ -13,10 +13,10 @@ pub struct Series {
 }
 
 const COLORS: [&str; 8] = ["#1f77b4", "#7f7f7f", "#d62728", "#ff9896", "#2ca02c", "#9467bd", "#8c564b", "#17becf"];
-const WIDTH: f64 = 760.0;
+const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 440.0;
 const LEFT: f64 = 72.0;
-const RIGHT: f64 = 200.0;
+const RIGHT: f64 = 290.0;
 const TOP: f64 = 44.0;
 const BOTTOM: f64 = 56.0;
 
