@@ -511,7 +511,7 @@ impl Runner {
     fn open_loop(&self, observed: &Observed, spec: &OpenLoopSpec) -> anyhow::Result<(OpenLoopResult, Window)> {
         let spec_path = self.env.work_dir.join("open-loop-spec.json");
         std::fs::write(&spec_path, serde_json::to_vec(spec)?)?;
-        let exe = std::env::current_exe()?;
+        let exe = crate::procs::own_exe()?;
         let mut command = match &self.loadgen_cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");

@@ -152,10 +152,22 @@ fn main() -> anyhow::Result<()> {
 /// Builds the binaries measured, so the one command needs nothing before it.
 fn build(workspace: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Not sluice-bench itself: relinking the running binary would leave it without a path.
     eprintln!("building sluice-gateway and sluice-sim (release)...");
     let status = Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--release", "-p", "sluice-gateway", "-p", "sluice-sim", "-p", "sluice-bench"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "sluice-gateway",
+            "-p",
+            "sluice-sim",
+            "--bin",
+            "sluice-gateway",
+            "--bin",
+            "sluice-sim",
+        ])
         .status()
         .context("running cargo build")?;
     if !status.success() {

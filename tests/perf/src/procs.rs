@@ -199,6 +199,17 @@ pub fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// This program's path, also after a rebuild replaced the file (Linux then reports
+/// `PATH (deleted)`; the new binary is at `PATH`).
+pub fn own_exe() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => exe,
+    })
+}
+
 /// A free loopback port (bound and released; fine on a machine where nothing else races for it).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
