@@ -31,7 +31,11 @@ pub struct Source {
 
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {}, line {})", self.file.display(), self.document, self.line)
+        if self.document == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{} (document {}, line {})", self.file.display(), self.document, self.line)
+        }
     }
 }
 
@@ -198,12 +202,15 @@ fn load_text(file: &Path, text: &str, manifests: &mut Manifests, errors: &mut Ve
         }
         index += 1;
         let source = Source { file: file.to_owned(), document: index, line };
-        // Pad with the lines before the document so the parser's line numbers are the file's.
-        let padded = format!("{}{body}", "\n".repeat(line - 1));
-        let value: Value = match parse_yaml(&padded) {
+        let value: Value = match parse_yaml(&body) {
             Ok(value) => value,
-            Err(e) => {
-                errors.push(LoadError { source, message: format!("not valid YAML: {e}") });
+            Err(_) => {
+                // Parse again padded with the lines before the document, so the parser's
+                // message carries the file's line numbers. Only on failure: padding every
+                // document makes a file of many documents quadratic to read.
+                let padded = format!("{}{body}", "\n".repeat(line - 1));
+                let message = parse_yaml(&padded).err().map_or_else(String::new, |e| e.to_string());
+                errors.push(LoadError { source, message: format!("not valid YAML: {message}") });
                 continue;
             }
         };

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config_source;
 pub mod error;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod protocol;
 pub mod reload;

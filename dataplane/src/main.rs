@@ -8,17 +8,31 @@ use sluice_gateway::settings::{LogFormat, Settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let settings = Settings::parse();
     // One process-wide TLS crypto provider (aws-lc-rs) for every client in the binary.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)?;
+    let (writer, _flush) = sluice_gateway::logging::LogWriter::stdout()?;
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_writer(writer).init()
+        }
+        LogFormat::Text => {
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(writer).init();
+        }
     }
+    // Loading a large configuration runs on a blocking thread; letting idle ones go after a
+    // second returns that thread's parsing memory to the system soon after a load.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(1))
+        .build()?;
+    runtime.block_on(serve(settings))
+}
 
+async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.check || settings.print_config {
         return check(&settings);
     }
