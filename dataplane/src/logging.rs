@@ -1,77 +1,89 @@
-//! Log output off the request path: formatted lines go through a bounded channel to one writer
-//! thread that batches them into stdout, so a worker thread never waits on a `write(2)` per
-//! access-log line (which cost a quarter of the throughput at `info`). Nothing is dropped: when
-//! the channel is full, logging waits for the writer.
+//! Log output off the request path. Formatted lines are appended to one shared buffer (a lock and
+//! a copy, no system call, no wake-up), and a writer thread writes the buffer to stdout every
+//! 20 ms. One `write(2)` per access-log line, and the wake-up of a writer per line, cost a
+//! quarter of the gateway's throughput at `info`. Nothing is dropped: past 4 MiB waiting (stdout
+//! stalled), the thread that logs writes the buffer out itself.
 
-use std::io::{BufWriter, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Lines that may wait for the writer before logging blocks.
-const QUEUE_LINES: usize = 16 * 1024;
+/// How often queued lines are written.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Queued bytes past which logging writes synchronously.
+const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
 
-/// Hands each log line to the writer thread.
-#[derive(Clone)]
-pub struct LogWriter {
-    lines: SyncSender<Vec<u8>>,
+struct Queue {
+    lines: Mutex<Vec<u8>>,
+    stopping: AtomicBool,
 }
 
-/// Dropping it (at exit) waits, briefly, until every queued line is written.
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes out what is queued.
+    fn drain(&self) {
+        let batch = std::mem::take(&mut *self.lock());
+        if !batch.is_empty() {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Where the log formatter writes.
+#[derive(Clone)]
+pub struct LogWriter {
+    queue: Arc<Queue>,
+}
+
+/// Dropping it (at exit) writes out every queued line.
 pub struct LogFlushGuard {
-    lines: SyncSender<Vec<u8>>,
-    flushed: Receiver<()>,
-    _thread: JoinHandle<()>,
+    queue: Arc<Queue>,
 }
 
 impl LogWriter {
     /// Starts the writer thread over stdout.
     pub fn stdout() -> std::io::Result<(Self, LogFlushGuard)> {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
-        let (flushed_tx, flushed_rx) = sync_channel(1);
-        let thread =
-            std::thread::Builder::new().name("sluice-log".into()).spawn(move || write_lines(&rx, &flushed_tx))?;
-        Ok((Self { lines: tx.clone() }, LogFlushGuard { lines: tx, flushed: flushed_rx, _thread: thread }))
-    }
-}
-
-/// Writes lines as they come; an empty line is a flush request from [`LogFlushGuard`].
-fn write_lines(lines: &Receiver<Vec<u8>>, flushed: &SyncSender<()>) {
-    // Not `stdout().lock()`: holding the lock between batches would block `println!` elsewhere.
-    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    while let Ok(line) = lines.recv() {
-        let mut flush_requested = line.is_empty();
-        let _ = out.write_all(&line);
-        // Write whatever else is already queued, then flush once for the batch.
-        while let Ok(more) = lines.try_recv() {
-            flush_requested |= more.is_empty();
-            let _ = out.write_all(&more);
-        }
-        let _ = out.flush();
-        if flush_requested {
-            let _ = flushed.try_send(());
-        }
+        let queue =
+            Arc::new(Queue { lines: Mutex::new(Vec::with_capacity(64 * 1024)), stopping: AtomicBool::new(false) });
+        let background = queue.clone();
+        std::thread::Builder::new().name("sluice-log".into()).spawn(move || {
+            while !background.stopping.load(Ordering::Relaxed) {
+                std::thread::sleep(FLUSH_EVERY);
+                background.drain();
+            }
+        })?;
+        Ok((Self { queue: queue.clone() }, LogFlushGuard { queue }))
     }
 }
 
 impl Drop for LogFlushGuard {
     fn drop(&mut self) {
-        if self.lines.send(Vec::new()).is_ok() {
-            let _ = self.flushed.recv_timeout(std::time::Duration::from_secs(2));
-        }
+        self.queue.stopping.store(true, Ordering::Relaxed);
+        self.queue.drain();
     }
 }
 
-/// One log line being formatted.
-pub struct LineWriter {
-    lines: SyncSender<Vec<u8>>,
-    line: Vec<u8>,
+/// Appends one formatted event (the formatter writes each event in one call).
+pub struct QueueWriter<'a> {
+    queue: &'a Queue,
 }
 
-impl Write for LineWriter {
+impl Write for QueueWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.line.extend_from_slice(bytes);
+        let mut lines = self.queue.lock();
+        lines.extend_from_slice(bytes);
+        if lines.len() > MAX_QUEUED_BYTES {
+            drop(lines);
+            self.queue.drain();
+        }
         Ok(bytes.len())
     }
 
@@ -80,19 +92,10 @@ impl Write for LineWriter {
     }
 }
 
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        // Empty lines are flush requests to the writer; a formatter never ends a line empty.
-        if !self.line.is_empty() {
-            let _ = self.lines.send(std::mem::take(&mut self.line));
-        }
-    }
-}
-
 impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = LineWriter;
+    type Writer = QueueWriter<'a>;
 
-    fn make_writer(&'a self) -> LineWriter {
-        LineWriter { lines: self.lines.clone(), line: Vec::with_capacity(256) }
+    fn make_writer(&'a self) -> QueueWriter<'a> {
+        QueueWriter { queue: &self.queue }
     }
 }

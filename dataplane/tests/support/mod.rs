@@ -130,6 +130,19 @@ impl Gateway {
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+
+    /// The logs once they contain `needle` (the gateway writes its logs every 20 ms), or as they
+    /// are after two seconds.
+    pub fn logs_with(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) || start.elapsed() > Duration::from_secs(2) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Gateway {
