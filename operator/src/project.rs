@@ -315,12 +315,13 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         (name, ObjectVerdict { served, problems: compiled.problems.get(&object).cloned().unwrap_or_default() })
     };
 
+    // What the last published report said is served: still true while no new configuration is
+    // written (the project is broken, or a large configuration's write is deferred).
+    let served_before = |name: &str, of: fn(&ProjectReport) -> &std::collections::HashMap<String, ObjectVerdict>| {
+        previous.as_deref().and_then(|r| of(r).get(name)).is_some_and(|v| v.served)
+    };
     let (Some(config), Some(secrets)) = (&compiled.config, secrets) else {
         // The Project itself is broken: keep serving what was served, report the problems.
-        let served_before =
-            |name: &str, of: fn(&ProjectReport) -> &std::collections::HashMap<String, ObjectVerdict>| {
-                previous.as_deref().and_then(|r| of(r).get(name)).is_some_and(|v| v.served)
-            };
         let message = conditions::join_problems(&problem_lines);
         let report = ProjectReport {
             project: project.name_any(),
@@ -353,6 +354,9 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
     let written = write_config(project, &owner, config, secrets, ctx).await?;
     apply_data_plane(project, &owner, written.shards, ctx).await?;
 
+    // A deferred write leaves the last written configuration serving: objects and counts are
+    // reported from it, not from the one that waits.
+    let deferred = written.deferred.is_some();
     let served_endpoints: HashSet<&str> = config.endpoints.values().map(|e| e.id.as_str()).collect();
     let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
     let id = |name: String| format!("{namespace}/{name}");
@@ -364,11 +368,25 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
             failure: None,
             endpoints: endpoints
                 .iter()
-                .map(|e| verdict_of("Endpoint", e.name_any(), served_endpoints.contains(id(e.name_any()).as_str())))
+                .map(|e| {
+                    let served = if deferred {
+                        served_before(&e.name_any(), |r| &r.endpoints)
+                    } else {
+                        served_endpoints.contains(id(e.name_any()).as_str())
+                    };
+                    verdict_of("Endpoint", e.name_any(), served)
+                })
                 .collect(),
             keys: apikeys
                 .iter()
-                .map(|k| verdict_of("ApiKey", k.name_any(), served_keys.contains(id(k.name_any()).as_str())))
+                .map(|k| {
+                    let served = if deferred {
+                        served_before(&k.name_any(), |r| &r.keys)
+                    } else {
+                        served_keys.contains(id(k.name_any()).as_str())
+                    };
+                    verdict_of("ApiKey", k.name_any(), served)
+                })
                 .collect(),
             tiers: config.tiers.keys().cloned().collect(),
         },
@@ -378,10 +396,15 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         ctx.caches.deployments.get(&ObjectRef::new(&workload_name(slug)).within(&ctx.settings.dataplane_namespace));
     let ready_replicas = deployment.and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0);
     let short_hash: String = written.hash.chars().take(19).collect();
+    let previous_status = project.status.clone().unwrap_or_default();
+    let (served_endpoints, served_keys) = if deferred {
+        let count = |n: Option<u32>| n.map_or(0, |n| n as usize);
+        (count(previous_status.endpoints), count(previous_status.keys))
+    } else {
+        (config.endpoints.len(), config.keys.len())
+    };
     let mut serving = format!(
-        "configuration {short_hash} serves {} endpoint(s) and {} key(s); {ready_replicas} of {} gateway replica(s) ready",
-        config.endpoints.len(),
-        config.keys.len(),
+        "configuration {short_hash} serves {served_endpoints} endpoint(s) and {served_keys} key(s); {ready_replicas} of {} gateway replica(s) ready",
         project.spec.data_plane.replicas
     );
     if let Some(wait) = written.deferred {
@@ -416,7 +439,7 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         project,
         &verdicts,
         Some(written.hash.clone()),
-        Some((config.endpoints.len(), config.keys.len(), ready_replicas)),
+        Some((served_endpoints, served_keys, ready_replicas)),
         now,
     )
     .await?;
