@@ -20,7 +20,12 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::fmt().json().with_env_filter(filter).with_current_span(false).with_writer(writer).init()
         }
         LogFormat::Text => {
-            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(writer).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(colour)
+                .event_format(sluice_gateway::logging::TextFormat::new(colour))
+                .with_writer(writer)
+                .init();
         }
     }
     // Loading a large configuration runs on a blocking thread; letting idle ones go after a

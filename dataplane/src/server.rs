@@ -81,10 +81,13 @@ pub async fn serve<H, F>(
             () = &mut shutdown => break,
         }
     }
+    // The API and the admin listener both end here: the address says which one.
+    let address = listener.local_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
     drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections"),
+        () = graceful.shutdown() => tracing::info!(listener = %address, "all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!(listener = %address, grace_seconds = grace.as_secs(),
+            "grace period over; closing remaining connections"),
     }
 }
 

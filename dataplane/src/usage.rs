@@ -192,7 +192,8 @@ impl Accounting {
             ttft_ms = ttft.map(|t| t.as_millis() as u64),
             prompt_tokens = usage.prompt_tokens,
             completion_tokens = usage.completion_tokens,
-            cost_usd = cost,
+            // Whole nano-dollars: `2e-5`, not the `2.0000000000000005e-5` of summed float prices.
+            cost_usd = (cost * 1e9).round() / 1e9,
             cut_short = self.cut_short,
             "request"
         );

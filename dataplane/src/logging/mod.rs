@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+mod text;
+
+pub use text::TextFormat;
+
 /// How often queued lines are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Queued bytes past which logging writes synchronously.
