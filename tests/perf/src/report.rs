@@ -207,7 +207,15 @@ pub fn markdown(r: &Results) -> String {
         }
         let chat = find(r, id, "throughput", "chat", None);
         let cpu = chat.and_then(|m| m.system_cpu_us_per_request).map_or("-".into(), |v| format!("{v:.1}"));
-        let peak = ms.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0) as f64 / MB;
+        // The peak of the runs shown: a later round's process has served the latency runs'
+        // hundreds of connections in between, and its allocator may still hold their buffers.
+        let peak = ["chat", "embeddings", "chat-stream"]
+            .iter()
+            .filter_map(|w| find(r, id, "throughput", w, None))
+            .map(|m| m.peak_rss_bytes)
+            .max()
+            .unwrap_or(0) as f64
+            / MB;
         let peak = if peak > 0.0 { format!("{peak:.1}") } else { "-".into() };
         let errors: u64 = ms.iter().map(|m| m.errors()).sum();
         let _ = writeln!(row, "| {cpu} | {peak} | {errors} | {} |", load_range(&ms));
