@@ -47,6 +47,9 @@ const MAX_SPACING: Duration = Duration::from_secs(20);
 /// Rounds of leaving out broken objects before giving up (Provider, then Endpoint, then ApiKey).
 const MAX_ROUNDS: usize = 6;
 
+/// Picks one kind's verdicts out of a published report.
+type Verdicts = fn(&ProjectReport) -> &std::collections::HashMap<String, ObjectVerdict>;
+
 /// Reconciles one Project.
 pub async fn reconcile(project: Arc<Project>, ctx: Arc<Context>) -> Result<Action> {
     observe(CONTROLLER, project, ctx, |project, ctx| async move {
@@ -317,9 +320,8 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
 
     // What the last published report said is served: still true while no new configuration is
     // written (the project is broken, or a large configuration's write is deferred).
-    let served_before = |name: &str, of: fn(&ProjectReport) -> &std::collections::HashMap<String, ObjectVerdict>| {
-        previous.as_deref().and_then(|r| of(r).get(name)).is_some_and(|v| v.served)
-    };
+    let served_before =
+        |name: &str, of: Verdicts| previous.as_deref().and_then(|r| of(r).get(name)).is_some_and(|v| v.served);
     let (Some(config), Some(secrets)) = (&compiled.config, secrets) else {
         // The Project itself is broken: keep serving what was served, report the problems.
         let message = conditions::join_problems(&problem_lines);
@@ -359,7 +361,14 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
     let deferred = written.deferred.is_some();
     let served_endpoints: HashSet<&str> = config.endpoints.values().map(|e| e.id.as_str()).collect();
     let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
-    let id = |name: String| format!("{namespace}/{name}");
+    let served_now = |kind: &'static str, name: String, written: &HashSet<&str>, reported: Verdicts| {
+        let served = if deferred {
+            served_before(&name, reported)
+        } else {
+            written.contains(format!("{namespace}/{name}").as_str())
+        };
+        verdict_of(kind, name, served)
+    };
     ctx.reports.publish(
         namespace,
         ProjectReport {
@@ -368,26 +377,9 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
             failure: None,
             endpoints: endpoints
                 .iter()
-                .map(|e| {
-                    let served = if deferred {
-                        served_before(&e.name_any(), |r| &r.endpoints)
-                    } else {
-                        served_endpoints.contains(id(e.name_any()).as_str())
-                    };
-                    verdict_of("Endpoint", e.name_any(), served)
-                })
+                .map(|e| served_now("Endpoint", e.name_any(), &served_endpoints, |r| &r.endpoints))
                 .collect(),
-            keys: apikeys
-                .iter()
-                .map(|k| {
-                    let served = if deferred {
-                        served_before(&k.name_any(), |r| &r.keys)
-                    } else {
-                        served_keys.contains(id(k.name_any()).as_str())
-                    };
-                    verdict_of("ApiKey", k.name_any(), served)
-                })
-                .collect(),
+            keys: apikeys.iter().map(|k| served_now("ApiKey", k.name_any(), &served_keys, |r| &r.keys)).collect(),
             tiers: config.tiers.keys().cloned().collect(),
         },
     );
@@ -396,13 +388,7 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         ctx.caches.deployments.get(&ObjectRef::new(&workload_name(slug)).within(&ctx.settings.dataplane_namespace));
     let ready_replicas = deployment.and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0);
     let short_hash: String = written.hash.chars().take(19).collect();
-    let previous_status = project.status.clone().unwrap_or_default();
-    let (served_endpoints, served_keys) = if deferred {
-        let count = |n: Option<u32>| n.map_or(0, |n| n as usize);
-        (count(previous_status.endpoints), count(previous_status.keys))
-    } else {
-        (config.endpoints.len(), config.keys.len())
-    };
+    let (served_endpoints, served_keys) = serving_counts(config, deferred, project.status.as_ref());
     let mut serving = format!(
         "configuration {short_hash} serves {served_endpoints} endpoint(s) and {served_keys} key(s); {ready_replicas} of {} gateway replica(s) ready",
         project.spec.data_plane.replicas
@@ -453,6 +439,17 @@ async fn apply_project(project: &Project, namespace: &str, api: &Api<Project>, c
         requeue = requeue.min(until + Duration::from_millis(50));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Endpoints and keys the data plane serves: those of `config` once written, the counts last
+/// reported while its write is `deferred`.
+fn serving_counts(config: &GatewayConfig, deferred: bool, previous: Option<&ProjectStatus>) -> (usize, usize) {
+    if deferred {
+        let count = |n: Option<u32>| n.map_or(0, |n| n as usize);
+        previous.map_or((0, 0), |s| (count(s.endpoints), count(s.keys)))
+    } else {
+        (config.endpoints.len(), config.keys.len())
+    }
 }
 
 fn conditions_message<'a>(
@@ -820,6 +817,18 @@ mod tests {
         assert!(compiled.config.is_none());
         let project_ref = SourceRef { kind: "Project", namespace: Some("t".into()), name: "p".into() };
         assert!(compiled.problems[&project_ref].join("").contains("no ServiceTier \"std\""));
+    }
+
+    #[test]
+    fn a_deferred_write_reports_what_the_secrets_hold() {
+        let objects = objects(FIXTURE);
+        let config = compile_partially(&project(&objects), objects, &options()).config.expect("config");
+        let served = (config.endpoints.len(), config.keys.len());
+        assert_eq!(serving_counts(&config, false, None), served);
+        let written = ProjectStatus { endpoints: Some(7), keys: Some(48_451), ..ProjectStatus::default() };
+        assert_eq!(serving_counts(&config, false, Some(&written)), served);
+        assert_eq!(serving_counts(&config, true, Some(&written)), (7, 48_451));
+        assert_eq!(serving_counts(&config, true, None), (0, 0));
     }
 
     #[test]
