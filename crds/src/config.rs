@@ -331,7 +331,7 @@ impl GatewayConfig {
 
     /// `sha256:<hex>` of the canonical bytes: equal configurations have equal hashes.
     pub fn content_hash(&self) -> Result<String, serde_json::Error> {
-        Ok(format!("sha256:{}", hex::encode(Sha256::digest(self.to_canonical_json()?))))
+        Ok(crate::config_secret::content_hash(&self.to_canonical_json()?))
     }
 
     /// Checks what the type system cannot: the version, and that every name the configuration

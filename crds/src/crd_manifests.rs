@@ -1,19 +1,81 @@
 //! The CustomResourceDefinitions of the Sluice API, as installed by the Helm chart.
+//!
+//! The derived schemas are made friendly to server-side apply (Argo CD, Flux, `kubectl apply
+//! --server-side`) before they leave this module: a list of objects keyed by a required `name`
+//! becomes a map list, so each item's fields are owned separately; any other list of objects
+//! stays atomic and carries no defaults inside, because a default filled in by the apiserver
+//! makes the stored list differ from every applier's copy and conflict with it. The compiler
+//! applies the same defaults when it reads the objects.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSONSchemaProps};
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 use crate::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
 
 /// Every Sluice CRD, with the file name it has under `charts/sluice/crds/`.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
+    let mut all = vec![
         ("apikeys.sluice.dev.yaml", ApiKey::crd()),
         ("endpoints.sluice.dev.yaml", Endpoint::crd()),
         ("projects.sluice.dev.yaml", Project::crd()),
         ("providers.sluice.dev.yaml", Provider::crd()),
         ("servicetiers.sluice.dev.yaml", ServiceTier::crd()),
-    ]
+    ];
+    for (_, crd) in &mut all {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                apply_friendly(schema);
+            }
+        }
+    }
+    all
+}
+
+/// Rewrites one schema as the module comment says.
+fn apply_friendly(schema: &mut JSONSchemaProps) {
+    // The derived schema round-trips through JSON: the typed form has no generic walk.
+    let Ok(mut value) = serde_json::to_value(&*schema) else { return };
+    walk(&mut value, false);
+    if let Ok(rewritten) = serde_json::from_value(value) {
+        *schema = rewritten;
+    }
+}
+
+/// `in_atomic`: the node lies inside an item of an atomic list, where defaults conflict.
+fn walk(node: &mut Value, in_atomic: bool) {
+    let Some(object) = node.as_object_mut() else { return };
+    if in_atomic {
+        object.remove("default");
+    }
+    let mut item_atomic = in_atomic;
+    if object.get("type").and_then(Value::as_str) == Some("array")
+        && let Some(items) = object.get("items")
+        && items.get("type").and_then(Value::as_str) == Some("object")
+    {
+        let keyed_by_name = items
+            .get("required")
+            .and_then(Value::as_array)
+            .is_some_and(|required| required.iter().any(|field| field == "name"));
+        if keyed_by_name && !in_atomic {
+            object.insert("x-kubernetes-list-type".into(), "map".into());
+            object.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["name"]));
+        } else {
+            item_atomic = true;
+        }
+    }
+    for (key, child) in object.iter_mut() {
+        match key.as_str() {
+            "items" => walk(child, item_atomic),
+            "properties" => {
+                if let Some(properties) = child.as_object_mut() {
+                    properties.values_mut().for_each(|property| walk(property, in_atomic));
+                }
+            }
+            "additionalProperties" => walk(child, in_atomic),
+            _ => {}
+        }
+    }
 }
 
 /// The YAML document for one CRD, with a header saying where it comes from.

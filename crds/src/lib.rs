@@ -7,6 +7,7 @@
 pub mod api;
 pub mod compile;
 pub mod config;
+pub mod config_secret;
 pub mod crd_manifests;
 pub mod manifests;
 pub mod objects;

@@ -14,9 +14,10 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use notify::Watcher;
 use sluice_crds::config::GatewayConfig;
+use sluice_crds::config_secret::{self, SecretData};
 
 use crate::Gateway;
-use crate::config_source::{self, CONFIG_KEY, HASH_KEY, PART_KEY, SHARDS_KEY};
+use crate::config_source;
 
 /// What `/config` reports about loading.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -136,12 +137,9 @@ pub async fn watch_secret(gateway: Arc<Gateway>, client: kube::Client, namespace
             Ok(Event::Apply(secret) | Event::InitApply(secret)) => {
                 let result = read_secret(&api, &name, &secret).await;
                 let parsed = match result {
-                    Ok(bytes_and_hash) => tokio::task::spawn_blocking(move || {
-                        let (bytes, hash) = bytes_and_hash;
-                        config_source::parse_verified(&bytes, hash.as_deref()).map(|c| vec![c])
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(format!("parser panicked: {e}"))),
+                    Ok(bytes) => tokio::task::spawn_blocking(move || config_source::parse(&bytes).map(|c| vec![c]))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("parser panicked: {e}"))),
                     Err(error) => Err(error),
                 };
                 apply(&gateway, &origin, parsed);
@@ -160,29 +158,17 @@ pub async fn watch_secret(gateway: Arc<Gateway>, client: kube::Client, namespace
     }
 }
 
-/// The configuration bytes (joined from shards when split) and the expected hash.
-async fn read_secret(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<(Vec<u8>, Option<String>), String> {
-    let data = secret.data.as_ref().ok_or("the config Secret has no data")?;
-    let text = |key: &str| data.get(key).map(|v| String::from_utf8_lossy(&v.0).into_owned());
-    let hash = text(HASH_KEY);
-    if let Some(bytes) = data.get(CONFIG_KEY) {
-        return Ok((bytes.0.clone(), hash));
-    }
-    let shards: usize = text(SHARDS_KEY)
-        .ok_or_else(|| format!("the config Secret has neither {CONFIG_KEY:?} nor {SHARDS_KEY:?}"))?
-        .trim()
-        .parse()
-        .map_err(|_| format!("{SHARDS_KEY:?} is not a number"))?;
-    let mut bytes = Vec::new();
-    for index in 0..shards {
-        let shard_name = format!("{name}-shard-{index}");
+/// The configuration bytes, joined from shards when split and checked against the primary's
+/// hash (the contract in `sluice_crds::config_secret`).
+async fn read_secret(api: &Api<Secret>, name: &str, secret: &Secret) -> Result<Vec<u8>, String> {
+    let empty = SecretData::new();
+    let primary = secret.data.as_ref().unwrap_or(&empty);
+    let count = config_secret::shard_count(primary).map_err(|e| e.to_string())?.unwrap_or(0);
+    let mut shards = Vec::with_capacity(count);
+    for index in 0..count {
+        let shard_name = config_secret::shard_of_primary(name, index);
         let shard = api.get(&shard_name).await.map_err(|e| format!("shard {shard_name}: {e}"))?;
-        let part = shard
-            .data
-            .as_ref()
-            .and_then(|d| d.get(PART_KEY))
-            .ok_or_else(|| format!("shard {shard_name} has no {PART_KEY:?}"))?;
-        bytes.extend_from_slice(&part.0);
+        shards.push(shard.data.unwrap_or_default());
     }
-    Ok((bytes, hash))
+    config_secret::assemble(primary, |index| shards.get(index)).map_err(|e| e.to_string())
 }

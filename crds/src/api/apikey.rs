@@ -24,7 +24,7 @@ use super::{Condition, status::conditions_schema};
     doc = "An API key for a project's endpoints: scopes, endpoint and model allow-lists, expiry, source IPs, budget, rotation.",
     printcolumn(name = "Prefix", type_ = "string", json_path = ".status.keyPrefix"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".spec.expiresAt"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -106,12 +106,12 @@ pub struct Backend {
     /// The model's name at that Provider (one of its `spec.models[].name`).
     #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
     pub model: String,
-    /// Share of traffic among backends of the same priority. 0 takes no traffic while another
-    /// backend of the priority is healthy.
+    /// Share of traffic among backends of the same priority (default 1). 0 takes no traffic while
+    /// another backend of the priority is healthy.
     #[serde(default = "default_weight")]
     #[schemars(range(min = 0, max = 1000))]
     pub weight: u32,
-    /// Failover order: 0 is tried first, then 1, and so on.
+    /// Failover order: 0 (the default) is tried first, then 1, and so on.
     #[serde(default)]
     #[schemars(range(min = 0, max = 9))]
     pub priority: u32,

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,13 +11,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Client;
 use kube::api::Api;
 use sluice_crds::config::GatewayConfig;
-use sluice_operator::config_secret;
+use sluice_crds::config_secret;
 use sluice_operator::settings::{Settings, WatchedNamespaces};
 use sluice_testenv::TestEnv;
 
@@ -139,13 +137,10 @@ spec:
         let secrets: Api<Secret> = self.api(&self.dataplane);
         let Some(primary) = secrets.get_opt(&config_secret::primary_name(slug)).await? else { return Ok(None) };
         let data = primary.data.unwrap_or_default();
-        let mut shards: Vec<BTreeMap<String, ByteString>> = Vec::new();
-        if let Some(count) = data.get(config_secret::SHARDS_FIELD) {
-            let count: usize = String::from_utf8_lossy(&count.0).trim().parse()?;
-            for index in 0..count {
-                let shard = secrets.get(&config_secret::shard_name(slug, index)).await?;
-                shards.push(shard.data.unwrap_or_default());
-            }
+        let mut shards = Vec::new();
+        for index in 0..config_secret::shard_count(&data)?.unwrap_or(0) {
+            let shard = secrets.get(&config_secret::shard_name(slug, index)).await?;
+            shards.push(shard.data.unwrap_or_default());
         }
         let bytes = config_secret::assemble(&data, |i| shards.get(i))?;
         Ok(Some(serde_json::from_slice(&bytes)?))
