@@ -270,3 +270,119 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
     operator.abort();
     Ok(())
 }
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as USER`: whether the apiserver says yes.
+fn can_i(env: &TestEnv, user: &str, verb: &str, resource: &str, namespace: &str) -> anyhow::Result<bool> {
+    let mut command = env.kubectl()?;
+    let (resource, subresource) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+    command.args(["auth", "can-i", verb, resource, "-n", namespace, "--as", user]);
+    if let Some(subresource) = subresource {
+        command.args(["--subresource", subresource]);
+    }
+    let out = command.output().context("running kubectl auth can-i")?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => {
+            bail!("kubectl auth can-i {verb} {resource} answered {other:?}: {}", String::from_utf8_lossy(&out.stderr))
+        }
+    }
+}
+
+#[tokio::test]
+async fn tenant_roles_open_endpoints_and_keys_of_their_namespace_only() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let release_ns = env.namespace("helm-roles").await?;
+    let team_a = env.namespace("roles-a").await?;
+    let team_b = env.namespace("roles-b").await?;
+    let dataplane = env.namespace("roles-dp").await?;
+    let sets = [format!("dataPlane.namespace={dataplane}"), "dataPlane.createNamespace=false".to_owned()];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let (_, objects) = render(env, "roles-chart", &release_ns, &sets)?;
+    let edit = find(&objects, "ClusterRole", "roles-chart-sluice-tenant-edit")?;
+    let view = find(&objects, "ClusterRole", "roles-chart-sluice-tenant-view")?;
+    assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
+    assert_eq!(view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"], "true");
+    let edit_rules = rules(edit);
+    assert!(edit_rules.contains(&("apikeys".into(), "create".into())));
+    assert!(
+        !edit_rules.iter().any(|(resource, verb)| (resource == "projects" || resource == "servicetiers")
+            && !["get", "list", "watch"].contains(&verb.as_str())),
+        "tenants never write Projects or ServiceTiers: {edit_rules:?}"
+    );
+    assert!(!edit_rules.iter().any(|(resource, _)| resource.ends_with("/status")), "status is the operator's");
+    // Without aggregation the labels are gone.
+    let (_, plain) = render(env, "roles-plain", &release_ns, &["tenantRoles.aggregateToDefaultRoles=false"])?;
+    let plain_edit = find(&plain, "ClusterRole", "roles-plain-sluice-tenant-edit")?;
+    assert!(plain_edit["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-edit").is_none());
+
+    kubectl_apply(env, &without_crds(&[edit.clone(), view.clone()])?, false)?;
+    let admin = env.client()?;
+    let binding = |name: &str, role: &str, user: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n\
+             subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+        )
+    };
+    // Kubernetes' own roles, as a platform team binds them: the tenant roles arrive by aggregation.
+    sluice_testenv::apply_yaml(&admin, &team_a, &binding("alice-edit", "edit", "alice")).await?;
+    sluice_testenv::apply_yaml(&admin, &team_a, &binding("bob-view", "view", "bob")).await?;
+    eventually("the tenant roles to be aggregated into edit and view", Duration::from_secs(30), || async {
+        let edit = can_i(env, "alice", "create", "endpoints.sluice.dev", &team_a)?;
+        let view = can_i(env, "bob", "list", "apikeys.sluice.dev", &team_a)?;
+        Ok(if edit && view {
+            Ok(())
+        } else {
+            Err(format!("alice may create endpoints: {edit}, bob may list keys: {view}"))
+        })
+    })
+    .await?;
+    for (user, verb, resource, namespace, expected) in [
+        ("alice", "create", "apikeys.sluice.dev", &team_a, true),
+        ("alice", "delete", "providers.sluice.dev", &team_a, true),
+        ("alice", "get", "projects.sluice.dev", &team_a, true),
+        ("alice", "create", "projects.sluice.dev", &team_a, false),
+        ("alice", "patch", "endpoints.sluice.dev/status", &team_a, false),
+        ("alice", "create", "servicetiers.sluice.dev", &team_a, false),
+        ("alice", "get", "secrets", &dataplane, false),
+        ("alice", "create", "endpoints.sluice.dev", &team_b, false),
+        ("bob", "get", "endpoints.sluice.dev", &team_a, true),
+        ("bob", "create", "endpoints.sluice.dev", &team_a, false),
+    ] {
+        let allowed = can_i(env, user, verb, resource, namespace)?;
+        assert_eq!(allowed, expected, "kubectl auth can-i {verb} {resource} -n {namespace} --as {user}");
+    }
+
+    // Real requests as alice.
+    let alice = env.client_as("alice", &["system:authenticated"])?;
+    let endpoint = "apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {name: chat}\nspec:\n  slug: chat\n  \
+                    models:\n    - name: m\n      backends:\n        - providerRef: {name: p}\n          model: m\n";
+    let key = "apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: app}\nspec: {scopes: [inference]}\n";
+    let project = "apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {name: squat}\n\
+                   spec: {slug: squat, defaultTier: standard}\n";
+    sluice_testenv::apply_yaml(&alice, &team_a, endpoint)
+        .await
+        .context("alice creates an Endpoint in her namespace")?;
+    sluice_testenv::apply_yaml(&alice, &team_a, key).await.context("alice creates an ApiKey in her namespace")?;
+    let forbidden = |result: anyhow::Result<Vec<kube::api::DynamicObject>>, what: &str| -> anyhow::Result<()> {
+        match result {
+            Ok(_) => bail!("alice could {what}"),
+            Err(error) => {
+                let text = format!("{error:?}");
+                ensure!(text.contains("forbidden") || text.contains("Forbidden"), "{what}: {text}");
+                Ok(())
+            }
+        }
+    };
+    forbidden(sluice_testenv::apply_yaml(&alice, &team_a, project).await, "create a Project")?;
+    forbidden(sluice_testenv::apply_yaml(&alice, &team_b, endpoint).await, "create an Endpoint in another namespace")?;
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(alice.clone(), &dataplane)
+        .list(&Default::default())
+        .await;
+    match secrets {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => bail!("alice listed the data-plane Secrets: {other:?}"),
+    }
+    Ok(())
+}

@@ -94,7 +94,8 @@ impl TestEnvBuilder {
     }
 
     /// Also runs kube-controller-manager with the garbage collector (ownerReferences) and the
-    /// namespace controller (namespace deletion), the two that the operator's behaviour rests on.
+    /// namespace controller (namespace deletion), the two that the operator's behaviour rests on,
+    /// and ClusterRole aggregation (the chart's tenant roles join `edit` and `view`).
     pub fn with_controller_manager(mut self) -> Self {
         self.controller_manager = true;
         self
@@ -280,7 +281,7 @@ impl TestEnv {
                 "kube-controller-manager",
                 &[
                     format!("--kubeconfig={}", env.kubeconfig.display()),
-                    "--controllers=garbagecollector,namespace".to_owned(),
+                    "--controllers=garbagecollector,namespace,clusterrole-aggregation".to_owned(),
                     "--leader-elect=false".to_owned(),
                     "--use-service-account-credentials=false".to_owned(),
                     // Serves no HTTPS of its own (and so takes no port).
