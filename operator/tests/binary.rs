@@ -51,13 +51,15 @@ async fn the_binary_runs_elects_itself_and_serves_metrics() -> anyhow::Result<()
     let system = env.namespace("binary-system").await?;
     let dataplane = env.namespace("binary-dp").await?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log_path = env.dir().join(format!("{tenant}-operator.log"));
+    let log = std::fs::File::create(&log_path)?;
     let mut child = tokio::process::Command::new(BINARY)
         .arg("--kubeconfig")
         .arg(env.kubeconfig())
         .args(["--watch-namespaces", &tenant, "--shared-namespace", &system, "--dataplane-namespace", &dataplane])
-        .args(["--leader-election-namespace", &system, "--identity", "binary-test", "--log-format", "json"])
+        .args(["--leader-election-namespace", &system, "--identity", "binary-test", "--log-format", "text"])
         .arg(format!("--metrics-listen=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(log))
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
@@ -84,5 +86,9 @@ async fn the_binary_runs_elects_itself_and_serves_metrics() -> anyhow::Result<()
     })
     .await?;
     child.kill().await?;
+    // Text logs into a file carry no terminal colour codes.
+    let logged = std::fs::read_to_string(&log_path)?;
+    assert!(logged.contains(" INFO "), "no log lines in {logged:?}");
+    assert!(!logged.contains('\u{1b}'), "escape codes in the log file: {logged:?}");
     Ok(())
 }
