@@ -7,7 +7,7 @@ use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::Gateway;
-use crate::usage::ResponseBody;
+use crate::respond::body::ResponseBody;
 
 /// Serves `/healthz`, `/readyz`, `/metrics` and `/config`.
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {

@@ -1,15 +1,117 @@
-//! Authentication and authorization: find the key by the hash of what the client sent, then
-//! check project, expiry, source address, scope, endpoint and model.
+//! Who is calling and what they may do. Every access rule of the gateway lives here, each
+//! checked as soon as what it needs is known, so nothing is read for a caller who may not send
+//! it: [`identify`] decides everything the request head can tell (the key, its project and
+//! expiry, the endpoint, the source address), and the [`Caller`] it returns carries the two
+//! checks that wait for more: the scope once the route is known ([`Caller::check_scope`]), and
+//! the model allow-list once the body names the model ([`Caller::check_model`]).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use hyper::HeaderMap;
+use hyper::{HeaderMap, Request};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 use sluice_crds::api::Scope;
 
 use crate::error::ApiError;
-use crate::snapshot::{FoundKey, Key, Snapshot};
+use crate::route::Target;
+use crate::snapshot::{Endpoint, Key, Model, Project, Snapshot, Tier};
+
+/// A caller the request head lets in: the key, the project it opens, the endpoint in the path,
+/// and the tier the request runs under.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'s> {
+    /// The key's project (the path's).
+    pub project: &'s Project,
+    /// The path's endpoint.
+    pub endpoint: &'s Endpoint,
+    /// The key.
+    pub key: &'s Key,
+    /// The key's tier, else the endpoint's, else the project's default.
+    pub tier: &'s Arc<Tier>,
+}
+
+/// Why [`identify`] turned a request away.
+#[derive(Debug)]
+pub struct Refused<'s> {
+    /// The refusal.
+    pub error: ApiError,
+    /// The project and endpoint, when the path named ones the key opens (for metric labels:
+    /// a refusal before that is not attributed to anyone).
+    pub at: Option<(&'s Project, &'s Endpoint)>,
+}
+
+impl From<ApiError> for Refused<'_> {
+    fn from(error: ApiError) -> Self {
+        Self { error, at: None }
+    }
+}
+
+/// What a request needs from the key's scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Calling a model.
+    Inference(&'static str),
+    /// Listing models.
+    ListModels,
+}
+
+/// Finds the key the client presented and decides everything the request head can: the key is
+/// valid now, opens the path's project and endpoint, and may be used from `ip`. Another
+/// project's key gets the same answer as an unknown path, so tenants learn nothing about each
+/// other.
+pub fn identify<'s, B>(
+    snapshot: &'s Snapshot,
+    request: &Request<B>,
+    target: &Target<'_>,
+    ip: IpAddr,
+    now: Timestamp,
+    unknown_path: impl Fn() -> ApiError,
+) -> Result<Caller<'s>, Refused<'s>> {
+    let credential = presented_credential(request.headers(), request.uri().query());
+    let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
+    let hash: [u8; 32] = Sha256::digest(credential).into();
+    let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
+    if *found.project.slug != *target.project {
+        return Err(unknown_path().into());
+    }
+    let expired = |at: Option<Timestamp>| at.is_some_and(|t| t <= now);
+    if expired(found.key.expires_at) || expired(found.hash_expires) {
+        return Err(ApiError::KeyExpired.into());
+    }
+    let (project, key) = (found.project, found.key);
+    let endpoint = project.endpoints.get(target.endpoint).ok_or_else(&unknown_path)?;
+    let refused = |error| Refused { error, at: Some((project, endpoint)) };
+    check_source(key, ip).map_err(refused)?;
+    check_endpoint(key, &endpoint.slug).map_err(refused)?;
+    let tier = key.tier.as_ref().or(endpoint.tier.as_ref()).unwrap_or(&project.default_tier);
+    Ok(Caller { project, endpoint, key, tier })
+}
+
+impl Caller<'_> {
+    /// Checks the key's scopes allow what the route asks for.
+    pub fn check_scope(&self, need: Need) -> Result<(), ApiError> {
+        check_scope(self.key, need)
+    }
+
+    /// Checks the key may use a model requested as `requested` (a name or alias) that
+    /// resolved to `model`.
+    pub fn check_model(&self, requested: &str, model: &str) -> Result<(), ApiError> {
+        if self.may_use(requested, model) { Ok(()) } else { Err(ApiError::ModelNotAllowed(requested.to_owned())) }
+    }
+
+    /// Whether the key may use `model` requested as `requested`: either spelling on the
+    /// allow-list opens it.
+    pub fn may_use(&self, requested: &str, model: &str) -> bool {
+        model_allowed(self.key, requested, model)
+    }
+
+    /// Whether `/v1/models` shows `model` to this key: it may use it by its name or an alias.
+    pub fn lists(&self, model: &Model) -> bool {
+        self.may_use(&model.name, &model.name)
+            || model.aliases.iter().any(|(alias, _)| self.may_use(alias, &model.name))
+    }
+}
 
 /// The credential a client presented: `Authorization: Bearer`, `x-api-key` (Anthropic style),
 /// `x-goog-api-key` or `?key=` (Gemini style), in that order.
@@ -28,31 +130,8 @@ pub fn presented_credential<'r>(headers: &'r HeaderMap, query: Option<&'r str>) 
     query?.split('&').find_map(|pair| pair.strip_prefix("key=")).map(str::as_bytes)
 }
 
-/// Finds the key the client presented and checks it is valid now for this project.
-/// Another project's key gets the same answer as an unknown path, so tenants learn nothing
-/// about each other.
-pub fn authenticate<'s>(
-    snapshot: &'s Snapshot,
-    credential: Option<&[u8]>,
-    project_slug: &str,
-    now: Timestamp,
-    unknown_path: impl FnOnce() -> ApiError,
-) -> Result<FoundKey<'s>, ApiError> {
-    let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
-    let hash: [u8; 32] = Sha256::digest(credential).into();
-    let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
-    if *found.project.slug != *project_slug {
-        return Err(unknown_path());
-    }
-    let expired = |at: Option<Timestamp>| at.is_some_and(|t| t <= now);
-    if expired(found.key.expires_at) || expired(found.hash_expires) {
-        return Err(ApiError::KeyExpired);
-    }
-    Ok(found)
-}
-
 /// Checks the client's address against the key's allowed networks.
-pub fn check_source(key: &Key, ip: IpAddr) -> Result<(), ApiError> {
+fn check_source(key: &Key, ip: IpAddr) -> Result<(), ApiError> {
     if key.cidrs.is_empty() {
         return Ok(());
     }
@@ -64,17 +143,15 @@ pub fn check_source(key: &Key, ip: IpAddr) -> Result<(), ApiError> {
     if key.cidrs.iter().any(|net| net.contains(&ip)) { Ok(()) } else { Err(ApiError::IpNotAllowed(ip)) }
 }
 
-/// What a request needs from the key's scopes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Need {
-    /// Calling a model.
-    Inference(&'static str),
-    /// Listing models.
-    ListModels,
+/// Checks the key's endpoint allow-list.
+fn check_endpoint(key: &Key, endpoint: &str) -> Result<(), ApiError> {
+    match &key.endpoints {
+        Some(allowed) if !allowed.contains(endpoint) => Err(ApiError::EndpointNotAllowed(endpoint.to_owned())),
+        _ => Ok(()),
+    }
 }
 
-/// Checks the key's scopes.
-pub fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
+fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
     let has = |scope| key.scopes.contains(&scope);
     match need {
         Need::Inference(api) if !has(Scope::Inference) => {
@@ -87,24 +164,34 @@ pub fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
     }
 }
 
-/// Checks the key's endpoint allow-list.
-pub fn check_endpoint(key: &Key, endpoint: &str) -> Result<(), ApiError> {
-    match &key.endpoints {
-        Some(allowed) if !allowed.contains(endpoint) => Err(ApiError::EndpointNotAllowed(endpoint.to_owned())),
-        _ => Ok(()),
-    }
-}
-
-/// Whether the key may use a model requested as `requested` (a name or alias) resolving to
-/// `model`: either spelling on the allow-list opens it.
-pub fn model_allowed(key: &Key, requested: &str, model: &str) -> bool {
+fn model_allowed(key: &Key, requested: &str, model: &str) -> bool {
     key.models.as_ref().is_none_or(|allowed| allowed.contains(requested) || allowed.contains(model))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::KeyState;
+    use crate::snapshot::FastSet;
     use hyper::header::HeaderValue;
+
+    fn key(scopes: &[Scope]) -> Key {
+        Key {
+            id: "ns/key".into(),
+            scopes: scopes.to_vec(),
+            endpoints: None,
+            models: None,
+            tier: None,
+            expires_at: None,
+            cidrs: vec![],
+            budget: None,
+            state: Arc::new(KeyState::new()),
+        }
+    }
+
+    fn set(names: &[&str]) -> Option<FastSet<String>> {
+        Some(names.iter().map(|n| (*n).to_owned()).collect())
+    }
 
     #[test]
     fn credentials_come_from_any_supported_header() {
@@ -118,5 +205,53 @@ mod tests {
         assert_eq!(presented_credential(&headers, None), Some(&b"sl_x"[..]));
         headers.insert("authorization", HeaderValue::from_static("Basic xyz"));
         assert_eq!(presented_credential(&headers, None), Some(&b"anthropic"[..]), "Basic is not a key");
+    }
+
+    #[test]
+    fn source_addresses_are_checked_as_ipv4_when_mapped() {
+        let mut key = key(&[Scope::Inference]);
+        assert!(check_source(&key, "203.0.113.9".parse().expect("ip")).is_ok(), "no networks: anywhere");
+        key.cidrs = vec!["10.0.0.0/8".parse().expect("net")];
+        assert!(check_source(&key, "10.1.2.3".parse().expect("ip")).is_ok());
+        assert!(check_source(&key, "::ffff:10.1.2.3".parse().expect("ip")).is_ok());
+        match check_source(&key, "::ffff:192.0.2.1".parse().expect("ip")) {
+            Err(ApiError::IpNotAllowed(ip)) => assert_eq!(ip.to_string(), "192.0.2.1"),
+            other => panic!("expected ip_not_allowed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn endpoint_allow_lists_name_slugs() {
+        let mut key = key(&[Scope::Inference]);
+        assert!(check_endpoint(&key, "chat").is_ok());
+        key.endpoints = set(&["chat"]);
+        assert!(check_endpoint(&key, "chat").is_ok());
+        assert!(matches!(check_endpoint(&key, "embed"), Err(ApiError::EndpointNotAllowed(e)) if e == "embed"));
+    }
+
+    #[test]
+    fn models_read_lists_but_does_not_call() {
+        let reader = key(&[Scope::ModelsRead]);
+        assert!(check_scope(&reader, Need::ListModels).is_ok());
+        match check_scope(&reader, Need::Inference("/v1/embeddings")) {
+            Err(ApiError::ScopeInsufficient { needed, api }) => {
+                assert_eq!((needed, api), ("inference", "/v1/embeddings"))
+            }
+            other => panic!("expected scope_insufficient, got {other:?}"),
+        }
+        let caller = key(&[Scope::Inference]);
+        assert!(check_scope(&caller, Need::ListModels).is_ok(), "inference also lists");
+        assert!(matches!(check_scope(&key(&[]), Need::ListModels), Err(ApiError::ScopeInsufficient { .. })));
+    }
+
+    #[test]
+    fn either_spelling_of_a_model_opens_it() {
+        let mut key = key(&[Scope::Inference]);
+        assert!(model_allowed(&key, "anything", "anything"), "no allow-list: every model");
+        key.models = set(&["m-old"]);
+        assert!(model_allowed(&key, "m-old", "m-ok"), "the alias is listed");
+        assert!(!model_allowed(&key, "m-ok", "m-ok"), "the model itself is not");
+        key.models = set(&["m-ok"]);
+        assert!(model_allowed(&key, "m-old", "m-ok"), "the model opens its aliases");
     }
 }

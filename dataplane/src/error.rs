@@ -1,11 +1,11 @@
-//! Every way a request can fail, and the one place each becomes an HTTP response in the
-//! OpenAI error shape (`{"error":{"message","type","param","code"}}`).
+//! Every way a request can fail, with its HTTP status and OpenAI error `type`, `code` and
+//! `param` (one exhaustive match). Every stage refuses with an [`ApiError`];
+//! [`crate::respond`] writes it out.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::StatusCode;
-use hyper::header::{HeaderValue, RETRY_AFTER};
+use hyper::header::HeaderValue;
 
 /// Why a request was refused or failed. Messages never contain key material or credentials.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ impl ApiError {
     }
 
     /// The `param` field: which request field is at fault.
-    fn param(&self) -> Option<&'static str> {
+    pub fn param(&self) -> Option<&'static str> {
         match self {
             Self::ModelNotFound(_)
             | Self::ModelRetired { .. }
@@ -142,43 +142,11 @@ impl ApiError {
             _ => None,
         }
     }
-
-    /// The JSON body in OpenAI's error shape.
-    pub fn body(&self) -> Bytes {
-        let (_, kind, code) = self.parts();
-        let body = serde_json::json!({
-            "error": {
-                "message": self.to_string(),
-                "type": kind,
-                "param": self.param(),
-                "code": code,
-            }
-        });
-        Bytes::from(body.to_string())
-    }
-
-    /// The complete response parts: status, body and an optional `Retry-After`.
-    pub fn into_parts(self) -> (StatusCode, Bytes, Option<(hyper::header::HeaderName, HeaderValue)>) {
-        let (status, _, _) = self.parts();
-        let retry = self.retry_after().map(|value| (RETRY_AFTER, value));
-        (status, self.body(), retry)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn errors_use_the_openai_shape() {
-        let error = ApiError::ScopeInsufficient { needed: "inference", api: "/v1/chat/completions" };
-        let body: serde_json::Value = serde_json::from_slice(&error.body()).expect("json");
-        assert_eq!(body["error"]["code"], "scope_insufficient");
-        assert_eq!(body["error"]["type"], "permission_error");
-        assert!(body["error"]["param"].is_null());
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("inference")));
-        assert_eq!(error.parts().0, StatusCode::FORBIDDEN);
-    }
 
     #[test]
     fn rate_limits_say_when_to_retry() {

@@ -1,27 +1,58 @@
 //! Sluice data plane: an OpenAI-compatible, multi-tenant LLM gateway.
 //!
-//! The request path, in the order of its modules: [`server`] accepts, [`request`] routes by path
-//! and runs the stages, [`auth`] finds and checks the key, [`limits`] admits, [`routing`] orders
-//! the backends, [`upstream`] calls them, [`protocol`] reads and rewrites the wire format, and
-//! [`usage`] streams the answer back and settles the account. [`reload`] keeps the
-//! [`snapshot`] current; [`admin`] and [`metrics`] make it observable.
+//! A request meets the stages in the order they are declared below, each a module of its own;
+//! [`server::handle`] calls them in this order and hands each what the earlier ones decided,
+//! and no module imports one that imports it back:
+//!
+//! 1. [`server`]: accepts connections, bounds the head and reads the body.
+//! 2. [`route`]: the path and method: project, endpoint and [`route::Api`].
+//! 3. [`auth`]: the key, its project, expiry, source address and endpoint, then its scope and
+//!    model allow-list: every access rule.
+//! 4. [`resolve`]: the model named in the body: aliases, deprecation, retirement, capability,
+//!    the `max_tokens` cap. ([`models`] answers `/v1/models` from the same lookup.)
+//! 5. [`limits`]: admission under the tier's rates, concurrency and the key's budget.
+//! 6. [`routing`]: the order in which to try a model's backends.
+//! 7. [`upstream`]: the call, with failover until a first byte arrives.
+//! 8. [`protocol`]: the wire format, read and rewritten in place.
+//! 9. [`respond`]: the response: every error body and header, whole bodies and streams.
+//! 10. [`accounting`]: usage and cost, limits settled, metrics and the access log.
+//!
+//! Beside the path: [`error`] names every refusal; [`snapshot`] is the configuration as the
+//! stages read it, kept current by [`reload`] from [`config_source`]; [`admin`], [`metrics`],
+//! [`logging`] and [`usage_report`] make the gateway observable; [`settings`] are its flags.
 
-pub mod admin;
+// The request path, in the order listed above (blank lines keep rustfmt from sorting it).
+pub mod server;
+
+pub mod route;
+
 pub mod auth;
+
+pub mod resolve;
+
+pub mod models;
+
+pub mod limits;
+
+pub mod routing;
+
+pub mod upstream;
+
+pub mod protocol;
+
+pub mod respond;
+
+pub mod accounting;
+
+// Beside it.
+pub mod admin;
 pub mod config_source;
 pub mod error;
-pub mod limits;
 pub mod logging;
 pub mod metrics;
-pub mod protocol;
 pub mod reload;
-pub mod request;
-pub mod routing;
-pub mod server;
 pub mod settings;
 pub mod snapshot;
-pub mod upstream;
-pub mod usage;
 pub mod usage_report;
 
 use std::net::SocketAddr;
@@ -128,15 +159,15 @@ impl Gateway {
     }
 
     /// The client's `x-request-id` when it is sane, else a new unique one.
-    pub fn request_id(&self, headers: &HeaderMap) -> request::RequestId {
+    pub fn request_id(&self, headers: &HeaderMap) -> accounting::RequestId {
         if let Some(id) = headers.get("x-request-id") {
             let bytes = id.as_bytes();
             if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
-                return request::RequestId(id.clone());
+                return accounting::RequestId(id.clone());
             }
         }
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        request::RequestId::generate(self.request_prefix, n)
+        accounting::RequestId::generate(self.request_prefix, n)
     }
 }
 
@@ -208,7 +239,7 @@ pub async fn start(
     let admin_handler = move |request, _remote| {
         let gateway = admin_gateway.clone();
         Box::pin(admin::handle(gateway, request))
-            as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<usage::ResponseBody>> + Send>>
+            as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<respond::body::ResponseBody>> + Send>>
     };
     let admin_task =
         tokio::spawn(server::serve(admin, limits, admin_handler, stopped(stop_rx), Duration::from_secs(1)));

@@ -67,7 +67,7 @@ mod tests {
 
     use super::*;
     use crate::snapshot::Backend;
-    use crate::upstream::UpstreamPool;
+    use crate::upstream::client::UpstreamPool;
 
     fn model(backends: &[(u32, u32)]) -> Model {
         let pool = UpstreamPool::default();

@@ -18,7 +18,8 @@ use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, TierConfig
 
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
-use crate::upstream::{Api, SharedUpstream, UpstreamPool};
+use crate::route::Api;
+use crate::upstream::client::{SharedUpstream, UpstreamPool};
 
 /// One loaded configuration set.
 #[derive(Debug)]
@@ -450,4 +451,14 @@ pub fn build(
     let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
     registries.upstreams.retain_simulators(&live);
     Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
+}
+
+/// The snapshot of `tests/fixtures/stages.yaml`, for the stages' unit tests.
+#[cfg(test)]
+pub fn test_snapshot() -> Snapshot {
+    let manifests = include_str!("../tests/fixtures/stages.yaml");
+    let loaded = sluice_crds::manifests::load_str(std::path::Path::new("stages.yaml"), manifests).expect("manifests");
+    let configs = sluice_crds::compile::compile(&loaded.objects, &sluice_crds::compile::CompileOptions::default())
+        .expect("compiles");
+    build(&configs, 1, &Registries::default(), &Metrics::new()).expect("snapshot")
 }

@@ -1,5 +1,11 @@
 //! The listeners: the API (HTTP/1.1 and HTTP/2, `TCP_NODELAY`, limits on the request head and
-//! on how long it may take to arrive) and the admin port, both with graceful shutdown.
+//! on how long it may take to arrive) and the admin port, both with graceful shutdown, and the
+//! limits on what a client sends ([`check_head`], [`read_body`]). Each API request is run
+//! through the stages by [`handle`].
+
+mod handle;
+
+pub use handle::handle;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,7 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,7 +25,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::Gateway;
-use crate::usage::ResponseBody;
+use crate::error::ApiError;
+use crate::respond::body::ResponseBody;
 
 /// Limits on what a client may send before the gateway reads the body.
 #[derive(Clone, Copy, Debug)]
@@ -122,5 +132,34 @@ pub fn api_handler(
 + Send
 + Sync
 + 'static {
-    move |request, remote| Box::pin(crate::request::handle(gateway.clone(), request, remote))
+    move |request, remote| Box::pin(handle(gateway.clone(), request, remote))
+}
+
+/// hyper bounds the request head only while it arrives incomplete; this bounds it however it
+/// was read.
+pub fn check_head<B>(request: &Request<B>, limit: usize) -> Result<(), ApiError> {
+    let head_bytes = request.uri().path().len()
+        + request.uri().query().map_or(0, str::len)
+        + request.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
+    if head_bytes > limit { Err(ApiError::HeadersTooLarge { limit }) } else { Ok(()) }
+}
+
+/// Reads a request body of at most `limit` bytes; a declared length above it is refused
+/// before anything is read.
+pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let collected = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::InvalidJson(format!("the request body could not be read: {e}"))
+            }
+        })?;
+    Ok(collected.to_bytes())
 }

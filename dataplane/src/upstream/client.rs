@@ -1,5 +1,6 @@
-//! Calling upstreams: pooled HTTP(S) clients with `TCP_NODELAY` for real providers, and the
-//! simulator in-process for `simulated` ones, behind one interface.
+//! Calling one upstream: pooled HTTP(S) clients with `TCP_NODELAY` for real providers, and the
+//! simulator in-process for `simulated` ones, behind one interface. Built when a configuration
+//! is loaded, kept in the snapshot's backends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,77 +17,14 @@ use sluice_crds::api::ProviderType;
 use sluice_crds::config::{ProviderConfig, SimulationConfig};
 use tower::ServiceExt;
 
+use crate::route::Api;
+
 /// Boxed error of a response body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body from any upstream.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The APIs the gateway forwards, with their path below the provider's base URL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Api {
-    /// `/chat/completions`
-    ChatCompletions,
-    /// `/completions`
-    Completions,
-    /// `/embeddings`
-    Embeddings,
-    /// `/rerank`
-    Rerank,
-}
-
-impl Api {
-    /// Every API, in a fixed order (an index into per-API tables).
-    pub const ALL: [Self; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank];
-
-    /// Path below `.../v1`.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-            Self::Rerank => "/rerank",
-        }
-    }
-
-    /// Path as clients see it, for messages.
-    pub fn display(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/v1/chat/completions",
-            Self::Completions => "/v1/completions",
-            Self::Embeddings => "/v1/embeddings",
-            Self::Rerank => "/v1/rerank",
-        }
-    }
-
-    /// Position in [`Api::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The configuration's name for it.
-    pub fn kind(self) -> sluice_crds::api::ApiKind {
-        use sluice_crds::api::ApiKind;
-        match self {
-            Self::ChatCompletions => ApiKind::ChatCompletions,
-            Self::Completions => ApiKind::Completions,
-            Self::Embeddings => ApiKind::Embeddings,
-            Self::Rerank => ApiKind::Rerank,
-        }
-    }
-
-    /// The model capability it needs.
-    pub fn capability(self) -> sluice_crds::api::Capability {
-        use sluice_crds::api::Capability;
-        match self {
-            Self::ChatCompletions => Capability::Chat,
-            Self::Completions => Capability::Completions,
-            Self::Embeddings => Capability::Embeddings,
-            Self::Rerank => Capability::Rerank,
-        }
-    }
-}
 
 /// Why an upstream call produced no response.
 #[derive(Debug, thiserror::Error)]

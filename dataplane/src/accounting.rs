@@ -1,0 +1,326 @@
+//! The end of a request: usage and cost, limits settled, metrics and the access log line. An
+//! admitted request is settled exactly once however it ends (answered whole, streamed to the
+//! end, timed out, upstream crash, every backend failed, client gone): [`Admitted`] from the
+//! moment the limits let it in, [`Accounting`] once a backend has answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use hyper::StatusCode;
+use hyper::header::HeaderValue;
+use sluice_crds::config::PricingConfig;
+
+use crate::auth::Caller;
+use crate::limits::{Admission, KeyState, Used};
+use crate::metrics::{Metrics, ModelMetrics, upstream_error};
+use crate::protocol::openai::{self, Usage};
+use crate::protocol::sse::SseTap;
+use crate::snapshot::{Backend, Model, Tier};
+
+/// A request's id: the client's `x-request-id`, or one made here. Kept as the header value it is
+/// sent back as; every log line about the request carries it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    /// `req_<16 hex digits of the process prefix><8 hex digits of the counter>`.
+    pub fn generate(prefix: u64, counter: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = *b"req_000000000000000000000000";
+        for (i, slot) in buf[4..20].iter_mut().enumerate() {
+            *slot = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        for (i, slot) in buf[20..28].iter_mut().enumerate() {
+            *slot = HEX[((counter >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        // Only ASCII hex digits and `req_`: always a valid header value.
+        Self(HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req")))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.to_str().unwrap_or_default())
+    }
+}
+
+/// Cost in US dollars of `usage` at `pricing` (per million tokens) times `multiplier`.
+pub fn cost_usd(usage: &Usage, pricing: Option<&PricingConfig>, multiplier: f64) -> f64 {
+    let Some(p) = pricing else { return 0.0 };
+    let cached = usage.cached_tokens.min(usage.prompt_tokens) as f64;
+    let uncached = usage.prompt_tokens as f64 - cached;
+    (uncached * p.input_per_million
+        + cached * p.cached_input_per_million
+        + usage.completion_tokens as f64 * p.output_per_million)
+        / 1_000_000.0
+        * multiplier
+}
+
+/// Why a streamed response ended before its upstream's stream did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutShort {
+    /// The tier's total time ran out.
+    TotalTimeout,
+    /// The upstream was silent for longer than the tier's idle limit.
+    IdleTimeout,
+    /// The upstream's stream broke.
+    UpstreamError,
+}
+
+impl CutShort {
+    /// As the access log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TotalTimeout => "total timeout",
+            Self::IdleTimeout => "idle timeout",
+            Self::UpstreamError => "upstream stream error",
+        }
+    }
+}
+
+/// A request the limits let in, until it is settled. Dropped unsettled (the client went away
+/// while the backends were tried), it settles as a 499.
+pub struct Admitted {
+    request_id: RequestId,
+    project: Arc<str>,
+    endpoint: Arc<str>,
+    model: Arc<str>,
+    key_id: Arc<str>,
+    started: Instant,
+    /// Prompt tokens estimated before the call (used when the answer reports none).
+    estimated_prompt_tokens: u64,
+    key_state: Arc<KeyState>,
+    tier: Arc<Tier>,
+    admission: Admission,
+    metrics: ModelMetrics,
+    all_metrics: Arc<Metrics>,
+    settled: bool,
+}
+
+/// The backend that answered.
+struct Served {
+    backend: Arc<str>,
+    provider: Arc<str>,
+    pricing: Option<PricingConfig>,
+    first_byte: Instant,
+    /// The backend's in-flight counter, released at the end.
+    in_flight: Arc<AtomicU32>,
+}
+
+/// How the answer ended, as far as the gateway saw it.
+#[derive(Default)]
+struct End {
+    usage: Option<Usage>,
+    /// Events that carried text (an estimate of output tokens when usage is missing).
+    events: u64,
+    cut_short: Option<CutShort>,
+}
+
+impl Admitted {
+    /// Opens the account of `caller`'s request to `model`, admitted as `admission`.
+    pub fn new(
+        request_id: RequestId,
+        started: Instant,
+        caller: &Caller<'_>,
+        model: &Model,
+        admission: Admission,
+        estimated_prompt_tokens: u64,
+        all_metrics: Arc<Metrics>,
+    ) -> Self {
+        model.metrics.in_flight.inc();
+        Self {
+            request_id,
+            project: caller.project.slug.clone(),
+            endpoint: caller.endpoint.slug.clone(),
+            model: model.name.clone(),
+            key_id: caller.key.id.clone(),
+            started,
+            estimated_prompt_tokens,
+            key_state: caller.key.state.clone(),
+            tier: caller.tier.clone(),
+            admission,
+            metrics: model.metrics.clone(),
+            all_metrics,
+            settled: false,
+        }
+    }
+
+    /// Settles a request that got no answer: every backend failed, with `status`.
+    pub fn refused(mut self, status: u16) {
+        self.settle(status, None, false, End::default());
+    }
+
+    /// Settles the request. Runs once; later calls (and the drop) do nothing.
+    fn settle(&mut self, status: u16, served: Option<&Served>, streamed: bool, end: End) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let now = Instant::now();
+        if let Some(served) = served {
+            served.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics.in_flight.dec();
+        // A stream that broke before its usage chunk is billed for what was seen, once.
+        let usage = end.usage.unwrap_or(Usage {
+            prompt_tokens: if status < 400 { self.estimated_prompt_tokens } else { 0 },
+            completion_tokens: end.events,
+            cached_tokens: 0,
+        });
+        let billable = status < 400;
+        let pricing = served.and_then(|s| s.pricing.as_ref());
+        let cost = if billable { cost_usd(&usage, pricing, self.tier.config.price_multiplier) } else { 0.0 };
+        let used = if billable {
+            Used { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, cost_usd: cost }
+        } else {
+            Used::default()
+        };
+        self.key_state.settle(&self.admission, &self.tier.config, used, now, jiff::Timestamp::now());
+
+        let status = if status == 0 { 499 } else { status };
+        self.metrics.count(status);
+        let elapsed = now.duration_since(self.started);
+        self.metrics.duration.observe(elapsed.as_secs_f64());
+        if billable {
+            self.metrics.tokens_in.inc_by(usage.prompt_tokens);
+            self.metrics.tokens_out.inc_by(usage.completion_tokens);
+        }
+        let ttft = served.map(|s| s.first_byte.duration_since(self.started));
+        if let Some(ttft) = ttft {
+            self.metrics.ttft.observe(ttft.as_secs_f64());
+            if streamed && usage.completion_tokens > 1 && end.cut_short.is_none() {
+                let decode = elapsed.saturating_sub(ttft).as_secs_f64();
+                self.metrics.tpot.observe(decode / (usage.completion_tokens - 1) as f64);
+            }
+        }
+        if let (Some(CutShort::UpstreamError), Some(served)) = (end.cut_short, served) {
+            self.all_metrics.upstream_error(&self.project, &self.endpoint, &served.provider, upstream_error::STREAM);
+        }
+        tracing::info!(
+            target: "sluice::access",
+            request_id = %self.request_id,
+            project = %self.project,
+            endpoint = %self.endpoint,
+            model = %self.model,
+            key = %self.key_id,
+            backend = %served.map_or("", |s| &*s.backend),
+            status,
+            duration_ms = elapsed.as_millis() as u64,
+            ttft_ms = ttft.map(|t| t.as_millis() as u64),
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            // Whole nano-dollars: `2e-5`, not the `2.0000000000000005e-5` of summed float prices.
+            cost_usd = (cost * 1e9).round() / 1e9,
+            cut_short = end.cut_short.map(CutShort::as_str),
+            "request"
+        );
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.settle(0, None, false, End::default());
+    }
+}
+
+/// The account of a request a backend answered, settled when the answer ends.
+pub struct Accounting {
+    admitted: Admitted,
+    served: Served,
+    /// Status sent to the client.
+    status: u16,
+    /// Whether the client asked for a stream.
+    streamed: bool,
+}
+
+impl Accounting {
+    /// The account of `admitted` once `backend` has answered with `status`, its first byte at
+    /// `first_byte`.
+    pub fn new(admitted: Admitted, backend: &Backend, first_byte: Instant, status: StatusCode, streamed: bool) -> Self {
+        let served = Served {
+            backend: backend.label.clone(),
+            provider: backend.upstream.id.clone(),
+            pricing: backend.pricing.clone(),
+            first_byte,
+            in_flight: backend.in_flight.clone(),
+        };
+        Self { admitted, served, status: status.as_u16(), streamed }
+    }
+
+    /// For log lines.
+    pub fn request_id(&self) -> &RequestId {
+        &self.admitted.request_id
+    }
+
+    /// The backend that answered, for log lines.
+    pub fn backend(&self) -> &str {
+        &self.served.backend
+    }
+
+    /// Settles an answer read whole: its usage is the body's (a successful one's).
+    pub fn finish_whole(mut self, body: &[u8]) {
+        let usage = if (200..300).contains(&self.status) { openai::read_usage(body) } else { None };
+        self.finish(End { usage, ..End::default() });
+    }
+
+    /// Settles a stream that ended, `cut_short` or not, with what `tap` read from it.
+    pub fn finish_stream(&mut self, tap: &SseTap, cut_short: Option<CutShort>) {
+        self.finish(End { usage: tap.usage, events: tap.text_events, cut_short });
+    }
+
+    fn finish(&mut self, end: End) {
+        self.admitted.settle(self.status, Some(&self.served), self.streamed, end);
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        self.finish(End::default());
+    }
+}
+
+/// Counts and logs a request refused before it was admitted: there is nothing to settle. `at`
+/// is the project and endpoint, once the path named ones the key opens.
+pub fn refused(
+    metrics: &Metrics,
+    request_id: &RequestId,
+    at: Option<(&str, &str)>,
+    status: u16,
+    code: &str,
+    started: Instant,
+) {
+    let (project, endpoint) = at.unwrap_or_default();
+    metrics.count_unrouted(project, endpoint, status);
+    tracing::info!(target: "sluice::access", request_id = %request_id, project,
+        endpoint, status, error = code,
+        duration_ms = started.elapsed().as_millis() as u64, "request refused");
+}
+
+/// Counts and logs a `/v1/models` answer.
+pub fn models_listed(metrics: &Metrics, request_id: &RequestId, caller: &Caller<'_>, started: Instant) {
+    let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
+    metrics.count_unrouted(project, endpoint, 200);
+    tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
+        key = %caller.key.id, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_counts_cached_tokens_at_their_price() {
+        let pricing = PricingConfig { input_per_million: 1.0, cached_input_per_million: 0.1, output_per_million: 2.0 };
+        let usage = Usage { prompt_tokens: 1_000_000, completion_tokens: 500_000, cached_tokens: 400_000 };
+        let cost = cost_usd(&usage, Some(&pricing), 1.5);
+        // (600k * 1 + 400k * 0.1 + 500k * 2) / 1M = 1.64, times 1.5.
+        assert!((cost - 2.46).abs() < 1e-9, "{cost}");
+        assert_eq!(cost_usd(&usage, None, 1.0), 0.0);
+    }
+
+    #[test]
+    fn generated_request_ids_are_unique_hex() {
+        let id = RequestId::generate(0x0123_4567_89ab_cdef, 42).to_string();
+        assert_eq!(id, "req_0123456789abcdef0000002a");
+    }
+}

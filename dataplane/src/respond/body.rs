@@ -1,0 +1,151 @@
+//! The body of every response: whole, or an upstream stream forwarded event by event under the
+//! tier's idle and total limits. A stream settles its account when it ends, however it ends.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+use crate::accounting::{Accounting, CutShort};
+use crate::protocol::sse::SseTap;
+use crate::upstream::client::UpstreamBody;
+
+use super::stream_error_event;
+
+/// The body of every response the gateway sends. Never fails: upstream errors inside a stream
+/// become a final SSE error event.
+pub enum ResponseBody {
+    /// A complete body.
+    Full(Option<Bytes>),
+    /// An upstream stream, forwarded event by event.
+    Stream(Box<StreamBody>),
+}
+
+impl ResponseBody {
+    /// A complete body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Some(bytes.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Self::Stream(stream) => stream.poll_next(cx).map(|next| next.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+            Self::Stream(stream) => stream.ended,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A streaming answer in flight.
+pub struct StreamBody {
+    upstream: UpstreamBody,
+    tap: SseTap,
+    pending: Option<Bytes>,
+    idle_limit: Duration,
+    idle: Pin<Box<Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    accounting: Accounting,
+    ended: bool,
+}
+
+impl StreamBody {
+    /// Wraps an upstream stream whose first (already tapped) bytes are `first`.
+    pub fn new(
+        upstream: UpstreamBody,
+        tap: SseTap,
+        first: Bytes,
+        idle_limit: Duration,
+        deadline: Instant,
+        accounting: Accounting,
+    ) -> Self {
+        Self {
+            upstream,
+            tap,
+            pending: (!first.is_empty()).then_some(first),
+            idle_limit,
+            idle: Box::pin(tokio::time::sleep(idle_limit)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
+            accounting,
+            ended: false,
+        }
+    }
+
+    fn end(&mut self, cut_short: Option<CutShort>) {
+        self.ended = true;
+        self.accounting.finish_stream(&self.tap, cut_short);
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(first) = self.pending.take() {
+            return Poll::Ready(Some(first));
+        }
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.end(Some(CutShort::TotalTimeout));
+            return Poll::Ready(Some(stream_error_event(CutShort::TotalTimeout)));
+        }
+        loop {
+            match Pin::new(&mut self.upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    let deadline = tokio::time::Instant::now() + self.idle_limit;
+                    self.idle.as_mut().reset(deadline);
+                    let out = self.tap.feed(data);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(out));
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    tracing::warn!(request_id = %self.accounting.request_id(), backend = %self.accounting.backend(),
+                        error = %error, "upstream stream broke");
+                    let rest = self.tap.finish();
+                    self.end(Some(CutShort::UpstreamError));
+                    let mut event = rest.to_vec();
+                    event.extend_from_slice(&stream_error_event(CutShort::UpstreamError));
+                    return Poll::Ready(Some(Bytes::from(event)));
+                }
+                Poll::Ready(None) => {
+                    let rest = self.tap.finish();
+                    self.end(None);
+                    return Poll::Ready((!rest.is_empty()).then_some(rest));
+                }
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        self.end(Some(CutShort::IdleTimeout));
+                        return Poll::Ready(Some(stream_error_event(CutShort::IdleTimeout)));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What goes back to the client: the response to an upstream answer, to `/v1/models`, and to
+//! every refusal. An error becomes an OpenAI error body here and only here, whether it ends a
+//! request ([`error_response`]) or a stream that had begun ([`stream_error_event`]); every
+//! header the gateway writes is written here too.
+
+pub mod body;
+mod headers;
+
+use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use crate::accounting::{CutShort, RequestId};
+use crate::error::ApiError;
+use crate::limits::LimitReport;
+use crate::resolve::Deprecation;
+use crate::snapshot::{Backend, Tier};
+
+use self::body::ResponseBody;
+use self::headers::{copy_response_headers, deprecation_headers, limit_headers};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
+
+/// The OpenAI error body, `{"error":{"message","type","param","code"}}`: the one place it is
+/// written, for responses and stream events alike.
+fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
+}
+
+/// The response to a refused or failed request: its status, OpenAI error body and
+/// `Retry-After`.
+pub fn error_response(error: ApiError) -> Response<ResponseBody> {
+    let (status, kind, code) = error.parts();
+    let retry_after = error.retry_after();
+    let body = error_body(&error.to_string(), kind, error.param(), code);
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The last SSE event of a stream cut short: how an OpenAI SDK learns the stream failed.
+pub fn stream_error_event(cut: CutShort) -> Bytes {
+    let (code, message) = match cut {
+        CutShort::TotalTimeout => ("stream_timeout", "The response exceeded the tier's total time limit."),
+        CutShort::IdleTimeout => {
+            ("stream_idle_timeout", "The upstream sent nothing for longer than the tier's idle stream limit.")
+        }
+        CutShort::UpstreamError => ("upstream_stream_error", "The upstream stream broke."),
+    };
+    Bytes::from(format!("data: {}\n\n", error_body(message, "api_error", None, code)))
+}
+
+/// A JSON answer the gateway makes itself (`/v1/models`).
+pub fn json(body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// The response to an upstream answer: its status and headers (less those the client must not
+/// get), which backend answered, the client's limits, and the alias's deprecation.
+pub fn answered(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    backend: &Backend,
+    body: ResponseBody,
+    report: &LimitReport,
+    tier: &Tier,
+    deprecation: Option<Deprecation<'_>>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    // Room for x-sluice-backend, six x-ratelimit-* headers, three of deprecation and x-request-id.
+    out.reserve(upstream_headers.len() + 11);
+    copy_response_headers(upstream_headers, out);
+    out.insert(X_SLUICE_BACKEND.clone(), backend.label_header.clone());
+    limit_headers(out, report, tier);
+    if let Some(deprecation) = deprecation {
+        deprecation_headers(out, deprecation);
+    }
+    response
+}
+
+/// The headers a refusal after resolution carries: the alias's deprecation and, once the
+/// request was admitted, the client's limits.
+pub fn refusal_headers(deprecation: Option<Deprecation<'_>>, limits: Option<(&LimitReport, &Tier)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(deprecation) = deprecation {
+        deprecation_headers(&mut headers, deprecation);
+    }
+    if let Some((report, tier)) = limits {
+        limit_headers(&mut headers, report, tier);
+    }
+    headers
+}
+
+/// Every response carries the request's id.
+pub fn set_request_id(response: &mut Response<ResponseBody>, request_id: RequestId) {
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_of(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).expect("json")
+    }
+
+    #[test]
+    fn errors_use_the_openai_shape() {
+        let error = ApiError::ScopeInsufficient { needed: "inference", api: "/v1/chat/completions" };
+        assert_eq!(error.parts().0, StatusCode::FORBIDDEN);
+        let response = error_response(error);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let body::ResponseBody::Full(Some(bytes)) = response.body() else { panic!("a whole body") };
+        let body = json_of(bytes);
+        assert_eq!(body["error"]["code"], "scope_insufficient");
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert!(body["error"]["param"].is_null());
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("inference")));
+    }
+
+    #[test]
+    fn stream_errors_are_the_same_body_in_an_event() {
+        let event = stream_error_event(CutShort::IdleTimeout);
+        let data = event.strip_prefix(b"data: ").and_then(|e| e.strip_suffix(b"\n\n")).expect("one SSE event");
+        let body = json_of(data);
+        assert_eq!(body["error"]["code"], "stream_idle_timeout");
+        assert_eq!(body["error"]["type"], "api_error");
+        assert!(body["error"]["param"].is_null());
+        let refusal = error_response(ApiError::NotReady);
+        let body::ResponseBody::Full(Some(bytes)) = refusal.body() else { panic!("a whole body") };
+        let keys = |v: &serde_json::Value| v["error"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(keys(&body), keys(&json_of(bytes)), "one shape for both");
+    }
+
+    #[test]
+    fn refusals_carry_deprecation_then_limits() {
+        let deprecation = Deprecation { sunset: None, replacement: "m" };
+        let headers = refusal_headers(Some(deprecation), None);
+        let names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["deprecation", "x-sluice-model-replacement"]);
+        assert!(refusal_headers(None, None).is_empty());
+    }
+}

@@ -1,0 +1,168 @@
+//! What a request asks for, from its path and method alone: `/<project>/<endpoint>/v1/<api>`,
+//! which API that is, and the method each route takes.
+
+use hyper::Method;
+
+use crate::error::ApiError;
+
+/// The APIs the gateway forwards, with their path below the provider's base URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `/chat/completions`
+    ChatCompletions,
+    /// `/completions`
+    Completions,
+    /// `/embeddings`
+    Embeddings,
+    /// `/rerank`
+    Rerank,
+}
+
+impl Api {
+    /// Every API, in a fixed order (an index into per-API tables).
+    pub const ALL: [Self; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank];
+
+    /// Path below `.../v1`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+            Self::Rerank => "/rerank",
+        }
+    }
+
+    /// Path as clients see it, for messages.
+    pub fn display(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+            Self::Rerank => "/v1/rerank",
+        }
+    }
+
+    /// Position in [`Api::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The configuration's name for it.
+    pub fn kind(self) -> sluice_crds::api::ApiKind {
+        use sluice_crds::api::ApiKind;
+        match self {
+            Self::ChatCompletions => ApiKind::ChatCompletions,
+            Self::Completions => ApiKind::Completions,
+            Self::Embeddings => ApiKind::Embeddings,
+            Self::Rerank => ApiKind::Rerank,
+        }
+    }
+
+    /// The model capability it needs.
+    pub fn capability(self) -> sluice_crds::api::Capability {
+        use sluice_crds::api::Capability;
+        match self {
+            Self::ChatCompletions => Capability::Chat,
+            Self::Completions => Capability::Completions,
+            Self::Embeddings => Capability::Embeddings,
+            Self::Rerank => Capability::Rerank,
+        }
+    }
+}
+
+/// What the path asks for below `/v1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'p> {
+    /// A model call, forwarded upstream.
+    Api(Api),
+    /// `GET /v1/models`.
+    ListModels,
+    /// `GET /v1/models/{id}`.
+    GetModel(&'p str),
+}
+
+impl Route<'_> {
+    /// Model calls are `POST`s; the model list is read with `GET`.
+    pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
+        let expected = match self {
+            Self::Api(_) => Method::POST,
+            Self::ListModels | Self::GetModel(_) => Method::GET,
+        };
+        if *method == expected { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
+    }
+}
+
+/// A request's path, split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target<'p> {
+    /// Project slug.
+    pub project: &'p str,
+    /// Endpoint slug.
+    pub endpoint: &'p str,
+    /// What it asks the endpoint for.
+    pub route: Route<'p>,
+}
+
+/// Splits `/<project>/<endpoint>/v1/<api>`; `None` for any other path.
+pub fn parse_path(path: &str) -> Option<Target<'_>> {
+    let rest = path.strip_prefix('/')?;
+    let (project, rest) = rest.split_once('/')?;
+    let (endpoint, rest) = rest.split_once('/')?;
+    let api = rest.strip_prefix("v1/")?;
+    let route = match api {
+        "chat/completions" => Route::Api(Api::ChatCompletions),
+        "completions" => Route::Api(Api::Completions),
+        "embeddings" => Route::Api(Api::Embeddings),
+        "rerank" => Route::Api(Api::Rerank),
+        "models" => Route::ListModels,
+        other => Route::GetModel(other.strip_prefix("models/").filter(|id| !id.is_empty())?),
+    };
+    (!project.is_empty() && !endpoint.is_empty()).then_some(Target { project, endpoint, route })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(path: &str) -> Option<(&str, &str, Route<'_>)> {
+        parse_path(path).map(|t| (t.project, t.endpoint, t.route))
+    }
+
+    #[test]
+    fn paths_split_into_project_endpoint_and_api() {
+        assert_eq!(
+            split("/demo/assistant/v1/chat/completions"),
+            Some(("demo", "assistant", Route::Api(Api::ChatCompletions)))
+        );
+        assert_eq!(split("/demo/assistant/v1/models"), Some(("demo", "assistant", Route::ListModels)));
+        assert_eq!(
+            split("/demo/assistant/v1/models/Qwen/Qwen2.5-7B"),
+            Some(("demo", "assistant", Route::GetModel("Qwen/Qwen2.5-7B")))
+        );
+        assert_eq!(split("/demo/assistant/v1/models/"), None);
+        assert_eq!(split("/demo/assistant/v2/chat/completions"), None);
+        assert_eq!(split("//assistant/v1/models"), None);
+        assert_eq!(split("/demo/v1/models"), None);
+    }
+
+    #[test]
+    fn every_api_has_its_path() {
+        for api in Api::ALL {
+            let path = format!("/p/e{}", api.display());
+            assert_eq!(split(&path), Some(("p", "e", Route::Api(api))), "{path}");
+            assert_eq!(Api::ALL[api.index()], api);
+        }
+    }
+
+    #[test]
+    fn model_calls_are_posts_and_listings_gets() {
+        assert!(Route::Api(Api::Embeddings).check_method(&Method::POST).is_ok());
+        assert!(Route::ListModels.check_method(&Method::GET).is_ok());
+        assert!(Route::GetModel("m").check_method(&Method::GET).is_ok());
+        match Route::Api(Api::ChatCompletions).check_method(&Method::GET) {
+            Err(ApiError::MethodNotAllowed(method)) => assert_eq!(method, "GET"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        assert!(matches!(Route::ListModels.check_method(&Method::DELETE), Err(ApiError::MethodNotAllowed(_))));
+    }
+}

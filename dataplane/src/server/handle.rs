@@ -1,0 +1,197 @@
+//! One API request through the stages, in the order it meets them: the head is bounded and the
+//! path routed, the caller identified, the body read and its model resolved, the request
+//! admitted under its limits, the backends called with failover, and the answer (or the
+//! refusal) written back and accounted for. The stages decide; this file only hands each one's
+//! result to the next.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Request, Response};
+use jiff::Timestamp;
+
+use crate::Gateway;
+use crate::accounting::{self, Accounting, Admitted, RequestId};
+use crate::auth::{self, Caller, Need};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::models;
+use crate::protocol::openai;
+use crate::resolve;
+use crate::respond::{self, body::ResponseBody, body::StreamBody};
+use crate::route::{self, Api, Route};
+use crate::snapshot::Snapshot;
+use crate::upstream::failover::{Answer, Call};
+
+/// A refused request, with what is known about it when it was refused.
+struct Rejection<'s> {
+    error: ApiError,
+    /// Project and endpoint slugs, once the path named ones the key opens.
+    at: Option<(&'s str, &'s str)>,
+    /// The account, once the request was admitted.
+    admitted: Option<Admitted>,
+    /// Headers beyond the error's own.
+    headers: HeaderMap,
+}
+
+impl<'s> Rejection<'s> {
+    fn at(caller: &Caller<'s>, error: ApiError) -> Self {
+        let at = Some((&*caller.project.slug, &*caller.endpoint.slug));
+        Self { error, at, admitted: None, headers: HeaderMap::new() }
+    }
+}
+
+impl From<ApiError> for Rejection<'_> {
+    fn from(error: ApiError) -> Self {
+        Self { error, at: None, admitted: None, headers: HeaderMap::new() }
+    }
+}
+
+impl<'s> From<auth::Refused<'s>> for Rejection<'s> {
+    fn from(refused: auth::Refused<'s>) -> Self {
+        let at = refused.at.map(|(project, endpoint)| (&*project.slug, &*endpoint.slug));
+        Self { error: refused.error, at, admitted: None, headers: HeaderMap::new() }
+    }
+}
+
+/// Serves one API request; never fails (refusals become responses).
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: SocketAddr) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let request_id = gateway.request_id(request.headers());
+    let snapshot = gateway.snapshot();
+    let mut response = match serve(&gateway, &snapshot, request, remote, started, &request_id).await {
+        Ok(response) => response,
+        Err(rejection) => refuse(&gateway.metrics, rejection, &request_id, started),
+    };
+    respond::set_request_id(&mut response, request_id);
+    response
+}
+
+/// Settles or logs a refusal, and answers it.
+fn refuse(
+    metrics: &Metrics,
+    rejection: Rejection<'_>,
+    request_id: &RequestId,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let Rejection { error, at, admitted, headers } = rejection;
+    let (status, _, code) = error.parts();
+    match admitted {
+        Some(admitted) => admitted.refused(status.as_u16()),
+        None => accounting::refused(metrics, request_id, at, status.as_u16(), code, started),
+    }
+    let mut response = respond::error_response(error);
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// Everything up to the route: the head, the path, the caller.
+async fn serve<'s>(
+    gateway: &Gateway,
+    snapshot: &'s Snapshot,
+    request: Request<Incoming>,
+    remote: SocketAddr,
+    started: Instant,
+    request_id: &RequestId,
+) -> Result<Response<ResponseBody>, Rejection<'s>> {
+    super::check_head(&request, gateway.max_header_bytes)?;
+    let unknown_path =
+        || ApiError::UnknownPath { method: request.method().to_string(), path: request.uri().path().to_owned() };
+    let target = route::parse_path(request.uri().path()).ok_or_else(unknown_path)?;
+    if snapshot.generation == 0 {
+        return Err(ApiError::NotReady.into());
+    }
+    let now = Timestamp::now();
+    let caller = auth::identify(snapshot, &request, &target, remote.ip(), now, unknown_path)?;
+    let reject = |error| Rejection::at(&caller, error);
+    target.route.check_method(request.method()).map_err(reject)?;
+    match target.route {
+        Route::Api(api) => call_model(gateway, caller, api, request, started, now, request_id).await,
+        models_route @ (Route::ListModels | Route::GetModel(_)) => {
+            caller.check_scope(Need::ListModels).map_err(reject)?;
+            let body = models::answer(snapshot, &caller, models_route, now).map_err(reject)?;
+            accounting::models_listed(&gateway.metrics, request_id, &caller, started);
+            Ok(respond::json(body))
+        }
+    }
+}
+
+/// A model call: body, model, limits, upstream, answer.
+async fn call_model<'s>(
+    gateway: &Gateway,
+    caller: Caller<'s>,
+    api: Api,
+    request: Request<Incoming>,
+    started: Instant,
+    now: Timestamp,
+    request_id: &RequestId,
+) -> Result<Response<ResponseBody>, Rejection<'s>> {
+    let reject = |error| Rejection::at(&caller, error);
+    if !caller.endpoint.serves(api) {
+        return Err(reject(ApiError::ApiNotEnabled(api.display())));
+    }
+    caller.check_scope(Need::Inference(api.display())).map_err(reject)?;
+
+    let (parts, body) = request.into_parts();
+    let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
+    let fields = openai::read_fields(&body).map_err(reject)?;
+    let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
+
+    let tier = caller.tier;
+    let estimated_prompt = openai::estimate_prompt_tokens(body.len());
+    let estimate = estimated_prompt + fields.max_tokens.unwrap_or(0);
+    let admission =
+        caller.key.state.admit(&tier.config, caller.key.budget.as_ref(), estimate, started, now).map_err(|error| {
+            Rejection { headers: respond::refusal_headers(resolved.deprecation, None), ..reject(error) }
+        })?;
+    tier.retries.deposit(tier.config.retry_percent);
+    let report = admission.report;
+    let admitted = Admitted::new(
+        request_id.clone(),
+        started,
+        &caller,
+        resolved.model,
+        admission,
+        estimated_prompt,
+        gateway.metrics.clone(),
+    );
+
+    let deadline = started + Duration::from_millis(u64::from(tier.config.total_ms));
+    let call = Call {
+        caller: &caller,
+        model: resolved.model,
+        api,
+        client_headers: &parts.headers,
+        body: &body,
+        fields: &fields,
+        deadline,
+        request_id,
+        metrics: &gateway.metrics,
+    };
+    match call.run().await {
+        Ok(answered) => {
+            let accounting =
+                Accounting::new(admitted, answered.backend, answered.first_byte, answered.status, fields.stream);
+            let body = match answered.body {
+                Answer::Whole(bytes) => {
+                    accounting.finish_whole(&bytes);
+                    ResponseBody::full(bytes)
+                }
+                Answer::Stream { body, tap, first } => {
+                    let idle = Duration::from_millis(u64::from(tier.config.idle_stream_ms));
+                    ResponseBody::Stream(Box::new(StreamBody::new(body, tap, first, idle, deadline, accounting)))
+                }
+            };
+            let (status, headers, backend) = (answered.status, &answered.headers, answered.backend);
+            Ok(respond::answered(status, headers, backend, body, &report, tier, resolved.deprecation))
+        }
+        Err(error) => Err(Rejection {
+            headers: respond::refusal_headers(resolved.deprecation, Some((&report, tier))),
+            admitted: Some(admitted),
+            ..reject(error)
+        }),
+    }
+}

@@ -1,0 +1,239 @@
+//! Failover before the first byte: a model's backends are tried in the routing plan's order,
+//! within the tier's retry budget and deadlines, until one answers. An answer is a whole body,
+//! or a stream whose first event has arrived; once a byte has gone to the client there is no
+//! going back.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::StatusCode;
+use hyper::header::{self, HeaderMap, HeaderValue};
+
+use crate::accounting::RequestId;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::metrics::{Metrics, upstream_error};
+use crate::protocol::openai::{self, RequestFields, Rewrite};
+use crate::protocol::sse::SseTap;
+use crate::route::Api;
+use crate::routing;
+use crate::snapshot::{Backend, Model};
+use crate::upstream::client::{UpstreamBody, UpstreamError};
+
+/// Largest non-streaming upstream answer the gateway relays.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest upstream error body read (to pass on or to log).
+const MAX_ERROR_BODY_BYTES: usize = 1024 * 1024;
+
+/// One request's call to a model, with everything its attempts need.
+pub struct Call<'a> {
+    /// Who calls, on which endpoint, under which tier.
+    pub caller: &'a Caller<'a>,
+    /// The model whose backends are tried.
+    pub model: &'a Model,
+    /// The API called.
+    pub api: Api,
+    /// The client's headers (filtered on the way out).
+    pub client_headers: &'a HeaderMap,
+    /// The client's body, as read.
+    pub body: &'a Bytes,
+    /// Its fields.
+    pub fields: &'a RequestFields<'a>,
+    /// When the whole request must be over.
+    pub deadline: Instant,
+    /// For the log lines of failed attempts.
+    pub request_id: &'a RequestId,
+    /// Where failed attempts are counted.
+    pub metrics: &'a Metrics,
+}
+
+/// The backend that answered, and its answer so far.
+pub struct Answered<'a> {
+    /// The backend. Its in-flight count includes this request until the account is settled.
+    pub backend: &'a Backend,
+    /// Upstream status.
+    pub status: StatusCode,
+    /// Upstream headers, unfiltered.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Answer,
+    /// When its first byte arrived (for a stream, its first event).
+    pub first_byte: Instant,
+}
+
+/// An upstream answer the client will get.
+pub enum Answer {
+    /// Read whole.
+    Whole(Bytes),
+    /// A stream whose first events (`first`, already read through `tap`) are in hand.
+    Stream {
+        /// The rest of the stream.
+        body: UpstreamBody,
+        /// What has read the stream so far.
+        tap: SseTap,
+        /// The events to send first.
+        first: Bytes,
+    },
+}
+
+/// Why one backend did not answer.
+enum Miss {
+    Connect(String),
+    Timeout,
+    Request(String),
+    Status { status: StatusCode, retry_after: Option<HeaderValue> },
+    Unsupported,
+}
+
+impl<'a> Call<'a> {
+    /// Tries backends in the routing plan's order until one answers, within the retry budget.
+    pub async fn run(&self) -> Result<Answered<'a>, ApiError> {
+        let Caller { project, endpoint, tier, .. } = *self.caller;
+        let order = routing::plan(self.model, endpoint.routing, &mut rand::rng());
+        let mut last_miss = None;
+        for (attempt, &index) in order.iter().enumerate() {
+            if attempt > 0 && !tier.retries.withdraw(tier.config.min_retries_per_second, Instant::now()) {
+                tracing::warn!(request_id = %self.request_id, "retry budget spent; no more failover");
+                break;
+            }
+            if Instant::now() >= self.deadline {
+                last_miss = Some(Miss::Timeout);
+                break;
+            }
+            let backend = &self.model.backends[index];
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = self.try_backend(backend).await;
+            let miss = match result {
+                Ok((status, headers, body, first_byte)) => {
+                    if attempt > 0 {
+                        self.model.metrics.failovers.inc();
+                    }
+                    return Ok(Answered { backend, status, headers, body, first_byte });
+                }
+                Err(miss) => miss,
+            };
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let kind = match &miss {
+                Miss::Connect(_) => upstream_error::CONNECT,
+                Miss::Timeout => upstream_error::TIMEOUT,
+                Miss::Request(_) | Miss::Unsupported => upstream_error::REQUEST,
+                Miss::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => upstream_error::STATUS_429,
+                Miss::Status { .. } => upstream_error::STATUS_5XX,
+            };
+            self.metrics.upstream_error(&project.slug, &endpoint.slug, &backend.upstream.id, kind);
+            let detail = match &miss {
+                Miss::Connect(e) | Miss::Request(e) => e.clone(),
+                Miss::Status { status, .. } => format!("status {status}"),
+                Miss::Timeout => "no first byte in time".into(),
+                Miss::Unsupported => "unsupported provider type".into(),
+            };
+            tracing::warn!(request_id = %self.request_id, backend = %backend.label, kind, detail = %detail,
+                remaining = order.len() - attempt - 1, "backend failed before the first byte");
+            last_miss = Some(miss);
+        }
+        let name = self.model.name.to_string();
+        Err(match last_miss {
+            Some(Miss::Timeout) => ApiError::UpstreamTimeout(name),
+            Some(Miss::Status { status, retry_after }) if status == StatusCode::TOO_MANY_REQUESTS => {
+                ApiError::UpstreamRateLimited { model: name, retry_after }
+            }
+            Some(Miss::Status { status, .. }) => ApiError::UpstreamStatus { model: name, status: status.as_u16() },
+            Some(Miss::Request(_)) => ApiError::UpstreamStatus { model: name, status: 502 },
+            Some(Miss::Connect(_) | Miss::Unsupported) | None => ApiError::NoHealthyBackend(name),
+        })
+    }
+
+    /// One backend: sends, waits for the first bytes (or the whole answer when not streaming).
+    async fn try_backend(&self, backend: &Backend) -> Result<(StatusCode, HeaderMap, Answer, Instant), Miss> {
+        let strip_usage = self.fields.stream && !self.fields.include_usage;
+        let body = openai::rewrite_body(
+            self.body,
+            self.fields,
+            Rewrite {
+                model: backend.rewrite_from.as_ref().map(|_| backend.model.as_str()),
+                include_usage: strip_usage,
+            },
+        );
+        let now = Instant::now();
+        let timeout_at = if self.fields.stream {
+            (now + Duration::from_millis(u64::from(self.caller.tier.config.first_token_ms))).min(self.deadline)
+        } else {
+            self.deadline
+        };
+        let streaming = self.fields.stream;
+        let call = async {
+            let response = backend.upstream.send(self.api, self.client_headers, body).await.map_err(|e| match e {
+                UpstreamError::Connect(e) => Miss::Connect(e),
+                UpstreamError::Request(e) => Miss::Request(e),
+                UpstreamError::Unsupported(_) => Miss::Unsupported,
+            })?;
+            let headers_at = Instant::now();
+            let (parts, mut body) = response.into_parts();
+            let status = parts.status;
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = parts.headers.get(header::RETRY_AFTER).cloned();
+                return Err(Miss::Status { status, retry_after });
+            }
+            let event_stream =
+                parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            if streaming && status.is_success() && event_stream {
+                let mut tap = SseTap::new(!self.fields.include_usage);
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            let Ok(data) = frame.into_data() else { continue };
+                            let first = tap.feed(data);
+                            if !first.is_empty() {
+                                return Ok((
+                                    status,
+                                    parts.headers,
+                                    Answer::Stream { body, tap, first },
+                                    Instant::now(),
+                                ));
+                            }
+                        }
+                        Some(Err(e)) => return Err(Miss::Request(format!("stream: {e}"))),
+                        None => {
+                            let first = tap.finish();
+                            return Ok((status, parts.headers, Answer::Stream { body, tap, first }, Instant::now()));
+                        }
+                    }
+                }
+            }
+            let limit = if status.is_success() { MAX_RESPONSE_BYTES } else { MAX_ERROR_BODY_BYTES };
+            let bytes = collect_body(body, limit).await.map_err(Miss::Request)?;
+            Ok((status, parts.headers, Answer::Whole(bytes), headers_at))
+        };
+        match tokio::time::timeout_at(timeout_at.into(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(Miss::Timeout),
+        }
+    }
+}
+
+/// Reads a whole upstream body, up to `limit` bytes (a single-frame body is not copied).
+async fn collect_body(mut body: UpstreamBody, limit: usize) -> Result<Bytes, String> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len();
+        if total > limit {
+            return Err(format!("the upstream answer exceeds {limit} bytes"));
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            previous => {
+                if let Some(previous) = previous {
+                    joined.extend_from_slice(&previous);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(joined)))
+}

@@ -1,0 +1,5 @@
+//! The upstream call: [`failover`] tries a model's backends in the routing plan's order until one
+//! answers (waiting for its first byte), and [`client`] sends one request to one backend.
+
+pub mod client;
+pub mod failover;
