@@ -58,6 +58,11 @@ struct Cli {
     #[arg(long, global = true)]
     bin_dir: Option<PathBuf>,
 
+    /// Also measure the sluice-gateway in this folder (another build, e.g. of the last release or
+    /// of main before a change) as system `sluice-ref`, interleaved with this build's.
+    #[arg(long, global = true)]
+    reference_bin: Option<PathBuf>,
+
     /// Results folder (default: target/bench).
     #[arg(long, global = true)]
     out: Option<PathBuf>,
@@ -153,7 +158,7 @@ fn main() -> anyhow::Result<()> {
 fn build(workspace: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Not sluice-bench itself: relinking the running binary would leave it without a path.
-    eprintln!("building sluice-gateway and sluice-sim (release)...");
+    eprintln!("building sluice-gateway, sluice-sim and sluice-bench-proxy (release)...");
     let status = Command::new(cargo)
         .current_dir(workspace)
         .args([
@@ -163,10 +168,14 @@ fn build(workspace: &Path) -> anyhow::Result<()> {
             "sluice-gateway",
             "-p",
             "sluice-sim",
+            "-p",
+            "sluice-bench",
             "--bin",
             "sluice-gateway",
             "--bin",
             "sluice-sim",
+            "--bin",
+            "sluice-bench-proxy",
         ])
         .status()
         .context("running cargo build")?;
@@ -207,7 +216,16 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
             bail!("unknown system {id:?}; known: {}", all.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "));
         }
     }
-    let systems = all.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+    let mut systems: Vec<SystemDef> = all.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+    if let Some(dir) = &cli.reference_bin {
+        let binary = dir.join("sluice-gateway");
+        if !binary.is_file() {
+            bail!("--reference-bin: {} does not exist", binary.display());
+        }
+        // Right after this build's Sluice, so rounds interleave the two.
+        let at = systems.iter().position(|s| s.id == "sluice").map_or(systems.len(), |i| i + 1);
+        systems.insert(at, SystemDef::reference(dir));
+    }
     let quick = cli.quick;
     let rates = if !cli.rates.is_empty() {
         cli.rates.clone()

@@ -49,7 +49,8 @@ fn ok_systems(r: &Results) -> Vec<String> {
 pub fn finish(r: &mut Results) {
     let mut targets = Vec::new();
     let bare = find(r, "bare", "throughput", "chat", None).and_then(Measurement::rps);
-    for id in ["sluice", "sluice-warn"] {
+    let reference = r.systems.iter().any(|s| s.id == "sluice-ref");
+    for id in ["sluice", "sluice-warn", "sluice-ref"].into_iter().filter(|id| *id != "sluice-ref" || reference) {
         let sluice = find(r, id, "throughput", "chat", None).and_then(Measurement::rps);
         let (measured, met) = match (sluice, bare) {
             (Some(s), Some(b)) if b > 0.0 => {
@@ -525,5 +526,25 @@ mod tests {
         assert!(md.contains("| sluice | 45000 | 75% "), "{md}");
         assert!(md.contains("0.55 / 0.88 / 1.10 (+0.70)"), "{md}");
         assert!(p99_chart(&r, "chat", "t").contains("<circle"));
+    }
+
+    #[test]
+    fn a_reference_build_gets_its_own_ratio_only_when_measured() {
+        let mut r = Results {
+            systems: vec![system("bare"), system("sluice"), system("sluice-ref")],
+            measurements: vec![
+                throughput("bare", 60_000.0),
+                throughput("sluice", 45_000.0),
+                throughput("sluice-ref", 42_000.0),
+            ],
+            ..Results::default()
+        };
+        finish(&mut r);
+        let reference = r.targets.iter().find(|t| t.name.contains("sluice-ref")).expect("a reference target");
+        assert!(reference.measured.contains("70%"), "{}", reference.measured);
+        assert!(markdown(&r).contains("| sluice-ref | 42000 | 70% "));
+        let mut without = Results { systems: vec![system("bare"), system("sluice")], ..Results::default() };
+        finish(&mut without);
+        assert!(!without.targets.iter().any(|t| t.name.contains("sluice-ref")));
     }
 }

@@ -148,6 +148,9 @@ pub enum Kind {
     Sluice {
         /// The `--log` value.
         log: String,
+        /// Another build's `sluice-gateway` (a reference to compare with); absent: this one's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
     },
     /// LiteLLM proxy (PyPI).
     Litellm,
@@ -175,12 +178,21 @@ impl SystemDef {
         vec![
             def("direct", "direct to simulator", Kind::Direct),
             def("bare", "bare hyper proxy", Kind::Bare),
-            def("sluice", "Sluice (log info)", Kind::Sluice { log: "info".into() }),
-            def("sluice-warn", "Sluice (log warn)", Kind::Sluice { log: "warn".into() }),
+            def("sluice", "Sluice (log info)", Kind::Sluice { log: "info".into(), binary: None }),
+            def("sluice-warn", "Sluice (log warn)", Kind::Sluice { log: "warn".into(), binary: None }),
             def("litellm", "LiteLLM proxy", Kind::Litellm),
             def("portkey", "Portkey gateway", Kind::Portkey),
             def("crabllm", "crabllm", Kind::Crabllm),
         ]
+    }
+
+    /// Sluice as built elsewhere (`sluice-ref`), measured beside this build in the same run.
+    pub fn reference(bin_dir: &Path) -> Self {
+        Self {
+            id: "sluice-ref".into(),
+            label: "Sluice reference build (log info)".into(),
+            kind: Kind::Sluice { log: "info".into(), binary: Some(bin_dir.join("sluice-gateway")) },
+        }
     }
 
     /// Whether it is a peer gateway (installed from a registry).
@@ -360,16 +372,19 @@ pub fn start(def: &SystemDef, env: &Env) -> anyhow::Result<Running> {
                 "hyper 1 http1 server + hyper-util legacy client, TCP_NODELAY, tokio multi-thread (default workers), no logs".into(),
             ))
         }
-        Kind::Sluice { log } => start_sluice(env, log, env.keys, &env.work_dir.join(format!("sluice-{}", def.id)))
-            .map(|(procs, api, note)| running(procs, api, gateway_version(env), note)),
+        Kind::Sluice { log, binary } => {
+            let binary = binary.clone().unwrap_or_else(|| env.bin_dir.join("sluice-gateway"));
+            start_sluice(env, &binary, log, env.keys, &env.work_dir.join(format!("sluice-{}", def.id)))
+                .map(|(procs, api, note)| running(procs, api, gateway_version(&binary), note))
+        }
         Kind::Litellm => start_litellm(env).map(|(procs, api, note)| running(procs, api, LITELLM_VERSION.into(), note)),
         Kind::Portkey => start_portkey(env).map(|(procs, api, note)| running(procs, api, PORTKEY_VERSION.into(), note)),
         Kind::Crabllm => start_crabllm(env).map(|(procs, api, note)| running(procs, api, CRABLLM_VERSION.into(), note)),
     }
 }
 
-fn gateway_version(env: &Env) -> String {
-    Command::new(env.bin_dir.join("sluice-gateway"))
+fn gateway_version(binary: &Path) -> String {
+    Command::new(binary)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
@@ -378,13 +393,14 @@ fn gateway_version(env: &Env) -> String {
 
 type Started = (Vec<Proc>, Api, String);
 
-/// Starts Sluice on the benchmark project with `keys` keys, from manifests written under `dir`.
-fn start_sluice(env: &Env, log: &str, keys: usize, dir: &Path) -> anyhow::Result<Started> {
+/// Starts `binary` (a sluice-gateway) on the benchmark project with `keys` keys, from manifests
+/// written under `dir`.
+fn start_sluice(env: &Env, binary: &Path, log: &str, keys: usize, dir: &Path) -> anyhow::Result<Started> {
     project::write_manifests(dir, &env.backends, keys)?;
     let (port, admin_port) = (free_port()?, free_port()?);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
-    let mut command = env.command(env.bin_dir.join("sluice-gateway"));
+    let mut command = env.command(binary);
     command.arg("--config").arg(dir).args(["--listen", &addr.to_string(), "--admin-listen", &admin.to_string()]);
     command.args(["--log", log]);
     let mut proc = Proc::spawn("sluice-gateway", command)?;
