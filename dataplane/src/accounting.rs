@@ -4,7 +4,6 @@
 //! moment the limits let it in, [`Accounting`] once a backend has answered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use hyper::StatusCode;
@@ -12,6 +11,8 @@ use hyper::header::HeaderValue;
 use sluice_crds::config::PricingConfig;
 
 use crate::auth::Caller;
+use crate::backends::health::Verdict;
+use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
 use crate::metrics::{Metrics, ModelMetrics, upstream_error};
 use crate::protocol::openai::{self, Usage};
@@ -104,17 +105,26 @@ struct Served {
     provider: Arc<str>,
     pricing: Option<PricingConfig>,
     first_byte: Instant,
-    /// The backend's in-flight counter, released at the end.
-    in_flight: Arc<AtomicU32>,
+    /// The attempt, in flight on the backend until the end reports it.
+    attempt: Attempt,
 }
 
 /// How the answer ended, as far as the gateway saw it.
 #[derive(Default)]
 struct End {
+    /// What ended; `None`: the account was dropped (the client went away).
+    answer: Option<AnswerKind>,
     usage: Option<Usage>,
     /// Events that carried text (an estimate of output tokens when usage is missing).
     events: u64,
     cut_short: Option<CutShort>,
+}
+
+/// The kind of answer that ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AnswerKind {
+    Whole,
+    Stream,
 }
 
 impl Admitted {
@@ -152,14 +162,11 @@ impl Admitted {
     }
 
     /// Settles the request. Runs once; later calls (and the drop) do nothing.
-    fn settle(&mut self, status: u16, served: Option<&Served>, streamed: bool, end: End) {
+    fn settle(&mut self, status: u16, served: Option<&mut Served>, streamed: bool, end: End) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
         let now = Instant::now();
-        if let Some(served) = served {
-            served.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
         self.metrics.in_flight.dec();
         // A stream that broke before its usage chunk is billed for what was seen, once.
         let usage = end.usage.unwrap_or(Usage {
@@ -168,6 +175,10 @@ impl Admitted {
             cached_tokens: 0,
         });
         let billable = status < 400;
+        let served = served.map(|served| {
+            served.attempt.finish(backend_outcome(status, streamed, served.first_byte, now, &usage, &end));
+            &*served
+        });
         let pricing = served.and_then(|s| s.pricing.as_ref());
         let cost = if billable { cost_usd(&usage, pricing, self.tier.config.price_multiplier) } else { 0.0 };
         let used = if billable {
@@ -236,13 +247,20 @@ pub struct Accounting {
 impl Accounting {
     /// The account of `admitted` once `backend` has answered with `status`, its first byte at
     /// `first_byte`.
-    pub fn new(admitted: Admitted, backend: &Backend, first_byte: Instant, status: StatusCode, streamed: bool) -> Self {
+    pub fn new(
+        admitted: Admitted,
+        backend: &Backend,
+        attempt: Attempt,
+        first_byte: Instant,
+        status: StatusCode,
+        streamed: bool,
+    ) -> Self {
         let served = Served {
             backend: backend.label.clone(),
             provider: backend.upstream.id.clone(),
             pricing: backend.pricing.clone(),
             first_byte,
-            in_flight: backend.in_flight.clone(),
+            attempt,
         };
         Self { admitted, served, status: status.as_u16(), streamed }
     }
@@ -260,22 +278,52 @@ impl Accounting {
     /// Settles an answer read whole: its usage is the body's (a successful one's).
     pub fn finish_whole(mut self, body: &[u8]) {
         let usage = if (200..300).contains(&self.status) { openai::read_usage(body) } else { None };
-        self.finish(End { usage, ..End::default() });
+        self.finish(End { answer: Some(AnswerKind::Whole), usage, ..End::default() });
     }
 
     /// Settles a stream that ended, `cut_short` or not, with what `tap` read from it.
     pub fn finish_stream(&mut self, tap: &SseTap, cut_short: Option<CutShort>) {
-        self.finish(End { usage: tap.usage, events: tap.text_events, cut_short });
+        self.finish(End { answer: Some(AnswerKind::Stream), usage: tap.usage, events: tap.text_events, cut_short });
     }
 
     fn finish(&mut self, end: End) {
-        self.admitted.settle(self.status, Some(&self.served), self.streamed, end);
+        self.admitted.settle(self.status, Some(&mut self.served), self.streamed, end);
     }
 }
 
 impl Drop for Accounting {
     fn drop(&mut self) {
         self.finish(End::default());
+    }
+}
+
+/// What an answer that ended says about its backend: a whole answer is a success (measured when
+/// 2xx); a stream that ended is one, one that broke or stalled a failure, one the tier's total
+/// time or the client cut short says nothing about health but still measures its first token.
+fn backend_outcome(
+    status: u16,
+    streamed: bool,
+    first_byte: Instant,
+    now: Instant,
+    usage: &Usage,
+    end: &End,
+) -> Outcome {
+    let ok = (200..300).contains(&status);
+    let verdict = match end.cut_short {
+        None => Verdict::Success,
+        Some(CutShort::UpstreamError | CutShort::IdleTimeout) => Verdict::Failure,
+        Some(CutShort::TotalTimeout) => Verdict::Neutral,
+    };
+    match end.answer {
+        Some(AnswerKind::Whole) => Outcome::Whole { head: first_byte, tokens: ok.then_some(usage.completion_tokens) },
+        Some(AnswerKind::Stream) if ok => {
+            Outcome::Stream { first: first_byte, end: now, tokens: usage.completion_tokens, verdict }
+        }
+        Some(AnswerKind::Stream) => Outcome::Missed(Verdict::Success),
+        None if ok && streamed => {
+            Outcome::Stream { first: first_byte, end: now, tokens: usage.completion_tokens, verdict: Verdict::Neutral }
+        }
+        None => Outcome::Missed(Verdict::Neutral),
     }
 }
 

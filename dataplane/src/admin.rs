@@ -1,4 +1,5 @@
-//! The admin port: liveness, readiness, Prometheus metrics and what configuration is live.
+//! The admin port: liveness, readiness, Prometheus metrics, what configuration is live and the
+//! backends' live state.
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
                 "lastAttemptAt": status.last_attempt_at,
                 "lastError": status.last_error,
                 "lastErrorAt": status.last_error_at,
+                "backends": gateway.backends(),
             });
             (StatusCode::OK, "application/json", format!("{body:#}\n"))
         }

@@ -55,6 +55,9 @@ pub enum ApiError {
     /// A required parameter is missing or invalid.
     #[error("{message}")]
     InvalidParam { param: &'static str, code: &'static str, message: String },
+    /// An SLO hint header that is not a whole number of milliseconds in range.
+    #[error("Invalid header '{header}': expected a whole number of milliseconds from 1 to {max}.")]
+    InvalidSloHint { header: &'static str, max: u32 },
     /// The body exceeds the endpoint's limit.
     #[error("Request body too large: the limit is {limit} bytes.")]
     BodyTooLarge { limit: u64 },
@@ -105,6 +108,7 @@ impl ApiError {
             Self::ModelUnsupported { .. } => (S::BAD_REQUEST, "invalid_request_error", "model_not_supported"),
             Self::InvalidJson(_) => (S::BAD_REQUEST, "invalid_request_error", "invalid_json"),
             Self::InvalidParam { code, .. } => (S::BAD_REQUEST, "invalid_request_error", code),
+            Self::InvalidSloHint { .. } => (S::BAD_REQUEST, "invalid_request_error", "invalid_slo_hint"),
             Self::BodyTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "invalid_request_error", "request_too_large"),
             Self::HeadersTooLarge { .. } => {
                 (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "invalid_request_error", "request_headers_too_large")
@@ -127,6 +131,7 @@ impl ApiError {
             | Self::ModelNotAllowed(_)
             | Self::ModelUnsupported { .. } => Some("model"),
             Self::InvalidParam { param, .. } => Some(param),
+            Self::InvalidSloHint { header, .. } => Some(header),
             _ => None,
         }
     }

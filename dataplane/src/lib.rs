@@ -9,15 +9,17 @@
 //! 3. [`auth`]: the key, its project, expiry, source address and endpoint, then its scope and
 //!    model allow-list: every access rule.
 //! 4. [`resolve`]: the model named in the body: aliases, deprecation, retirement, capability,
-//!    the `max_tokens` cap. ([`models`] answers `/v1/models` from the same lookup.)
+//!    the `max_tokens` cap. ([`models`] answers `/v1/models` from the same lookup.) [`slo`]
+//!    reads the request's SLO hints (before the body, since they are headers).
 //! 5. [`limits`]: admission under the tier's rates, concurrency and the key's budget.
-//! 6. [`routing`]: the order in which to try a model's backends.
+//! 6. [`routing`]: the order in which to try a model's backends, healthy ones only.
 //! 7. [`upstream`]: the call, with failover until a first byte arrives.
 //! 8. [`protocol`]: the wire format, read and rewritten in place.
 //! 9. [`respond`]: the response: every error body and header, whole bodies and streams.
 //! 10. [`accounting`]: usage and cost, limits settled, metrics and the access log.
 //!
-//! Beside the path: [`error`] names every refusal; [`snapshot`] is the configuration as the
+//! Beside the path: [`backends`] is every backend's live load, latency and health, which
+//! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
 //! stages read it, kept current by [`reload`] from [`config_source`]; [`admin`], [`metrics`],
 //! [`logging`] and [`usage_report`] make the gateway observable; [`settings`] are its flags.
 
@@ -31,6 +33,8 @@ pub mod auth;
 pub mod resolve;
 
 pub mod models;
+
+pub mod slo;
 
 pub mod limits;
 
@@ -46,6 +50,7 @@ pub mod accounting;
 
 // Beside it.
 pub mod admin;
+pub mod backends;
 pub mod config_source;
 pub mod error;
 pub mod logging;
@@ -137,6 +142,11 @@ impl Gateway {
         self.metrics.config_generation.set(next as i64);
         self.metrics.config_last_success.set(jiff::Timestamp::now().as_second());
         Ok(next)
+    }
+
+    /// Every backend's live state, for `/config`.
+    pub fn backends(&self) -> Vec<backends::BackendView> {
+        self.registries.backends.views()
     }
 
     /// Loading status for `/config`.

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::backends::health::EjectReason;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     project: String,
@@ -48,6 +50,26 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    provider: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EjectionLabels {
+    provider: String,
+    model: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    provider: String,
+    model: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -63,6 +85,9 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     in_flight: Family<EndpointLabels, Gauge>,
     failovers: Family<ModelLabels, Counter>,
+    ejections: Family<EjectionLabels, Counter>,
+    probes: Family<ProbeLabels, Counter>,
+    ejected: Family<BackendLabels, Gauge>,
     /// Generation of the live configuration.
     pub config_generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -96,6 +121,31 @@ impl ModelMetrics {
     /// Counts a finished request by its status.
     pub fn count(&self, status: u16) {
         self.requests[status_index(status)].inc();
+    }
+}
+
+/// Handles for one backend (provider and upstream model), resolved when its state is made.
+#[derive(Clone, Debug, Default)]
+pub struct BackendMetrics {
+    ejections: [Counter; 4],
+    /// Half-open probes begun.
+    pub probes_started: Counter,
+    /// Probes that let the backend back in.
+    pub probes_succeeded: Counter,
+    /// Probes that ejected it again.
+    pub probes_failed: Counter,
+    /// 1 while ejected.
+    pub ejected: Gauge,
+}
+
+const EJECT_REASONS: [EjectReason; 4] =
+    [EjectReason::ConsecutiveFailures, EjectReason::Timeout, EjectReason::ErrorRate, EjectReason::ProbeFailed];
+
+impl BackendMetrics {
+    /// The ejection counter for `reason`.
+    pub fn ejections(&self, reason: EjectReason) -> &Counter {
+        let index = EJECT_REASONS.iter().position(|r| *r == reason).unwrap_or_default();
+        &self.ejections[index]
     }
 }
 
@@ -157,6 +207,16 @@ impl Metrics {
         registry.register("requests_in_flight", "Requests being served", in_flight.clone());
         let failovers = Family::default();
         registry.register("failovers", "Requests answered by a backend other than the first choice", failovers.clone());
+        let ejections = Family::default();
+        registry.register(
+            "backend_ejections",
+            "Backends ejected by passive health checks, by reason",
+            ejections.clone(),
+        );
+        let probes = Family::default();
+        registry.register("backend_probes", "Half-open probes of ejected backends, by result", probes.clone());
+        let ejected = Family::default();
+        registry.register("backend_ejected", "1 while a backend is ejected", ejected.clone());
         let config_generation = Gauge::default();
         registry.register("config_generation", "Generation of the live configuration", config_generation.clone());
         let reloads = Family::default();
@@ -179,6 +239,9 @@ impl Metrics {
             upstream_errors,
             in_flight,
             failovers,
+            ejections,
+            probes,
+            ejected,
             config_generation,
             reloads,
             config_last_success,
@@ -216,6 +279,28 @@ impl Metrics {
             in_flight: self
                 .in_flight
                 .get_or_create_owned(&EndpointLabels { project: project.into(), endpoint: endpoint.into() }),
+        }
+    }
+
+    /// Resolves the handles of one backend.
+    pub fn backend(&self, provider: &str, model: &str) -> BackendMetrics {
+        let probe = |result| {
+            self.probes.get_or_create_owned(&ProbeLabels { provider: provider.into(), model: model.into(), result })
+        };
+        BackendMetrics {
+            ejections: EJECT_REASONS.map(|reason| {
+                self.ejections.get_or_create_owned(&EjectionLabels {
+                    provider: provider.into(),
+                    model: model.into(),
+                    reason: reason.as_str(),
+                })
+            }),
+            probes_started: probe("started"),
+            probes_succeeded: probe("succeeded"),
+            probes_failed: probe("failed"),
+            ejected: self
+                .ejected
+                .get_or_create_owned(&BackendLabels { provider: provider.into(), model: model.into() }),
         }
     }
 

@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet};
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Sets read on every request.
 pub type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
-use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use sluice_crds::api::{Capability, RoutingPolicy, Scope};
 use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, TierConfig};
 
+use crate::backends::{BackendKey, BackendRegistry, BackendState};
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::route::Api;
@@ -154,8 +154,9 @@ pub struct Backend {
     pub priority: u32,
     /// Prices of this backend's model.
     pub pricing: Option<PricingConfig>,
-    /// Requests in flight to it.
-    pub in_flight: Arc<AtomicU32>,
+    /// Its live state (load, latency, health), shared with every snapshot and model that
+    /// names the same provider and upstream model.
+    pub state: Arc<BackendState>,
     /// `<provider>/<model>` for headers, logs and metrics.
     pub label: Arc<str>,
     /// `label` as a header value, made once.
@@ -241,11 +242,14 @@ impl NameTarget {
     }
 }
 
-/// State that outlives snapshots: key counters, retry budgets, connection pools, simulators.
+/// State that outlives snapshots: key counters, retry budgets, backend state, connection pools,
+/// simulators.
 #[derive(Default)]
 pub struct Registries {
     keys: Mutex<HashMap<String, Arc<KeyState>>>,
     retries: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// Backends' load, latency and health.
+    pub backends: BackendRegistry,
     /// Upstream connections and simulators.
     pub upstreams: UpstreamPool,
 }
@@ -273,6 +277,7 @@ pub fn build(
     let mut live_keys: HashMap<String, Arc<KeyState>> = HashMap::new();
     let mut live_retries: HashMap<String, Arc<RetryBudget>> = HashMap::new();
     let mut live_sims = Vec::new();
+    let mut live_backends = HashSet::new();
     let old_keys = registries.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let old_retries = registries.retries.lock().unwrap_or_else(PoisonError::into_inner).clone();
 
@@ -323,6 +328,8 @@ pub fn build(
                     if !upstream.supported() {
                         continue;
                     }
+                    live_backends
+                        .insert(BackendKey { provider: backend.provider.clone(), model: backend.model.clone() });
                     let pricing = config
                         .providers
                         .get(&backend.provider)
@@ -335,7 +342,7 @@ pub fn build(
                         weight: backend.weight,
                         priority: backend.priority,
                         pricing,
-                        in_flight: Arc::new(AtomicU32::new(0)),
+                        state: registries.backends.state(&backend.provider, &backend.model, metrics),
                         label_header: hyper::header::HeaderValue::try_from(format!(
                             "{}/{}",
                             backend.provider, backend.model
@@ -450,6 +457,7 @@ pub fn build(
     *registries.retries.lock().unwrap_or_else(PoisonError::into_inner) = live_retries;
     let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
     registries.upstreams.retain_simulators(&live);
+    registries.backends.retain(&live_backends);
     Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
 }
 

@@ -23,6 +23,7 @@ use crate::protocol::openai;
 use crate::resolve;
 use crate::respond::{self, body::ResponseBody, body::StreamBody};
 use crate::route::{self, Api, Route};
+use crate::slo;
 use crate::snapshot::Snapshot;
 use crate::upstream::failover::{Answer, Call};
 
@@ -136,6 +137,7 @@ async fn call_model<'s>(
     caller.check_scope(Need::Inference(api.display())).map_err(reject)?;
 
     let (parts, body) = request.into_parts();
+    let slo = slo::hints(&parts.headers, &caller.tier.config).map_err(reject)?;
     let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
     let fields = openai::read_fields(&body).map_err(reject)?;
     let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
@@ -170,11 +172,18 @@ async fn call_model<'s>(
         deadline,
         request_id,
         metrics: &gateway.metrics,
+        slo,
     };
     match call.run().await {
         Ok(answered) => {
-            let accounting =
-                Accounting::new(admitted, answered.backend, answered.first_byte, answered.status, fields.stream);
+            let accounting = Accounting::new(
+                admitted,
+                answered.backend,
+                answered.attempt,
+                answered.first_byte,
+                answered.status,
+                fields.stream,
+            );
             let body = match answered.body {
                 Answer::Whole(bytes) => {
                     accounting.finish_whole(&bytes);

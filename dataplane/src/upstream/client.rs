@@ -60,6 +60,8 @@ const DROPPED_HEADERS: &[&str] = &[
     "proxy-connection",
     "x-slo-ttft-ms",
     "x-slo-tpot-ms",
+    "x-llm-d-slo-ttft-ms",
+    "x-llm-d-slo-tpot-ms",
 ];
 
 // One per upstream, built at load time: the variants' sizes do not matter.

@@ -3,7 +3,6 @@
 //! or a stream whose first event has arrived; once a byte has gone to the client there is no
 //! going back.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,12 +12,15 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 
 use crate::accounting::RequestId;
 use crate::auth::Caller;
+use crate::backends::health::Verdict;
+use crate::backends::{Attempt, Outcome, latency};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, upstream_error};
 use crate::protocol::openai::{self, RequestFields, Rewrite};
 use crate::protocol::sse::SseTap;
 use crate::route::Api;
 use crate::routing;
+use crate::slo::SloHints;
 use crate::snapshot::{Backend, Model};
 use crate::upstream::client::{UpstreamBody, UpstreamError};
 
@@ -47,12 +49,16 @@ pub struct Call<'a> {
     pub request_id: &'a RequestId,
     /// Where failed attempts are counted.
     pub metrics: &'a Metrics,
+    /// The request's SLO hints (for the router to come).
+    pub slo: SloHints,
 }
 
 /// The backend that answered, and its answer so far.
 pub struct Answered<'a> {
-    /// The backend. Its in-flight count includes this request until the account is settled.
+    /// The backend.
     pub backend: &'a Backend,
+    /// The attempt that answered: in flight on the backend until the account reports it.
+    pub attempt: Attempt,
     /// Upstream status.
     pub status: StatusCode,
     /// Upstream headers, unfiltered.
@@ -87,13 +93,27 @@ enum Miss {
     Unsupported,
 }
 
+impl Miss {
+    /// What the miss says about the backend's health.
+    fn verdict(&self) -> Verdict {
+        match self {
+            Self::Timeout => Verdict::Timeout,
+            Self::Connect(_) | Self::Request(_) => Verdict::Failure,
+            Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => Verdict::Neutral,
+            Self::Status { .. } => Verdict::Failure,
+            Self::Unsupported => Verdict::Neutral,
+        }
+    }
+}
+
 impl<'a> Call<'a> {
     /// Tries backends in the routing plan's order until one answers, within the retry budget.
     pub async fn run(&self) -> Result<Answered<'a>, ApiError> {
         let Caller { project, endpoint, tier, .. } = *self.caller;
         let order = routing::plan(self.model, endpoint.routing, &mut rand::rng());
+        let tokens = openai::estimate_prompt_tokens(self.body.len()) + self.fields.max_tokens.unwrap_or(0);
         let mut last_miss = None;
-        for (attempt, &index) in order.iter().enumerate() {
+        for (attempt, &(index, probe)) in order.iter().enumerate() {
             if attempt > 0 && !tier.retries.withdraw(tier.config.min_retries_per_second, Instant::now()) {
                 tracing::warn!(request_id = %self.request_id, "retry budget spent; no more failover");
                 break;
@@ -103,18 +123,22 @@ impl<'a> Call<'a> {
                 break;
             }
             let backend = &self.model.backends[index];
-            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            // Dropped with this future (the client went away), the attempt still leaves.
+            let in_flight = backend.state.start(tokens, probe);
             let result = self.try_backend(backend).await;
+            if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported)) {
+                backend.state.answered();
+            }
             let miss = match result {
                 Ok((status, headers, body, first_byte)) => {
                     if attempt > 0 {
                         self.model.metrics.failovers.inc();
                     }
-                    return Ok(Answered { backend, status, headers, body, first_byte });
+                    return Ok(Answered { backend, attempt: in_flight, status, headers, body, first_byte });
                 }
                 Err(miss) => miss,
             };
-            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+            in_flight.report(Outcome::Missed(miss.verdict()));
             let kind = match &miss {
                 Miss::Connect(_) => upstream_error::CONNECT,
                 Miss::Timeout => upstream_error::TIMEOUT,
@@ -145,6 +169,27 @@ impl<'a> Call<'a> {
         })
     }
 
+    /// Waits for a non-streamed answer's head until `head_at`. A backend that answered someone
+    /// else meanwhile is busy, not hung: each such answer buys another `wait`, up to the
+    /// request's deadline. One that answered no one has hung: a timeout.
+    async fn await_head<F, T>(&self, backend: &Backend, sent: F, wait: Duration, head_at: Instant) -> Result<T, Miss>
+    where
+        F: Future<Output = T>,
+    {
+        let since = backend.state.now_ms();
+        let mut sent = std::pin::pin!(sent);
+        let mut until = head_at;
+        loop {
+            match tokio::time::timeout_at(until.into(), &mut sent).await {
+                Ok(response) => return Ok(response),
+                Err(_) if until < self.deadline && backend.state.answered_since(since) => {
+                    until = (until + wait).min(self.deadline);
+                }
+                Err(_) => return Err(Miss::Timeout),
+            }
+        }
+    }
+
     /// One backend: sends, waits for the first bytes (or the whole answer when not streaming).
     async fn try_backend(&self, backend: &Backend) -> Result<(StatusCode, HeaderMap, Answer, Instant), Miss> {
         let strip_usage = self.fields.stream && !self.fields.include_usage;
@@ -157,14 +202,30 @@ impl<'a> Call<'a> {
             },
         );
         let now = Instant::now();
-        let timeout_at = if self.fields.stream {
-            (now + Duration::from_millis(u64::from(self.caller.tier.config.first_token_ms))).min(self.deadline)
-        } else {
-            self.deadline
-        };
+        let tier = &self.caller.tier.config;
         let streaming = self.fields.stream;
+        // A stream must show its first event within the tier's first-token time; a whole
+        // answer its head within the backend's response deadline, then its body by the end.
+        let (timeout_at, head_at) = if streaming {
+            ((now + Duration::from_millis(u64::from(tier.first_token_ms))).min(self.deadline), None)
+        } else {
+            let model = &backend.state.latency;
+            let wait = latency::response_deadline(
+                model.response_per_token.get(),
+                model.response_tokens.get(),
+                self.fields.max_tokens,
+                tier.first_token_ms,
+                tier.total_ms,
+            );
+            (self.deadline, Some((wait, (now + wait).min(self.deadline))))
+        };
         let call = async {
-            let response = backend.upstream.send(self.api, self.client_headers, body).await.map_err(|e| match e {
+            let sent = backend.upstream.send(self.api, self.client_headers, body);
+            let response = match head_at {
+                None => sent.await,
+                Some((wait, head_at)) => self.await_head(backend, sent, wait, head_at).await?,
+            };
+            let response = response.map_err(|e| match e {
                 UpstreamError::Connect(e) => Miss::Connect(e),
                 UpstreamError::Request(e) => Miss::Request(e),
                 UpstreamError::Unsupported(_) => Miss::Unsupported,

@@ -1,0 +1,502 @@
+//! Live state of every backend (a provider's upstream model), kept across configuration
+//! reloads: requests and tokens in flight, the [`latency`] model, the error rate and the
+//! [`health`] that ejects and probes back. The [`BackendRegistry`] lives on the gateway; a
+//! snapshot's backends hold the state of their key, looked up once when the snapshot is built.
+//!
+//! On the request path everything is atomics: routing reads eligibility and load, an
+//! [`Attempt`] counts itself in flight and reports its [`Verdict`] when it ends (or, dropped
+//! because the client went away, reports nothing and still leaves). Only a failure, or a
+//! success after failures, takes the backend's small health lock, never across an await.
+
+pub mod health;
+pub mod latency;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use self::health::{Health, Transition, Verdict};
+use self::latency::{LOAD_BUCKET_NAMES, LatencyModel};
+use crate::metrics::{BackendMetrics, Metrics};
+
+/// What identifies a backend across reloads: its Provider (`<namespace>/<name>`) and the model
+/// name upstream. (A per-pod part joins when pools are routed per pod.)
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackendKey {
+    /// The Provider.
+    pub provider: String,
+    /// The model upstream.
+    pub model: String,
+}
+
+/// Whether routing may send a request to a backend now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eligibility {
+    /// Healthy.
+    Eligible,
+    /// Its ejection is over and this request claimed its half-open probe.
+    Probe,
+    /// Ejected (or another request is probing it).
+    Ejected,
+}
+
+/// One backend's live state.
+#[derive(Debug)]
+pub struct BackendState {
+    key: BackendKey,
+    epoch: Instant,
+    /// `epoch` on the wall clock, to show times.
+    epoch_wall: Timestamp,
+    in_flight: AtomicU32,
+    in_flight_tokens: AtomicU64,
+    /// What it has been seen to take.
+    pub latency: LatencyModel,
+    /// The error-rate window ([`health::window_add`]).
+    window: AtomicU64,
+    /// Ejected until (ms since `epoch`); 0 when healthy. Mirrors `health` for lock-free reads;
+    /// a probe claims the backend by moving it forward.
+    ejected_until: AtomicU64,
+    /// When it last answered anyone (ms since `epoch`): a busy backend answers, a hung one not.
+    last_answer: AtomicU64,
+    /// Whether `health` has anything to forget on a success.
+    troubled: AtomicBool,
+    health: Mutex<Health>,
+    metrics: BackendMetrics,
+}
+
+impl BackendState {
+    fn new(key: BackendKey, (epoch, epoch_wall): (Instant, Timestamp), metrics: BackendMetrics) -> Self {
+        Self {
+            key,
+            epoch,
+            epoch_wall,
+            in_flight: AtomicU32::new(0),
+            in_flight_tokens: AtomicU64::new(0),
+            latency: LatencyModel::default(),
+            window: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0),
+            troubled: AtomicBool::new(false),
+            health: Mutex::new(Health::default()),
+            metrics,
+        }
+    }
+
+    /// A state of its own, outside any registry (tests).
+    pub fn detached(provider: &str, model: &str) -> Arc<Self> {
+        let key = BackendKey { provider: provider.into(), model: model.into() };
+        Arc::new(Self::new(key, (Instant::now(), Timestamp::now()), BackendMetrics::default()))
+    }
+
+    /// Its key.
+    pub fn key(&self) -> &BackendKey {
+        &self.key
+    }
+
+    /// Milliseconds on the registry's clock.
+    pub fn now_ms(&self) -> u64 {
+        // Never 0: 0 means "not ejected".
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Notes that it answered a request (a response head or a first event arrived).
+    pub fn answered(&self) {
+        self.last_answer.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether it answered any request after `since_ms`.
+    pub fn answered_since(&self, since_ms: u64) -> bool {
+        self.last_answer.load(Ordering::Relaxed) > since_ms
+    }
+
+    /// Requests in flight to it.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Ends the current ejection now, as if its time were up (tests).
+    #[cfg(test)]
+    pub fn end_ejection(&self) {
+        self.ejected_until.store(1, Ordering::Release);
+    }
+
+    /// Whether a request may go to it now; may claim its half-open probe (then this request
+    /// must try it first, and the claim lapses after [`health::PROBE_HOLD_MS`] if it does not).
+    pub fn eligibility(&self) -> Eligibility {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return Eligibility::Eligible;
+        }
+        let now = self.now_ms();
+        if now < until {
+            return Eligibility::Ejected;
+        }
+        let hold = now + health::PROBE_HOLD_MS;
+        match self.ejected_until.compare_exchange(until, hold, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.metrics.probes_started.inc();
+                Eligibility::Probe
+            }
+            Err(_) => Eligibility::Ejected,
+        }
+    }
+
+    /// Counts a request in flight to it until the returned attempt is dropped. `tokens` is its
+    /// estimated prompt plus output.
+    pub fn start(self: &Arc<Self>, tokens: u64, probe: bool) -> Attempt {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight_tokens.fetch_add(tokens, Ordering::Relaxed);
+        Attempt {
+            state: self.clone(),
+            started: Instant::now(),
+            bucket: latency::load_bucket(before + 1),
+            tokens,
+            probe,
+            reported: false,
+        }
+    }
+
+    fn record(&self, verdict: Verdict, probe: bool) {
+        let now = self.now_ms();
+        let counted = verdict != Verdict::Neutral;
+        let mut tripped = false;
+        if counted {
+            let failed = verdict != Verdict::Success;
+            let previous = self
+                .window
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| Some(health::window_add(w, now, failed)))
+                .unwrap_or_else(|w| w);
+            tripped =
+                failed && health::window_tripped(health::window_counts(health::window_add(previous, now, true), now));
+        }
+        // The common case, a success of a healthy backend, takes no lock.
+        if !probe
+            && (verdict == Verdict::Neutral || verdict == Verdict::Success)
+            && !self.troubled.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let mut health = self.health.lock().unwrap_or_else(PoisonError::into_inner);
+        let transition = health.record(verdict, probe, tripped, now);
+        self.troubled.store(health.consecutive_failures > 0 || health.is_ejected(), Ordering::Release);
+        match transition {
+            Transition::None => {}
+            Transition::Ejected { reason, until_ms } => {
+                self.ejected_until.store(until_ms, Ordering::Release);
+                self.metrics.ejections(reason).inc();
+                self.metrics.ejected.set(1);
+                if probe {
+                    self.metrics.probes_failed.inc();
+                }
+                tracing::warn!(backend = %self.key.provider, model = %self.key.model, reason = reason.as_str(),
+                    seconds = (until_ms - now) / 1000, "backend ejected");
+            }
+            Transition::Restored { probe } => {
+                self.ejected_until.store(0, Ordering::Release);
+                self.metrics.ejected.set(0);
+                if probe {
+                    self.metrics.probes_succeeded.inc();
+                }
+                tracing::info!(backend = %self.key.provider, model = %self.key.model, probe, "backend restored");
+            }
+            Transition::ProbeReleased => self.ejected_until.store(health.ejected_until_ms, Ordering::Release),
+        }
+    }
+
+    /// What `/config` shows.
+    pub fn view(&self) -> BackendView {
+        let now = self.now_ms();
+        let health = self.health.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let until = self.ejected_until.load(Ordering::Acquire);
+        let (requests, failures) = health::window_counts(self.window.load(Ordering::Relaxed), now);
+        let (ttft, tpot) = self.latency.overall();
+        let by_load = LOAD_BUCKET_NAMES
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let (ttft, tpot) = (self.latency.ttft[i].get(), self.latency.tpot[i].get());
+                (ttft.is_some() || tpot.is_some()).then(|| LoadBucketView {
+                    in_flight: name,
+                    ttft_ms: ttft.map(|e| e.mean),
+                    tpot_ms: tpot.map(|e| e.mean),
+                    samples: ttft.map_or(0, |e| e.samples),
+                })
+            })
+            .collect();
+        let state = match until {
+            0 => "healthy",
+            u if now < u => "ejected",
+            _ => "probe_due",
+        };
+        BackendView {
+            provider: self.key.provider.clone(),
+            model: self.key.model.clone(),
+            in_flight: self.in_flight(),
+            in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed),
+            ttft_ms: ttft,
+            tpot_ms: tpot,
+            response_ms_per_token: self.latency.response_per_token.get().map(|e| e.mean),
+            by_load,
+            window_requests: requests,
+            window_error_rate: (requests > 0).then(|| f64::from(failures) / f64::from(requests)),
+            consecutive_failures: health.consecutive_failures,
+            health: state,
+            ejections: health.ejections,
+            ejected_until: (until > now)
+                .then(|| self.epoch_wall.checked_add(Duration::from_millis(until)).ok())
+                .flatten(),
+        }
+    }
+}
+
+/// One request's attempt on a backend: in flight until dropped. Report how it went with
+/// [`Attempt::report`]; dropped unreported (the client went away mid-attempt), it only leaves.
+#[derive(Debug)]
+pub struct Attempt {
+    state: Arc<BackendState>,
+    started: Instant,
+    bucket: usize,
+    tokens: u64,
+    probe: bool,
+    reported: bool,
+}
+
+/// How an attempt ended, with what it measured.
+#[derive(Clone, Copy, Debug)]
+pub enum Outcome {
+    /// No answer: a verdict only.
+    Missed(Verdict),
+    /// A non-streaming answer: its head arrived at `head`, carrying `tokens` output tokens
+    /// (`None`: not a success worth measuring, e.g. a 400).
+    Whole {
+        /// When its head arrived.
+        head: Instant,
+        /// Output tokens, for a 2xx.
+        tokens: Option<u64>,
+    },
+    /// A stream whose first event arrived at `first`, ended at `end` with `tokens` output
+    /// tokens, judged `verdict`.
+    Stream {
+        /// When its first event arrived.
+        first: Instant,
+        /// When it ended.
+        end: Instant,
+        /// Output tokens seen.
+        tokens: u64,
+        /// How it ended.
+        verdict: Verdict,
+    },
+}
+
+impl Attempt {
+    /// When it was sent.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Reports how it went and leaves.
+    pub fn report(mut self, outcome: Outcome) {
+        self.finish(outcome);
+    }
+
+    /// Reports how it went, once; later calls and the drop do nothing.
+    pub fn finish(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        let latency = &self.state.latency;
+        let verdict = match outcome {
+            Outcome::Missed(verdict) => verdict,
+            Outcome::Whole { head, tokens } => {
+                if let Some(tokens) = tokens {
+                    latency.observe_response(head.saturating_duration_since(self.started), tokens);
+                }
+                Verdict::Success
+            }
+            Outcome::Stream { first, end, tokens, verdict } => {
+                let ttft = first.saturating_duration_since(self.started);
+                let decode = (verdict == Verdict::Success).then(|| (end.saturating_duration_since(first), tokens));
+                latency.observe_stream(self.bucket, ttft, decode);
+                verdict
+            }
+        };
+        self.state.record(verdict, self.probe);
+        self.leave();
+    }
+
+    fn leave(&self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.state.in_flight_tokens.fetch_sub(self.tokens, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !std::mem::replace(&mut self.reported, true) {
+            if self.probe {
+                self.state.record(Verdict::Neutral, true);
+            }
+            self.leave();
+        }
+    }
+}
+
+/// Every backend's state, by key, kept across snapshots.
+pub struct BackendRegistry {
+    epoch: (Instant, Timestamp),
+    states: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
+}
+
+impl Default for BackendRegistry {
+    fn default() -> Self {
+        Self { epoch: (Instant::now(), Timestamp::now()), states: Mutex::default() }
+    }
+}
+
+impl BackendRegistry {
+    /// The state of `provider`'s `model`, made on first use.
+    pub fn state(&self, provider: &str, model: &str, metrics: &Metrics) -> Arc<BackendState> {
+        let key = BackendKey { provider: provider.into(), model: model.into() };
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        states
+            .entry(key)
+            .or_insert_with_key(|key| {
+                Arc::new(BackendState::new(key.clone(), self.epoch, metrics.backend(provider, model)))
+            })
+            .clone()
+    }
+
+    /// Forgets backends no configuration names any more.
+    pub fn retain(&self, live: &std::collections::HashSet<BackendKey>) {
+        self.states.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| live.contains(key));
+    }
+
+    /// Every backend's state for `/config`, in key order.
+    pub fn views(&self) -> Vec<BackendView> {
+        let mut states: Vec<Arc<BackendState>> =
+            self.states.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        states.sort_by(|a, b| a.key.cmp(&b.key));
+        states.iter().map(|s| s.view()).collect()
+    }
+}
+
+/// A backend as `/config` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendView {
+    /// The Provider.
+    pub provider: String,
+    /// The model upstream.
+    pub model: String,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Estimated tokens (prompt and output) in flight.
+    pub in_flight_tokens: u64,
+    /// Mean time to first token of streams, ms.
+    pub ttft_ms: Option<f32>,
+    /// Mean time per output token of streams, ms.
+    pub tpot_ms: Option<f32>,
+    /// Mean time per output token of whole answers (to their head), ms.
+    pub response_ms_per_token: Option<f32>,
+    /// TTFT and TPOT by requests in flight at dispatch.
+    pub by_load: Vec<LoadBucketView>,
+    /// Answers in the current error-rate window.
+    pub window_requests: u32,
+    /// Their error rate.
+    pub window_error_rate: Option<f64>,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// `healthy`, `ejected` or `probe_due`.
+    pub health: &'static str,
+    /// Ejections in a row.
+    pub ejections: u32,
+    /// End of the current ejection.
+    pub ejected_until: Option<Timestamp>,
+}
+
+/// One load bucket of a backend's latency model.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBucketView {
+    /// Requests in flight at dispatch.
+    pub in_flight: &'static str,
+    /// Mean TTFT, ms.
+    pub ttft_ms: Option<f32>,
+    /// Mean TPOT, ms.
+    pub tpot_ms: Option<f32>,
+    /// TTFT samples.
+    pub samples: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_dropped_mid_flight_leaves() {
+        let state = BackendState::detached("ns/p", "m");
+        let attempt = state.start(100, false);
+        assert_eq!((state.in_flight(), state.in_flight_tokens.load(Ordering::Relaxed)), (1, 100));
+        drop(attempt);
+        assert_eq!((state.in_flight(), state.in_flight_tokens.load(Ordering::Relaxed)), (0, 0));
+        assert_eq!(state.view().consecutive_failures, 0, "a client going away is not the backend's fault");
+    }
+
+    #[test]
+    fn a_timeout_ejects_and_the_probe_brings_it_back() {
+        let state = BackendState::detached("ns/p", "m");
+        state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
+        assert_eq!(state.eligibility(), Eligibility::Ejected);
+        assert_eq!(state.view().health, "ejected");
+        // Time is up: one request claims the probe, the next waits for it.
+        state.ejected_until.store(1, Ordering::Release);
+        assert_eq!(state.eligibility(), Eligibility::Probe);
+        assert_eq!(state.eligibility(), Eligibility::Ejected);
+        let now = Instant::now();
+        state.start(1, true).report(Outcome::Whole { head: now, tokens: Some(3) });
+        assert_eq!(state.eligibility(), Eligibility::Eligible);
+        assert_eq!(state.view().health, "healthy");
+    }
+
+    #[test]
+    fn a_probe_dropped_unreported_frees_the_backend_for_another() {
+        let state = BackendState::detached("ns/p", "m");
+        state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
+        state.ejected_until.store(1, Ordering::Release);
+        assert_eq!(state.eligibility(), Eligibility::Probe);
+        drop(state.start(1, true));
+        assert_eq!(state.eligibility(), Eligibility::Probe, "the next request may probe");
+    }
+
+    #[test]
+    fn a_backend_that_answers_anyone_is_busy_not_hung() {
+        let state = BackendState::detached("ns/p", "m");
+        let sent = state.now_ms();
+        assert!(!state.answered_since(sent));
+        std::thread::sleep(Duration::from_millis(2));
+        state.answered();
+        assert!(state.answered_since(sent));
+        assert!(!state.answered_since(state.now_ms()));
+    }
+
+    #[test]
+    fn streams_feed_the_latency_model() {
+        let state = BackendState::detached("ns/p", "m");
+        let attempt = state.start(1, false);
+        let started = attempt.started();
+        let outcome = Outcome::Stream {
+            first: started + Duration::from_millis(80),
+            end: started + Duration::from_millis(170),
+            tokens: 10,
+            verdict: Verdict::Success,
+        };
+        attempt.report(outcome);
+        let view = state.view();
+        assert_eq!((view.ttft_ms, view.tpot_ms), (Some(80.0), Some(10.0)));
+        assert_eq!(view.by_load.len(), 1);
+        assert_eq!(view.window_requests, 1);
+    }
+}
