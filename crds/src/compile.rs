@@ -3,6 +3,10 @@
 //! Pure and deterministic: the same objects (in any order) give byte-identical configurations.
 //! Every problem is reported at once, each naming the object and the field, so one run of the
 //! compiler (or one reconcile) tells the user everything to fix.
+//!
+//! [`compile_project`] is strict: any problem, no configuration. [`compile_partially`] is what
+//! the operator serves from: it leaves out the Endpoints and ApiKeys with problems and serves the
+//! rest, in the same one pass over the objects.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -312,101 +316,244 @@ fn compile_with_index(
     index: &Index<'_>,
     options: &CompileOptions,
 ) -> Result<GatewayConfig, Vec<CompileError>> {
-    let namespace = namespace_of(project);
-    let mut errors = Vec::new();
-    let mut tiers_used = BTreeSet::new();
-    let mut providers_used: BTreeMap<String, &Provider> = BTreeMap::new();
-
-    {
-        let mut problems = Problems {
-            object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: project.name_any() },
-            errors: &mut errors,
-        };
-        if !is_dns_label(&project.spec.slug) {
-            problems.add(
-                "spec.slug",
-                format!("{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)", project.spec.slug),
-            );
-        }
-        check_tier(&project.spec.default_tier, "spec.defaultTier", index, &mut tiers_used, &mut problems);
+    let pass = Pass::new(project, index, options);
+    if !pass.errors.is_empty() {
+        return Err(pass.errors);
     }
-
-    let mut endpoints = BTreeMap::new();
-    let mut endpoint_owner: BTreeMap<String, String> = BTreeMap::new();
-    for endpoint in index.endpoints.get(&namespace).into_iter().flatten() {
-        let mut problems = Problems {
-            object: ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() },
-            errors: &mut errors,
-        };
-        let slug = &endpoint.spec.slug;
-        if let Some(owner) = endpoint_owner.get(slug) {
-            problems.add("spec.slug", format!("{slug:?} is already used by Endpoint {namespace}/{owner}"));
-            continue;
-        }
-        endpoint_owner.insert(slug.clone(), endpoint.name_any());
-        if let Some(config) =
-            endpoint_config(endpoint, index, options, &mut tiers_used, &mut providers_used, &mut problems)
-        {
-            endpoints.insert(slug.clone(), config);
-        }
-    }
-
-    let mut keys = Vec::new();
-    let mut hash_owner: HashMap<String, String> = HashMap::new();
-    for apikey in index.apikeys.get(&namespace).into_iter().flatten() {
-        let mut problems = Problems {
-            object: ObjectRef { kind: "ApiKey", namespace: Some(namespace.clone()), name: apikey.name_any() },
-            errors: &mut errors,
-        };
-        let Some(key) = key_config(apikey, &endpoints, index, options, &mut tiers_used, &mut problems) else {
-            continue;
-        };
-        for hash in &key.hashes {
-            if let Some(other) = hash_owner.insert(hash.sha256.clone(), key.id.clone())
-                && other != key.id
-            {
-                problems.add("spec.secretRef", format!("the same key material is already used by ApiKey {other}"));
-            }
-        }
-        keys.push(key);
-    }
-    keys.sort_by(|a, b| a.id.cmp(&b.id));
-
-    let mut providers = BTreeMap::new();
-    for (id, provider) in providers_used {
-        if let Some(config) = provider_config(provider, index, &mut errors) {
-            providers.insert(id, config);
-        }
-    }
-
-    let tiers = tiers_used
-        .into_iter()
-        .filter_map(|name| index.tiers.get(&name).map(|tier| (name, tier_config(tier))))
-        .collect();
-
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(GatewayConfig {
-        api_version: CONFIG_API_VERSION.to_owned(),
-        kind: CONFIG_KIND.to_owned(),
-        project: ProjectConfig {
-            slug: project.spec.slug.clone(),
-            namespace,
-            name: project.name_any(),
-            default_tier: project.spec.default_tier.clone(),
-        },
-        tiers,
-        providers,
-        endpoints,
-        keys,
-    })
+    let nothing_left_out = BTreeSet::new();
+    Ok(pass.into_config(index, &nothing_left_out))
 }
 
-fn check_tier(name: &str, field: &str, index: &Index<'_>, used: &mut BTreeSet<String>, problems: &mut Problems<'_>) {
-    if index.tiers.contains_key(name) {
-        used.insert(name.to_owned());
-    } else {
+/// What a partial compile gives: the configuration of everything that compiles, what was wrong
+/// with the rest, and what was left out for it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartialCompile {
+    /// `None` when the Project itself has problems.
+    pub config: Option<GatewayConfig>,
+    /// Problems by object, each `field: message`, sorted.
+    pub problems: BTreeMap<ObjectRef, Vec<String>>,
+    /// Endpoints and ApiKeys left out of the configuration.
+    pub left_out: BTreeSet<ObjectRef>,
+}
+
+/// Compiles `project` as [`compile_project`] does, but leaves out each Endpoint and ApiKey with
+/// problems (and each Endpoint that uses a Provider with problems, and each ApiKey whose scope
+/// then names an Endpoint or model no longer served) and serves the rest. Only problems in the
+/// Project itself give no configuration. One pass: every object is checked once; only a key's
+/// scope is checked a second time, against the Endpoints served.
+pub fn compile_partially(project: &Project, objects: &[Object], options: &CompileOptions) -> PartialCompile {
+    let index = Index::new(objects);
+    let namespace = namespace_of(project);
+    let mut pass = Pass::new(project, &index, options);
+
+    // An Endpoint that uses a broken Provider cannot be served either: say so on the Endpoint.
+    let broken: BTreeSet<ObjectRef> = pass
+        .providers
+        .values()
+        .filter(|(_, config)| config.is_none())
+        .map(|(provider, _)| provider_ref(provider))
+        .collect();
+    if !broken.is_empty() {
+        for endpoint in index.endpoints.get(&namespace).into_iter().flatten() {
+            let object = ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() };
+            for (m, model) in endpoint.spec.models.iter().enumerate() {
+                for (b, backend) in model.backends.iter().enumerate() {
+                    let Ok(provider) = resolve_provider(&backend.provider_ref, &namespace, &index, options) else {
+                        continue;
+                    };
+                    let provider = provider_ref(provider);
+                    if broken.contains(&provider) {
+                        pass.errors.push(CompileError {
+                            object: object.clone(),
+                            field: format!("spec.models[{m}].backends[{b}].providerRef"),
+                            message: format!("{provider} is not usable (see its status)"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    let faulty: BTreeSet<ObjectRef> = pass.errors.iter().map(|e| e.object.clone()).collect();
+    let fatal = faulty.iter().any(|o| !matches!(o.kind, "Endpoint" | "ApiKey" | "Provider"));
+    let mut left_out = BTreeSet::new();
+    if !fatal {
+        left_out.extend(faulty.into_iter().filter(|o| matches!(o.kind, "Endpoint" | "ApiKey")));
+        // A key limited to Endpoints or models left out is left out too.
+        let served: BTreeMap<String, EndpointConfig> = pass
+            .endpoints
+            .iter()
+            .filter(|e| !left_out.contains(&e.object))
+            .filter_map(|e| Some((e.endpoint.spec.slug.clone(), e.config.clone()?)))
+            .collect();
+        let mut scope_errors = Vec::new();
+        for key in pass.keys.iter().filter(|k| !left_out.contains(&k.object)) {
+            let mut problems = Problems { object: key.object.clone(), errors: &mut scope_errors };
+            check_key_scope(key.apikey, &served, &mut problems);
+        }
+        left_out.extend(scope_errors.iter().map(|e| e.object.clone()));
+        pass.errors.append(&mut scope_errors);
+    }
+
+    let mut problems: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
+    for error in &pass.errors {
+        problems.entry(error.object.clone()).or_default().push(format!("{}: {}", error.field, error.message));
+    }
+    for list in problems.values_mut() {
+        list.sort();
+        list.dedup();
+    }
+    let config = (!fatal).then(|| pass.into_config(&index, &left_out));
+    PartialCompile { config, problems, left_out }
+}
+
+fn provider_ref(provider: &Provider) -> ObjectRef {
+    ObjectRef { kind: "Provider", namespace: Some(namespace_of(provider)), name: provider.name_any() }
+}
+
+/// One pass over a Project and the objects around it: what each object compiles to, and every
+/// problem. The strict and the partial compile both read it.
+struct Pass<'a> {
+    project: &'a Project,
+    namespace: String,
+    errors: Vec<CompileError>,
+    /// Endpoints of the namespace by name; `config` is `None` for one whose slug another took.
+    endpoints: Vec<EndpointPass<'a>>,
+    /// ApiKeys of the namespace by name; `config` is `None` for one with problems, an expired
+    /// one, and one whose generated key is not there yet.
+    keys: Vec<KeyPass<'a>>,
+    /// Providers the Endpoints use, by id; the config is `None` when the Provider has problems.
+    providers: BTreeMap<String, (&'a Provider, Option<ProviderConfig>)>,
+}
+
+struct EndpointPass<'a> {
+    endpoint: &'a Endpoint,
+    object: ObjectRef,
+    config: Option<EndpointConfig>,
+    /// The Providers its backends use, by id.
+    providers: BTreeMap<String, &'a Provider>,
+}
+
+struct KeyPass<'a> {
+    apikey: &'a ApiKey,
+    object: ObjectRef,
+    config: Option<KeyConfig>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(project: &'a Project, index: &Index<'a>, options: &CompileOptions) -> Self {
+        let namespace = namespace_of(project);
+        let mut errors = Vec::new();
+        {
+            let mut problems = Problems {
+                object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: project.name_any() },
+                errors: &mut errors,
+            };
+            if !is_dns_label(&project.spec.slug) {
+                problems.add(
+                    "spec.slug",
+                    format!(
+                        "{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)",
+                        project.spec.slug
+                    ),
+                );
+            }
+            check_tier(&project.spec.default_tier, "spec.defaultTier", index, &mut problems);
+        }
+
+        let mut endpoints = Vec::new();
+        let mut endpoint_owner: BTreeMap<String, String> = BTreeMap::new();
+        for endpoint in index.endpoints.get(&namespace).into_iter().flatten().copied() {
+            let object = ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() };
+            let mut problems = Problems { object: object.clone(), errors: &mut errors };
+            let slug = &endpoint.spec.slug;
+            let mut used = BTreeMap::new();
+            let config = if let Some(owner) = endpoint_owner.get(slug) {
+                problems.add("spec.slug", format!("{slug:?} is already used by Endpoint {namespace}/{owner}"));
+                None
+            } else {
+                endpoint_owner.insert(slug.clone(), endpoint.name_any());
+                endpoint_config(endpoint, index, options, &mut used, &mut problems)
+            };
+            endpoints.push(EndpointPass { endpoint, object, config, providers: used });
+        }
+        let scope: BTreeMap<String, EndpointConfig> =
+            endpoints.iter().filter_map(|e| Some((e.endpoint.spec.slug.clone(), e.config.clone()?))).collect();
+
+        let mut keys = Vec::new();
+        let mut hash_owner: HashMap<String, String> = HashMap::new();
+        for apikey in index.apikeys.get(&namespace).into_iter().flatten().copied() {
+            let object = ObjectRef { kind: "ApiKey", namespace: Some(namespace.clone()), name: apikey.name_any() };
+            let mut problems = Problems { object: object.clone(), errors: &mut errors };
+            let config = key_config(apikey, &scope, index, options, &mut problems);
+            for hash in config.iter().flat_map(|key| &key.hashes) {
+                if let Some(other) = hash_owner.insert(hash.sha256.clone(), object_id(apikey))
+                    && other != object_id(apikey)
+                {
+                    problems.add("spec.secretRef", format!("the same key material is already used by ApiKey {other}"));
+                }
+            }
+            keys.push(KeyPass { apikey, object, config });
+        }
+
+        let mut providers = BTreeMap::new();
+        for endpoint in &endpoints {
+            for (id, provider) in &endpoint.providers {
+                if !providers.contains_key(id) {
+                    providers.insert(id.clone(), (*provider, provider_config(provider, index, &mut errors)));
+                }
+            }
+        }
+        Pass { project, namespace, errors, endpoints, keys, providers }
+    }
+
+    /// The configuration of everything but `left_out`.
+    fn into_config(self, index: &Index<'_>, left_out: &BTreeSet<ObjectRef>) -> GatewayConfig {
+        let project = self.project;
+        let served_endpoints: Vec<EndpointPass<'_>> =
+            self.endpoints.into_iter().filter(|e| !left_out.contains(&e.object)).collect();
+        let served_keys: Vec<KeyPass<'_>> = self.keys.into_iter().filter(|k| !left_out.contains(&k.object)).collect();
+
+        // Every tier a served object names (and that exists: one that does not is a problem).
+        let tiers = std::iter::once(&project.spec.default_tier)
+            .chain(served_endpoints.iter().filter_map(|e| e.endpoint.spec.tier.as_ref()))
+            .chain(served_keys.iter().filter_map(|k| k.apikey.spec.tier.as_ref()))
+            .filter_map(|name| index.tiers.get(name).map(|tier| (name.clone(), tier_config(tier))))
+            .collect();
+        let mut providers = self.providers;
+        let providers = served_endpoints
+            .iter()
+            .flat_map(|e| e.providers.keys())
+            .filter_map(|id| Some((id.clone(), providers.remove(id)?.1?)))
+            .collect();
+        let endpoints: BTreeMap<String, EndpointConfig> =
+            served_endpoints.into_iter().filter_map(|e| Some((e.endpoint.spec.slug.clone(), e.config?))).collect();
+        let mut keys: Vec<KeyConfig> = served_keys.into_iter().filter_map(|k| k.config).collect();
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        GatewayConfig {
+            api_version: CONFIG_API_VERSION.to_owned(),
+            kind: CONFIG_KIND.to_owned(),
+            project: ProjectConfig {
+                slug: project.spec.slug.clone(),
+                namespace: self.namespace,
+                name: project.name_any(),
+                default_tier: project.spec.default_tier.clone(),
+            },
+            tiers,
+            providers,
+            endpoints,
+            keys,
+        }
+    }
+}
+
+/// `<namespace>/<name>` of an ApiKey, as configurations name keys.
+fn object_id<K: ResourceExt>(object: &K) -> String {
+    format!("{}/{}", namespace_of(object), object.name_any())
+}
+
+fn check_tier(name: &str, field: &str, index: &Index<'_>, problems: &mut Problems<'_>) {
+    if !index.tiers.contains_key(name) {
         problems.add(field, format!("no ServiceTier {name:?}"));
     }
 }
@@ -457,7 +604,6 @@ fn endpoint_config<'a>(
     endpoint: &Endpoint,
     index: &Index<'a>,
     options: &CompileOptions,
-    tiers_used: &mut BTreeSet<String>,
     providers_used: &mut BTreeMap<String, &'a Provider>,
     problems: &mut Problems<'_>,
 ) -> Option<EndpointConfig> {
@@ -472,7 +618,7 @@ fn endpoint_config<'a>(
         problems.add("spec.slug", format!("{:?} is reserved for project-level APIs", spec.slug));
     }
     if let Some(tier) = &spec.tier {
-        check_tier(tier, "spec.tier", index, tiers_used, problems);
+        check_tier(tier, "spec.tier", index, problems);
     }
 
     // Every name (model or alias) a client may send, with where it was declared.
@@ -707,7 +853,6 @@ fn key_config(
     endpoints: &BTreeMap<String, EndpointConfig>,
     index: &Index<'_>,
     options: &CompileOptions,
-    tiers_used: &mut BTreeSet<String>,
     problems: &mut Problems<'_>,
 ) -> Option<KeyConfig> {
     let namespace = namespace_of(apikey);
@@ -716,34 +861,9 @@ fn key_config(
     let expires_at = spec.expires_at.as_ref().map(|t| t.0);
 
     if let Some(tier) = &spec.tier {
-        check_tier(tier, "spec.tier", index, tiers_used, problems);
+        check_tier(tier, "spec.tier", index, problems);
     }
-    if let Some(allowed) = &spec.endpoints {
-        for (i, slug) in allowed.iter().enumerate() {
-            if !endpoints.contains_key(slug) {
-                problems.add(
-                    format!("spec.endpoints[{i}]"),
-                    format!("no Endpoint with slug {slug:?} in namespace {namespace}"),
-                );
-            }
-        }
-    }
-    if let Some(models) = &spec.models {
-        let reachable = |name: &str| {
-            endpoints.iter().any(|(slug, endpoint)| {
-                spec.endpoints.as_ref().is_none_or(|allowed| allowed.contains(slug))
-                    && (endpoint.models.contains_key(name) || endpoint.aliases.contains_key(name))
-            })
-        };
-        for (i, name) in models.iter().enumerate() {
-            if !reachable(name) {
-                problems.add(
-                    format!("spec.models[{i}]"),
-                    format!("no model or alias {name:?} in the endpoints this key may call"),
-                );
-            }
-        }
-    }
+    check_key_scope(apikey, endpoints, problems);
     let mut cidrs = None;
     if let Some(list) = &spec.allowed_cidrs {
         let mut parsed = Vec::new();
@@ -834,6 +954,38 @@ fn key_config(
         allowed_cidrs: cidrs,
         budget: spec.budget.as_ref().map(|b| BudgetConfig { limit_usd: b.limit_usd, period: b.period }),
     })
+}
+
+/// Checks that the Endpoints (by slug) and models an ApiKey is limited to are among `endpoints`.
+fn check_key_scope(apikey: &ApiKey, endpoints: &BTreeMap<String, EndpointConfig>, problems: &mut Problems<'_>) {
+    let namespace = namespace_of(apikey);
+    let spec = &apikey.spec;
+    if let Some(allowed) = &spec.endpoints {
+        for (i, slug) in allowed.iter().enumerate() {
+            if !endpoints.contains_key(slug) {
+                problems.add(
+                    format!("spec.endpoints[{i}]"),
+                    format!("no Endpoint with slug {slug:?} in namespace {namespace}"),
+                );
+            }
+        }
+    }
+    if let Some(models) = &spec.models {
+        let reachable = |name: &str| {
+            endpoints.iter().any(|(slug, endpoint)| {
+                spec.endpoints.as_ref().is_none_or(|allowed| allowed.contains(slug))
+                    && (endpoint.models.contains_key(name) || endpoint.aliases.contains_key(name))
+            })
+        };
+        for (i, name) in models.iter().enumerate() {
+            if !reachable(name) {
+                problems.add(
+                    format!("spec.models[{i}]"),
+                    format!("no model or alias {name:?} in the endpoints this key may call"),
+                );
+            }
+        }
+    }
 }
 
 /// Checks key material as clients will send it in a header; surrounding whitespace (a trailing

@@ -6,7 +6,8 @@
 //! must then not clobber the others, so each list is applied object by object and what it no
 //! longer holds is deleted from that namespace only. Subscribers get every touched object
 //! (deletions included, which kube's shared streams leave out), optionally only when a
-//! fingerprint of the object changed (generation, data), so status writes do not echo.
+//! fingerprint of the object changed (generation, data), so status writes do not echo. Hooks
+//! ([`Informer::on_change`]) see each change first, to keep indexes beside the store.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
@@ -28,6 +29,17 @@ use tokio::sync::watch as signal;
 /// A fingerprint of the parts of an object a subscriber reacts to.
 type Fingerprint<K> = Box<dyn Fn(&K) -> u64 + Send + Sync>;
 
+/// What a watch saw happen to an object.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a, K> {
+    /// Created or changed (or listed).
+    Applied(&'a K),
+    /// Deleted (or gone from a re-list).
+    Deleted(&'a K),
+}
+
+type Hook<K> = Box<dyn Fn(Change<'_, K>) + Send + Sync>;
+
 struct Subscriber<K: Resource<DynamicType = ()>> {
     tx: mpsc::UnboundedSender<Arc<K>>,
     fingerprint: Option<Fingerprint<K>>,
@@ -41,6 +53,7 @@ pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     config: watcher::Config,
     writer: Writer<K>,
     subscribers: Vec<Subscriber<K>>,
+    hooks: Vec<Hook<K>>,
     synced_tx: signal::Sender<bool>,
 }
 
@@ -71,7 +84,15 @@ where
         writer.apply_watcher_event(&Event::Init);
         writer.apply_watcher_event(&Event::InitDone);
         let (synced_tx, _) = signal::channel(false);
-        Self { kind: std::any::type_name::<K>(), sources, config, writer, subscribers: Vec::new(), synced_tx }
+        Self {
+            kind: std::any::type_name::<K>(),
+            sources,
+            config,
+            writer,
+            subscribers: Vec::new(),
+            hooks: Vec::new(),
+            synced_tx,
+        }
     }
 
     /// The in-memory view of every watched object.
@@ -95,6 +116,12 @@ where
         fingerprint: impl Fn(&K) -> u64 + Send + Sync + 'static,
     ) -> impl Stream<Item = Arc<K>> + Send + 'static {
         self.add_subscriber(Some(Box::new(fingerprint)))
+    }
+
+    /// Calls `hook` with every change, after the store has it and before any subscriber hears
+    /// of it.
+    pub fn on_change(&mut self, hook: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
+        self.hooks.push(Box::new(hook));
     }
 
     fn add_subscriber(&mut self, fingerprint: Option<Fingerprint<K>>) -> impl Stream<Item = Arc<K>> + Send + 'static {
@@ -156,6 +183,9 @@ where
         let key = ObjectRef::from_obj(&object);
         self.writer.apply_watcher_event(&Event::Apply(object));
         if let Some(stored) = self.writer.as_reader().get(&key) {
+            for hook in &self.hooks {
+                hook(Change::Applied(stored.as_ref()));
+            }
             self.notify(&key, stored, false);
         }
     }
@@ -163,6 +193,9 @@ where
     fn delete(&mut self, object: K) {
         let key = ObjectRef::from_obj(&object);
         self.writer.apply_watcher_event(&Event::Delete(object.clone()));
+        for hook in &self.hooks {
+            hook(Change::Deleted(&object));
+        }
         self.notify(&key, Arc::new(object), true);
     }
 

@@ -1,10 +1,11 @@
-//! What every reconcile shares: the client, the settings, the caches of watched objects, the
-//! compile reports, the reported usage, the event recorder, metrics and per-object error backoff.
+//! What every reconcile shares: the client, the settings, the caches of watched objects and
+//! their index, the compile reports, the reported usage, the event recorder, metrics and
+//! per-object error backoff. State only one controller needs lives with that controller.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -24,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::reports::Reports;
 use crate::settings::Settings;
 use crate::usage::UsageIndex;
+use crate::watch_index::WatchIndex;
 
 /// Longest wait between retries of a failing reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -52,19 +54,20 @@ pub struct Caches {
     pub usage_config_maps: Store<ConfigMap>,
     /// Gateway pods in the data-plane namespace (whose usage reports are still live).
     pub gateway_pods: Store<Pod>,
+    /// Who refers to what, fed by the watches of Projects, Endpoints, ApiKeys and Providers.
+    pub index: Arc<RwLock<WatchIndex>>,
 }
 
 impl Caches {
-    /// The Project of `namespace`: the first by name, as the compiler has it (one per namespace).
-    pub fn project_in(&self, namespace: &str) -> Option<Arc<Project>> {
-        self.projects_in(namespace).into_iter().next()
+    /// Reads the index.
+    pub fn index(&self) -> RwLockReadGuard<'_, WatchIndex> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every Project of `namespace`, by name.
-    pub fn projects_in(&self, namespace: &str) -> Vec<Arc<Project>> {
-        let mut projects = self.projects.state_filter(|p| p.namespace().as_deref() == Some(namespace));
-        projects.sort_by_key(|p| p.name_any());
-        projects
+    /// The Project of `namespace`: the first by name, as the compiler has it (one per namespace).
+    pub fn project_in(&self, namespace: &str) -> Option<Arc<Project>> {
+        let first = self.index().project_in(namespace)?.object_ref();
+        self.projects.get(&first)
     }
 
     /// A Secret from the cache.
@@ -90,9 +93,12 @@ pub struct Context {
     /// What the gateway pods reported each key spent.
     pub usage: UsageIndex,
     failures: Mutex<HashMap<String, u32>>,
-    config_written: Mutex<HashMap<String, Instant>>,
-    spend_written: Mutex<SpendWrites>,
-    secret_users: RwLock<HashMap<(String, String), BTreeSet<String>>>,
+}
+
+impl AsRef<Context> for Context {
+    fn as_ref(&self) -> &Context {
+        self
+    }
 }
 
 impl Context {
@@ -114,9 +120,6 @@ impl Context {
             metrics,
             usage: UsageIndex::default(),
             failures: Mutex::default(),
-            config_written: Mutex::default(),
-            spend_written: Mutex::default(),
-            secret_users: RwLock::default(),
         }
     }
 
@@ -127,53 +130,6 @@ impl Context {
         if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(reason, error = %err, "could not publish an Event");
         }
-    }
-
-    /// Records that ApiKey `apikey` uses bring-your-own Secret `secret` (both in `namespace`), so
-    /// a change to the Secret finds the key without scanning every ApiKey.
-    pub fn record_secret_user(&self, namespace: &str, secret: &str, apikey: &str) {
-        let mut users = self.secret_users.write().unwrap_or_else(PoisonError::into_inner);
-        users.entry((namespace.to_owned(), secret.to_owned())).or_default().insert(apikey.to_owned());
-    }
-
-    /// ApiKeys recorded as using Secret `namespace/secret`.
-    pub fn secret_users(&self, namespace: &str, secret: &str) -> Vec<String> {
-        let users = self.secret_users.read().unwrap_or_else(PoisonError::into_inner);
-        users.get(&(namespace.to_owned(), secret.to_owned())).map(|s| s.iter().cloned().collect()).unwrap_or_default()
-    }
-
-    /// When project `slug`'s configuration was last written by this process.
-    pub fn config_written_at(&self, slug: &str) -> Option<Instant> {
-        self.config_written.lock().unwrap_or_else(PoisonError::into_inner).get(slug).copied()
-    }
-
-    /// Notes a configuration write (or forgets the project with `None`).
-    pub fn set_config_written(&self, slug: &str, at: Option<Instant>) {
-        let mut written = self.config_written.lock().unwrap_or_else(PoisonError::into_inner);
-        match at {
-            Some(at) => written.insert(slug.to_owned(), at),
-            None => written.remove(slug),
-        };
-    }
-
-    /// How long ApiKey `id` must wait before a status write that changes only its spend; `None`:
-    /// it may write now.
-    pub fn spend_write_wait(&self, id: &str) -> Option<Duration> {
-        let written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
-        spacing_wait(written.at.get(id).copied(), Instant::now(), self.settings.spend_status_interval)
-    }
-
-    /// Notes that ApiKey `id`'s status got a new spend now.
-    pub fn note_spend_written(&self, id: &str) {
-        let mut written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
-        let interval = self.settings.spend_status_interval;
-        // Keys written longer ago than the interval need no spacing any more: forget them
-        // (deleted keys included) whenever the map has doubled since the last time.
-        if written.at.len() >= written.prune_at {
-            written.at.retain(|_, at| at.elapsed() < interval);
-            written.prune_at = (written.at.len() * 2).max(1024);
-        }
-        written.at.insert(id.to_owned(), Instant::now());
     }
 
     /// The retry delay after a failed reconcile of `key`: 1 s, doubling up to 5 minutes.
@@ -189,20 +145,6 @@ impl Context {
     }
 }
 
-/// When each ApiKey's status last got a new spend.
-#[derive(Default)]
-struct SpendWrites {
-    at: HashMap<String, Instant>,
-    /// Size at which old entries are dropped.
-    prune_at: usize,
-}
-
-/// What is left of `interval` since `last` at `now`; `None` when nothing is.
-fn spacing_wait(last: Option<Instant>, now: Instant, interval: Duration) -> Option<Duration> {
-    let left = interval.checked_sub(now.saturating_duration_since(last?))?;
-    (!left.is_zero()).then_some(left)
-}
-
 fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
     format!(
         "{}/{}/{}",
@@ -213,20 +155,15 @@ fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
 }
 
 /// Runs one reconcile of `controller` with metrics and a reset of its error backoff on success.
-pub async fn observe<K, F, Fut>(
+pub async fn observe<K: Resource<DynamicType = ()>>(
     controller: &'static str,
-    object: Arc<K>,
-    ctx: Arc<Context>,
-    reconcile: F,
-) -> Result<Action>
-where
-    K: Resource<DynamicType = ()>,
-    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
-    Fut: Future<Output = Result<Action>>,
-{
-    let key = backoff_key(object.as_ref());
+    object: &K,
+    ctx: &Context,
+    reconcile: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let key = backoff_key(object);
     let started = Instant::now();
-    let result = reconcile(object, ctx.clone()).await;
+    let result = reconcile.await;
     ctx.metrics.reconciled(controller, started.elapsed(), result.as_ref().err());
     if result.is_ok() {
         ctx.reset_backoff(&key);
@@ -235,9 +172,13 @@ where
 }
 
 /// The error policy of every controller: log, then retry with per-object exponential backoff.
-pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K, C>(object: Arc<K>, error: &Error, ctx: Arc<C>) -> Action
+where
+    K: Resource<DynamicType = ()>,
+    C: AsRef<Context>,
+{
     let key = backoff_key(object.as_ref());
-    let delay = ctx.next_backoff(key.clone());
+    let delay = (*ctx).as_ref().next_backoff(key.clone());
     tracing::warn!(object = %key, error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -277,20 +218,4 @@ pub fn is_not_found(error: &kube::Error) -> bool {
 /// Whether an apiserver error is a 409 (already exists, or a stale resourceVersion).
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spend_writes_are_spaced() {
-        let now = Instant::now();
-        let interval = Duration::from_secs(30);
-        assert_eq!(spacing_wait(None, now, interval), None, "a first spend is written at once");
-        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(10), interval), Some(Duration::from_secs(20)));
-        assert_eq!(spacing_wait(Some(now), now + interval, interval), None);
-        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(99), interval), None);
-        assert_eq!(spacing_wait(Some(now), now, Duration::ZERO), None, "no spacing");
-    }
 }

@@ -118,22 +118,13 @@ pub struct DataPlaneObjects {
     pub route: Route,
 }
 
-/// Builds a project's data plane.
-pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &RouteSettings) -> DataPlaneObjects {
-    let name = workload_name(input.slug);
-    let meta = |component: &str| ObjectMeta {
-        name: Some(name.clone()),
-        namespace: Some(input.namespace.to_owned()),
-        labels: Some(project_labels(input.slug, component)),
-        annotations: Some(BTreeMap::from([(OWNER_ANNOTATION.to_owned(), input.owner.to_owned())])),
-        ..ObjectMeta::default()
-    };
+/// The gateway's Role: read the config Secrets (the primary and `input.shards` shards) and
+/// report usage, by name, nothing else.
+pub fn role(input: &DataPlaneInput<'_>) -> Role {
     let secret_names: Vec<String> =
         std::iter::once(primary_name(input.slug)).chain((0..input.shards).map(|i| shard_name(input.slug, i))).collect();
-
-    let usage_name = usage_config_map_name(input.slug);
-    let role = Role {
-        metadata: meta("gateway"),
+    Role {
+        metadata: workload_meta(input, "gateway"),
         rules: Some(vec![
             PolicyRule {
                 api_groups: Some(vec![String::new()]),
@@ -145,12 +136,32 @@ pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &Rout
             PolicyRule {
                 api_groups: Some(vec![String::new()]),
                 resources: Some(vec!["configmaps".to_owned()]),
-                resource_names: Some(vec![usage_name.clone()]),
+                resource_names: Some(vec![usage_config_map_name(input.slug)]),
                 verbs: vec!["get".to_owned(), "patch".to_owned()],
                 ..PolicyRule::default()
             },
         ]),
-    };
+    }
+}
+
+/// Metadata of the project's workload objects: named after the slug, labelled as its
+/// `component`, annotated with the owning Project.
+fn workload_meta(input: &DataPlaneInput<'_>, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(workload_name(input.slug)),
+        namespace: Some(input.namespace.to_owned()),
+        labels: Some(project_labels(input.slug, component)),
+        annotations: Some(BTreeMap::from([(OWNER_ANNOTATION.to_owned(), input.owner.to_owned())])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Builds a project's data plane.
+pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &RouteSettings) -> DataPlaneObjects {
+    let name = workload_name(input.slug);
+    let meta = |component: &str| workload_meta(input, component);
+    let usage_name = usage_config_map_name(input.slug);
+    let role = role(input);
     let usage_config_map =
         ConfigMap { metadata: ObjectMeta { name: Some(usage_name), ..meta("usage") }, ..ConfigMap::default() };
     let role_binding = RoleBinding {

@@ -88,8 +88,18 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
     assert_eq!(primary.metadata.annotations.as_ref().map(|a| a["sluice.dev/config-hash"].clone()), Some(hash.clone()));
     assert_eq!(secret_text(&primary, "hash"), Some(hash.clone()));
     assert!(secret_text(&primary, "shards").is_none());
-    let project_status = ready_project(&world, "team-a").await?.status.unwrap_or_default();
-    assert_eq!(project_status.config_hash.as_deref(), Some(hash.as_str()));
+    // The status follows the write it reports (a reconcile writes the Secret, then the status).
+    let projects = world.api::<Project>(tenant);
+    let project_status = eventually("the status to report the written configuration", WAIT, || async {
+        let status = projects.get("team-a").await?.status.unwrap_or_default();
+        Ok(if status.config_hash.as_deref() == Some(hash.as_str()) {
+            Ok(status)
+        } else {
+            Err(format!("status reports {:?}", status.config_hash))
+        })
+    })
+    .await?;
+    ready_project(&world, "team-a").await?;
     assert_eq!((project_status.endpoints, project_status.keys), (Some(3), Some(4)));
     assert_eq!(project_status.observed_generation, project.metadata.generation);
 

@@ -4,38 +4,88 @@
 //! current budget period that the gateway pods report ([`crate::usage`]). Key material never
 //! leaves the Secret: not in logs, status, Events or metrics.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, ApiKeyStatus, Project};
 use sluice_crds::compile::{PREVIOUS_KEY_EXPIRES_FIELD, generated_key_secret_name};
 
+use super::log_result;
+use crate::cache::{fingerprint, spec_fingerprint};
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
-use crate::context::{Context, apply_status, is_conflict, observe};
+use crate::context::{Caches, Context, apply_status, error_policy, is_conflict, observe};
 use crate::error::{Error, Result};
 use crate::key_material::{self, KeySecret, Step, key_prefix, next_step, rotation_request};
-use crate::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL};
+use crate::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL, ROTATE_AT_ANNOTATION};
 use crate::usage;
+use crate::watches::{Watches, secret_fingerprint};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "apikey";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(1800);
+/// ApiKey reconciles that may run at once: they mostly wait for the apiserver, and a project
+/// may have tens of thousands of keys.
+const CONCURRENCY: u16 = 32;
 
-/// Reconciles one ApiKey.
-pub async fn reconcile(apikey: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
-    observe(CONTROLLER, apikey, ctx, |apikey, ctx| async move { reconcile_key(&apikey, &ctx).await }).await
+/// What the ApiKey controller keeps between reconciles.
+struct State {
+    ctx: Arc<Context>,
+    spend_written: Mutex<SpendWrites>,
 }
 
-async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
+impl AsRef<Context> for State {
+    fn as_ref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// The ApiKey controller: its own changes (rotation requests included), its key Secret's, its
+/// Project's while it waits for one, the keys whose verdict the Project controller changed
+/// (`verdicts`) and those whose reported usage changed (`usage`).
+pub fn controller(
+    watches: &mut Watches,
+    ctx: Arc<Context>,
+    verdicts: UnboundedReceiver<ObjectRef<ApiKey>>,
+    usage: UnboundedReceiver<ObjectRef<ApiKey>>,
+) -> impl Future<Output = ()> + use<> {
+    let (by_secret, by_project) = (ctx.caches.clone(), ctx.caches.clone());
+    let rotation_fingerprint =
+        |k: &ApiKey| fingerprint((spec_fingerprint(k), k.annotations().get(ROTATE_AT_ANNOTATION)));
+    let state = Arc::new(State { ctx: ctx.clone(), spend_written: Mutex::default() });
+    Controller::for_shared_stream(watches.apikeys.subscribe_changes(rotation_fingerprint), ctx.caches.apikeys.clone())
+        .watches_shared_stream(watches.secrets.subscribe_changes(secret_fingerprint), move |s: Arc<Secret>| {
+            by_secret.index().keys_using_secret(&s)
+        })
+        .watches_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), move |p: Arc<Project>| {
+            waiting_for_project(&by_project, &p)
+        })
+        .reconcile_on(verdicts)
+        .reconcile_on(usage)
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, state)
+        .for_each(log_result)
+}
+
+/// Reconciles one ApiKey.
+async fn reconcile(apikey: Arc<ApiKey>, state: Arc<State>) -> Result<Action> {
+    observe(CONTROLLER, apikey.as_ref(), &state.ctx, reconcile_key(&apikey, &state)).await
+}
+
+async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
+    let ctx = controller.ctx.as_ref();
     let name = apikey.name_any();
     let namespace = apikey.namespace().ok_or_else(|| Error::Incomplete(format!("ApiKey {name}"), "namespace"))?;
     if apikey.meta().deletion_timestamp.is_some() {
@@ -51,7 +101,6 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
 
     match (&apikey.spec.secret_ref, &project) {
         (Some(reference), _) => {
-            ctx.record_secret_user(&namespace, &reference.name, &name);
             status.secret_name = Some(reference.name.clone());
             if let Some(secret) = ctx.caches.secret(&namespace, &reference.name) {
                 key_present = true;
@@ -172,13 +221,13 @@ async fn reconcile_key(apikey: &ApiKey, ctx: &Context) -> Result<Action> {
         let spend_changed = old_spend != status.current_period_spend_usd;
         let only_spend = spend_changed
             && apikey.status.as_ref() == Some(&ApiKeyStatus { current_period_spend_usd: old_spend, ..status.clone() });
-        if only_spend && let Some(wait) = ctx.spend_write_wait(&key_id) {
+        if only_spend && let Some(wait) = controller.spend_write_wait(&key_id) {
             // A busy key's spend changes with every report: its status follows at a slower pace.
             return Ok(Action::requeue(requeue.min(wait)));
         }
         apply_status(&Api::<ApiKey>::namespaced(ctx.client.clone(), &namespace), apikey, &status).await?;
         if spend_changed {
-            ctx.note_spend_written(&key_id);
+            controller.note_spend_written(&key_id);
         }
     }
 
@@ -318,32 +367,68 @@ fn verdicts(
 }
 
 /// ApiKeys of a namespace that wait for its Project (no key generated yet).
-pub fn waiting_for_project(ctx: &Context, project: &Project) -> Vec<ObjectRef<ApiKey>> {
+fn waiting_for_project(caches: &Caches, project: &Project) -> Vec<ObjectRef<ApiKey>> {
     let Some(namespace) = project.namespace() else { return Vec::new() };
-    ctx.caches
+    caches
         .apikeys
         .state_filter(|k| {
             k.namespace().as_deref() == Some(namespace.as_str())
                 && k.spec.secret_ref.is_none()
-                && ctx.caches.secret(&namespace, &generated_key_secret_name(&k.name_any())).is_none()
+                && caches.secret(&namespace, &generated_key_secret_name(&k.name_any())).is_none()
         })
         .iter()
         .map(|k| ObjectRef::from_obj(k.as_ref()))
         .collect()
 }
 
-/// ApiKeys that hold their key in `secret`: the owner of a generated Secret, or those that
-/// reference it with `secretRef`.
-pub fn keys_of_secret(ctx: &Context, secret: &Secret) -> Vec<ObjectRef<ApiKey>> {
-    let Some(namespace) = secret.namespace() else { return Vec::new() };
-    let mut keys: Vec<ObjectRef<ApiKey>> = secret
-        .owner_references()
-        .iter()
-        .filter(|o| o.kind == "ApiKey")
-        .map(|o| ObjectRef::new(&o.name).within(&namespace))
-        .collect();
-    keys.extend(
-        ctx.secret_users(&namespace, &secret.name_any()).iter().map(|name| ObjectRef::new(name).within(&namespace)),
-    );
-    keys
+impl State {
+    /// How long ApiKey `id` must wait before a status write that changes only its spend; `None`:
+    /// it may write now.
+    fn spend_write_wait(&self, id: &str) -> Option<Duration> {
+        let written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
+        spacing_wait(written.at.get(id).copied(), Instant::now(), self.ctx.settings.spend_status_interval)
+    }
+
+    /// Notes that ApiKey `id`'s status got a new spend now.
+    fn note_spend_written(&self, id: &str) {
+        let mut written = self.spend_written.lock().unwrap_or_else(PoisonError::into_inner);
+        let interval = self.ctx.settings.spend_status_interval;
+        // Keys written longer ago than the interval need no spacing any more: forget them
+        // (deleted keys included) whenever the map has doubled since the last time.
+        if written.at.len() >= written.prune_at {
+            written.at.retain(|_, at| at.elapsed() < interval);
+            written.prune_at = (written.at.len() * 2).max(1024);
+        }
+        written.at.insert(id.to_owned(), Instant::now());
+    }
+}
+
+/// When each ApiKey's status last got a new spend.
+#[derive(Default)]
+struct SpendWrites {
+    at: HashMap<String, Instant>,
+    /// Size at which old entries are dropped.
+    prune_at: usize,
+}
+
+/// What is left of `interval` since `last` at `now`; `None` when nothing is.
+fn spacing_wait(last: Option<Instant>, now: Instant, interval: Duration) -> Option<Duration> {
+    let left = interval.checked_sub(now.saturating_duration_since(last?))?;
+    (!left.is_zero()).then_some(left)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spend_writes_are_spaced() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(30);
+        assert_eq!(spacing_wait(None, now, interval), None, "a first spend is written at once");
+        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(10), interval), Some(Duration::from_secs(20)));
+        assert_eq!(spacing_wait(Some(now), now + interval, interval), None);
+        assert_eq!(spacing_wait(Some(now), now + Duration::from_secs(99), interval), None);
+        assert_eq!(spacing_wait(Some(now), now, Duration::ZERO), None, "no spacing");
+    }
 }

@@ -1,29 +1,59 @@
 //! The Endpoint controller: reports each Endpoint's URL and whether its project's gateway serves
 //! it, from the verdict of the project's last compile.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
 use jiff::Timestamp;
 use kube::api::Api;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use sluice_crds::api::{Endpoint, EndpointStatus};
+use sluice_crds::api::{Endpoint, EndpointStatus, Project};
 
+use super::{CONCURRENCY, log_result};
+use crate::cache::spec_fingerprint;
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
-use crate::context::{Context, apply_status, observe};
+use crate::context::{Context, apply_status, error_policy, observe};
 use crate::data_plane::{HTTP_PORT, workload_name};
 use crate::error::{Error, Result};
 use crate::settings::Settings;
+use crate::watches::Watches;
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "endpoint";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(1800);
 
+/// The Endpoint controller: its own changes, its Project's, and the Endpoints whose verdict the
+/// Project controller changed (`verdicts`).
+pub fn controller(
+    watches: &mut Watches,
+    ctx: Arc<Context>,
+    verdicts: UnboundedReceiver<ObjectRef<Endpoint>>,
+) -> impl Future<Output = ()> + use<> {
+    let store = ctx.caches.endpoints.clone();
+    Controller::for_shared_stream(watches.endpoints.subscribe_changes(spec_fingerprint), store.clone())
+        .watches_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), move |p: Arc<Project>| {
+            endpoints_in(&store, p.namespace())
+        })
+        .reconcile_on(verdicts)
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, ctx)
+        .for_each(log_result)
+}
+
+/// The Endpoints of `namespace`.
+fn endpoints_in(store: &Store<Endpoint>, namespace: Option<String>) -> Vec<ObjectRef<Endpoint>> {
+    store.state_filter(|e| e.namespace() == namespace).iter().map(|e| ObjectRef::from_obj(e.as_ref())).collect()
+}
+
 /// Reconciles one Endpoint.
-pub async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action> {
-    observe(CONTROLLER, endpoint, ctx, |endpoint, ctx| async move {
+async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action> {
+    observe(CONTROLLER, endpoint.as_ref(), &ctx, async {
         let name = endpoint.name_any();
         let namespace =
             endpoint.namespace().ok_or_else(|| Error::Incomplete(format!("Endpoint {name}"), "namespace"))?;

@@ -2,22 +2,26 @@
 //! models) and reports the result in its status. Projects that use it are requeued by the
 //! Project controller's own watch.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::controller::{self, Action, Controller};
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{Provider, ProviderStatus};
 use sluice_crds::compile::{CompileOptions, compile};
 use sluice_crds::objects::{Object, SecretData};
 
+use super::{CONCURRENCY, log_result};
+use crate::cache::spec_fingerprint;
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
-use crate::context::{Context, apply_status, observe};
+use crate::context::{Context, apply_status, error_policy, observe};
 use crate::error::{Error, Result};
+use crate::watches::{Watches, secret_fingerprint};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "provider";
@@ -34,9 +38,21 @@ pub fn check(provider: &Provider, credentials: Option<&Secret>) -> Vec<String> {
     }
 }
 
+/// The Provider controller: its own changes, and its credentials Secret's.
+pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Output = ()> + use<> {
+    let caches = ctx.caches.clone();
+    Controller::for_shared_stream(watches.providers.subscribe_changes(spec_fingerprint), caches.providers.clone())
+        .watches_shared_stream(watches.secrets.subscribe_changes(secret_fingerprint), move |s: Arc<Secret>| {
+            caches.index().providers_using_secret(&s)
+        })
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, ctx)
+        .for_each(log_result)
+}
+
 /// Reconciles one Provider.
-pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Action> {
-    observe(CONTROLLER, provider, ctx, |provider, ctx| async move {
+async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Action> {
+    observe(CONTROLLER, provider.as_ref(), &ctx, async {
         let name = provider.name_any();
         let namespace =
             provider.namespace().ok_or_else(|| Error::Incomplete(format!("Provider {name}"), "namespace"))?;
@@ -81,17 +97,4 @@ pub async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Act
         Ok(Action::requeue(RESYNC))
     })
     .await
-}
-
-/// Providers whose credentials are in `secret`.
-pub fn providers_of_secret(ctx: &Context, secret: &Secret) -> Vec<ObjectRef<Provider>> {
-    let (namespace, name) = (secret.namespace(), secret.name_any());
-    ctx.caches
-        .providers
-        .state_filter(|p| {
-            p.namespace() == namespace && p.spec.credentials.as_ref().is_some_and(|c| c.secret_key_ref.name == name)
-        })
-        .iter()
-        .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
 }

@@ -1,0 +1,173 @@
+//! Carries out a Project [`Plan`]: the finalizer, the config Secrets (shards first, the primary
+//! last), the data plane, the report, the Events and, in this one place, the status.
+
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use sluice_crds::api::Project;
+
+use super::State;
+use super::plan::{Cleanup, ConfigWrite, Finalizer, Plan};
+use crate::context::{apply, apply_status, is_not_found};
+use crate::data_plane::{DataPlaneObjects, Route, http_route_resource};
+use crate::error::{Error, Result};
+use crate::labels::{FIELD_MANAGER, OWNER_ANNOTATION, PROJECT_FINALIZER, PROJECT_LABEL};
+use crate::settings::RouteKind;
+
+/// Carries out `plan` for `project`.
+pub async fn execute(plan: Plan, project: &Project, state: &State) -> Result<Action> {
+    let ctx = state.ctx.as_ref();
+    let namespace =
+        project.namespace().ok_or_else(|| Error::Incomplete(format!("Project {}", project.name_any()), "namespace"))?;
+    let api: Api<Project> = Api::namespaced(ctx.client.clone(), &namespace);
+    if plan.finalizer == Finalizer::Add {
+        set_finalizer(&api, project, true).await?;
+    }
+    if let Some(cleanup) = &plan.cleanup {
+        remove_data_plane(cleanup, &namespace, state).await?;
+    }
+    if let Some(write) = plan.config {
+        write_config(project, write, state).await?;
+    }
+    if let Some(objects) = &plan.data_plane {
+        apply_data_plane(objects, state).await?;
+    }
+    if let Some(report) = plan.report {
+        ctx.reports.publish(&namespace, report);
+    }
+    for note in plan.events {
+        ctx.event(project, note.type_, note.reason, note.message).await;
+    }
+    if let Some(status) = &plan.status {
+        apply_status(&api, project, status).await?;
+    }
+    if plan.finalizer == Finalizer::Remove {
+        set_finalizer(&api, project, false).await?;
+    }
+    Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Adds or removes the finalizer by server-side apply: finalizers are a set, so this touches
+/// only the operator's own entry.
+async fn set_finalizer(api: &Api<Project>, project: &Project, present: bool) -> Result<()> {
+    let mut metadata = serde_json::json!({"name": project.name_any()});
+    if present {
+        metadata["finalizers"] = serde_json::json!([PROJECT_FINALIZER]);
+    }
+    let patch = serde_json::json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": metadata});
+    match api.patch(&project.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(err) if !present && is_not_found(&err) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes the config Secrets: a Role that reads old and new shards, the shards, the primary,
+/// then removes the shards the new primary no longer names.
+async fn write_config(project: &Project, write: ConfigWrite, state: &State) -> Result<()> {
+    let ctx = state.ctx.as_ref();
+    let slug = project.spec.slug.as_str();
+    let namespace = ctx.settings.dataplane_namespace.as_str();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let set = &write.secrets;
+    apply(&Api::<Role>::namespaced(ctx.client.clone(), namespace), &write.role).await?;
+    for shard in &set.shards {
+        apply(&secrets, shard).await?;
+    }
+    apply(&secrets, &set.primary).await?;
+    for name in &write.stale_shards {
+        delete_if_present(&secrets, name).await?;
+    }
+    state.set_config_written(slug, Some(Instant::now()));
+    ctx.metrics.config_writes.inc();
+    ctx.metrics
+        .config_bytes
+        .get_or_create(&[("project", slug.to_owned())])
+        .set(i64::try_from(set.size).unwrap_or(i64::MAX));
+    tracing::info!(project = %format!("{}/{}", project.namespace().unwrap_or_default(), project.name_any()), hash = %set.hash, bytes = set.size, shards = set.shards.len(), "configuration written");
+    ctx.event(project, EventType::Normal, "ConfigWritten", write.note).await;
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(err) if is_not_found(&err) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Service and route.
+async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<()> {
+    let ctx = state.ctx.as_ref();
+    let namespace = ctx.settings.dataplane_namespace.as_str();
+    let client = &ctx.client;
+    apply(&Api::<ServiceAccount>::namespaced(client.clone(), namespace), &objects.service_account).await?;
+    apply(&Api::<Role>::namespaced(client.clone(), namespace), &objects.role).await?;
+    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &objects.role_binding).await?;
+    // Metadata only: the data keys are the gateway pods'.
+    apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &objects.usage_config_map).await?;
+    apply(&Api::<Deployment>::namespaced(client.clone(), namespace), &objects.deployment).await?;
+    apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.service).await?;
+    match &objects.route {
+        Route::Ingress(ingress) => {
+            apply(&Api::<Ingress>::namespaced(client.clone(), namespace), ingress).await?;
+        }
+        Route::HttpRoute(route) => {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &http_route_resource());
+            apply(&api, route).await?;
+        }
+        Route::None => {}
+    }
+    Ok(())
+}
+
+/// Deletes every data-plane object the Project owns, and forgets it.
+async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) -> Result<()> {
+    let ctx = state.ctx.as_ref();
+    let Cleanup { owner, slug } = cleanup;
+    let dataplane = ctx.settings.dataplane_namespace.as_str();
+    let selector = format!("{PROJECT_LABEL}={slug}");
+    let client = &ctx.client;
+    delete_owned(&Api::<Deployment>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<Service>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<Ingress>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    if ctx.settings.route.kind == RouteKind::HttpRoute {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), dataplane, &http_route_resource());
+        delete_owned(&api, &selector, owner).await?;
+    }
+    delete_owned(&Api::<RoleBinding>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<Role>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<ServiceAccount>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<Secret>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<ConfigMap>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    ctx.reports.remove(namespace);
+    state.set_config_written(slug, None);
+    ctx.metrics.config_bytes.remove(&[("project", slug.clone())]);
+    tracing::info!(project = owner, "data plane removed");
+    Ok(())
+}
+
+async fn delete_owned<K>(api: &Api<K>, selector: &str, owner: &str) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    for object in api.list_metadata(&ListParams::default().labels(selector)).await?.items {
+        if object.metadata.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(String::as_str) == Some(owner)
+        {
+            delete_if_present(api, &object.name_any()).await?;
+        }
+    }
+    Ok(())
+}

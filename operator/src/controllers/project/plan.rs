@@ -1,0 +1,477 @@
+//! The plan of one Project reconcile: from what the caches hold ([`Inputs`]) to everything the
+//! reconcile does ([`Plan`]): the finalizer, the config Secrets and data plane to write or
+//! remove, the report the other controllers read, the Events, the status and when to look
+//! again. Pure: unit-tested without an API server; [`super::execute`] carries it out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::rbac::v1::Role;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use sluice_crds::api::{Project, ProjectStatus};
+use sluice_crds::compile::{CompileOptions, GeneratedKeys, PartialCompile, compile_partially};
+use sluice_crds::config::GatewayConfig;
+use sluice_crds::objects::{Object, ObjectRef as SourceRef};
+
+use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
+use crate::config_secret::{self, ConfigSecrets, ConfigTarget, primary_name, shard_name};
+use crate::data_plane::{self, DataPlaneInput, DataPlaneObjects};
+use crate::error::{Error, Result};
+use crate::labels::PROJECT_FINALIZER;
+use crate::reports::{ObjectVerdict, ProjectReport};
+use crate::settings::Settings;
+use crate::watch_index::ProjectClaim;
+
+/// Reconcile at least this often, to repair drift that no watch reported.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Configuration writes of one project are spaced by this much per MiB of configuration, so a
+/// large project whose keys change all the time does not flood etcd with multi-MiB revisions.
+const SPACING_PER_MIB: Duration = Duration::from_secs(1);
+/// Upper bound of that spacing.
+const MAX_SPACING: Duration = Duration::from_secs(20);
+
+/// What one reconcile of a Project starts from.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// The Project.
+    pub project: Arc<Project>,
+    /// The time of this reconcile.
+    pub now: Timestamp,
+    /// What the compiler reads: the Project, its namespace's Endpoints and ApiKeys, and the
+    /// Providers, ServiceTiers and Secrets they may use. Not gathered while it is deleted.
+    pub objects: Vec<Object>,
+    /// Every Project of its namespace.
+    pub neighbours: Vec<ProjectClaim>,
+    /// Every Project that claims its slug.
+    pub slug_claims: Vec<ProjectClaim>,
+    /// The report its last reconcile published.
+    pub previous: Option<Arc<ProjectReport>>,
+    /// Ready replicas of its gateway Deployment.
+    pub ready_replicas: i32,
+}
+
+/// The project's config Secrets as the cache has them.
+#[derive(Clone, Debug, Default)]
+pub struct WrittenConfig {
+    /// The content hash each config Secret is annotated with, by Secret name.
+    pub hashes: BTreeMap<String, String>,
+    /// How many shards the primary names.
+    pub shards: usize,
+    /// How long ago this process last wrote the project's configuration.
+    pub since_last_write: Option<Duration>,
+}
+
+/// What the operator's finalizer needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Finalizer {
+    /// Nothing.
+    #[default]
+    Keep,
+    /// Add it before anything else.
+    Add,
+    /// Remove it after everything else (the data plane is gone).
+    Remove,
+}
+
+/// Remove every data-plane object this Project owns, and forget it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cleanup {
+    /// `<namespace>/<name>` of the Project, as the objects' owner annotation has it.
+    pub owner: String,
+    /// Its slug (the objects' project label).
+    pub slug: String,
+}
+
+/// A new configuration to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigWrite {
+    /// The Secrets, shards first, the primary last.
+    pub secrets: ConfigSecrets,
+    /// The gateway's Role while the set switches: it may read the old and the new shards.
+    pub role: Role,
+    /// Shards the new primary no longer names, to delete once it is written.
+    pub stale_shards: Vec<String>,
+    /// The Event that announces it.
+    pub note: String,
+}
+
+/// An Event about the Project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// Its reason.
+    pub reason: &'static str,
+    /// Its message.
+    pub message: String,
+}
+
+/// Everything one reconcile does, in the order the executor does it.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The finalizer.
+    pub finalizer: Finalizer,
+    /// The data plane to remove (the Project is deleted).
+    pub cleanup: Option<Cleanup>,
+    /// The configuration to write.
+    pub config: Option<ConfigWrite>,
+    /// The data plane to apply.
+    pub data_plane: Option<DataPlaneObjects>,
+    /// The verdicts to publish for the other controllers.
+    pub report: Option<ProjectReport>,
+    /// Events to publish.
+    pub events: Vec<Note>,
+    /// The status to write; `None` when it already reads so.
+    pub status: Option<ProjectStatus>,
+    /// When to reconcile again; `None`: on the next change only.
+    pub requeue: Option<Duration>,
+}
+
+/// Plans one reconcile of `inputs.project`. What its config Secrets hold (`written`) is read
+/// only once a new configuration is compiled and serialized, right before it may be written: a
+/// cache read before a long compile could miss the last write and defer a write for nothing.
+pub fn plan(inputs: &Inputs, settings: &Settings, written: impl FnOnce() -> WrittenConfig) -> Result<Plan> {
+    let project = inputs.project.as_ref();
+    let namespace =
+        project.namespace().ok_or_else(|| Error::Incomplete(format!("Project {}", project.name_any()), "namespace"))?;
+    let has_finalizer = project.finalizers().iter().any(|f| f == PROJECT_FINALIZER);
+    if project.meta().deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Plan::default());
+        }
+        let cleanup = Cleanup { owner: format!("{namespace}/{}", project.name_any()), slug: project.spec.slug.clone() };
+        return Ok(Plan { finalizer: Finalizer::Remove, cleanup: Some(cleanup), ..Plan::default() });
+    }
+    let mut plan = match conflict(project, &namespace, inputs) {
+        Some(reason) => refused(inputs, reason),
+        None => serve(inputs, &namespace, settings, written)?,
+    };
+    if !has_finalizer {
+        plan.finalizer = Finalizer::Add;
+    }
+    Ok(plan)
+}
+
+/// Why this Project may not serve: a second Project in its namespace, or a slug another Project
+/// had first.
+fn conflict(project: &Project, namespace: &str, inputs: &Inputs) -> Option<String> {
+    if let Some(first) = inputs.neighbours.iter().min_by(|a, b| a.name.cmp(&b.name))
+        && first.name != project.name_any()
+    {
+        return Some(format!("namespace {namespace} already has Project {}; one Project per namespace", first.name));
+    }
+    let me = ProjectClaim::of(project);
+    let key = |c: &ProjectClaim| (c.created, c.namespace.clone(), c.name.clone());
+    inputs
+        .slug_claims
+        .iter()
+        .filter(|other| other.slug == me.slug && !other.deleting)
+        .filter(|other| (&other.namespace, &other.name) != (&me.namespace, &me.name))
+        .filter(|other| key(other) < key(&me))
+        .min_by_key(|other| key(other))
+        .map(|other| format!("slug {:?} is already served for Project {}/{}", me.slug, other.namespace, other.name))
+}
+
+/// The plan of a Project that may not serve.
+fn refused(inputs: &Inputs, reason: String) -> Plan {
+    let project = inputs.project.as_ref();
+    let report = ProjectReport {
+        project: project.name_any(),
+        slug: project.spec.slug.clone(),
+        failure: Some(reason.clone()),
+        ..ProjectReport::default()
+    };
+    let verdicts = [
+        Verdict::no(READY, "Conflict", reason.clone()),
+        Verdict::no(REFERENCES_RESOLVED, "Conflict", reason),
+        Verdict::no(DEGRADED, "NotServing", "this Project is not served"),
+    ];
+    Plan {
+        report: Some(report),
+        status: status(project, &verdicts, None, None, inputs.now),
+        requeue: Some(RESYNC),
+        ..Plan::default()
+    }
+}
+
+/// What a configuration write comes to.
+struct Written {
+    /// Hash of the configuration the Secrets hold once the plan is carried out.
+    hash: String,
+    /// Their shard count.
+    shards: usize,
+    /// A newer configuration waits this long (write spacing).
+    deferred: Option<Duration>,
+}
+
+/// The plan of a Project that serves: compile what compiles, write it and the data plane.
+fn serve(
+    inputs: &Inputs,
+    namespace: &str,
+    settings: &Settings,
+    written: impl FnOnce() -> WrittenConfig,
+) -> Result<Plan> {
+    let project = inputs.project.as_ref();
+    let slug = project.spec.slug.as_str();
+    let now = inputs.now;
+    let options = CompileOptions {
+        shared_namespace: settings.shared_namespace.clone(),
+        generated_keys: GeneratedKeys::Operator,
+        now: Some(now),
+    };
+    let compiled = compile_partially(project, &inputs.objects, &options);
+    let problem_lines: Vec<String> = compiled
+        .problems
+        .iter()
+        .flat_map(|(object, problems)| problems.iter().map(move |p| format!("{object}: {p}")))
+        .collect();
+    let verdicts = Verdicts { inputs, namespace, compiled: &compiled };
+
+    let Some(config) = &compiled.config else {
+        // The Project itself is broken: keep serving what was served, report the problems.
+        let message = conditions::join_problems(&problem_lines);
+        let report = ProjectReport {
+            failure: Some(message.clone()),
+            tiers: inputs.previous.as_deref().map(|r| r.tiers.clone()).unwrap_or_default(),
+            ..verdicts.report(|kind, name| verdicts.served_before(kind, name))
+        };
+        let conditions = [
+            Verdict::no(READY, "CompileFailed", message.clone()),
+            Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", message.clone()),
+            Verdict::no(DEGRADED, "NotCompiled", "no new configuration: the last one written keeps serving"),
+        ];
+        let mut events = Vec::new();
+        if condition_message(project, READY) != Some(message.as_str()) {
+            events.push(Note { type_: EventType::Warning, reason: "CompileFailed", message });
+        }
+        let hash = project.status.as_ref().and_then(|s| s.config_hash.clone());
+        return Ok(Plan {
+            report: Some(report),
+            events,
+            status: status(project, &conditions, hash, None, now),
+            requeue: Some(RESYNC),
+            ..Plan::default()
+        });
+    };
+
+    let owner = format!("{namespace}/{}", project.name_any());
+    let target = ConfigTarget { slug, namespace: &settings.dataplane_namespace, owner: &owner };
+    let secrets = config_secret::build(target, config)?;
+    let current = written();
+    let (written, write) = write_or_wait(secrets, slug, &current);
+    let data_plane_input = |shards: usize| DataPlaneInput {
+        slug,
+        owner: &owner,
+        namespace: &settings.dataplane_namespace,
+        replicas: project.spec.data_plane.replicas,
+        resources: project.spec.data_plane.resources.as_ref(),
+        shards,
+    };
+    let objects = data_plane::build(&data_plane_input(written.shards), &settings.gateway, &settings.route);
+    let config_write = write.map(|secrets| {
+        let (new, old) = (secrets.shards.len(), current.shards);
+        // While the set switches, the gateway may read the old and the new shards.
+        let role = if old > new { data_plane::role(&data_plane_input(old)) } else { objects.role.clone() };
+        let note = format!(
+            "configuration {} ({} bytes in {} Secret(s)): {} endpoint(s), {} key(s)",
+            secrets.hash,
+            secrets.size,
+            1 + new,
+            config.endpoints.len(),
+            config.keys.len()
+        );
+        ConfigWrite { role, stale_shards: (new..old).map(|i| shard_name(slug, i)).collect(), note, secrets }
+    });
+
+    // A deferred write leaves the last written configuration serving: objects and counts are
+    // reported from it, not from the one that waits.
+    let deferred = written.deferred.is_some();
+    let served_endpoints: HashSet<&str> = config.endpoints.values().map(|e| e.id.as_str()).collect();
+    let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
+    let report = ProjectReport {
+        tiers: config.tiers.keys().cloned().collect(),
+        ..verdicts.report(|kind, name| {
+            if deferred {
+                return verdicts.served_before(kind, name);
+            }
+            let served = if kind == "Endpoint" { &served_endpoints } else { &served_keys };
+            served.contains(format!("{namespace}/{name}").as_str())
+        })
+    };
+
+    let short_hash: String = written.hash.chars().take(19).collect();
+    let (endpoint_count, key_count) = serving_counts(config, deferred, project.status.as_ref());
+    let ready_replicas = inputs.ready_replicas;
+    let mut serving = format!(
+        "configuration {short_hash} serves {endpoint_count} endpoint(s) and {key_count} key(s); {ready_replicas} of {} gateway replica(s) ready",
+        project.spec.data_plane.replicas
+    );
+    if let Some(wait) = written.deferred {
+        serving.push_str(&format!(
+            "; a newer configuration is written in {}s (large configurations are spaced)",
+            wait.as_secs() + 1
+        ));
+    }
+    let references = if problem_lines.is_empty() {
+        Verdict::yes(REFERENCES_RESOLVED, "Resolved", "every reference resolves")
+    } else {
+        Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", conditions::join_problems(&problem_lines))
+    };
+    let degraded = if compiled.left_out.is_empty() {
+        Verdict::no(DEGRADED, "AsDeclared", "every valid Endpoint and ApiKey is in the configuration")
+    } else {
+        let left_out: Vec<String> = compiled.left_out.iter().map(ToString::to_string).collect();
+        Verdict::yes(
+            DEGRADED,
+            "ObjectsLeftOut",
+            format!("left out of the configuration (see their status): {}", conditions::join_problems(&left_out)),
+        )
+    };
+    let mut events = Vec::new();
+    if !problem_lines.is_empty() && condition_message(project, REFERENCES_RESOLVED) != Some(references.message.as_str())
+    {
+        events.push(Note {
+            type_: EventType::Warning,
+            reason: "InvalidReferences",
+            message: references.message.clone(),
+        });
+    }
+    let conditions = [Verdict::yes(READY, "Serving", serving), references, degraded];
+
+    let mut requeue = RESYNC;
+    if let Some(wait) = written.deferred {
+        requeue = requeue.min(wait);
+    }
+    if let Some(expiry) = next_expiry(config, now) {
+        let until = Duration::try_from(expiry.duration_since(now)).unwrap_or_default();
+        requeue = requeue.min(until + Duration::from_millis(50));
+    }
+    Ok(Plan {
+        config: config_write,
+        data_plane: Some(objects),
+        report: Some(report),
+        events,
+        status: status(
+            project,
+            &conditions,
+            Some(written.hash),
+            Some((endpoint_count, key_count, ready_replicas)),
+            now,
+        ),
+        requeue: Some(requeue),
+        ..Plan::default()
+    })
+}
+
+/// The verdict on each Endpoint and ApiKey of the namespace.
+struct Verdicts<'a> {
+    inputs: &'a Inputs,
+    namespace: &'a str,
+    compiled: &'a PartialCompile,
+}
+
+impl Verdicts<'_> {
+    /// A report with a verdict for every Endpoint and ApiKey, `served` as given.
+    fn report(&self, served: impl Fn(&'static str, &str) -> bool) -> ProjectReport {
+        let mut report = ProjectReport {
+            project: self.inputs.project.name_any(),
+            slug: self.inputs.project.spec.slug.clone(),
+            ..ProjectReport::default()
+        };
+        for object in &self.inputs.objects {
+            let (kind, name, verdicts) = match object {
+                Object::Endpoint(e) => ("Endpoint", e.name_any(), &mut report.endpoints),
+                Object::ApiKey(k) => ("ApiKey", k.name_any(), &mut report.keys),
+                _ => continue,
+            };
+            let reference = SourceRef { kind, namespace: Some(self.namespace.to_owned()), name: name.clone() };
+            let problems = self.compiled.problems.get(&reference).cloned().unwrap_or_default();
+            let verdict = ObjectVerdict { served: served(kind, &name), problems };
+            verdicts.insert(name, verdict);
+        }
+        report
+    }
+
+    /// What the last published report said is served: still true while no new configuration is
+    /// written (the project is broken, or a large configuration's write is deferred).
+    fn served_before(&self, kind: &str, name: &str) -> bool {
+        let Some(previous) = self.inputs.previous.as_deref() else { return false };
+        let verdicts = if kind == "Endpoint" { &previous.endpoints } else { &previous.keys };
+        verdicts.get(name).is_some_and(|v| v.served)
+    }
+}
+
+/// Whether `set` needs writing: not when the Secrets hold it already, not yet when the last
+/// write was too recent for its size (then the written configuration keeps serving).
+fn write_or_wait(set: ConfigSecrets, slug: &str, written: &WrittenConfig) -> (Written, Option<ConfigSecrets>) {
+    let current_hash = written.hashes.get(&primary_name(slug));
+    let shards_in_place = set
+        .shards
+        .iter()
+        .all(|shard| shard.metadata.name.as_ref().and_then(|name| written.hashes.get(name)) == Some(&set.hash));
+    if current_hash == Some(&set.hash) && shards_in_place {
+        return (Written { hash: set.hash, shards: set.shards.len(), deferred: None }, None);
+    }
+    if let (Some(hash), Some(elapsed)) = (current_hash, written.since_last_write) {
+        let mib = set.size as f64 / (1024.0 * 1024.0);
+        let spacing = SPACING_PER_MIB.mul_f64(mib).min(MAX_SPACING);
+        if elapsed < spacing {
+            return (Written { hash: hash.clone(), shards: written.shards, deferred: Some(spacing - elapsed) }, None);
+        }
+    }
+    (Written { hash: set.hash.clone(), shards: set.shards.len(), deferred: None }, Some(set))
+}
+
+/// Endpoints and keys the data plane serves: those of `config` once written, the counts last
+/// reported while its write is `deferred`.
+fn serving_counts(config: &GatewayConfig, deferred: bool, previous: Option<&ProjectStatus>) -> (usize, usize) {
+    if deferred {
+        let count = |n: Option<u32>| n.map_or(0, |n| n as usize);
+        previous.map_or((0, 0), |s| (count(s.endpoints), count(s.keys)))
+    } else {
+        (config.endpoints.len(), config.keys.len())
+    }
+}
+
+fn condition_message<'a>(project: &'a Project, type_: &str) -> Option<&'a str> {
+    let conditions = &project.status.as_ref()?.conditions;
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.as_str())
+}
+
+/// The next instant a key or a rotated-out key hash of `config` expires.
+pub fn next_expiry(config: &GatewayConfig, now: Timestamp) -> Option<Timestamp> {
+    config
+        .keys
+        .iter()
+        .flat_map(|key| key.expires_at.into_iter().chain(key.hashes.iter().filter_map(|h| h.expires_at)))
+        .filter(|at| *at > now)
+        .min()
+}
+
+/// The status `verdicts` (and the configuration's hash and counts) give; `None` when the
+/// Project's status already reads so. Counts left out keep their last value.
+fn status(
+    project: &Project,
+    verdicts: &[Verdict],
+    config_hash: Option<String>,
+    counts: Option<(usize, usize, i32)>,
+    now: Timestamp,
+) -> Option<ProjectStatus> {
+    let previous = project.status.clone().unwrap_or_default();
+    let to_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let status = ProjectStatus {
+        conditions: conditions::conditions(verdicts, &previous.conditions, project.metadata.generation, now),
+        observed_generation: project.metadata.generation,
+        endpoints: counts.map(|c| to_u32(c.0)).or(previous.endpoints),
+        keys: counts.map(|c| to_u32(c.1)).or(previous.keys),
+        config_hash,
+        ready_replicas: counts.map(|c| c.2).or(previous.ready_replicas),
+    };
+    (project.status.as_ref() != Some(&status)).then_some(status)
+}
+
+#[cfg(test)]
+mod tests;
