@@ -50,6 +50,12 @@ impl ProjectClaim {
         }
     }
 
+    /// The order of seniority in a namespace: creation time, then UID, then name; the smallest
+    /// is the Project that serves the namespace.
+    pub fn seniority(&self) -> (Option<Timestamp>, Option<&str>, &str) {
+        (self.created, self.uid.as_deref(), &self.name)
+    }
+
     /// The Project, for a controller's queue.
     pub fn object_ref(&self) -> ObjectRef<Project> {
         ObjectRef::new(&self.name).within(&self.namespace)
@@ -130,14 +136,30 @@ impl WatchIndex {
             .collect()
     }
 
-    /// The Project of `namespace`: the first by name (one per namespace).
+    /// The Project that serves `namespace`: the most senior one not being deleted (the Project
+    /// controller's rule; the others are refused).
     pub fn project_in(&self, namespace: &str) -> Option<&ProjectClaim> {
-        self.projects.get(namespace)?.values().next()
+        self.projects.get(namespace)?.values().filter(|claim| !claim.deleting).min_by_key(|claim| claim.seniority())
     }
 
     /// The Projects of `namespace` (all of them, so a second one learns it conflicts).
     pub fn projects_in(&self, namespace: &str) -> Vec<ObjectRef<Project>> {
         self.claims_in(namespace).into_iter().map(ProjectClaim::object_ref).collect()
+    }
+
+    /// Every Project that contends with a Project of `namespace` claiming `slug`: the others of
+    /// that namespace and of that slug. Each is reconciled again when one of them changes or
+    /// goes, so the rules of who serves are applied at once, not at the next resync.
+    pub fn contenders(&self, namespace: &str, slug: &str) -> Vec<ObjectRef<Project>> {
+        let mut refs: Vec<ObjectRef<Project>> =
+            self.claims_in(namespace).into_iter().map(ProjectClaim::object_ref).collect();
+        for claim in self.claims_of_slug(slug) {
+            let reference = claim.object_ref();
+            if !refs.contains(&reference) {
+                refs.push(reference);
+            }
+        }
+        refs
     }
 
     /// Projects whose configuration may use Provider `namespace/name`: those of its namespace,
@@ -455,6 +477,7 @@ mod tests {
         index.apply(&project("team-b", "team-b", "team-b", "gold"));
         index.apply(&project("team-c", "zed", "team-c", "std"));
         index.apply(&project("team-c", "alpha", "team-c2", "std"));
+        index.apply(&project("team-c", "alpha", "team-c2", "std"));
         index
     }
 
@@ -462,7 +485,19 @@ mod tests {
     fn projects_of_a_namespace_and_of_a_slug() {
         let mut index = tenants();
         assert_eq!(names(index.projects_in("team-c")), ["team-c/alpha", "team-c/zed"]);
-        assert_eq!(index.project_in("team-c").map(|c| c.name.as_str()), Some("alpha"), "first by name");
+        assert_eq!(index.project_in("team-c").map(|c| c.name.as_str()), Some("alpha"), "same age: first by name");
+        let mut younger = project("team-c", "alpha", "team-c2", "std");
+        younger.metadata.creation_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().expect("time")));
+        index.apply(&younger);
+        let mut elder = project("team-c", "zed", "team-c", "std");
+        elder.metadata.creation_timestamp = Some(Time("2025-01-01T00:00:00Z".parse().expect("time")));
+        index.apply(&elder);
+        assert_eq!(index.project_in("team-c").map(|c| c.name.as_str()), Some("zed"), "the oldest serves");
+        elder.metadata.deletion_timestamp = elder.metadata.creation_timestamp.clone();
+        index.apply(&elder);
+        assert_eq!(index.project_in("team-c").map(|c| c.name.as_str()), Some("alpha"), "a deleted one serves nothing");
+        index.apply(&project("team-c", "zed", "team-c", "std"));
+        index.apply(&project("team-c", "alpha", "team-c2", "std"));
         assert!(index.projects_in("nobody").is_empty());
 
         // A Project in another namespace that claims team-a's slug.

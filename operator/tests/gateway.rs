@@ -70,9 +70,11 @@ spec:
         .await?;
     let secrets: Api<Secret> = world.api(&world.tenant);
     let first = eventually("the first key", WAIT, || key_in(&secrets, "sluice-key-first", "key")).await?;
-    eventually("the first key in the configuration", WAIT, || async {
-        let keys = world.config("gw").await?.map(|c| c.keys.len()).unwrap_or(0);
-        Ok(if keys == 1 { Ok(()) } else { Err(format!("{keys} keys")) })
+    eventually("the first key and the endpoint in the configuration", WAIT, || async {
+        let config = world.config("gw").await?;
+        let keys = config.as_ref().map_or(0, |c| c.keys.len());
+        let endpoint = config.as_ref().is_some_and(|c| c.endpoints.contains_key("chat"));
+        Ok(if keys == 1 && endpoint { Ok(()) } else { Err(format!("{keys} keys, endpoint chat: {endpoint}")) })
     })
     .await?;
 

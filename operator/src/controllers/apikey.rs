@@ -69,8 +69,10 @@ pub fn controller(
         .watches_shared_stream(watches.secrets.subscribe_changes(secret_fingerprint), move |s: Arc<Secret>| {
             by_secret.index().keys_using_secret(&s)
         })
+        // Every key of the namespace: whether and how it is served follows its Project, which
+        // may also be going away (a deleted Project's keys are not Ready within seconds).
         .watches_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), move |p: Arc<Project>| {
-            waiting_for_project(&by_project, &p)
+            keys_in(&by_project, &p)
         })
         .reconcile_on(verdicts)
         .reconcile_on(usage)
@@ -366,16 +368,12 @@ fn verdicts(
     vec![ready, resolved, degraded]
 }
 
-/// ApiKeys of a namespace that wait for its Project (no key generated yet).
-fn waiting_for_project(caches: &Caches, project: &Project) -> Vec<ObjectRef<ApiKey>> {
+/// The ApiKeys of a Project's namespace.
+fn keys_in(caches: &Caches, project: &Project) -> Vec<ObjectRef<ApiKey>> {
     let Some(namespace) = project.namespace() else { return Vec::new() };
     caches
         .apikeys
-        .state_filter(|k| {
-            k.namespace().as_deref() == Some(namespace.as_str())
-                && k.spec.secret_ref.is_none()
-                && caches.secret(&namespace, &generated_key_secret_name(&k.name_any())).is_none()
-        })
+        .state_filter(|k| k.namespace().as_deref() == Some(namespace.as_str()))
         .iter()
         .map(|k| ObjectRef::from_obj(k.as_ref()))
         .collect()

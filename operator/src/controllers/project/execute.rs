@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -136,7 +136,7 @@ async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<(
 /// Deletes every data-plane object the Project owns, and forgets it.
 async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) -> Result<()> {
     let ctx = state.ctx.as_ref();
-    let Cleanup { owner, slug } = cleanup;
+    let Cleanup { owner, slug, release } = cleanup;
     let dataplane = ctx.settings.dataplane_namespace.as_str();
     let selector = format!("{PROJECT_LABEL}={slug}");
     let client = &ctx.client;
@@ -152,10 +152,12 @@ async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) ->
     delete_owned(&Api::<ServiceAccount>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<Secret>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<ConfigMap>::namespaced(client.clone(), dataplane), &selector, owner).await?;
-    ctx.reports.remove(namespace);
-    state.set_config_written(slug, None);
-    ctx.metrics.config_bytes.remove(&[("project", slug.clone())]);
-    tracing::info!(project = owner, "data plane removed");
+    if *release {
+        ctx.reports.remove(namespace);
+        state.set_config_written(slug, None);
+        ctx.metrics.config_bytes.remove(&[("project", slug.clone())]);
+        tracing::info!(project = owner, "data plane removed");
+    }
     Ok(())
 }
 
@@ -164,10 +166,25 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     for object in api.list_metadata(&ListParams::default().labels(selector)).await?.items {
-        if object.metadata.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(String::as_str) == Some(owner)
+        if object.metadata.annotations.as_ref().and_then(|a| a.get(OWNER_ANNOTATION)).map(String::as_str) != Some(owner)
         {
-            delete_if_present(api, &object.name_any()).await?;
+            continue;
+        }
+        // Only the version listed: if the Project that serves the slug now has just written the
+        // object (same name, its own owner annotation), the precondition fails and it stays.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { resource_version: object.resource_version(), uid: object.uid() }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&object.name_any(), &params).await {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) || is_conflict(&err) => {}
+            Err(err) => return Err(err.into()),
         }
     }
     Ok(())
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
 }

@@ -88,7 +88,11 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
         ))
     };
     let state = Arc::new(State { ctx: ctx.clone(), config_written: Mutex::default() });
+    let contenders = caches.clone();
     Controller::for_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), caches.projects.clone())
+        .watches_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), move |p: Arc<Project>| {
+            p.namespace().map(|ns| contenders.index().contenders(&ns, &p.spec.slug)).unwrap_or_default()
+        })
         .watches_shared_stream(watches.endpoints.subscribe_changes(spec_fingerprint), move |e: Arc<Endpoint>| {
             in_namespace(&by_endpoint, e.namespace())
         })

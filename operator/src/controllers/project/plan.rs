@@ -76,13 +76,17 @@ pub enum Finalizer {
     Remove,
 }
 
-/// Remove every data-plane object this Project owns, and forget it.
+/// Remove every data-plane object this Project owns (by its owner annotation: objects another
+/// Project has taken over are left alone).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cleanup {
     /// `<namespace>/<name>` of the Project, as the objects' owner annotation has it.
     pub owner: String,
     /// Its slug (the objects' project label).
     pub slug: String,
+    /// Also forget what the operator keeps for the namespace and slug (the report, write
+    /// timing, metrics): only when this Project was the one serving them.
+    pub release: bool,
 }
 
 /// A new configuration to write.
@@ -142,11 +146,11 @@ pub fn plan(inputs: &Inputs, settings: &Settings, written: impl FnOnce() -> Writ
         if !has_finalizer {
             return Ok(Plan::default());
         }
-        let cleanup = Cleanup { owner: format!("{namespace}/{}", project.name_any()), slug: project.spec.slug.clone() };
-        return Ok(Plan { finalizer: Finalizer::Remove, cleanup: Some(cleanup), ..Plan::default() });
+        let release = conflict(project, &namespace, inputs).is_none();
+        return Ok(Plan { finalizer: Finalizer::Remove, cleanup: Some(cleanup(project, release)), ..Plan::default() });
     }
     let mut plan = match conflict(project, &namespace, inputs) {
-        Some(reason) => refused(inputs, reason),
+        Some(refusal) => refused(inputs, refusal),
         None => serve(inputs, &namespace, settings, written)?,
     };
     if !has_finalizer {
@@ -155,42 +159,92 @@ pub fn plan(inputs: &Inputs, settings: &Settings, written: impl FnOnce() -> Writ
     Ok(plan)
 }
 
-/// Why this Project may not serve: a second Project in its namespace, or a slug another Project
-/// had first.
-fn conflict(project: &Project, namespace: &str, inputs: &Inputs) -> Option<String> {
-    if let Some(first) = inputs.neighbours.iter().min_by(|a, b| a.name.cmp(&b.name))
-        && first.name != project.name_any()
-    {
-        return Some(format!("namespace {namespace} already has Project {}; one Project per namespace", first.name));
+/// Why a Project may not serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// An older Project serves its namespace: the namespace's report is that one's.
+    Namespace(String),
+    /// Its slug belongs to a Project in another namespace: nothing of this namespace is served.
+    Slug(String),
+}
+
+impl Refusal {
+    fn message(&self) -> &str {
+        match self {
+            Self::Namespace(message) | Self::Slug(message) => message,
+        }
     }
+}
+
+/// Who serves, deterministically and whatever order the watches deliver things in:
+/// - in a namespace, the oldest Project (creation time, then UID, then name); any other is
+///   refused for as long as that one exists;
+/// - a slug belongs first to the namespace of the same name (so `team-a`'s tenant keeps `/team-a/`
+///   however its Project is deleted and created again), otherwise to the oldest claim.
+///
+/// A Project being deleted claims nothing: the next one takes over as soon as it is marked.
+fn conflict(project: &Project, namespace: &str, inputs: &Inputs) -> Option<Refusal> {
     let me = ProjectClaim::of(project);
-    let key = |c: &ProjectClaim| (c.created, c.namespace.clone(), c.name.clone());
+    if let Some(elder) = inputs
+        .neighbours
+        .iter()
+        .filter(|other| !other.deleting && other.name != me.name && other.seniority() < me.seniority())
+        .min_by_key(|other| other.seniority())
+    {
+        return Some(Refusal::Namespace(format!(
+            "namespace {namespace} already has Project {}; one Project per namespace",
+            elder.name
+        )));
+    }
+    let rank = |c: &ProjectClaim| (c.namespace != c.slug, c.created, c.uid.clone(), c.namespace.clone());
     inputs
         .slug_claims
         .iter()
         .filter(|other| other.slug == me.slug && !other.deleting)
         .filter(|other| (&other.namespace, &other.name) != (&me.namespace, &me.name))
-        .filter(|other| key(other) < key(&me))
-        .min_by_key(|other| key(other))
-        .map(|other| format!("slug {:?} is already served for Project {}/{}", me.slug, other.namespace, other.name))
+        .filter(|other| rank(other) < rank(&me))
+        .min_by_key(|other| rank(other))
+        .map(|other| {
+            Refusal::Slug(format!(
+                "slug {:?} is already served for Project {}/{}",
+                me.slug, other.namespace, other.name
+            ))
+        })
 }
 
-/// The plan of a Project that may not serve.
-fn refused(inputs: &Inputs, reason: String) -> Plan {
-    let project = inputs.project.as_ref();
-    let report = ProjectReport {
-        project: project.name_any(),
+/// What deleting or refusing `project` removes.
+fn cleanup(project: &Project, release: bool) -> Cleanup {
+    Cleanup {
+        owner: format!("{}/{}", project.namespace().unwrap_or_default(), project.name_any()),
         slug: project.spec.slug.clone(),
-        failure: Some(reason.clone()),
-        ..ProjectReport::default()
+        release,
+    }
+}
+
+/// The plan of a Project that may not serve: whatever it wrote before goes at once, and it
+/// says why on its status and in an Event.
+fn refused(inputs: &Inputs, refusal: Refusal) -> Plan {
+    let project = inputs.project.as_ref();
+    let reason = refusal.message().to_owned();
+    let report = match refusal {
+        Refusal::Namespace(_) => None,
+        Refusal::Slug(_) => Some(ProjectReport {
+            project: project.name_any(),
+            slug: project.spec.slug.clone(),
+            failure: Some(reason.clone()),
+            ..ProjectReport::default()
+        }),
     };
     let verdicts = [
         Verdict::no(READY, "Conflict", reason.clone()),
-        Verdict::no(REFERENCES_RESOLVED, "Conflict", reason),
+        Verdict::no(REFERENCES_RESOLVED, "Conflict", reason.clone()),
         Verdict::no(DEGRADED, "NotServing", "this Project is not served"),
     ];
+    let events = vec![Note { type_: EventType::Warning, reason: "Conflict", message: reason }];
     Plan {
-        report: Some(report),
+        cleanup: Some(cleanup(project, false)),
+        report,
+        events,
         status: status(project, &verdicts, None, None, inputs.now),
         requeue: Some(RESYNC),
         ..Plan::default()

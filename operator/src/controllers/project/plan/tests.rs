@@ -200,8 +200,67 @@ fn a_second_project_in_the_namespace_is_refused() {
     let (status, reason, message) = condition(&plan, READY);
     assert_eq!((status, reason), ("False", "Conflict"));
     assert_eq!(message, "namespace t already has Project p; one Project per namespace");
-    assert_eq!(plan.report.as_ref().and_then(|r| r.failure.as_deref()), Some(message));
+    assert!(plan.report.is_none(), "the namespace's report stays the serving Project's");
     assert_eq!(plan.status.as_ref().and_then(|s| s.config_hash.as_ref()), None);
+}
+
+#[test]
+fn the_oldest_project_of_a_namespace_serves_whatever_the_names() {
+    let mut newer = project();
+    newer.metadata.name = Some("aaa".into());
+    newer.metadata.uid = Some("uid-aaa".into());
+    newer.spec.slug = "aaa".into();
+    newer.metadata.creation_timestamp = Some(Time("2026-01-02T00:00:00Z".parse().expect("time")));
+    let claims = vec![ProjectClaim::of(&newer), ProjectClaim::of(&project())];
+
+    let mut elder_inputs = inputs(project(), &[]);
+    elder_inputs.neighbours.clone_from(&claims);
+    let elder = run(&elder_inputs);
+    assert_eq!(condition(&elder, READY).1, "Serving", "a newer Project named first changes nothing");
+    assert!(elder.cleanup.is_none() && elder.config.is_some());
+
+    let mut newer_inputs = inputs(newer.clone(), &[]);
+    newer_inputs.neighbours = claims;
+    let refused = run(&newer_inputs);
+    assert_eq!(condition(&refused, READY).2, "namespace t already has Project p; one Project per namespace");
+    assert!(refused.config.is_none() && refused.data_plane.is_none());
+    assert!(refused.report.is_none(), "the namespace's report is the serving Project's");
+    assert_eq!(refused.cleanup, Some(Cleanup { owner: "t/aaa".into(), slug: "aaa".into(), release: false }));
+    assert_eq!(
+        refused.events.iter().map(|n| (n.type_, n.reason)).collect::<Vec<_>>(),
+        [(EventType::Warning, "Conflict")],
+        "the refusal is an Event on the refused Project"
+    );
+
+    // Deleting the refused one leaves the serving one's report and state alone.
+    newer.metadata.deletion_timestamp = Some(Time(now()));
+    newer_inputs.project = Arc::new(newer);
+    let deleted = run(&newer_inputs);
+    assert_eq!(deleted.cleanup.map(|c| c.release), Some(false));
+}
+
+#[test]
+fn a_slug_belongs_first_to_the_namespace_of_its_name() {
+    // A squatter in namespace t claimed slug "team" long ago; namespace "team" claims it now.
+    let mut squatter = project();
+    squatter.spec.slug = "team".into();
+    let mut owner = project();
+    owner.metadata.namespace = Some("team".into());
+    owner.metadata.uid = Some("uid-owner".into());
+    owner.spec.slug = "team".into();
+    owner.metadata.creation_timestamp = Some(Time("2026-01-30T00:00:00Z".parse().expect("time")));
+    let claims = vec![ProjectClaim::of(&squatter), ProjectClaim::of(&owner)];
+
+    let mut squatter_inputs = inputs(squatter, &[]);
+    squatter_inputs.slug_claims.clone_from(&claims);
+    let refused = run(&squatter_inputs);
+    assert_eq!(condition(&refused, READY).2, "slug \"team\" is already served for Project team/p");
+    assert_eq!(refused.cleanup.as_ref().map(|c| (c.owner.as_str(), c.release)), Some(("t/p", false)));
+    assert!(refused.report.as_ref().is_some_and(|r| r.failure.is_some()), "nothing of namespace t is served");
+
+    let mut owner_inputs = inputs(owner, &[]);
+    owner_inputs.slug_claims = claims;
+    assert_eq!(condition(&run(&owner_inputs), READY).1, "Serving");
 }
 
 #[test]
@@ -227,7 +286,7 @@ fn deletion_removes_the_data_plane_then_the_finalizer() {
     inputs.objects.clear();
     let plan = run(&inputs);
     assert_eq!(plan.finalizer, Finalizer::Remove);
-    assert_eq!(plan.cleanup, Some(Cleanup { owner: "t/p".into(), slug: "p".into() }));
+    assert_eq!(plan.cleanup, Some(Cleanup { owner: "t/p".into(), slug: "p".into(), release: true }));
     assert!(plan.config.is_none() && plan.data_plane.is_none() && plan.report.is_none() && plan.status.is_none());
     assert_eq!(plan.requeue, None, "nothing more until the next change");
 

@@ -1,0 +1,160 @@
+//! Who serves, against the real apiserver: a second Project in a namespace is never served and
+//! takes over promptly when the first goes; a slug belongs first to the namespace of its name,
+//! so a Project elsewhere that claimed it is refused and its data plane removed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::ensure;
+use common::{World, condition, describe, eventually};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DeleteParams;
+use sluice_crds::api::{ApiKey, Endpoint, Project};
+use sluice_operator::labels::OWNER_ANNOTATION;
+use sluice_operator::settings::WatchedNamespaces;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The Ready condition of Project `namespace/name`: (status, reason).
+async fn ready_of(world: &World, namespace: &str, name: &str) -> anyhow::Result<(String, String)> {
+    let project = world.api::<Project>(namespace).get(name).await?;
+    let conditions = project.status.map(|s| s.conditions).unwrap_or_default();
+    Ok(condition(&conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone())).unwrap_or_default())
+}
+
+/// Waits until Project `namespace/name` is Ready with `reason` ("Serving" or "Conflict").
+async fn wait_for(world: &World, namespace: &str, name: &str, reason: &str) -> anyhow::Result<()> {
+    eventually(&format!("Project {namespace}/{name} to be {reason}"), WAIT, || async {
+        let project = world.api::<Project>(namespace).get(name).await?;
+        let conditions = project.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Ready") {
+            Some(c) if c.reason == reason => Ok(()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await
+}
+
+/// The owner annotation of the primary config Secret of `slug`, if it exists.
+async fn config_owner(world: &World, slug: &str) -> anyhow::Result<Option<String>> {
+    let secret = world.api::<Secret>(&world.dataplane).get_opt(&format!("sluice-config-{slug}")).await?;
+    Ok(secret.and_then(|s| s.metadata.annotations?.get(OWNER_ANNOTATION).cloned()))
+}
+
+fn project(name: &str, slug: &str, tier: &str) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {{name: {name}}}\n\
+         spec: {{slug: {slug}, defaultTier: {tier}, dataPlane: {{replicas: 1}}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_second_project_is_never_served_and_takes_over_when_the_first_goes() -> anyhow::Result<()> {
+    let world = World::start("tenancy").await?;
+    let tenant = world.tenant.clone();
+    world.apply_simulated_tenant("zzz").await?;
+    wait_for(&world, &tenant, "zzz", "Serving").await?;
+    let first_config = world.config("zzz").await?;
+
+    // Newer, and first by name: refused, and the first Project is untouched. (Creation times
+    // have whole seconds; within one second the UID decides.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    world.apply(&project("aaa", "aaa", &format!("{tenant}-tier"))).await?;
+    wait_for(&world, &tenant, "aaa", "Conflict").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ready_of(&world, &tenant, "zzz").await?, ("True".to_owned(), "Serving".to_owned()));
+    assert_eq!(config_owner(&world, "zzz").await?, Some(format!("{tenant}/zzz")));
+    assert_eq!(config_owner(&world, "aaa").await?, None, "a refused Project writes nothing");
+    assert_eq!(world.config("zzz").await?, first_config);
+
+    // The first goes: the second serves within seconds, not at the next resync.
+    let deleted = Instant::now();
+    world.api::<Project>(&tenant).delete("zzz", &DeleteParams::default()).await?;
+    wait_for(&world, &tenant, "aaa", "Serving").await?;
+    eventually("the second Project's configuration and none of the first's", WAIT, || async {
+        Ok(match (config_owner(&world, "aaa").await?, config_owner(&world, "zzz").await?) {
+            (Some(owner), None) if owner == format!("{tenant}/aaa") => Ok(()),
+            other => Err(format!("owners {other:?}")),
+        })
+    })
+    .await?;
+    let handover = deleted.elapsed();
+    eprintln!("handover took {handover:?}");
+    ensure!(handover < Duration::from_secs(60), "the handover waited for a resync ({handover:?})");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slug_stays_with_the_namespace_of_its_name() -> anyhow::Result<()> {
+    let env = sluice_testenv::TestEnv::shared();
+    let owner_ns = env.namespace("own").await?;
+    let world = World::start_with("squat", |settings| {
+        if let WatchedNamespaces::Only(namespaces) = &mut settings.namespaces {
+            namespaces.push(owner_ns.clone());
+        }
+    })
+    .await?;
+    let tenant = world.tenant.clone();
+    // The squatter claims the other namespace's name first, and is served while nobody else
+    // claims it.
+    world.apply_simulated_tenant(&owner_ns).await?;
+    wait_for(&world, &tenant, &owner_ns, "Serving").await?;
+    assert_eq!(config_owner(&world, &owner_ns).await?, Some(format!("{tenant}/{owner_ns}")));
+
+    // The namespace of that name claims its slug: it wins, though it came later.
+    let tier = format!("{tenant}-tier");
+    sluice_testenv::apply_yaml(&world.client, &owner_ns, &project("mine", &owner_ns, &tier)).await?;
+    wait_for(&world, &owner_ns, "mine", "Serving").await?;
+    wait_for(&world, &tenant, &owner_ns, "Conflict").await?;
+    eventually("the slug's data plane to be the owner's", WAIT, || async {
+        Ok(match config_owner(&world, &owner_ns).await? {
+            Some(owner) if owner == format!("{owner_ns}/mine") => Ok(()),
+            other => Err(format!("config Secret owned by {other:?}")),
+        })
+    })
+    .await?;
+    // And it stays so: the squatter's reconciles never take it back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(config_owner(&world, &owner_ns).await?, Some(format!("{owner_ns}/mine")));
+    assert_eq!(ready_of(&world, &tenant, &owner_ns).await?.1, "Conflict");
+    Ok(())
+}
+
+#[tokio::test]
+async fn keys_and_endpoints_stop_being_ready_when_their_project_goes() -> anyhow::Result<()> {
+    let world = World::start("orphans").await?;
+    let tenant = world.tenant.clone();
+    world.apply_simulated_tenant("orphans").await?;
+    world
+        .apply("apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: app}\nspec: {scopes: [inference]}\n")
+        .await?;
+    let keys = world.api::<ApiKey>(&tenant);
+    let endpoints = world.api::<Endpoint>(&tenant);
+    let ready = |conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
+        condition(&conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    eventually("the key and the endpoint to be Ready", WAIT, || async {
+        let key = ready(keys.get("app").await?.status.map(|s| s.conditions).unwrap_or_default());
+        let endpoint = ready(endpoints.get("chat").await?.status.map(|s| s.conditions).unwrap_or_default());
+        Ok(match (&key, &endpoint) {
+            (Some((k, _)), Some((e, _))) if k == "True" && e == "True" => Ok(()),
+            _ => Err(format!("key {key:?}, endpoint {endpoint:?}")),
+        })
+    })
+    .await?;
+
+    let deleted = Instant::now();
+    world.api::<Project>(&tenant).delete("orphans", &DeleteParams::default()).await?;
+    eventually("the key and the endpoint to say their Project is gone", Duration::from_secs(20), || async {
+        let key = ready(keys.get("app").await?.status.map(|s| s.conditions).unwrap_or_default());
+        let endpoint = ready(endpoints.get("chat").await?.status.map(|s| s.conditions).unwrap_or_default());
+        Ok(match (&key, &endpoint) {
+            (Some((k, _)), Some((e, _))) if k == "False" && e == "False" => Ok(()),
+            _ => Err(format!("key {key:?}, endpoint {endpoint:?}")),
+        })
+    })
+    .await?;
+    eprintln!("statuses followed the deletion in {:?}", deleted.elapsed());
+    Ok(())
+}
