@@ -70,6 +70,12 @@ pub enum ApiError {
     /// The key's budget is spent.
     #[error("The API key's budget of ${limit_usd:.2} for this {period} is spent.")]
     BudgetExhausted { limit_usd: f64, period: &'static str },
+    /// A sheddable tier's request that no backend is predicted to serve within its SLO hints.
+    #[error(
+        "No backend for model '{model}' can currently meet the request's latency targets; this tier's requests are shed under load. Retry after {}s.",
+        retry_after.as_secs()
+    )]
+    Shed { model: String, retry_after: Duration },
     /// Every backend refused the connection or was unavailable.
     #[error("No healthy backend for model '{0}'.")]
     NoHealthyBackend(String),
@@ -115,6 +121,7 @@ impl ApiError {
             }
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "rate_limit_exceeded"),
             Self::BudgetExhausted { .. } => (S::PAYMENT_REQUIRED, "insufficient_quota", "budget_exhausted"),
+            Self::Shed { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "slo_unattainable"),
             Self::NoHealthyBackend(_) => (S::SERVICE_UNAVAILABLE, "api_error", "no_healthy_backend"),
             Self::UpstreamStatus { .. } => (S::BAD_GATEWAY, "api_error", "upstream_error"),
             Self::UpstreamRateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited"),
@@ -143,6 +150,7 @@ impl ApiError {
                 Some(HeaderValue::from(retry_after.as_secs_f64().ceil().max(1.0) as u64))
             }
             Self::UpstreamRateLimited { retry_after, .. } => retry_after.clone(),
+            Self::Shed { retry_after, .. } => Some(HeaderValue::from(retry_after.as_secs().max(1))),
             Self::NoHealthyBackend(_) | Self::NotReady => Some(HeaderValue::from_static("1")),
             _ => None,
         }
@@ -158,5 +166,10 @@ mod tests {
         let error = ApiError::RateLimited { what: "requests", limit: 10, retry_after: Duration::from_millis(1200) };
         assert_eq!(error.retry_after(), Some(HeaderValue::from(2u64)));
         assert_eq!(error.parts().0, StatusCode::TOO_MANY_REQUESTS);
+        let shed = ApiError::Shed { model: "m".into(), retry_after: Duration::from_secs(3) };
+        assert_eq!(
+            (shed.parts().0, shed.retry_after()),
+            (StatusCode::TOO_MANY_REQUESTS, Some(HeaderValue::from(3u64)))
+        );
     }
 }

@@ -12,7 +12,8 @@
 //!    the `max_tokens` cap. ([`models`] answers `/v1/models` from the same lookup.) [`slo`]
 //!    reads the request's SLO hints (before the body, since they are headers).
 //! 5. [`limits`]: admission under the tier's rates, concurrency and the key's budget.
-//! 6. [`routing`]: the order in which to try a model's backends, healthy ones only.
+//! 6. [`routing`]: the order in which to try a model's backends, healthy ones only, by the
+//!    endpoint's strategy (SLO-aware by default: predicted latency, affinity, price, load).
 //! 7. [`upstream`]: the call, with failover until a first byte arrives.
 //! 8. [`protocol`]: the wire format, read and rewritten in place.
 //! 9. [`respond`]: the response: every error body and header, whole bodies and streams.

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use sluice_crds::api::RoutingPolicy;
+
 use crate::backends::health::EjectReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +72,22 @@ struct ProbeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    provider: String,
+    model: String,
+    strategy: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SloLabels {
+    provider: String,
+    model: String,
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -88,6 +106,10 @@ pub struct Metrics {
     ejections: Family<EjectionLabels, Counter>,
     probes: Family<ProbeLabels, Counter>,
     ejected: Family<BackendLabels, Gauge>,
+    decisions: Family<DecisionLabels, Counter>,
+    prediction_error: Family<BackendLabels, Histogram, fn() -> Histogram>,
+    slo: Family<SloLabels, Counter>,
+    sheds: Family<ModelLabels, Counter>,
     /// Generation of the live configuration.
     pub config_generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -115,6 +137,8 @@ pub struct ModelMetrics {
     pub failovers: Counter,
     /// Requests in flight on the endpoint.
     pub in_flight: Gauge,
+    /// Requests of a sheddable tier refused because no backend could meet their hints.
+    pub sheds: Counter,
 }
 
 impl ModelMetrics {
@@ -124,9 +148,94 @@ impl ModelMetrics {
     }
 }
 
+/// Why the router chose a backend first (`sluice_routing_decisions_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionReason {
+    /// Predicted to meet the request's hints (or it had none).
+    SloMet,
+    /// Predicted to meet them and holds the prompt's prefix.
+    Affinity,
+    /// Not measured yet: tried optimistically.
+    Cold,
+    /// No backend was predicted to meet the hints: the smallest predicted miss.
+    SmallestMiss,
+    /// The exploration share.
+    Explore,
+    /// Its half-open probe.
+    Probe,
+    /// A strategy without prediction chose it.
+    Policy,
+}
+
+impl DecisionReason {
+    const ALL: [Self; 7] =
+        [Self::SloMet, Self::Affinity, Self::Cold, Self::SmallestMiss, Self::Explore, Self::Probe, Self::Policy];
+
+    /// As metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SloMet => "slo_met",
+            Self::Affinity => "affinity",
+            Self::Cold => "cold",
+            Self::SmallestMiss => "smallest_miss",
+            Self::Explore => "explore",
+            Self::Probe => "probe",
+            Self::Policy => "policy",
+        }
+    }
+}
+
+/// Every routing strategy, in label order.
+const STRATEGIES: [RoutingPolicy; 6] = [
+    RoutingPolicy::SloAware,
+    RoutingPolicy::LeastRequest,
+    RoutingPolicy::Weighted,
+    RoutingPolicy::RoundRobin,
+    RoutingPolicy::PriorityFailover,
+    RoutingPolicy::QueueScore,
+];
+
+/// A strategy's metric label (its configuration spelling).
+pub fn strategy_label(policy: RoutingPolicy) -> &'static str {
+    match policy {
+        RoutingPolicy::SloAware => "sloAware",
+        RoutingPolicy::LeastRequest => "leastRequest",
+        RoutingPolicy::Weighted => "weighted",
+        RoutingPolicy::RoundRobin => "roundRobin",
+        RoutingPolicy::PriorityFailover => "priorityFailover",
+        RoutingPolicy::QueueScore => "queueScore",
+    }
+}
+
+/// Whether `strategy` can give `reason` (only those series are exported).
+fn gives(strategy: RoutingPolicy, reason: DecisionReason) -> bool {
+    match strategy {
+        RoutingPolicy::SloAware => reason != DecisionReason::Policy,
+        RoutingPolicy::QueueScore => {
+            matches!(reason, DecisionReason::Policy | DecisionReason::Probe | DecisionReason::Affinity)
+        }
+        _ => matches!(reason, DecisionReason::Policy | DecisionReason::Probe),
+    }
+}
+
+/// Which SLO hint a result is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SloKind {
+    /// Time to first token.
+    Ttft,
+    /// Time per output token.
+    Tpot,
+}
+
 /// Handles for one backend (provider and upstream model), resolved when its state is made.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct BackendMetrics {
+    /// By strategy and reason.
+    decisions: [[Counter; DecisionReason::ALL.len()]; STRATEGIES.len()],
+    /// |observed - predicted| time to first token, seconds.
+    pub ttft_prediction_error: Histogram,
+    /// TTFT met, TTFT missed, TPOT met, TPOT missed.
+    slo: [Counter; 4],
     ejections: [Counter; 4],
     /// Half-open probes begun.
     pub probes_started: Counter,
@@ -141,7 +250,35 @@ pub struct BackendMetrics {
 const EJECT_REASONS: [EjectReason; 4] =
     [EjectReason::ConsecutiveFailures, EjectReason::Timeout, EjectReason::ErrorRate, EjectReason::ProbeFailed];
 
+impl Default for BackendMetrics {
+    /// Unregistered handles (a state outside any registry, in tests).
+    fn default() -> Self {
+        Self {
+            decisions: Default::default(),
+            ttft_prediction_error: latency_histogram(),
+            slo: Default::default(),
+            ejections: Default::default(),
+            probes_started: Counter::default(),
+            probes_succeeded: Counter::default(),
+            probes_failed: Counter::default(),
+            ejected: Gauge::default(),
+        }
+    }
+}
+
 impl BackendMetrics {
+    /// The decision counter of `strategy` for `reason`.
+    pub fn decision(&self, strategy: RoutingPolicy, reason: DecisionReason) -> &Counter {
+        let s = STRATEGIES.iter().position(|p| *p == strategy).unwrap_or_default();
+        let r = DecisionReason::ALL.iter().position(|x| *x == reason).unwrap_or_default();
+        &self.decisions[s][r]
+    }
+
+    /// The counter of `kind` hints met (or missed).
+    pub fn slo(&self, kind: SloKind, met: bool) -> &Counter {
+        &self.slo[usize::from(kind == SloKind::Tpot) * 2 + usize::from(!met)]
+    }
+
     /// The ejection counter for `reason`.
     pub fn ejections(&self, reason: EjectReason) -> &Counter {
         let index = EJECT_REASONS.iter().position(|r| *r == reason).unwrap_or_default();
@@ -217,6 +354,26 @@ impl Metrics {
         registry.register("backend_probes", "Half-open probes of ejected backends, by result", probes.clone());
         let ejected = Family::default();
         registry.register("backend_ejected", "1 while a backend is ejected", ejected.clone());
+        let decisions = Family::default();
+        registry.register(
+            "routing_decisions",
+            "Backends chosen first by the router, by strategy and reason",
+            decisions.clone(),
+        );
+        let prediction_error = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "backend_ttft_prediction_error_seconds",
+            "Absolute difference between a stream's predicted and observed time to first token",
+            prediction_error.clone(),
+        );
+        let slo = Family::default();
+        registry.register("backend_slo", "Streams whose SLO hint was met or missed, by kind", slo.clone());
+        let sheds = Family::default();
+        registry.register(
+            "routing_sheds",
+            "Requests of sheddable tiers refused because no backend could meet their SLO hints",
+            sheds.clone(),
+        );
         let config_generation = Gauge::default();
         registry.register("config_generation", "Generation of the live configuration", config_generation.clone());
         let reloads = Family::default();
@@ -242,6 +399,10 @@ impl Metrics {
             ejections,
             probes,
             ejected,
+            decisions,
+            prediction_error,
+            slo,
+            sheds,
             config_generation,
             reloads,
             config_last_success,
@@ -276,6 +437,7 @@ impl Metrics {
             tokens_in: tokens("input"),
             tokens_out: tokens("output"),
             failovers: self.failovers.get_or_create_owned(&labels),
+            sheds: self.sheds.get_or_create_owned(&labels),
             in_flight: self
                 .in_flight
                 .get_or_create_owned(&EndpointLabels { project: project.into(), endpoint: endpoint.into() }),
@@ -287,7 +449,27 @@ impl Metrics {
         let probe = |result| {
             self.probes.get_or_create_owned(&ProbeLabels { provider: provider.into(), model: model.into(), result })
         };
+        let backend = BackendLabels { provider: provider.into(), model: model.into() };
+        let decisions = STRATEGIES.map(|strategy| {
+            DecisionReason::ALL.map(|reason| {
+                if !gives(strategy, reason) {
+                    return Counter::default();
+                }
+                self.decisions.get_or_create_owned(&DecisionLabels {
+                    provider: provider.into(),
+                    model: model.into(),
+                    strategy: strategy_label(strategy),
+                    reason: reason.as_str(),
+                })
+            })
+        });
+        let slo = [("ttft", "met"), ("ttft", "missed"), ("tpot", "met"), ("tpot", "missed")].map(|(kind, result)| {
+            self.slo.get_or_create_owned(&SloLabels { provider: provider.into(), model: model.into(), kind, result })
+        });
         BackendMetrics {
+            decisions,
+            ttft_prediction_error: self.prediction_error.get_or_create_owned(&backend),
+            slo,
             ejections: EJECT_REASONS.map(|reason| {
                 self.ejections.get_or_create_owned(&EjectionLabels {
                     provider: provider.into(),

@@ -137,6 +137,8 @@ pub struct Model {
     pub aliases: Vec<(String, Option<Timestamp>)>,
     /// Metric handles.
     pub metrics: ModelMetrics,
+    /// The `roundRobin` strategy's turn.
+    pub turn: std::sync::atomic::AtomicUsize,
 }
 
 /// One backend of a model.
@@ -369,6 +371,7 @@ pub fn build(
                         .map(|(alias, a)| (alias.clone(), a.sunset))
                         .collect(),
                     metrics: metrics.model(&slug, endpoint_slug, name),
+                    turn: std::sync::atomic::AtomicUsize::new(0),
                 });
             }
             for (alias, target) in &endpoint.aliases {

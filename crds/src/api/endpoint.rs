@@ -125,21 +125,44 @@ fn default_weight() -> u32 {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutingSpec {
-    /// `weighted`: random choice by weight. `leastRequest`: of two backends drawn by weight, the
-    /// one with fewer requests in flight.
+    /// `sloAware` (default): the backend predicted to meet the request's `X-SLO-TTFT-Ms` /
+    /// `X-SLO-TPOT-Ms` hints (or the tier's), preferring the one holding the prompt's prefix, then
+    /// the cheaper, then the less busy. `leastRequest`: of two backends drawn by weight, the one
+    /// with fewer requests in flight. `weighted`: random choice by weight. `roundRobin`: each in
+    /// turn. `priorityFailover`: the first listed, the others only when it fails. `queueScore`: a
+    /// benchmark baseline scoring queue depth and prefix like llm-d's default scorer.
     #[serde(default)]
     pub policy: RoutingPolicy,
 }
 
-/// Backend choice within a priority.
+/// How a request chooses among a model's backends. Priorities always fail over in order: every
+/// policy orders the backends within one priority, and the next priority is tried only when all
+/// of them failed or were ejected. A backend whose ejection is over is probed first, whatever the
+/// policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum RoutingPolicy {
-    /// Random choice in proportion to weight.
+    /// Predicts each backend's time to first token and per output token for this request (from
+    /// what it was seen to take at the load it would have), keeps those predicted to meet the
+    /// request's SLO hints (and the tightest per-token hint already running there) with headroom,
+    /// and among them prefers the one holding the prompt's prefix, then the cheaper, then the less
+    /// busy. When none can meet the hints: the smallest predicted miss, or, for a tier with a
+    /// negative priority, `429` with `Retry-After`. A small share of requests explores other
+    /// backends to keep their measurements fresh.
     #[default]
-    Weighted,
+    SloAware,
     /// Two random choices by weight, then the one with fewer requests in flight.
     LeastRequest,
+    /// Random choice in proportion to weight.
+    Weighted,
+    /// Each backend in turn (weights only put weight-0 backends last).
+    RoundRobin,
+    /// The first backend listed takes every request; the others only when it fails.
+    PriorityFailover,
+    /// A benchmark baseline after llm-d's default scorer, with no latency prediction: score = 2 x
+    /// (fewest requests in flight, normalised) + 3 x (holds the prompt's prefix), highest first.
+    /// llm-d also weighs KV-cache use (2), which the gateway does not know per backend yet.
+    QueueScore,
 }
 
 /// Request limits of an endpoint.

@@ -4,8 +4,9 @@
 //! snapshot's backends hold the state of their key, looked up once when the snapshot is built.
 //!
 //! On the request path everything is atomics: routing reads eligibility and load, an
-//! [`Attempt`] counts itself in flight and reports its [`Verdict`] when it ends (or, dropped
-//! because the client went away, reports nothing and still leaves). Only a failure, or a
+//! [`Attempt`] counts itself in flight (with its per-token SLO hint, see [`TpotHints`]) and
+//! reports its [`Verdict`] when it ends (or, dropped because the client went away, reports
+//! nothing and still leaves). Only a failure, or a
 //! success after failures, takes the backend's small health lock, never across an await.
 
 pub mod health;
@@ -20,7 +21,7 @@ use jiff::Timestamp;
 
 use self::health::{Health, Transition, Verdict};
 use self::latency::{LOAD_BUCKET_NAMES, LatencyModel};
-use crate::metrics::{BackendMetrics, Metrics};
+use crate::metrics::{BackendMetrics, Metrics, SloKind};
 
 /// What identifies a backend across reloads: its Provider (`<namespace>/<name>`) and the model
 /// name upstream. (A per-pod part joins when pools are routed per pod.)
@@ -33,9 +34,10 @@ pub struct BackendKey {
 }
 
 /// Whether routing may send a request to a backend now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Eligibility {
     /// Healthy.
+    #[default]
     Eligible,
     /// Its ejection is over and this request claimed its half-open probe.
     Probe,
@@ -50,8 +52,12 @@ pub struct BackendState {
     epoch: Instant,
     /// `epoch` on the wall clock, to show times.
     epoch_wall: Timestamp,
+    /// Its identity for prefix affinity's rendezvous hashing (a hash of the key).
+    pub affinity_id: u64,
     in_flight: AtomicU32,
     in_flight_tokens: AtomicU64,
+    /// The per-token hints of the requests in flight.
+    pub tpot_hints: TpotHints,
     /// What it has been seen to take.
     pub latency: LatencyModel,
     /// The error-rate window ([`health::window_add`]).
@@ -69,12 +75,15 @@ pub struct BackendState {
 
 impl BackendState {
     fn new(key: BackendKey, (epoch, epoch_wall): (Instant, Timestamp), metrics: BackendMetrics) -> Self {
+        use std::hash::BuildHasher;
         Self {
+            affinity_id: foldhash::fast::FixedState::with_seed(0xbac4).hash_one(&key),
             key,
             epoch,
             epoch_wall,
             in_flight: AtomicU32::new(0),
             in_flight_tokens: AtomicU64::new(0),
+            tpot_hints: TpotHints::default(),
             latency: LatencyModel::default(),
             window: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
@@ -117,6 +126,11 @@ impl BackendState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Its metric handles.
+    pub fn metrics(&self) -> &BackendMetrics {
+        &self.metrics
+    }
+
     /// Ends the current ejection now, as if its time were up (tests).
     #[cfg(test)]
     pub fn end_ejection(&self) {
@@ -156,6 +170,8 @@ impl BackendState {
             tokens,
             probe,
             reported: false,
+            expected: Expected::default(),
+            tpot_bin: None,
         }
     }
 
@@ -243,6 +259,7 @@ impl BackendState {
             window_requests: requests,
             window_error_rate: (requests > 0).then(|| f64::from(failures) / f64::from(requests)),
             consecutive_failures: health.consecutive_failures,
+            tightest_tpot_hint_ms: self.tpot_hints.tightest(),
             health: state,
             ejections: health.ejections,
             ejected_until: (until > now)
@@ -262,6 +279,19 @@ pub struct Attempt {
     tokens: u64,
     probe: bool,
     reported: bool,
+    expected: Expected,
+    tpot_bin: Option<usize>,
+}
+
+/// What the router expected of an attempt, to be compared with what it got.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Expected {
+    /// Predicted time to first token, ms.
+    pub ttft_ms: Option<f32>,
+    /// The request's TTFT hint, ms.
+    pub ttft_hint_ms: Option<u32>,
+    /// The request's TPOT hint, ms.
+    pub tpot_hint_ms: Option<u32>,
 }
 
 /// How an attempt ended, with what it measured.
@@ -297,6 +327,17 @@ impl Attempt {
         self.started
     }
 
+    /// Notes what the router expected of it; a TPOT hint counts among the backend's running
+    /// hints until the attempt leaves.
+    pub fn expect(&mut self, expected: Expected) {
+        if self.tpot_bin.is_none()
+            && let Some(ms) = expected.tpot_hint_ms
+        {
+            self.tpot_bin = Some(self.state.tpot_hints.enter(ms));
+        }
+        self.expected = expected;
+    }
+
     /// Reports how it went and leaves.
     pub fn report(mut self, outcome: Outcome) {
         self.finish(outcome);
@@ -320,6 +361,7 @@ impl Attempt {
                 let ttft = first.saturating_duration_since(self.started);
                 let decode = (verdict == Verdict::Success).then(|| (end.saturating_duration_since(first), tokens));
                 latency.observe_stream(self.bucket, ttft, decode);
+                self.judge(ttft, decode);
                 verdict
             }
         };
@@ -327,7 +369,28 @@ impl Attempt {
         self.leave();
     }
 
+    /// Counts the prediction's error and whether the hints were met.
+    fn judge(&self, ttft: Duration, decode: Option<(Duration, u64)>) {
+        let metrics = &self.state.metrics;
+        let ttft_ms = ttft.as_secs_f32() * 1000.0;
+        if let Some(predicted) = self.expected.ttft_ms {
+            metrics.ttft_prediction_error.observe(f64::from((ttft_ms - predicted).abs()) / 1000.0);
+        }
+        if let Some(hint) = self.expected.ttft_hint_ms {
+            metrics.slo(SloKind::Ttft, ttft_ms <= hint as f32).inc();
+        }
+        if let (Some(hint), Some((decode, tokens))) = (self.expected.tpot_hint_ms, decode)
+            && tokens > 1
+        {
+            let tpot_ms = decode.as_secs_f32() * 1000.0 / (tokens - 1) as f32;
+            metrics.slo(SloKind::Tpot, tpot_ms <= hint as f32).inc();
+        }
+    }
+
     fn leave(&self) {
+        if let Some(bin) = self.tpot_bin {
+            self.state.tpot_hints.leave(bin);
+        }
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.state.in_flight_tokens.fetch_sub(self.tokens, Ordering::Relaxed);
     }
@@ -341,6 +404,42 @@ impl Drop for Attempt {
             }
             self.leave();
         }
+    }
+}
+
+/// Per-token SLO hints of the requests in flight on a backend, counted by bin, so the router
+/// can see the tightest one in a few loads without a lock: a new request must not slow the
+/// backend past what an interactive request already running there hoped for. A hint counts as
+/// the bin's lower bound (rounded down: never looser than the request asked).
+#[derive(Debug, Default)]
+pub struct TpotHints {
+    bins: [AtomicU32; TPOT_HINT_BINS.len()],
+}
+
+/// Lower bounds of the per-token hint bins, ms.
+pub const TPOT_HINT_BINS: [u32; 14] = [1, 5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500];
+
+impl TpotHints {
+    /// The bin of a hint.
+    pub fn bin(ms: u32) -> usize {
+        TPOT_HINT_BINS.iter().rposition(|&low| low <= ms).unwrap_or(0)
+    }
+
+    /// Counts a request with hint `ms` in; returns its bin for [`TpotHints::leave`].
+    pub fn enter(&self, ms: u32) -> usize {
+        let bin = Self::bin(ms);
+        self.bins[bin].fetch_add(1, Ordering::Relaxed);
+        bin
+    }
+
+    /// Counts a request out of `bin`.
+    pub fn leave(&self, bin: usize) {
+        self.bins[bin].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The tightest hint in flight (its bin's lower bound), ms.
+    pub fn tightest(&self) -> Option<u32> {
+        self.bins.iter().position(|n| n.load(Ordering::Relaxed) > 0).map(|bin| TPOT_HINT_BINS[bin])
     }
 }
 
@@ -409,6 +508,8 @@ pub struct BackendView {
     pub window_error_rate: Option<f64>,
     /// Failures since the last success.
     pub consecutive_failures: u32,
+    /// The tightest per-token SLO hint among the requests in flight (rounded down), ms.
+    pub tightest_tpot_hint_ms: Option<u32>,
     /// `healthy`, `ejected` or `probe_due`.
     pub health: &'static str,
     /// Ejections in a row.
@@ -480,6 +581,23 @@ mod tests {
         state.answered();
         assert!(state.answered_since(sent));
         assert!(!state.answered_since(state.now_ms()));
+    }
+
+    #[test]
+    fn running_tpot_hints_are_seen_until_their_attempts_leave() {
+        let state = BackendState::detached("ns/p", "m");
+        assert_eq!(state.tpot_hints.tightest(), None);
+        let mut batch = state.start(1, false);
+        batch.expect(Expected { tpot_hint_ms: Some(400), ..Expected::default() });
+        let mut interactive = state.start(1, false);
+        interactive.expect(Expected { tpot_hint_ms: Some(27), ..Expected::default() });
+        assert_eq!(state.tpot_hints.tightest(), Some(20), "rounded down to its bin");
+        drop(interactive);
+        assert_eq!(state.tpot_hints.tightest(), Some(300));
+        batch.report(Outcome::Missed(Verdict::Failure));
+        assert_eq!(state.tpot_hints.tightest(), None);
+        assert_eq!(TpotHints::bin(0), 0);
+        assert_eq!(TpotHints::bin(10_000), TPOT_HINT_BINS.len() - 1);
     }
 
     #[test]

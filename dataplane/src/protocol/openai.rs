@@ -1,5 +1,5 @@
 //! OpenAI-compatible request bodies: the few fields the gateway needs (`model`, `stream`,
-//! `stream_options`, `max_tokens`), read in place, and byte-exact rewrites of only those fields.
+//! `stream_options`, `max_tokens`, and where the prompt's text is), read in place, and byte-exact rewrites of only those fields.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -24,6 +24,16 @@ pub struct RequestFields<'a> {
     stream_options_span: Option<Range<usize>>,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
+    /// Where `messages` (chat) or `prompt` (completions) is, as JSON text.
+    prompt_span: Option<Range<usize>>,
+}
+
+impl RequestFields<'_> {
+    /// The JSON text of the prompt (`messages` or `prompt`) in `body`, the body these fields
+    /// were read from.
+    pub fn prompt<'b>(&self, body: &'b [u8]) -> Option<&'b [u8]> {
+        self.prompt_span.clone().and_then(|span| body.get(span))
+    }
 }
 
 #[derive(Deserialize)]
@@ -35,6 +45,11 @@ struct TopLevel<'a> {
     stream_options: Option<&'a RawValue>,
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
+    // Borrowed, not parsed: serde skips over them either way.
+    #[serde(borrow)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow)]
+    prompt: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +103,7 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields<'_>, ApiError> {
         include_usage,
         stream_options_span: top.stream_options.map(|raw| span_of(body, raw.get())),
         max_tokens: top.max_completion_tokens.or(top.max_tokens),
+        prompt_span: top.messages.or(top.prompt).map(|raw| span_of(body, raw.get())),
     })
 }
 
@@ -166,6 +182,10 @@ mod tests {
         assert!(f.stream);
         assert!(!f.include_usage);
         assert_eq!(f.max_tokens, Some(5));
+        assert_eq!(f.prompt(body), Some(&br#"[{"role":"user","content":"hi \"model\": x"}]"#[..]));
+        let completion = br#"{"model":"m","prompt":"Once upon"}"#;
+        assert_eq!(fields(completion).prompt(completion), Some(&br#""Once upon""#[..]));
+        assert_eq!(fields(br#"{"model":"m"}"#).prompt(b""), None);
     }
 
     #[test]

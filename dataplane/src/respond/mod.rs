@@ -21,6 +21,7 @@ use self::headers::{copy_response_headers, deprecation_headers, limit_headers};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
+static X_SLUICE_PREDICTED_TTFT_MS: HeaderName = HeaderName::from_static("x-sluice-predicted-ttft-ms");
 
 /// The OpenAI error body, `{"error":{"message","type","param","code"}}`: the one place it is
 /// written, for responses and stream events alike.
@@ -63,11 +64,14 @@ pub fn json(body: String) -> Response<ResponseBody> {
 }
 
 /// The response to an upstream answer: its status and headers (less those the client must not
-/// get), which backend answered, the client's limits, and the alias's deprecation.
+/// get), which backend answered and the time to first token predicted there, the client's
+/// limits, and the alias's deprecation.
+#[allow(clippy::too_many_arguments)] // each is one part of the response; a struct would only rename them
 pub fn answered(
     status: StatusCode,
     upstream_headers: &HeaderMap,
     backend: &Backend,
+    predicted_ttft_ms: Option<f32>,
     body: ResponseBody,
     report: &LimitReport,
     tier: &Tier,
@@ -76,10 +80,14 @@ pub fn answered(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let out = response.headers_mut();
-    // Room for x-sluice-backend, six x-ratelimit-* headers, three of deprecation and x-request-id.
-    out.reserve(upstream_headers.len() + 11);
+    // Room for x-sluice-backend and -predicted-ttft-ms, six x-ratelimit-* headers, three of
+    // deprecation and x-request-id.
+    out.reserve(upstream_headers.len() + 12);
     copy_response_headers(upstream_headers, out);
     out.insert(X_SLUICE_BACKEND.clone(), backend.label_header.clone());
+    if let Some(ms) = predicted_ttft_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+        out.insert(X_SLUICE_PREDICTED_TTFT_MS.clone(), HeaderValue::from(ms.round() as u64));
+    }
     limit_headers(out, report, tier);
     if let Some(deprecation) = deprecation {
         deprecation_headers(out, deprecation);

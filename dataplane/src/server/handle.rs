@@ -195,7 +195,8 @@ async fn call_model<'s>(
                 }
             };
             let (status, headers, backend) = (answered.status, &answered.headers, answered.backend);
-            Ok(respond::answered(status, headers, backend, body, &report, tier, resolved.deprecation))
+            let predicted = answered.predicted_ttft_ms;
+            Ok(respond::answered(status, headers, backend, predicted, body, &report, tier, resolved.deprecation))
         }
         Err(error) => Err(Rejection {
             headers: respond::refusal_headers(resolved.deprecation, Some((&report, tier))),

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::StatusCode;
 use hyper::header::{self, HeaderMap, HeaderValue};
+use sluice_crds::api::RoutingPolicy;
 
 use crate::accounting::RequestId;
 use crate::auth::Caller;
@@ -19,7 +20,7 @@ use crate::metrics::{Metrics, upstream_error};
 use crate::protocol::openai::{self, RequestFields, Rewrite};
 use crate::protocol::sse::SseTap;
 use crate::route::Api;
-use crate::routing;
+use crate::routing::{self, RouteRequest};
 use crate::slo::SloHints;
 use crate::snapshot::{Backend, Model};
 use crate::upstream::client::{UpstreamBody, UpstreamError};
@@ -49,7 +50,7 @@ pub struct Call<'a> {
     pub request_id: &'a RequestId,
     /// Where failed attempts are counted.
     pub metrics: &'a Metrics,
-    /// The request's SLO hints (for the router to come).
+    /// The request's SLO hints, for the router.
     pub slo: SloHints,
 }
 
@@ -67,6 +68,8 @@ pub struct Answered<'a> {
     pub body: Answer,
     /// When its first byte arrived (for a stream, its first event).
     pub first_byte: Instant,
+    /// The time to first token the router predicted on the backend, ms.
+    pub predicted_ttft_ms: Option<f32>,
 }
 
 /// An upstream answer the client will get.
@@ -110,10 +113,18 @@ impl<'a> Call<'a> {
     /// Tries backends in the routing plan's order until one answers, within the retry budget.
     pub async fn run(&self) -> Result<Answered<'a>, ApiError> {
         let Caller { project, endpoint, tier, .. } = *self.caller;
-        let order = routing::plan(self.model, endpoint.routing, &mut rand::rng());
-        let tokens = openai::estimate_prompt_tokens(self.body.len()) + self.fields.max_tokens.unwrap_or(0);
+        let request = self.route_request(endpoint.routing, tier.config.priority < 0);
+        let plan = match routing::plan(self.model, endpoint.routing, &request, &mut rand::rng()) {
+            Ok(plan) => plan,
+            Err(shed) => {
+                self.model.metrics.sheds.inc();
+                return Err(ApiError::Shed { model: self.model.name.to_string(), retry_after: shed.retry_after });
+            }
+        };
+        let order = plan.steps();
+        let tokens = request.prompt_tokens + self.fields.max_tokens.unwrap_or(0);
         let mut last_miss = None;
-        for (attempt, &(index, probe)) in order.iter().enumerate() {
+        for (attempt, &routing::Step { index, probe }) in order.iter().enumerate() {
             if attempt > 0 && !tier.retries.withdraw(tier.config.min_retries_per_second, Instant::now()) {
                 tracing::warn!(request_id = %self.request_id, "retry budget spent; no more failover");
                 break;
@@ -123,8 +134,10 @@ impl<'a> Call<'a> {
                 break;
             }
             let backend = &self.model.backends[index];
+            let expected = routing::expected(&backend.state, &request);
             // Dropped with this future (the client went away), the attempt still leaves.
-            let in_flight = backend.state.start(tokens, probe);
+            let mut in_flight = backend.state.start(tokens, probe);
+            in_flight.expect(expected);
             let result = self.try_backend(backend).await;
             if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported)) {
                 backend.state.answered();
@@ -134,7 +147,15 @@ impl<'a> Call<'a> {
                     if attempt > 0 {
                         self.model.metrics.failovers.inc();
                     }
-                    return Ok(Answered { backend, attempt: in_flight, status, headers, body, first_byte });
+                    return Ok(Answered {
+                        backend,
+                        attempt: in_flight,
+                        status,
+                        headers,
+                        body,
+                        first_byte,
+                        predicted_ttft_ms: expected.ttft_ms,
+                    });
                 }
                 Err(miss) => miss,
             };
@@ -167,6 +188,25 @@ impl<'a> Call<'a> {
             Some(Miss::Request(_)) => ApiError::UpstreamStatus { model: name, status: 502 },
             Some(Miss::Connect(_) | Miss::Unsupported) | None => ApiError::NoHealthyBackend(name),
         })
+    }
+
+    /// What the router needs to know about this request. The prompt's prefix is hashed only
+    /// for the strategies that use it.
+    fn route_request(&self, policy: RoutingPolicy, sheddable: bool) -> RouteRequest {
+        let affinity = matches!(policy, RoutingPolicy::SloAware | RoutingPolicy::QueueScore)
+            && matches!(self.api, Api::ChatCompletions | Api::Completions);
+        RouteRequest {
+            ttft_hint_ms: self.slo.ttft.map(|h| h.ms),
+            tpot_hint_ms: self.slo.tpot.map(|h| h.ms),
+            prefix: if affinity {
+                self.fields.prompt(self.body).and_then(routing::affinity::prefix_hash)
+            } else {
+                None
+            },
+            sheddable,
+            prompt_tokens: openai::estimate_prompt_tokens(self.body.len()),
+            max_tokens: self.fields.max_tokens,
+        }
     }
 
     /// Waits for a non-streamed answer's head until `head_at`. A backend that answered someone

@@ -1,0 +1,799 @@
+//! Backend choice: the order in which a request tries a model's backends. Ejected backends are
+//! left out, unless none of the model's would be left (then all are tried, as if none were
+//! ejected: at least one backend always stays eligible); a backend whose ejection is over goes
+//! first as its half-open probe. Priorities fail over in order; within a priority the Endpoint's
+//! strategy orders the backends:
+//!
+//! - `sloAware` ([`slo_rank`]): each backend's TTFT and TPOT for this request are [`predict`]ed
+//!   at its load + 1; those predicted to meet the hints with headroom (the TPOT hint being the
+//!   tighter of the request's and the tightest already running there, so a batch request does
+//!   not slow an interactive one past its hint) come first, ordered by prefix [`affinity`]
+//!   (bounded load), then price, then load; then the others by smallest predicted miss. An
+//!   unmeasured backend is tried optimistically by a few requests at a time. When none is
+//!   predicted to meet the hints, a sheddable tier's request is refused ([`Shed`]). A share of
+//!   [`EXPLORE_SHARE`] of requests goes first to a backend not predicted to meet them, so a
+//!   recovering backend is measured again.
+//! - `weighted` draws by weight; `leastRequest` takes the less busy of two weighted draws;
+//!   `roundRobin` takes each in turn; `priorityFailover` keeps the listed order; `queueScore`
+//!   scores as llm-d's default scorer does, without prediction.
+//!
+//! The first priority group decides (hints met, missed, shed); later groups are failover only.
+//! Everything is decided on the request's stack: candidates live in a fixed array for models of
+//! up to [`INLINE`] backends, no lock is taken, and the live state is read with relaxed atomic
+//! loads. [`rank`] is pure over plain candidates and unit-tested; [`plan`] reads them from the
+//! live state.
+
+pub mod affinity;
+pub mod predict;
+
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use rand::Rng;
+use sluice_crds::api::RoutingPolicy;
+use sluice_crds::config::PricingConfig;
+
+use crate::backends::{BackendState, Eligibility, Expected};
+use crate::metrics::DecisionReason;
+use crate::snapshot::Model;
+
+pub use self::predict::{Predicted, predict};
+
+/// Models with up to this many backends are planned without a heap allocation.
+pub const INLINE: usize = 8;
+/// Share of `sloAware` requests sent first to a backend not predicted to meet their hints.
+pub const EXPLORE_SHARE: f64 = 0.03;
+/// Requests in flight an unmeasured backend takes optimistically.
+const COLD_TRIALS: u32 = 2;
+/// Output tokens assumed for pricing when a request sets no `max_tokens`.
+const DEFAULT_OUTPUT_TOKENS: u64 = 256;
+/// Longest `Retry-After` of a shed request, s.
+const MAX_RETRY_AFTER_S: f32 = 30.0;
+
+/// What the router knows about a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RouteRequest {
+    /// Time-to-first-token hint, ms.
+    pub ttft_hint_ms: Option<u32>,
+    /// Time-per-output-token hint, ms.
+    pub tpot_hint_ms: Option<u32>,
+    /// The prompt prefix's affinity hash.
+    pub prefix: Option<u64>,
+    /// Its tier's priority is negative.
+    pub sheddable: bool,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// `max_tokens`, if set.
+    pub max_tokens: Option<u64>,
+}
+
+/// A sheddable request no backend is predicted to serve within its hints.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shed {
+    /// When to try again (the best backend's predicted time to first token, at least 1 s).
+    pub retry_after: Duration,
+}
+
+/// One step of a plan: a backend to try.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Index into the model's backends.
+    pub index: usize,
+    /// Whether this is the backend's half-open probe.
+    pub probe: bool,
+}
+
+/// The order in which to try a model's backends.
+#[derive(Debug)]
+pub struct Plan {
+    steps: Inline<Step>,
+    /// Why the first backend was chosen.
+    pub reason: DecisionReason,
+}
+
+impl Plan {
+    /// The backends to try, in order.
+    pub fn steps(&self) -> &[Step] {
+        self.steps.as_slice()
+    }
+}
+
+/// How well a candidate fits a request's hints.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Fit {
+    /// Predicted to meet them (or there are none).
+    #[default]
+    Meets,
+    /// Unmeasured, with room for an optimistic trial.
+    Cold,
+    /// Unmeasured and already trying requests: after those predicted to meet.
+    Unknown,
+    /// Predicted to miss by this much (relative excess, summed over TTFT and TPOT).
+    Misses(f32),
+}
+
+impl Fit {
+    fn class(self) -> u8 {
+        match self {
+            Self::Meets | Self::Cold => 0,
+            Self::Unknown => 1,
+            Self::Misses(_) => 2,
+        }
+    }
+}
+
+/// A backend as the router sees it for one request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Candidate {
+    /// Index into the model's backends.
+    pub index: usize,
+    /// Its failover priority.
+    pub priority: u32,
+    /// Its weight.
+    pub weight: u32,
+    /// This request claimed its half-open probe.
+    pub probe: bool,
+    /// Requests in flight.
+    pub load: u32,
+    /// Predicted time to first token at load + 1.
+    pub ttft: Option<Predicted>,
+    /// Predicted time per output token at load + 1.
+    pub tpot: Option<Predicted>,
+    /// Whether it has been measured (see [`predict`]); unmeasured ones are cold.
+    pub measured: bool,
+    /// The tightest TPOT hint running on it, ms.
+    pub tightest_tpot_ms: Option<u32>,
+    /// This request's price there (relative).
+    pub price: f64,
+    /// Its rendezvous identity.
+    pub affinity_id: u64,
+    /// A weighted random key (larger first): the last tie-break.
+    pub draw: f64,
+    fit: Fit,
+    owner: bool,
+}
+
+/// Random draws one ranking needs, drawn up front so [`rank`] stays pure.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Draws {
+    /// Uniform in [0, 1): below [`EXPLORE_SHARE`], explore.
+    pub explore: f64,
+    /// Uniform in [0, 1): which backend to explore.
+    pub pick: f64,
+    /// Round-robin position.
+    pub turn: usize,
+}
+
+/// What ranking the first group decided.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ranked {
+    /// Try in this order; the first was chosen for this reason.
+    Route(DecisionReason),
+    /// Refuse the request.
+    Shed(Shed),
+}
+
+/// Orders `candidates` (sorted by priority) for `request` under `policy`: each priority group in
+/// turn; the first group's verdict is returned.
+pub fn rank(candidates: &mut [Candidate], policy: RoutingPolicy, request: &RouteRequest, draws: Draws) -> Ranked {
+    let mut verdict = None;
+    let mut start = 0;
+    while start < candidates.len() {
+        let priority = candidates[start].priority;
+        let end =
+            candidates[start..].iter().position(|c| c.priority != priority).map_or(candidates.len(), |n| start + n);
+        let group = &mut candidates[start..end];
+        let ranked = match policy {
+            RoutingPolicy::SloAware => slo_rank(group, request, draws),
+            RoutingPolicy::Weighted => by_draw(group),
+            RoutingPolicy::LeastRequest => {
+                by_draw(group);
+                if group.len() >= 2 && group[1].load < group[0].load {
+                    group.swap(0, 1);
+                }
+                Ranked::Route(DecisionReason::Policy)
+            }
+            RoutingPolicy::RoundRobin => {
+                // Weight 0 last; the rest in configuration order, rotated by the turn.
+                group.sort_unstable_by_key(|c| (c.weight == 0, c.index));
+                let turning = group.iter().filter(|c| c.weight > 0).count();
+                if turning > 0 {
+                    group[..turning].rotate_left(draws.turn % turning);
+                }
+                Ranked::Route(DecisionReason::Policy)
+            }
+            RoutingPolicy::PriorityFailover => {
+                group.sort_unstable_by_key(|c| c.index);
+                Ranked::Route(DecisionReason::Policy)
+            }
+            RoutingPolicy::QueueScore => queue_score(group, request),
+        };
+        // A claimed probe goes first in its group, so that it is tried.
+        let ranked = match group.iter().position(|c| c.probe) {
+            Some(probe) => {
+                group[..=probe].rotate_right(1);
+                Ranked::Route(DecisionReason::Probe)
+            }
+            None => ranked,
+        };
+        verdict.get_or_insert(ranked);
+        start = end;
+    }
+    verdict.unwrap_or(Ranked::Route(DecisionReason::Policy))
+}
+
+/// Weighted random order (Efraimidis-Spirakis keys, drawn by the caller).
+fn by_draw(group: &mut [Candidate]) -> Ranked {
+    group.sort_unstable_by(|a, b| b.draw.total_cmp(&a.draw));
+    Ranked::Route(DecisionReason::Policy)
+}
+
+/// The SLO-aware order of one priority group (see the module's comment).
+fn slo_rank(group: &mut [Candidate], request: &RouteRequest, draws: Draws) -> Ranked {
+    for c in group.iter_mut() {
+        c.fit = fit(c, request);
+    }
+    mark_owner(group, request.prefix, true, |c| c.fit.class() == 0);
+    group.sort_unstable_by(|a, b| {
+        let class = a.fit.class().cmp(&b.fit.class());
+        let within = match (a.fit, b.fit) {
+            (Fit::Misses(x), Fit::Misses(y)) => x.total_cmp(&y),
+            (Fit::Unknown, Fit::Unknown) => Ordering::Equal,
+            _ => b.owner.cmp(&a.owner).then(a.price.total_cmp(&b.price)),
+        };
+        class.then(within).then(a.load.cmp(&b.load)).then(b.draw.total_cmp(&a.draw))
+    });
+    let Some(first) = group.first().copied() else { return Ranked::Route(DecisionReason::Policy) };
+    // Explore a backend not predicted to meet the hints.
+    let unsure = group.iter().skip(1).filter(|c| c.fit != Fit::Meets).count();
+    if unsure > 0 && draws.explore < EXPLORE_SHARE {
+        let nth = ((draws.pick * unsure as f64) as usize).min(unsure - 1);
+        if let Some(at) = group.iter().enumerate().skip(1).filter(|(_, c)| c.fit != Fit::Meets).nth(nth).map(|(i, _)| i)
+        {
+            group[..=at].rotate_right(1);
+            return Ranked::Route(DecisionReason::Explore);
+        }
+    }
+    match first.fit {
+        Fit::Meets if first.owner => Ranked::Route(DecisionReason::Affinity),
+        Fit::Meets => Ranked::Route(DecisionReason::SloMet),
+        Fit::Cold | Fit::Unknown => Ranked::Route(DecisionReason::Cold),
+        Fit::Misses(_) if request.sheddable && !group.iter().any(|c| c.probe) => {
+            let ttft_ms = first.ttft.map_or(1_000.0, |p| p.mean);
+            let seconds = (ttft_ms / 1000.0).ceil().clamp(1.0, MAX_RETRY_AFTER_S);
+            Ranked::Shed(Shed { retry_after: Duration::from_secs(seconds as u64) })
+        }
+        Fit::Misses(_) => Ranked::Route(DecisionReason::SmallestMiss),
+    }
+}
+
+/// How `c` fits the request's hints.
+fn fit(c: &Candidate, request: &RouteRequest) -> Fit {
+    if !c.measured {
+        return if c.load < COLD_TRIALS { Fit::Cold } else { Fit::Unknown };
+    }
+    let tpot_hint = match (request.tpot_hint_ms, c.tightest_tpot_ms) {
+        (Some(own), Some(running)) => Some(own.min(running)),
+        (own, running) => own.or(running),
+    };
+    let excess = |predicted: Option<Predicted>, hint: Option<u32>| match (predicted, hint) {
+        (Some(p), Some(hint)) => ((p.high - hint as f32) / hint as f32).max(0.0),
+        _ => 0.0,
+    };
+    let miss = excess(c.ttft, request.ttft_hint_ms) + excess(c.tpot, tpot_hint);
+    if miss > 0.0 { Fit::Misses(miss) } else { Fit::Meets }
+}
+
+/// Marks the backend that owns the request's prefix among those `eligible`: the highest
+/// rendezvous score, among those whose load stays within the bound ([`affinity::load_cap`])
+/// when `bounded`.
+fn mark_owner(group: &mut [Candidate], prefix: Option<u64>, bounded: bool, eligible: impl Fn(&Candidate) -> bool) {
+    let Some(prefix) = prefix else { return };
+    let total: u32 = group.iter().map(|c| c.load).sum();
+    let cap = if bounded { affinity::load_cap(total, group.len()) } else { u32::MAX };
+    let owner = group
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| eligible(c) && c.load < cap)
+        .max_by_key(|(_, c)| affinity::score(prefix, c.affinity_id))
+        .map(|(i, _)| i);
+    if let Some(owner) = owner {
+        group[owner].owner = true;
+    }
+}
+
+/// llm-d's default scorer without KV-cache use: 2 x queue score (the fewest in flight scores 1,
+/// the most 0) + 3 x prefix score (1 on the backend owning the prefix); highest first.
+fn queue_score(group: &mut [Candidate], request: &RouteRequest) -> Ranked {
+    // llm-d bounds nothing here: the queue score is what weighs load.
+    mark_owner(group, request.prefix, false, |_| true);
+    let (low, high) = group.iter().fold((u32::MAX, 0), |(lo, hi), c| (lo.min(c.load), hi.max(c.load)));
+    let score = |c: &Candidate| {
+        let queue = if high > low { f64::from(high - c.load) / f64::from(high - low) } else { 1.0 };
+        2.0 * queue + 3.0 * f64::from(u8::from(c.owner))
+    };
+    group.sort_unstable_by(|a, b| score(b).total_cmp(&score(a)).then(b.draw.total_cmp(&a.draw)));
+    let owner = group.first().is_some_and(|c| c.owner);
+    Ranked::Route(if owner { DecisionReason::Affinity } else { DecisionReason::Policy })
+}
+
+/// Weighted random key: `u^(1/w)`, larger first; weight 0 below every other.
+fn draw_key(weight: u32, rng: &mut impl Rng) -> f64 {
+    let u = rng.random::<f64>();
+    if weight == 0 { -u } else { u.powf(1.0 / f64::from(weight)) }
+}
+
+/// This request's relative price on a backend.
+fn price(pricing: Option<&PricingConfig>, request: &RouteRequest) -> f64 {
+    pricing.map_or(0.0, |p| {
+        request.prompt_tokens as f64 * p.input_per_million
+            + request.max_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS) as f64 * p.output_per_million
+    })
+}
+
+/// The predicted TTFT and TPOT of one more request on `state`, and whether it is measured.
+pub fn predict_next(state: &BackendState) -> (Option<Predicted>, Option<Predicted>) {
+    let load = state.in_flight() + 1;
+    let model = &state.latency;
+    let ttft = predict(&model.ttft.each_ref().map(|e| e.get()), load);
+    let tpot = ttft.and_then(|_| predict(&model.tpot.each_ref().map(|e| e.get()), load));
+    (ttft, tpot)
+}
+
+/// What the router expects of an attempt on `state`, for its report and the response header.
+pub fn expected(state: &BackendState, request: &RouteRequest) -> Expected {
+    Expected {
+        ttft_ms: predict_next(state).0.map(|p| p.mean),
+        ttft_hint_ms: request.ttft_hint_ms,
+        tpot_hint_ms: request.tpot_hint_ms,
+    }
+}
+
+/// Plans the order in which to try `model`'s backends for `request` under `policy`, from their
+/// live state, or sheds the request.
+pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &mut impl Rng) -> Result<Plan, Shed> {
+    let backends = &model.backends;
+    let predicting = policy == RoutingPolicy::SloAware;
+    let mut candidates: Inline<Candidate> = Inline::with_capacity(backends.len());
+    let mut any_eligible = false;
+    // Each backend's eligibility is read once: reading may claim its probe.
+    let mut eligibility: Inline<Eligibility> = Inline::with_capacity(backends.len());
+    for b in backends {
+        let e = b.state.eligibility();
+        any_eligible |= e != Eligibility::Ejected;
+        eligibility.push(e);
+    }
+    for (index, (b, &e)) in backends.iter().zip(eligibility.as_slice()).enumerate() {
+        if any_eligible && e == Eligibility::Ejected {
+            continue;
+        }
+        let (ttft, tpot) = if predicting { predict_next(&b.state) } else { (None, None) };
+        candidates.push(Candidate {
+            index,
+            priority: b.priority,
+            weight: b.weight,
+            probe: e == Eligibility::Probe,
+            load: b.state.in_flight(),
+            ttft,
+            tpot,
+            measured: ttft.is_some(),
+            tightest_tpot_ms: if predicting { b.state.tpot_hints.tightest() } else { None },
+            price: if predicting { price(b.pricing.as_ref(), request) } else { 0.0 },
+            affinity_id: b.state.affinity_id,
+            draw: draw_key(b.weight, rng),
+            ..Candidate::default()
+        });
+    }
+    let draws = Draws {
+        explore: if predicting { rng.random() } else { 1.0 },
+        pick: if predicting { rng.random() } else { 0.0 },
+        turn: if policy == RoutingPolicy::RoundRobin {
+            model.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        } else {
+            0
+        },
+    };
+    let reason = match rank(candidates.as_mut_slice(), policy, request, draws) {
+        Ranked::Route(reason) => reason,
+        Ranked::Shed(shed) => return Err(shed),
+    };
+    let mut steps = Inline::with_capacity(candidates.as_slice().len());
+    for c in candidates.as_slice() {
+        steps.push(Step { index: c.index, probe: c.probe });
+    }
+    if let Some(first) = steps.as_slice().first() {
+        backends[first.index].state.metrics().decision(policy, reason).inc();
+    }
+    Ok(Plan { steps, reason })
+}
+
+/// A list kept on the stack up to [`INLINE`] items, on the heap beyond.
+#[derive(Debug)]
+enum Inline<T: Copy + Default> {
+    Stack([T; INLINE], usize),
+    Heap(Vec<T>),
+}
+
+impl<T: Copy + Default> Inline<T> {
+    fn with_capacity(n: usize) -> Self {
+        if n <= INLINE { Self::Stack([T::default(); INLINE], 0) } else { Self::Heap(Vec::with_capacity(n)) }
+    }
+
+    fn push(&mut self, item: T) {
+        match self {
+            Self::Stack(items, len) if *len < INLINE => {
+                items[*len] = item;
+                *len += 1;
+            }
+            Self::Stack(items, len) => {
+                let mut heap = items[..*len].to_vec();
+                heap.push(item);
+                *self = Self::Heap(heap);
+            }
+            Self::Heap(items) => items.push(item),
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Self::Stack(items, len) => &items[..*len],
+            Self::Heap(items) => items,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        match self {
+            Self::Stack(items, len) => &mut items[..*len],
+            Self::Heap(items) => items,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use sluice_crds::config::ProviderConfig;
+
+    use super::*;
+    use crate::backends::BackendState;
+    use crate::backends::Outcome;
+    use crate::backends::health::Verdict;
+    use crate::snapshot::Backend;
+    use crate::upstream::client::UpstreamPool;
+
+    fn model(backends: &[(u32, u32)]) -> Model {
+        let pool = UpstreamPool::default();
+        let provider: ProviderConfig = serde_json::from_value(serde_json::json!({
+            "type": "simulated", "connectTimeoutMs": 100, "models": {}
+        }))
+        .expect("provider");
+        let upstream = Arc::new(pool.upstream("ns/sim", &provider).expect("upstream"));
+        Model {
+            name: "m".into(),
+            owned_by: "o".into(),
+            context_window: None,
+            max_output_tokens: None,
+            capabilities: vec![],
+            aliases: vec![],
+            metrics: crate::metrics::Metrics::new().model("p", "e", "m"),
+            turn: std::sync::atomic::AtomicUsize::new(0),
+            backends: backends
+                .iter()
+                .enumerate()
+                .map(|(i, &(weight, priority))| Backend {
+                    upstream: upstream.clone(),
+                    model: format!("b{i}"),
+                    rewrite_from: None,
+                    weight,
+                    priority,
+                    pricing: None,
+                    state: BackendState::detached("ns/sim", &format!("b{i}")),
+                    label: format!("b{i}").into(),
+                    label_header: hyper::header::HeaderValue::from_static("b"),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn priorities_fail_over_in_order() {
+        let m = model(&[(1, 0), (1, 0), (5, 1), (1, 2)]);
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..100 {
+            let order = indices(planned(&m, RoutingPolicy::Weighted, &mut rng));
+            assert_eq!(order.len(), 4);
+            assert!(order[..2].contains(&0) && order[..2].contains(&1));
+            assert_eq!(&order[2..], &[2, 3]);
+        }
+    }
+
+    #[test]
+    fn weights_share_first_choices_in_proportion() {
+        let m = model(&[(3, 0), (1, 0), (0, 0)]);
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut first = [0u32; 3];
+        for _ in 0..40_000 {
+            let order = indices(planned(&m, RoutingPolicy::Weighted, &mut rng));
+            first[order[0]] += 1;
+            assert_eq!(order[2], 2, "weight 0 only as a last resort");
+        }
+        let share = f64::from(first[0]) / 40_000.0;
+        assert!((share - 0.75).abs() < 0.02, "3:1 weights gave {share}");
+        assert_eq!(first[2], 0);
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_backend() {
+        let m = model(&[(1, 0), (1, 0)]);
+        let _busy: Vec<_> = (0..10).map(|_| m.backends[0].state.start(1, false)).collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            assert_eq!(planned(&m, RoutingPolicy::LeastRequest, &mut rng)[0], (1, false));
+        }
+    }
+
+    fn planned(m: &Model, policy: RoutingPolicy, rng: &mut StdRng) -> Vec<(usize, bool)> {
+        let plan = plan(m, policy, &RouteRequest::default(), rng).expect("no shedding without hints");
+        plan.steps().iter().map(|s| (s.index, s.probe)).collect()
+    }
+
+    fn indices(order: Vec<(usize, bool)>) -> Vec<usize> {
+        order.into_iter().map(|(i, _)| i).collect()
+    }
+
+    fn eject(backend: &Backend) {
+        backend.state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
+    }
+
+    #[test]
+    fn ejected_backends_are_left_out_and_priorities_move_up() {
+        let m = model(&[(1, 0), (1, 0), (1, 1)]);
+        eject(&m.backends[0]);
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..50 {
+            let order = indices(planned(&m, RoutingPolicy::Weighted, &mut rng));
+            assert_eq!(order, [1, 2]);
+        }
+        eject(&m.backends[1]);
+        assert_eq!(indices(planned(&m, RoutingPolicy::Weighted, &mut rng)), [2], "the next priority steps in");
+    }
+
+    #[test]
+    fn the_last_eligible_backend_is_never_ejected() {
+        let m = model(&[(1, 0), (1, 0)]);
+        eject(&m.backends[0]);
+        eject(&m.backends[1]);
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut order = indices(planned(&m, RoutingPolicy::Weighted, &mut rng));
+        order.sort_unstable();
+        assert_eq!(order, [0, 1], "with every backend ejected, all are tried");
+        let single = model(&[(1, 0)]);
+        eject(&single.backends[0]);
+        assert_eq!(planned(&single, RoutingPolicy::Weighted, &mut rng), [(0, false)]);
+    }
+
+    #[test]
+    fn a_backend_whose_ejection_is_over_is_probed_first_by_one_request() {
+        let m = model(&[(1, 0), (1, 0), (1, 0)]);
+        eject(&m.backends[2]);
+        m.backends[2].state.end_ejection();
+        let mut rng = StdRng::seed_from_u64(11);
+        let probing = planned(&m, RoutingPolicy::Weighted, &mut rng);
+        assert_eq!(probing[0], (2, true));
+        assert_eq!(probing.len(), 3);
+        for _ in 0..20 {
+            let order = indices(planned(&m, RoutingPolicy::Weighted, &mut rng));
+            assert!(!order.contains(&2), "one probe at a time: {order:?}");
+        }
+    }
+
+    fn measured(index: usize, load: u32, ttft_ms: f32, tpot_ms: f32) -> Candidate {
+        let at = |ms: f32| Some(Predicted { mean: ms, high: ms });
+        Candidate {
+            index,
+            weight: 1,
+            load,
+            ttft: at(ttft_ms),
+            tpot: at(tpot_ms),
+            measured: true,
+            affinity_id: (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            draw: 0.5,
+            ..Candidate::default()
+        }
+    }
+
+    fn hints(ttft: u32, tpot: u32) -> RouteRequest {
+        RouteRequest { ttft_hint_ms: Some(ttft), tpot_hint_ms: Some(tpot), ..RouteRequest::default() }
+    }
+
+    const NO_EXPLORE: Draws = Draws { explore: 1.0, pick: 0.0, turn: 0 };
+
+    fn first(mut candidates: Vec<Candidate>, request: &RouteRequest) -> (usize, Ranked) {
+        let ranked = rank(&mut candidates, RoutingPolicy::SloAware, request, NO_EXPLORE);
+        (candidates[0].index, ranked)
+    }
+
+    #[test]
+    fn the_backend_predicted_to_meet_the_hints_is_chosen() {
+        let slow = measured(0, 0, 900.0, 20.0);
+        let fast = measured(1, 3, 80.0, 20.0);
+        assert_eq!(first(vec![slow, fast], &hints(300, 50)), (1, Ranked::Route(DecisionReason::SloMet)));
+        // The same two without hints: both meet, the idle one is taken.
+        assert_eq!(first(vec![slow, fast], &RouteRequest::default()).0, 0);
+    }
+
+    #[test]
+    fn headroom_counts_the_deviation_and_the_tightest_running_tpot_hint() {
+        let mut jittery = measured(0, 0, 250.0, 20.0);
+        jittery.ttft = Some(Predicted { mean: 250.0, high: 350.0 });
+        let steady = measured(1, 5, 280.0, 20.0);
+        assert_eq!(first(vec![jittery, steady], &hints(300, 50)).0, 1, "mean fits, mean + deviation does not");
+        // A batch request with no TPOT hint must not land where an interactive one runs at 20 ms
+        // a token when it would slow that backend to 25.
+        let mut busy = measured(0, 0, 100.0, 25.0);
+        busy.tightest_tpot_ms = Some(20);
+        let other = measured(1, 4, 100.0, 40.0);
+        let batch = RouteRequest { ttft_hint_ms: Some(1_000), ..RouteRequest::default() };
+        assert_eq!(first(vec![busy, other], &batch).0, 1);
+        busy.tightest_tpot_ms = Some(30);
+        assert_eq!(first(vec![busy, other], &batch).0, 0);
+    }
+
+    #[test]
+    fn ties_go_to_the_cheaper_then_the_less_loaded_then_the_draw() {
+        let mut dear = measured(0, 0, 50.0, 10.0);
+        dear.price = 10.0;
+        let cheap_busy = Candidate { price: 1.0, ..measured(1, 6, 50.0, 10.0) };
+        let cheap_idle = Candidate { price: 1.0, ..measured(2, 2, 50.0, 10.0) };
+        assert_eq!(first(vec![dear, cheap_busy, cheap_idle], &hints(300, 50)).0, 2);
+        let a = Candidate { draw: 0.2, ..measured(0, 1, 50.0, 10.0) };
+        let b = Candidate { draw: 0.7, ..measured(1, 1, 50.0, 10.0) };
+        assert_eq!(first(vec![a, b], &hints(300, 50)).0, 1);
+        // Price only ranks among those that meet the hints.
+        let cheap_slow = Candidate { price: 0.0, ..measured(3, 0, 500.0, 10.0) };
+        assert_eq!(first(vec![cheap_slow, dear], &hints(300, 50)).0, 0);
+    }
+
+    #[test]
+    fn affinity_comes_before_price_within_its_load_bound() {
+        let request = RouteRequest { prefix: Some(42), ..hints(300, 50) };
+        let group: Vec<Candidate> =
+            (0..3).map(|i| Candidate { price: i as f64, ..measured(i, 1, 50.0, 10.0) }).collect();
+        let owner = group.iter().max_by_key(|c| affinity::score(42, c.affinity_id)).map(|c| c.index).unwrap_or(9);
+        assert_eq!(first(group.clone(), &request), (owner, Ranked::Route(DecisionReason::Affinity)));
+        // Loaded past 1.25 x the mean, the owner passes the prefix on to the next in its order.
+        let mut loaded = group.clone();
+        loaded[owner].load = 6;
+        let (chosen, ranked) = first(loaded, &request);
+        assert_ne!(chosen, owner);
+        assert_eq!(ranked, Ranked::Route(DecisionReason::Affinity));
+        // The bound: with 8 in flight over 3 (9 with this one), at most ceil(1.25 x 3) = 4.
+        let mut at_cap = group;
+        at_cap[owner].load = 3;
+        at_cap[(owner + 1) % 3].load = 3;
+        at_cap[(owner + 2) % 3].load = 2;
+        assert_eq!(first(at_cap, &request).0, owner, "3 + 1 is within the bound of 4");
+    }
+
+    #[test]
+    fn exploration_stays_a_small_share_and_only_goes_to_unsure_backends() {
+        let mut rng = StdRng::seed_from_u64(17);
+        let (mut explored, n) = (0, 20_000);
+        for _ in 0..n {
+            let mut group = vec![measured(0, 0, 50.0, 10.0), measured(1, 0, 900.0, 10.0), measured(2, 0, 60.0, 10.0)];
+            let draws = Draws { explore: rng.random(), pick: rng.random(), turn: 0 };
+            if rank(&mut group, RoutingPolicy::SloAware, &hints(300, 50), draws)
+                == Ranked::Route(DecisionReason::Explore)
+            {
+                explored += 1;
+                assert_eq!(group[0].index, 1, "the backend that meets the hints needs no exploring");
+            }
+        }
+        let share = f64::from(explored) / f64::from(n);
+        assert!(share > 0.015 && share < 0.05, "explored {share}");
+        // Nothing to explore when every backend meets the hints.
+        let mut all_good = vec![measured(0, 0, 50.0, 10.0), measured(1, 0, 60.0, 10.0)];
+        let draws = Draws { explore: 0.0, pick: 0.0, turn: 0 };
+        assert_eq!(
+            rank(&mut all_good, RoutingPolicy::SloAware, &hints(300, 50), draws),
+            Ranked::Route(DecisionReason::SloMet)
+        );
+    }
+
+    #[test]
+    fn a_sheddable_request_is_shed_only_when_no_backend_can_meet_its_hints() {
+        let slow = vec![measured(0, 0, 2_400.0, 10.0), measured(1, 2, 900.0, 10.0)];
+        let sheddable = RouteRequest { sheddable: true, ..hints(300, 50) };
+        let shed = Ranked::Shed(Shed { retry_after: Duration::from_secs(1) });
+        assert_eq!(first(slow.clone(), &sheddable), (1, shed), "retry after the best backend's TTFT");
+        assert_eq!(first(slow.clone(), &hints(300, 50)), (1, Ranked::Route(DecisionReason::SmallestMiss)));
+        assert_eq!(
+            first(slow.clone(), &RouteRequest { sheddable: true, ..RouteRequest::default() }).1,
+            Ranked::Route(DecisionReason::SloMet),
+            "no hints, nothing to miss"
+        );
+        // A cold backend might meet them: tried, not shed.
+        let cold = Candidate { measured: false, ttft: None, tpot: None, ..measured(2, 0, 0.0, 0.0) };
+        let mut with_cold = slow.clone();
+        with_cold.push(cold);
+        assert_eq!(first(with_cold, &sheddable), (2, Ranked::Route(DecisionReason::Cold)));
+        // Nor is a request whose probe was claimed.
+        let mut probing = slow;
+        probing[0].probe = true;
+        assert_eq!(first(probing, &sheddable), (0, Ranked::Route(DecisionReason::Probe)));
+    }
+
+    #[test]
+    fn priorities_stay_failover_tiers_under_every_strategy() {
+        for policy in [
+            RoutingPolicy::SloAware,
+            RoutingPolicy::RoundRobin,
+            RoutingPolicy::QueueScore,
+            RoutingPolicy::PriorityFailover,
+        ] {
+            let mut group = vec![measured(0, 9, 900.0, 10.0), Candidate { priority: 1, ..measured(1, 0, 10.0, 1.0) }];
+            rank(&mut group, policy, &hints(300, 50), NO_EXPLORE);
+            assert_eq!(group[0].index, 0, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_turns_and_priority_failover_keeps_the_listed_order() {
+        let group = || {
+            vec![
+                measured(0, 0, 0.0, 0.0),
+                measured(1, 0, 0.0, 0.0),
+                Candidate { weight: 0, ..measured(2, 0, 0.0, 0.0) },
+            ]
+        };
+        let firsts: Vec<usize> = (0..4)
+            .map(|turn| {
+                let mut g = group();
+                rank(&mut g, RoutingPolicy::RoundRobin, &RouteRequest::default(), Draws { turn, ..NO_EXPLORE });
+                assert_eq!(g[2].index, 2, "weight 0 last");
+                g[0].index
+            })
+            .collect();
+        assert_eq!(firsts, [0, 1, 0, 1]);
+        let mut g = group();
+        g.reverse();
+        rank(&mut g, RoutingPolicy::PriorityFailover, &RouteRequest::default(), NO_EXPLORE);
+        assert_eq!(g.iter().map(|c| c.index).collect::<Vec<_>>(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn queue_score_weighs_queue_two_and_prefix_three() {
+        let request = RouteRequest { prefix: Some(7), ..RouteRequest::default() };
+        let group: Vec<Candidate> = (0..2).map(|i| measured(i, 0, 0.0, 0.0)).collect();
+        let owner = group.iter().max_by_key(|c| affinity::score(7, c.affinity_id)).map(|c| c.index).unwrap_or(9);
+        let mut g = group.clone();
+        g[owner].load = 4; // queue score 0 + prefix 3 beats queue 2 + prefix 0
+        assert_eq!(
+            rank(&mut g, RoutingPolicy::QueueScore, &request, NO_EXPLORE),
+            Ranked::Route(DecisionReason::Affinity)
+        );
+        assert_eq!(g[0].index, owner);
+        let mut g = group;
+        g[owner].load = 4;
+        rank(&mut g, RoutingPolicy::QueueScore, &RouteRequest::default(), NO_EXPLORE);
+        assert_ne!(g[0].index, owner, "without a prefix, the shorter queue");
+    }
+
+    #[test]
+    fn plans_of_small_models_stay_on_the_stack() {
+        let m = model(&[(1, 0); INLINE]);
+        let mut rng = StdRng::seed_from_u64(1);
+        let plan = plan(&m, RoutingPolicy::SloAware, &RouteRequest::default(), &mut rng).expect("plan");
+        assert!(matches!(plan.steps, Inline::Stack(..)));
+        assert_eq!(plan.steps().len(), INLINE);
+        assert_eq!(plan.reason, DecisionReason::Cold, "nothing measured yet");
+        let big = model(&[(1, 0); INLINE + 1]);
+        assert_eq!(
+            super::plan(&big, RoutingPolicy::Weighted, &RouteRequest::default(), &mut rng).expect("plan").steps().len(),
+            INLINE + 1
+        );
+    }
+}
