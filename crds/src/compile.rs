@@ -316,7 +316,11 @@ fn compile_with_index(
     index: &Index<'_>,
     options: &CompileOptions,
 ) -> Result<GatewayConfig, Vec<CompileError>> {
-    let pass = Pass::new(project, index, options);
+    let mut pass = Pass::new(project, index, options);
+    // Strict: a missing Provider is an error of the Endpoint (a broken one is reported on the
+    // Provider itself).
+    let missing = pass.dropped.drain(..).filter(|d| !d.provider_exists).map(|d| d.problem);
+    pass.errors.extend(missing);
     if !pass.errors.is_empty() {
         return Err(pass.errors);
     }
@@ -337,44 +341,24 @@ pub struct PartialCompile {
 }
 
 /// Compiles `project` as [`compile_project`] does, but leaves out each Endpoint and ApiKey with
-/// problems (and each Endpoint that uses a Provider with problems, and each ApiKey whose scope
-/// then names an Endpoint or model no longer served) and serves the rest. Only problems in the
+/// problems (and each ApiKey whose scope then names an Endpoint or model no longer served) and
+/// serves the rest. A backend whose Provider is missing or has problems is left out of its model
+/// alone: the model is served by its other backends, the Endpoint by its other models, and only
+/// an Endpoint left with no model at all is left out; each dropped backend is a problem of its
+/// Endpoint. Only problems in the
 /// Project itself give no configuration. One pass: every object is checked once; only a key's
 /// scope is checked a second time, against the Endpoints served.
 pub fn compile_partially(project: &Project, objects: &[Object], options: &CompileOptions) -> PartialCompile {
     let index = Index::new(objects);
-    let namespace = namespace_of(project);
     let mut pass = Pass::new(project, &index, options);
 
-    // An Endpoint that uses a broken Provider cannot be served either: say so on the Endpoint.
-    let broken: BTreeSet<ObjectRef> = pass
-        .providers
-        .values()
-        .filter(|(_, config)| config.is_none())
-        .map(|(provider, _)| provider_ref(provider))
-        .collect();
-    if !broken.is_empty() {
-        for endpoint in index.endpoints.get(&namespace).into_iter().flatten() {
-            let object = ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() };
-            for (m, model) in endpoint.spec.models.iter().enumerate() {
-                for (b, backend) in model.backends.iter().enumerate() {
-                    let Ok(provider) = resolve_provider(&backend.provider_ref, &namespace, &index, options) else {
-                        continue;
-                    };
-                    let provider = provider_ref(provider);
-                    if broken.contains(&provider) {
-                        pass.errors.push(CompileError {
-                            object: object.clone(),
-                            field: format!("spec.models[{m}].backends[{b}].providerRef"),
-                            message: format!("{provider} is not usable (see its status)"),
-                        });
-                    }
-                }
-            }
-        }
-    }
-
-    let faulty: BTreeSet<ObjectRef> = pass.errors.iter().map(|e| e.object.clone()).collect();
+    let mut faulty: BTreeSet<ObjectRef> = pass.errors.iter().map(|e| e.object.clone()).collect();
+    // An Endpoint whose Providers are all gone has no model left to serve.
+    let emptied = pass.endpoints.iter().filter(|e| {
+        e.config.as_ref().is_some_and(|c| c.models.is_empty())
+            && pass.dropped.iter().any(|d| d.problem.object == e.object)
+    });
+    faulty.extend(emptied.map(|e| e.object.clone()));
     let fatal = faulty.iter().any(|o| !matches!(o.kind, "Endpoint" | "ApiKey" | "Provider"));
     let mut left_out = BTreeSet::new();
     if !fatal {
@@ -396,7 +380,7 @@ pub fn compile_partially(project: &Project, objects: &[Object], options: &Compil
     }
 
     let mut problems: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
-    for error in &pass.errors {
+    for error in pass.errors.iter().chain(pass.dropped.iter().map(|d| &d.problem)) {
         problems.entry(error.object.clone()).or_default().push(format!("{}: {}", error.field, error.message));
     }
     for list in problems.values_mut() {
@@ -405,10 +389,6 @@ pub fn compile_partially(project: &Project, objects: &[Object], options: &Compil
     }
     let config = (!fatal).then(|| pass.into_config(&index, &left_out));
     PartialCompile { config, problems, left_out }
-}
-
-fn provider_ref(provider: &Provider) -> ObjectRef {
-    ObjectRef { kind: "Provider", namespace: Some(namespace_of(provider)), name: provider.name_any() }
 }
 
 /// One pass over a Project and the objects around it: what each object compiles to, and every
@@ -422,8 +402,36 @@ struct Pass<'a> {
     /// ApiKeys of the namespace by name; `config` is `None` for one with problems, an expired
     /// one, and one whose generated key is not there yet.
     keys: Vec<KeyPass<'a>>,
-    /// Providers the Endpoints use, by id; the config is `None` when the Provider has problems.
+    /// Providers the Endpoints name, by id; the config is `None` when the Provider has problems.
     providers: BTreeMap<String, (&'a Provider, Option<ProviderConfig>)>,
+    /// Backends left out of their model because their Provider is missing or has problems.
+    dropped: Vec<DroppedBackend>,
+}
+
+/// A backend whose Provider is missing or has problems: the partial compile serves its model
+/// with the other backends (and its Endpoint with the other models), and reports it.
+struct DroppedBackend {
+    problem: CompileError,
+    /// The Provider exists (its own problems are reported on it).
+    provider_exists: bool,
+}
+
+/// The Providers an Endpoint pass resolves, each compiled once.
+struct ProviderPass<'p, 'a> {
+    known: &'p mut BTreeMap<String, (&'a Provider, Option<ProviderConfig>)>,
+    /// The problems of the Providers themselves.
+    errors: &'p mut Vec<CompileError>,
+}
+
+impl<'a> ProviderPass<'_, 'a> {
+    /// Whether Provider `id` compiles.
+    fn usable(&mut self, id: &str, provider: &'a Provider, index: &Index<'_>) -> bool {
+        if !self.known.contains_key(id) {
+            let config = provider_config(provider, index, self.errors);
+            self.known.insert(id.to_owned(), (provider, config));
+        }
+        self.known.get(id).is_some_and(|(_, config)| config.is_some())
+    }
 }
 
 struct EndpointPass<'a> {
@@ -463,6 +471,9 @@ impl<'a> Pass<'a> {
 
         let mut endpoints = Vec::new();
         let mut endpoint_owner: BTreeMap<String, String> = BTreeMap::new();
+        let mut providers = BTreeMap::new();
+        let mut provider_errors = Vec::new();
+        let mut dropped = Vec::new();
         for endpoint in index.endpoints.get(&namespace).into_iter().flatten().copied() {
             let object = ObjectRef { kind: "Endpoint", namespace: Some(namespace.clone()), name: endpoint.name_any() };
             let mut problems = Problems { object: object.clone(), errors: &mut errors };
@@ -473,10 +484,19 @@ impl<'a> Pass<'a> {
                 None
             } else {
                 endpoint_owner.insert(slug.clone(), endpoint.name_any());
-                endpoint_config(endpoint, index, options, &mut used, &mut problems)
+                let mut resolver = ProviderPass { known: &mut providers, errors: &mut provider_errors };
+                let mut context = EndpointContext {
+                    index,
+                    options,
+                    providers: &mut resolver,
+                    used: &mut used,
+                    dropped: &mut dropped,
+                };
+                endpoint_config(endpoint, &mut context, &mut problems)
             };
             endpoints.push(EndpointPass { endpoint, object, config, providers: used });
         }
+        errors.append(&mut provider_errors);
         let scope: BTreeMap<String, EndpointConfig> =
             endpoints.iter().filter_map(|e| Some((e.endpoint.spec.slug.clone(), e.config.clone()?))).collect();
 
@@ -496,15 +516,7 @@ impl<'a> Pass<'a> {
             keys.push(KeyPass { apikey, object, config });
         }
 
-        let mut providers = BTreeMap::new();
-        for endpoint in &endpoints {
-            for (id, provider) in &endpoint.providers {
-                if !providers.contains_key(id) {
-                    providers.insert(id.clone(), (*provider, provider_config(provider, index, &mut errors)));
-                }
-            }
-        }
-        Pass { project, namespace, errors, endpoints, keys, providers }
+        Pass { project, namespace, errors, endpoints, keys, providers, dropped }
     }
 
     /// The configuration of everything but `left_out`.
@@ -600,13 +612,23 @@ fn resolve_provider<'a>(
         .ok_or_else(|| format!("no Provider {:?} in namespace {}", reference.name, candidates.join(" or ")))
 }
 
-fn endpoint_config<'a>(
+/// What compiling one Endpoint reads and records beside its own problems.
+struct EndpointContext<'c, 'p, 'a> {
+    index: &'c Index<'a>,
+    options: &'c CompileOptions,
+    providers: &'c mut ProviderPass<'p, 'a>,
+    /// The Providers its served backends use, by id.
+    used: &'c mut BTreeMap<String, &'a Provider>,
+    /// Backends left out for their Provider.
+    dropped: &'c mut Vec<DroppedBackend>,
+}
+
+fn endpoint_config(
     endpoint: &Endpoint,
-    index: &Index<'a>,
-    options: &CompileOptions,
-    providers_used: &mut BTreeMap<String, &'a Provider>,
+    context: &mut EndpointContext<'_, '_, '_>,
     problems: &mut Problems<'_>,
 ) -> Option<EndpointConfig> {
+    let (index, options) = (context.index, context.options);
     let namespace = namespace_of(endpoint);
     let spec = &endpoint.spec;
     if !is_dns_label(&spec.slug) {
@@ -654,16 +676,31 @@ fn endpoint_config<'a>(
         let mut context_window: Option<u32> = None;
         let mut max_output: Option<u32> = None;
         let mut owned_by = model.owned_by.clone();
+        let mut unavailable = 0;
         for (b, backend) in model.backends.iter().enumerate() {
             let backend_field = format!("{field}.backends[{b}]");
+            let mut drop_backend = |message: String, provider_exists: bool| {
+                let problem = CompileError {
+                    object: problems.object.clone(),
+                    field: format!("{backend_field}.providerRef"),
+                    message,
+                };
+                context.dropped.push(DroppedBackend { problem, provider_exists });
+            };
             let provider = match resolve_provider(&backend.provider_ref, &namespace, index, options) {
                 Ok(p) => p,
                 Err(message) => {
-                    problems.add(format!("{backend_field}.providerRef"), message);
+                    drop_backend(message, false);
+                    unavailable += 1;
                     continue;
                 }
             };
             let provider_id = format!("{}/{}", namespace_of(provider), provider.name_any());
+            if !context.providers.usable(&provider_id, provider, index) {
+                drop_backend(format!("Provider {provider_id} is not usable (see its status)"), true);
+                unavailable += 1;
+                continue;
+            }
             let Some(offered) = provider.spec.models.iter().find(|pm| pm.name == backend.model) else {
                 let offers: Vec<&str> = provider.spec.models.iter().map(|pm| pm.name.as_str()).collect();
                 problems.add(
@@ -684,7 +721,7 @@ fn endpoint_config<'a>(
             });
             context_window = min_some(context_window, offered.context_window);
             max_output = min_some(max_output, offered.max_output_tokens);
-            providers_used.insert(provider_id.clone(), provider);
+            context.used.insert(provider_id.clone(), provider);
             backends.push(BackendConfig {
                 provider: provider_id,
                 model: backend.model.clone(),
@@ -692,7 +729,9 @@ fn endpoint_config<'a>(
                 priority: backend.priority,
             });
         }
-        if backends.len() == model.backends.len() && !backends.is_empty() {
+        // Served with the backends left when only Providers are missing; a backend with a
+        // problem of its own keeps the whole model out.
+        if backends.len() + unavailable == model.backends.len() && !backends.is_empty() {
             models.insert(
                 model.name.clone(),
                 ModelConfig {
@@ -706,6 +745,8 @@ fn endpoint_config<'a>(
         }
     }
 
+    // Aliases of a model left out name nothing.
+    aliases.retain(|_, alias: &mut AliasConfig| models.contains_key(&alias.target));
     let apis: BTreeSet<ApiKind> = match &spec.apis {
         Some(list) => list.iter().copied().collect(),
         None => ApiKind::ALL.into_iter().collect(),

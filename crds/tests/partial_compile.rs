@@ -113,3 +113,31 @@ fn a_key_limited_to_a_left_out_endpoint_says_so_once() {
         ["spec.endpoints[0]: no Endpoint with slug \"typo\" in namespace t"]
     );
 }
+
+/// An Endpoint whose fallback backend and second model use a Provider that is gone.
+const FALLBACK_GONE: &str = r#"{"apiVersion":"sluice.dev/v1alpha1","kind":"Endpoint","metadata":{"name":"mixed","namespace":"t"},"spec":{"slug":"mixed","models":[{"name":"m","aliases":[{"name":"m-alias"}],"backends":[{"providerRef":{"name":"sim"},"model":"m"},{"providerRef":{"name":"gone"},"model":"m","priority":1},{"providerRef":{"name":"broken"},"model":"m","priority":1}]},{"name":"only-gone","aliases":[{"name":"gone-alias"}],"backends":[{"providerRef":{"name":"gone"},"model":"m"}]}]}}"#;
+
+#[test]
+fn a_provider_that_is_gone_drops_only_its_backends() {
+    let mut all = objects(FIXTURE);
+    all.extend(objects(FALLBACK_GONE));
+    let compiled = compile(&all);
+    let config = compiled.config.as_ref().expect("a configuration");
+    let endpoint = config.endpoints.get("mixed").expect("the Endpoint is served");
+    let model = endpoint.models.get("m").expect("the model is served by the backend left");
+    let providers: Vec<&str> = model.backends.iter().map(|b| b.provider.as_str()).collect();
+    assert_eq!(providers, ["sluice-system/sim"]);
+    assert!(!endpoint.models.contains_key("only-gone"), "a model with no backend left is not served");
+    assert!(endpoint.aliases.contains_key("m-alias") && !endpoint.aliases.contains_key("gone-alias"));
+    assert!(!config.providers.contains_key("t/broken"), "a broken Provider is not configured");
+    let mixed = ObjectRef { kind: "Endpoint", namespace: Some("t".into()), name: "mixed".into() };
+    assert!(!compiled.left_out.contains(&mixed));
+    let problems = problem(&compiled, "Endpoint", "mixed");
+    assert!(problems.contains("spec.models[0].backends[1].providerRef: no Provider \"gone\""), "{problems}");
+    assert!(problems.contains("spec.models[0].backends[2].providerRef: Provider t/broken is not usable"), "{problems}");
+    assert!(problems.contains("spec.models[1].backends[0].providerRef: no Provider \"gone\""), "{problems}");
+
+    // Every backend gone: nothing of the Endpoint can be served, so it is left out.
+    let typo = ObjectRef { kind: "Endpoint", namespace: Some("t".into()), name: "typo".into() };
+    assert!(compiled.left_out.contains(&typo) && !config.endpoints.contains_key("typo"));
+}

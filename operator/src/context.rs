@@ -124,9 +124,14 @@ impl Context {
     }
 
     /// Publishes an Event about `object`; failures are logged, never fatal.
+    ///
+    /// The recorder counts a repeat of the same object, reason and action as one Event series
+    /// and keeps the series' first note; the action names the note too (`<reason>-<digest>`),
+    /// so the same message repeated is counted (`x3`) while a new message is a new Event that
+    /// reads as it is now.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, type_: EventType, reason: &str, note: String) {
-        let event =
-            Event { type_, reason: reason.to_owned(), note: Some(note), action: reason.to_owned(), secondary: None };
+        let action = event_action(reason, &note);
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action, secondary: None };
         if let Err(err) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(reason, error = %err, "could not publish an Event");
         }
@@ -143,6 +148,31 @@ impl Context {
     fn reset_backoff(&self, key: &str) {
         self.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
+}
+
+/// Adds or removes the operator's `finalizer` on `object` by server-side apply: finalizers are
+/// a set, so this touches only the operator's own entry. Removing it from an object already
+/// gone is done.
+pub async fn set_finalizer<K>(api: &Api<K>, object: &K, finalizer: &str, present: bool) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let mut metadata = serde_json::json!({ "name": name });
+    if present {
+        metadata["finalizers"] = serde_json::json!([finalizer]);
+    }
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "metadata": metadata});
+    match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(err) if !present && is_not_found(&err) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The action of an Event: its reason and a digest of its note.
+fn event_action(reason: &str, note: &str) -> String {
+    format!("{reason}-{:08x}", crate::cache::fingerprint(note) as u32)
 }
 
 fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
@@ -218,4 +248,17 @@ pub fn is_not_found(error: &kube::Error) -> bool {
 /// Whether an apiserver error is a 409 (already exists, or a stale resourceVersion).
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_series_is_one_message_repeated() {
+        let first = event_action("ConfigWritten", "configuration sha256:aa: 3 key(s)");
+        assert_eq!(first, event_action("ConfigWritten", "configuration sha256:aa: 3 key(s)"), "repeats count");
+        assert_ne!(first, event_action("ConfigWritten", "configuration sha256:bb: 4 key(s)"), "news is new");
+        assert!(first.starts_with("ConfigWritten-") && first.len() <= 128, "a valid action: {first}");
+    }
 }

@@ -53,7 +53,8 @@ pub struct KeySecret {
     pub key: String,
     /// When the current key was issued.
     pub issued_at: Option<Timestamp>,
-    /// The rotation request the current key answers.
+    /// When the current key replaced a previous one (a rotation); `None` for a first key. Never
+    /// before `issued_at`: a rotation issues the key.
     pub rotated_at: Option<Timestamp>,
     /// The previous key, during a grace period.
     pub previous: Option<PreviousKey>,
@@ -85,10 +86,13 @@ impl KeySecret {
             (Some(key), Some(expires_at)) => Some(PreviousKey { key, expires_at }),
             _ => None,
         };
+        let issued_at = time(annotations.get(ISSUED_AT_ANNOTATION)).or(created);
         Some(Self {
             key,
-            issued_at: time(annotations.get(ISSUED_AT_ANNOTATION)).or(created),
-            rotated_at: time(annotations.get(ROTATED_AT_ANNOTATION)),
+            issued_at,
+            // Secrets written by earlier versions hold the request the key answered, which may
+            // be older than the key: read as the time of the rotation, that is its issue.
+            rotated_at: time(annotations.get(ROTATED_AT_ANNOTATION)).map(|at| issued_at.map_or(at, |i| at.max(i))),
             previous,
         })
     }
@@ -185,7 +189,6 @@ pub fn next_step(current: Option<&KeySecret>, request: Option<RotationRequest>, 
 pub fn apply_step(
     step: &Step,
     current: Option<&KeySecret>,
-    request: Option<RotationRequest>,
     slug: &str,
     now: Timestamp,
     rng: &mut impl Rng,
@@ -193,9 +196,10 @@ pub fn apply_step(
     match step {
         Step::Issue => Some(KeySecret {
             key: generate_key(slug, rng),
+            // A key issued now already answers any rotation requested until now (its issue time
+            // is after the request); it replaced nothing, so it was not rotated.
             issued_at: Some(now),
-            // A key issued now already answers any rotation requested until now.
-            rotated_at: request.map(|r| r.at).filter(|at| *at <= now),
+            rotated_at: None,
             previous: None,
         }),
         Step::Rotate(request) => {
@@ -204,12 +208,7 @@ pub fn apply_step(
                 .then(|| now.checked_add(request.grace).ok())
                 .flatten()
                 .map(|expires_at| PreviousKey { key: current.key.clone(), expires_at });
-            Some(KeySecret {
-                key: generate_key(slug, rng),
-                issued_at: Some(now),
-                rotated_at: Some(request.at),
-                previous,
-            })
+            Some(KeySecret { key: generate_key(slug, rng), issued_at: Some(now), rotated_at: Some(now), previous })
         }
         Step::DropPrevious => current.map(|c| KeySecret { previous: None, ..c.clone() }),
         Step::Wait(_) => None,
@@ -257,9 +256,9 @@ mod tests {
         let now = t("2026-03-01T00:00:00Z");
         let request = RotationRequest { at: t("2026-02-01T00:00:00Z"), grace: DEFAULT_GRACE };
         assert_eq!(next_step(None, Some(request), now), Step::Issue);
-        let issued = apply_step(&Step::Issue, None, Some(request), "p", now, &mut rng()).expect("a key");
+        let issued = apply_step(&Step::Issue, None, "p", now, &mut rng()).expect("a key");
         assert_eq!(issued.issued_at, Some(now));
-        assert_eq!(issued.rotated_at, Some(request.at));
+        assert_eq!(issued.rotated_at, None, "a first key replaced nothing");
         assert_eq!(next_step(Some(&issued), Some(request), now + SignedDuration::from_hours(1)), Step::Wait(None));
     }
 
@@ -267,26 +266,25 @@ mod tests {
     fn rotation_keeps_the_old_key_for_the_grace_period_then_drops_it() {
         let issued_at = t("2026-03-01T00:00:00Z");
         let mut rng = rng();
-        let first = apply_step(&Step::Issue, None, None, "p", issued_at, &mut rng).expect("a key");
+        let first = apply_step(&Step::Issue, None, "p", issued_at, &mut rng).expect("a key");
         assert_eq!(next_step(Some(&first), None, issued_at), Step::Wait(None));
 
         let request = RotationRequest { at: t("2026-03-02T00:00:00Z"), grace: SignedDuration::from_hours(2) };
         let now = t("2026-03-02T00:00:05Z");
         let step = next_step(Some(&first), Some(request), now);
         assert_eq!(step, Step::Rotate(request));
-        let rotated = apply_step(&step, Some(&first), Some(request), "p", now, &mut rng).expect("rotated");
+        let rotated = apply_step(&step, Some(&first), "p", now, &mut rng).expect("rotated");
         assert_ne!(rotated.key, first.key);
         let previous = rotated.previous.as_ref().expect("previous key kept");
         assert_eq!(previous.key, first.key);
         assert_eq!(previous.expires_at, now + SignedDuration::from_hours(2));
-        assert_eq!(rotated.rotated_at, Some(request.at));
+        assert_eq!((rotated.issued_at, rotated.rotated_at), (Some(now), Some(now)), "rotated when issued");
 
         // The same request is not answered twice; the controller wakes at the end of the grace.
         assert_eq!(next_step(Some(&rotated), Some(request), now), Step::Wait(Some(previous.expires_at)));
         let later = previous.expires_at;
         assert_eq!(next_step(Some(&rotated), Some(request), later), Step::DropPrevious);
-        let dropped =
-            apply_step(&Step::DropPrevious, Some(&rotated), Some(request), "p", later, &mut rng).expect("kept");
+        let dropped = apply_step(&Step::DropPrevious, Some(&rotated), "p", later, &mut rng).expect("kept");
         assert_eq!((dropped.key.as_str(), dropped.previous.is_none()), (rotated.key.as_str(), true));
         assert_eq!(next_step(Some(&dropped), Some(request), later), Step::Wait(None));
     }
@@ -294,11 +292,11 @@ mod tests {
     #[test]
     fn a_future_request_is_scheduled_and_zero_grace_keeps_no_previous_key() {
         let now = t("2026-03-01T00:00:00Z");
-        let current = apply_step(&Step::Issue, None, None, "p", now, &mut rng()).expect("a key");
+        let current = apply_step(&Step::Issue, None, "p", now, &mut rng()).expect("a key");
         let request = RotationRequest { at: t("2026-03-05T00:00:00Z"), grace: SignedDuration::ZERO };
         assert_eq!(next_step(Some(&current), Some(request), now), Step::Wait(Some(request.at)));
         let step = next_step(Some(&current), Some(request), request.at);
-        let rotated = apply_step(&step, Some(&current), Some(request), "p", request.at, &mut rng()).expect("rotated");
+        let rotated = apply_step(&step, Some(&current), "p", request.at, &mut rng()).expect("rotated");
         assert!(rotated.previous.is_none());
     }
 
@@ -315,6 +313,12 @@ mod tests {
         assert_eq!(parsed, secret);
         assert_eq!(secret.data()[PREVIOUS_KEY_EXPIRES_FIELD].0, b"2026-03-02T00:00:00Z");
         assert!(!format!("{secret:?}").contains("current"), "Debug never shows key material");
+
+        // Written by an earlier version: the request answered, older than the key.
+        let mut annotations = secret.annotations();
+        annotations.insert(ROTATED_AT_ANNOTATION.to_owned(), "2026-02-01T00:00:00Z".to_owned());
+        let parsed = KeySecret::parse(&secret.data(), &annotations, None).expect("parses");
+        assert_eq!(parsed.rotated_at, Some(now), "never before its issue");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub const MANAGER: &str = "sluice-operator";
 /// ownerReference garbage collection.
 pub const PROJECT_FINALIZER: &str = "sluice.dev/data-plane-cleanup";
 
+/// Finalizer on Providers: a Provider that Endpoints use is deleted only once none does.
+pub const PROVIDER_FINALIZER: &str = "sluice.dev/provider-in-use";
+
 /// Labels of every data-plane object of a project.
 pub fn project_labels(slug: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

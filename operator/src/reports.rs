@@ -28,6 +28,9 @@ pub struct ProjectReport {
     /// Why nothing could be served (problems in the Project itself, a slug conflict); `None` when
     /// the configuration was compiled.
     pub failure: Option<String>,
+    /// Why the configuration is not served although it is written: no gateway replica is
+    /// available. `None` when one is (or nothing was compiled: see `failure`).
+    pub gateway_unavailable: Option<String>,
     /// Verdicts by Endpoint name.
     pub endpoints: HashMap<String, ObjectVerdict>,
     /// Verdicts by ApiKey name.
@@ -96,7 +99,7 @@ impl Reports {
     fn nudge(&self, namespace: &str, old: Option<&ProjectReport>, new: Option<&ProjectReport>) {
         let empty = ProjectReport::default();
         let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
-        let failure_changed = old.failure != new.failure;
+        let failure_changed = old.failure != new.failure || old.gateway_unavailable != new.gateway_unavailable;
         for name in changed(&old.endpoints, &new.endpoints, failure_changed) {
             let _ = self.endpoints.unbounded_send(ObjectRef::new(name).within(namespace));
         }

@@ -136,6 +136,15 @@ impl WatchIndex {
             .collect()
     }
 
+    /// The Projects that claim `slug` and serve their namespace: a Project refused in its own
+    /// namespace (a younger one beside its elder) claims no slug, so it cannot hold one from
+    /// another tenant. It is reconciled again when its elder goes ([`Self::contenders`]).
+    pub fn serving_claims_of_slug(&self, slug: &str) -> Vec<&ProjectClaim> {
+        let serves =
+            |claim: &&ProjectClaim| self.project_in(&claim.namespace).is_some_and(|senior| senior.name == claim.name);
+        self.claims_of_slug(slug).into_iter().filter(serves).collect()
+    }
+
     /// The Project that serves `namespace`: the most senior one not being deleted (the Project
     /// controller's rule; the others are refused).
     pub fn project_in(&self, namespace: &str) -> Option<&ProjectClaim> {
@@ -509,6 +518,10 @@ mod tests {
         assert_eq!(claims, ["team-a/team-a", "team-b/squat"]);
         let squat = index.claims_of_slug("team-a").into_iter().find(|c| c.name == "squat").expect("claim");
         assert_eq!(squat.created, Some("2026-01-01T00:00:00Z".parse().expect("time")));
+        assert_eq!(index.serving_claims_of_slug("team-a").len(), 1, "team-b/team-b is older: squat serves nothing");
+        index.delete(&project("team-b", "team-b", "team-b", "gold"));
+        assert_eq!(index.serving_claims_of_slug("team-a").len(), 2, "alone in team-b, its claim counts");
+        index.apply(&project("team-b", "team-b", "team-b", "gold"));
 
         // A slug change moves the claim; a deletion forgets it.
         index.apply(&project("team-b", "squat", "other", "std"));

@@ -8,9 +8,10 @@ use std::time::Duration;
 use common::{World, condition, describe, eventually, ready, secret_text};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
 use sluice_crds::config::hash_key;
 
@@ -20,11 +21,26 @@ fn example(file: &str) -> anyhow::Result<String> {
     Ok(std::fs::read_to_string(sluice_testenv::workspace_root().join("examples/kubernetes").join(file))?)
 }
 
+/// Applies `examples/kubernetes/` to the world. ServiceTiers are cluster-wide and every test's
+/// operator writes their status, so each test gets its own: `standard-<tenant>` and
+/// `premium-<tenant>` ([`tier`]).
 async fn apply_example(world: &World) -> anyhow::Result<()> {
     for file in ["10-tiers.yaml", "20-providers.yaml", "30-project.yaml", "40-endpoints.yaml", "50-apikeys.yaml"] {
-        world.apply(&example(file)?).await?;
+        let mut yaml = example(file)?;
+        for name in ["standard", "premium"] {
+            let own = tier(world, name);
+            for field in ["name", "defaultTier", "tier"] {
+                yaml = yaml.replace(&format!("  {field}: {name}\n"), &format!("  {field}: {own}\n"));
+            }
+        }
+        world.apply(&yaml).await?;
     }
     Ok(())
+}
+
+/// This world's copy of the example's ServiceTier `name`.
+fn tier(world: &World, name: &str) -> String {
+    format!("{name}-{}", world.tenant)
 }
 
 async fn ready_project(world: &World, name: &str) -> anyhow::Result<Project> {
@@ -76,7 +92,7 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
         ]
     );
     assert!(config.providers.keys().all(|id| id.starts_with(&format!("{}/", world.shared))));
-    assert_eq!(config.tiers.keys().collect::<Vec<_>>(), ["premium", "standard"]);
+    assert_eq!(config.tiers.keys().cloned().collect::<Vec<_>>(), [tier(&world, "premium"), tier(&world, "standard")]);
 
     // The primary config Secret: labels, hash annotation, hash field; small enough for one Secret.
     let primary = world.api::<Secret>(dp).get("sluice-config-team-a").await?;
@@ -122,28 +138,47 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
         let printed = serde_json::to_string(&status)?;
         assert!(!printed.contains(&key[12..]), "no key material in status");
     }
-    // The ci-bot's rotation request predates the key, so the new key already answers it.
+    // The ci-bot's rotation request predates the key, so the new key already answers it: it was
+    // issued after the request and replaced nothing.
     let ci_bot = apikeys.get("ci-bot").await?.status.expect("status");
-    assert_eq!(ci_bot.rotated_at.map(|t| t.0.to_string()).as_deref(), Some("2026-11-01T00:00:00Z"));
+    let requested: jiff::Timestamp = "2026-11-01T00:00:00Z".parse()?;
+    assert!(ci_bot.issued_at.as_ref().is_some_and(|t| t.0 > requested), "issued after the request");
+    assert_eq!(ci_bot.rotated_at, None, "a first key is not a rotation");
     // Bring-your-own key: its hash, and a Secret the operator left alone.
     let partner = config.keys.iter().find(|k| k.id == format!("{tenant}/partner")).expect("partner");
     assert_eq!(partner.hashes[0].sha256, hash_key(b"sl_team-a_partner0000000000000000000000000000"));
     assert_eq!(apikeys.get("partner").await?.status.and_then(|s| s.secret_name).as_deref(), Some("partner-key"));
+    // A rotation asked of a key the operator does not hold is refused, and says where to rotate.
+    let patch = serde_json::json!({"metadata": {"annotations": {"sluice.dev/rotate-at": "2026-11-02T00:00:00Z"}}});
+    apikeys.patch("partner", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let degraded = eventually("the BYO key to refuse a rotation", WAIT, || async {
+        let conditions = apikeys.get("partner").await?.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Degraded") {
+            Some(c) if c.reason == "RotationNotApplicable" => Ok(c.clone()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await?;
+    assert!(degraded.message.contains("partner-key"), "{}", degraded.message);
+    let partner_status = apikeys.get("partner").await?.status.expect("status");
+    assert_eq!(condition(&partner_status.conditions, "Ready").map(|c| c.status.as_str()), Some("True"), "still served");
 
     // Endpoints know their URL and are served.
     let endpoints: Api<Endpoint> = world.api(tenant);
     for slug in ["chat", "code", "embed"] {
         let endpoint = ready(&endpoints, slug, |e| e.status.clone().map(|s| s.conditions).unwrap_or_default()).await?;
-        let url = endpoint.status.and_then(|s| s.url).expect("url");
-        assert_eq!(url, format!("http://sluice-gw-team-a.{dp}.svc:8080/team-a/{slug}/v1"));
+        let status = endpoint.status.expect("status");
+        assert_eq!(status.url.expect("url"), format!("http://sluice-gw-team-a.{dp}.svc:8080/team-a/{slug}/v1"));
+        let expected = tier(&world, if slug == "code" { "premium" } else { "standard" });
+        assert_eq!(status.tier, Some(expected), "its own tier, else the Project's");
     }
     let providers: Api<Provider> = world.api(&world.shared);
     ready(&providers, "deepseek", |p| p.status.clone().map(|s| s.conditions).unwrap_or_default()).await?;
     let tiers: Api<ServiceTier> = Api::all(world.client.clone());
     eventually("ServiceTier premium to count this project", WAIT, || async {
-        let tier = tiers.get("premium").await?;
-        let projects = tier.status.and_then(|s| s.projects).unwrap_or(0);
-        Ok(if projects >= 1 { Ok(()) } else { Err(format!("{projects} projects")) })
+        let premium = tiers.get(&tier(&world, "premium")).await?;
+        let projects = premium.status.and_then(|s| s.projects).unwrap_or(0);
+        Ok(if projects == 1 { Ok(()) } else { Err(format!("{projects} projects")) })
     })
     .await?;
 
@@ -191,6 +226,8 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
         .managed_fields
         .unwrap_or_default()
         .into_iter()
+        // The status is the rollout's (the kubelet stand-in's here).
+        .filter(|m| m.subresource.as_deref() != Some("status"))
         .filter_map(|m| m.manager)
         .collect();
     assert_eq!(managers, ["sluice-operator"]);
@@ -221,6 +258,21 @@ async fn a_broken_reference_is_a_condition_that_names_it() -> anyhow::Result<()>
         references.message
     );
     assert_eq!(condition(&conditions, "Ready").map(|c| c.status.as_str()), Some("False"));
+    let status = endpoints.get("typo").await?.status.expect("status");
+    assert_eq!(status.url, None, "left out: no URL that would not answer");
+    // Said where `kubectl describe endpoint typo` shows it: a Warning Event on the Endpoint.
+    let events: Api<Event> = world.api(&world.tenant);
+    let event = eventually("a Warning Event on the Endpoint", WAIT, || async {
+        let list = events.list(&ListParams::default()).await?;
+        let found = list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("typo")
+                && e.reason.as_deref() == Some("InvalidReferences")
+        });
+        Ok(found.ok_or_else(|| "none yet".to_owned()))
+    })
+    .await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.note.is_some_and(|n| n.contains("no Provider \"deepseek-v9\"")));
 
     // The rest of the project keeps serving; the Project names what it left out.
     let project = ready_project(&world, "team-a").await?;
@@ -278,5 +330,94 @@ async fn deleting_a_project_removes_its_data_plane() -> anyhow::Result<()> {
     .await?;
     // Generated key Secrets belong to their ApiKeys, not to the Project.
     assert!(world.api::<Secret>(&world.tenant).get_opt("sluice-key-web-app").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_provider_in_use_is_deleted_only_once_unused_and_drops_only_its_backends() -> anyhow::Result<()> {
+    let world = World::start("in-use").await?;
+    apply_example(&world).await?;
+    ready_project(&world, "team-a").await?;
+    let providers: Api<Provider> = world.api(&world.shared);
+    eventually("the Provider to carry the operator's finalizer", WAIT, || async {
+        let finalizers = providers.get("deepseek").await?.metadata.finalizers.unwrap_or_default();
+        Ok(if finalizers.iter().any(|f| f == "sluice.dev/provider-in-use") {
+            Ok(())
+        } else {
+            Err(format!("{finalizers:?}"))
+        })
+    })
+    .await?;
+
+    // Deleting it is held, and it says by whom.
+    providers.delete("deepseek", &DeleteParams::default()).await?;
+    let held = eventually("the deletion to be held", WAIT, || async {
+        let provider = providers.get("deepseek").await?;
+        let conditions = provider.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Ready") {
+            Some(c) if c.reason == "InUse" => Ok(c.message.clone()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await?;
+    let tenant = &world.tenant;
+    assert!(held.contains(&format!("{tenant}/chat (spec.models[0].backends[0])")), "{held}");
+    assert!(held.contains(&format!("{tenant}/code (spec.models[0].backends[2])")), "{held}");
+    let config = world.config("team-a").await?.expect("config");
+    assert_eq!(config.endpoints["code"].models["coder"].backends.len(), 3, "still served as declared");
+
+    // Should it go anyway (its finalizer removed by hand), only the backends that named it go:
+    // `code` keeps GLM and Qwen, `chat` keeps its Qwen fallback and loses `reasoner`.
+    let patch = serde_json::json!({"metadata": {"finalizers": null}});
+    providers.patch("deepseek", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let config = eventually("the configuration without DeepSeek's backends", WAIT, || async {
+        let config = world.config("team-a").await?.expect("config");
+        Ok(if config.providers.keys().any(|p| p.ends_with("/deepseek")) {
+            Err(format!("providers {:?}", config.providers.keys()))
+        } else {
+            Ok(config)
+        })
+    })
+    .await?;
+    let coder: Vec<&str> = config.endpoints["code"].models["coder"].backends.iter().map(|b| b.model.as_str()).collect();
+    assert_eq!(coder, ["glm-4.6", "qwen3-coder-plus"]);
+    let chat = &config.endpoints["chat"];
+    assert_eq!(chat.models.keys().collect::<Vec<_>>(), ["chat-default"]);
+    assert_eq!(chat.models["chat-default"].backends.len(), 1);
+    let endpoints: Api<Endpoint> = world.api(tenant);
+    let degraded = eventually("Endpoint code to say what it is served without", WAIT, || async {
+        let conditions = endpoints.get("code").await?.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Degraded") {
+            Some(c) if c.reason == "BackendsLeftOut" => Ok(c.clone()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await?;
+    assert_eq!(degraded.status, "True");
+    assert!(degraded.message.contains("spec.models[0].backends[2].providerRef"), "{}", degraded.message);
+    let conditions = endpoints.get("code").await?.status.map(|s| s.conditions).unwrap_or_default();
+    assert_eq!(condition(&conditions, "Ready").map(|c| c.status.as_str()), Some("True"), "still served");
+
+    // Once nothing uses a Provider, a held deletion completes by itself.
+    providers.delete("glm", &DeleteParams::default()).await?;
+    eventually("the GLM deletion to be held", WAIT, || async {
+        let conditions = providers.get("glm").await?.status.map(|s| s.conditions).unwrap_or_default();
+        Ok(match condition(&conditions, "Ready") {
+            Some(c) if c.reason == "InUse" && c.message.contains("/code ") => Ok(()),
+            _ => Err(describe(&conditions)),
+        })
+    })
+    .await?;
+    let only_qwen = serde_json::json!({"spec": {"models": [{"name": "coder", "backends": [
+        {"providerRef": {"name": "qwen", "namespace": world.shared}, "model": "qwen3-coder-plus"}
+    ]}]}});
+    endpoints.patch("code", &PatchParams::default(), &Patch::Merge(&only_qwen)).await?;
+    eventually("Provider glm to be gone once unused", WAIT, || async {
+        Ok(match providers.get_opt("glm").await? {
+            None => Ok(()),
+            Some(p) => Err(format!("still there, finalizers {:?}", p.metadata.finalizers)),
+        })
+    })
+    .await?;
     Ok(())
 }

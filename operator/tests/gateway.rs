@@ -132,7 +132,9 @@ spec:
     );
     let status = apikeys.get("first").await?.status.expect("status");
     let grace_ends = status.previous_key_expires_at.expect("previousKeyExpiresAt").0;
-    assert_eq!(status.rotated_at.map(|t| t.0.to_string()), Some(stamp.clone()));
+    let rotated_at = status.rotated_at.expect("rotatedAt").0;
+    assert_eq!(Some(rotated_at), status.issued_at.map(|t| t.0), "rotated when the new key was issued");
+    assert!(rotated_at >= stamp.parse::<jiff::Timestamp>()?, "not before the request");
 
     let grace_took =
         until_gateway(&http, &gateway, &first, StatusCode::UNAUTHORIZED, rotated, "the old key's grace period").await?;
@@ -153,7 +155,15 @@ spec:
     let delete_took =
         until_gateway(&http, &gateway, &second, StatusCode::UNAUTHORIZED, deleted, "a deleted key").await?;
 
-    for (what, took) in [("create", create_took), ("rotate", rotate_took), ("delete", delete_took)] {
+    // Expire: a key whose expiry is moved to the past stops working as promptly.
+    let expired = Instant::now();
+    let patch = serde_json::json!({"spec": {"expiresAt": "2026-01-01T00:00:00Z"}});
+    apikeys.patch("first", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let expire_took =
+        until_gateway(&http, &gateway, &new_first, StatusCode::UNAUTHORIZED, expired, "an expired key").await?;
+
+    let changes = [("create", create_took), ("rotate", rotate_took), ("delete", delete_took), ("expire", expire_took)];
+    for (what, took) in changes {
         assert!(took <= PROPAGATION, "{what} took {took:?}, more than {PROPAGATION:?}");
     }
     Ok(())

@@ -18,7 +18,7 @@ use common::{condition, describe, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::Value;
-use sluice_crds::api::Project;
+use sluice_crds::api::{Project, Provider};
 use sluice_operator::settings::{LeaderElectionSettings, Settings, WatchedNamespaces};
 use sluice_testenv::{TestEnv, parse_yaml_documents, workspace_root};
 
@@ -245,6 +245,8 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
             }
         }
     }
+    // No kubelet here: a stand-in reports the gateway Deployment rolled out.
+    let _rollouts = sluice_testenv::Rollouts::start(admin.clone(), &dataplane);
     let projects: Api<Project> = Api::namespaced(admin.clone(), &tenant);
     let waited = eventually("the Project to be Ready under the chart's RBAC", Duration::from_secs(60), || async {
         if operator.is_finished() {
@@ -262,6 +264,17 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         bail!("the operator stopped: {result:?}");
     }
     waited?;
+    // The Provider finalizer is the operator's to write, under the chart's RBAC too.
+    let providers: Api<Provider> = Api::namespaced(admin.clone(), &release_ns);
+    eventually("the Provider finalizer under the chart's RBAC", Duration::from_secs(30), || async {
+        let finalizers = providers.get("deepseek").await?.metadata.finalizers.unwrap_or_default();
+        Ok(if finalizers.iter().any(|f| f == "sluice.dev/provider-in-use") {
+            Ok(())
+        } else {
+            Err(format!("{finalizers:?}"))
+        })
+    })
+    .await?;
     let lease = Api::<Lease>::namespaced(admin, &release_ns).get("sluice-operator").await?;
     ensure!(
         lease.spec.and_then(|s| s.holder_identity).as_deref() == Some("chart-test"),

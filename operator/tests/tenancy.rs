@@ -164,3 +164,85 @@ async fn keys_and_endpoints_stop_being_ready_when_their_project_goes() -> anyhow
     eprintln!("statuses followed the deletion in {:?}", deleted.elapsed());
     Ok(())
 }
+
+#[tokio::test]
+async fn nothing_is_ready_while_no_gateway_replica_is_available() -> anyhow::Result<()> {
+    let world = World::start("unavailable").await?;
+    world.rollouts.pause(true);
+    let tenant = world.tenant.clone();
+    world.apply_simulated_tenant("unavailable").await?;
+    world
+        .apply("apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: app}\nspec: {scopes: [inference]}\n")
+        .await?;
+    let keys = world.api::<ApiKey>(&tenant);
+    let endpoints = world.api::<Endpoint>(&tenant);
+    let readiness = || async {
+        let project = ready_of(&world, &tenant, "unavailable").await?;
+        let ready = |conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
+            condition(&conditions, "Ready").map(|c| (c.status.clone(), c.reason.clone())).unwrap_or_default()
+        };
+        let key = ready(keys.get("app").await?.status.map(|s| s.conditions).unwrap_or_default());
+        let endpoint = ready(endpoints.get("chat").await?.status.map(|s| s.conditions).unwrap_or_default());
+        anyhow::Ok([project, endpoint, key])
+    };
+    let not_ready = ("False".to_owned(), "GatewayUnavailable".to_owned());
+    eventually("the Project, its Endpoint and key to say no gateway replica is available", WAIT, || async {
+        let states = readiness().await?;
+        Ok(if states.iter().all(|s| *s == not_ready) { Ok(()) } else { Err(format!("{states:?}")) })
+    })
+    .await?;
+    // Configured all the same: the Endpoint knows its URL and tier, the Secret is written.
+    let status = endpoints.get("chat").await?.status.expect("status");
+    assert!(status.url.is_some_and(|u| u.ends_with("/unavailable/chat/v1")));
+    assert_eq!(status.tier, Some(format!("{tenant}-tier")), "the tier it inherits from its Project");
+    assert!(world.config("unavailable").await?.is_some_and(|c| c.endpoints.contains_key("chat")));
+
+    // A replica becomes available: everything is Ready within seconds.
+    let available = Instant::now();
+    world.rollouts.pause(false);
+    let serving = ("True".to_owned(), "Serving".to_owned());
+    eventually("everything to be Ready once a replica is available", Duration::from_secs(20), || async {
+        let states = readiness().await?;
+        Ok(if states.iter().all(|s| *s == serving) { Ok(()) } else { Err(format!("{states:?}")) })
+    })
+    .await?;
+    eprintln!("Ready followed the rollout in {:?}", available.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_project_refused_in_its_namespace_claims_no_slug() -> anyhow::Result<()> {
+    let env = sluice_testenv::TestEnv::shared();
+    let other = env.namespace("claim").await?;
+    let world = World::start_with("refused", |settings| {
+        if let WatchedNamespaces::Only(namespaces) = &mut settings.namespaces {
+            namespaces.push(other.clone());
+        }
+    })
+    .await?;
+    let tenant = world.tenant.clone();
+    let tier = format!("{tenant}-tier");
+    world.apply_simulated_tenant("refused-main").await?;
+    wait_for(&world, &tenant, "refused-main", "Serving").await?;
+    // A younger Project beside it claims a slug: refused in its namespace, it holds nothing...
+    let contested = format!("{other}-x");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    world.apply(&project("younger", &contested, &tier)).await?;
+    wait_for(&world, &tenant, "younger", "Conflict").await?;
+    // ...so a Project elsewhere, created later, gets that slug.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sluice_testenv::apply_yaml(&world.client, &other, &project("later", &contested, &tier)).await?;
+    wait_for(&world, &other, "later", "Serving").await?;
+    eventually("the slug's data plane to be the later Project's", WAIT, || async {
+        Ok(match config_owner(&world, &contested).await? {
+            Some(owner) if owner == format!("{other}/later") => Ok(()),
+            owner => Err(format!("config Secret owned by {owner:?}")),
+        })
+    })
+    .await?;
+    let project = world.api::<Project>(&tenant).get("younger").await?;
+    let conditions = project.status.map(|s| s.conditions).unwrap_or_default();
+    let message = condition(&conditions, "Ready").map(|c| c.message.clone()).unwrap_or_default();
+    assert!(message.contains("one Project per namespace"), "refused for its namespace: {message}");
+    Ok(())
+}

@@ -23,6 +23,7 @@
 mod binaries;
 mod manifests;
 mod pki;
+mod rollouts;
 pub mod supervise;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use kube::{Client, Config};
 pub use binaries::{BINARIES, bin_dir, helm, kubectl};
 pub use manifests::{FIELD_MANAGER, api_status, apply_yaml, install_crds, parse_yaml_documents, yaml_files};
 use pki::Pki;
+pub use rollouts::Rollouts;
 use supervise::Supervised;
 
 /// Label put on every namespace made by [`TestEnv::namespace`].

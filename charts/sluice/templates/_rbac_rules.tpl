@@ -3,9 +3,9 @@
 - apiGroups: [sluice.dev]
   resources: [projects, endpoints, apikeys, providers]
   verbs: [get, list, watch]
-# The Project finalizer, applied server-side.
+# The Project and Provider finalizers, applied server-side.
 - apiGroups: [sluice.dev]
-  resources: [projects]
+  resources: [projects, providers]
   verbs: [patch]
 - apiGroups: [sluice.dev]
   resources: [projects/status, endpoints/status, apikeys/status, providers/status]

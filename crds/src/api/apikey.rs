@@ -189,7 +189,8 @@ pub struct ApiKeyStatus {
     /// When the current key was issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<Time>,
-    /// The `rotation.requestedAt` that the current key answers.
+    /// When the current key replaced the previous one (answering a rotation request); absent
+    /// for a first key. Never before `issuedAt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_at: Option<Time>,
     /// When the previous key stops working, during a rotation's grace period.

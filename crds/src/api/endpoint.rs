@@ -20,7 +20,7 @@ use super::{Condition, ProviderRef, status::conditions_schema};
     derive = "PartialEq",
     doc = "Models served at /<project>/<endpoint>/v1, each with aliases and weighted, prioritised backends.",
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Tier", type_ = "string", json_path = ".spec.tier"),
+    printcolumn(name = "Tier", type_ = "string", json_path = ".status.tier"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -220,7 +220,11 @@ pub struct EndpointStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Base URL for OpenAI SDKs: `<gateway>/<project>/<slug>/v1`.
+    /// Base URL for OpenAI SDKs: `<gateway>/<project>/<slug>/v1`; only while the Endpoint is
+    /// in its project's configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The ServiceTier its requests get: `spec.tier`, else its Project's `defaultTier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }

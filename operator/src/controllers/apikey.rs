@@ -22,7 +22,7 @@ use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, ApiKeyStatus, Project};
 use sluice_crds::compile::{PREVIOUS_KEY_EXPIRES_FIELD, generated_key_secret_name};
 
-use super::log_result;
+use super::{announce_problems, log_result};
 use crate::cache::{fingerprint, spec_fingerprint};
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
 use crate::context::{Caches, Context, apply_status, error_policy, is_conflict, observe};
@@ -138,14 +138,7 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
                 });
                 let request = rotation.clone().ok().flatten();
                 let step = next_step(current.as_ref(), request, now);
-                let next = key_material::apply_step(
-                    &step,
-                    current.as_ref(),
-                    request,
-                    &project.spec.slug,
-                    now,
-                    &mut rand::rng(),
-                );
+                let next = key_material::apply_step(&step, current.as_ref(), &project.spec.slug, now, &mut rand::rng());
                 let state = match (&step, next) {
                     (Step::Wait(until), _) => {
                         wake = *until;
@@ -210,7 +203,19 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
     if awaiting_compile {
         return Ok(Action::requeue(requeue));
     }
-    let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation.err(), now, ctx);
+    let rotation_problem = match (&rotation, &apikey.spec.secret_ref) {
+        (Err(message), _) => Some(("InvalidRotationRequest", message.clone())),
+        (Ok(Some(_)), Some(reference)) => Some((
+            "RotationNotApplicable",
+            format!(
+                "this key comes from Secret {namespace}/{} (spec.secretRef): rotate it by changing that Secret; \
+                 sluice.dev/rotate-at and spec.rotation rotate generated keys only",
+                reference.name
+            ),
+        )),
+        (Ok(_), _) => None,
+    };
+    let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation_problem, now, ctx);
     status.conditions = conditions::conditions(
         &verdicts,
         apikey.status.as_ref().map_or(&[], |s| &s.conditions),
@@ -219,6 +224,7 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
     );
     status.observed_generation = apikey.metadata.generation;
     if apikey.status.as_ref() != Some(&status) {
+        announce_problems(apikey, apikey.status.as_ref().map_or(&[], |s| &s.conditions), &verdicts, ctx).await;
         let old_spend = apikey.status.as_ref().and_then(|s| s.current_period_spend_usd);
         let spend_changed = old_spend != status.current_period_spend_usd;
         let only_spend = spend_changed
@@ -316,12 +322,12 @@ fn verdicts(
     namespace: &str,
     project: Option<&Project>,
     key_problem: Option<Verdict>,
-    rotation_problem: Option<String>,
+    rotation_problem: Option<(&'static str, String)>,
     now: Timestamp,
     ctx: &Context,
 ) -> Vec<Verdict> {
     let degraded = match rotation_problem {
-        Some(message) => Verdict::yes(DEGRADED, "InvalidRotationRequest", message),
+        Some((reason, message)) => Verdict::yes(DEGRADED, reason, message),
         None => Verdict::no(DEGRADED, "AsDeclared", "nothing to report"),
     };
     let Some(project) = project else {
@@ -352,6 +358,11 @@ fn verdicts(
             READY,
             "ProjectNotServing",
             format!("Project {}: {}", project.name_any(), report.failure.clone().unwrap_or_default()),
+        ),
+        (Some(report), Some(v)) if v.served && report.gateway_unavailable.is_some() => Verdict::no(
+            READY,
+            "GatewayUnavailable",
+            format!("configured, but {}", report.gateway_unavailable.clone().unwrap_or_default()),
         ),
         (_, Some(v)) if v.served => {
             Verdict::yes(READY, "Serving", format!("the gateway of project {} accepts this key", project.spec.slug))

@@ -14,7 +14,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{Endpoint, EndpointStatus, Project};
 
-use super::{CONCURRENCY, log_result};
+use super::{CONCURRENCY, announce_problems, log_result};
 use crate::cache::spec_fingerprint;
 use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
 use crate::context::{Context, apply_status, error_policy, observe};
@@ -64,34 +64,38 @@ async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action>
         let project = ctx.caches.project_in(&namespace);
         let report = ctx.reports.get(&namespace);
         let verdict = report.as_deref().and_then(|r| r.endpoints.get(&name));
-        let verdicts = match (&project, report.as_deref(), verdict) {
-            (None, ..) => {
+        let served = verdict.is_some_and(|v| v.served);
+        let problems = verdict.map_or(&[][..], |v| v.problems.as_slice());
+        let verdicts = match (&project, report.as_deref()) {
+            (None, _) => {
                 let message =
                     format!("no Project in namespace {namespace}; Endpoints belong to the Project of their namespace");
                 vec![
                     Verdict::no(READY, "NoProject", message.clone()),
                     Verdict::no(REFERENCES_RESOLVED, "NoProject", message),
+                    Verdict::no(DEGRADED, "AsDeclared", "nothing to report"),
                 ]
             }
-            (Some(project), report, verdict) => {
-                let resolved = match verdict {
-                    Some(v) if !v.problems.is_empty() => {
-                        Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", conditions::join_problems(&v.problems))
-                    }
-                    _ => Verdict::yes(REFERENCES_RESOLVED, "Resolved", "every reference resolves"),
+            (Some(project), report) => {
+                let resolved = if problems.is_empty() {
+                    Verdict::yes(REFERENCES_RESOLVED, "Resolved", "every reference resolves")
+                } else {
+                    Verdict::no(REFERENCES_RESOLVED, "InvalidReferences", conditions::join_problems(problems))
                 };
-                let ready = match verdict {
-                    Some(v) if v.served => Verdict::yes(
+                let unavailable = report.and_then(|r| r.gateway_unavailable.clone());
+                let ready = match (served, unavailable) {
+                    (true, Some(why)) => Verdict::no(READY, "GatewayUnavailable", format!("configured, but {why}")),
+                    (true, None) => Verdict::yes(
                         READY,
                         "Serving",
                         format!("served by the gateway of project {}", project.spec.slug),
                     ),
-                    Some(v) if !v.problems.is_empty() => Verdict::no(
+                    (false, _) if !problems.is_empty() => Verdict::no(
                         READY,
                         "InvalidReferences",
                         "left out of the gateway's configuration: see ReferencesResolved",
                     ),
-                    _ => match report.and_then(|r| r.failure.clone()) {
+                    (false, _) => match report.and_then(|r| r.failure.clone()) {
                         Some(failure) => Verdict::no(
                             READY,
                             "ProjectNotServing",
@@ -104,18 +108,32 @@ async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action>
                         ),
                     },
                 };
-                vec![ready, resolved]
+                // Served with problems: backends whose Provider is gone or broken were dropped.
+                let degraded = if served && !problems.is_empty() {
+                    Verdict::yes(
+                        DEGRADED,
+                        "BackendsLeftOut",
+                        format!("served without what these name: {}", conditions::join_problems(problems)),
+                    )
+                } else {
+                    Verdict::no(DEGRADED, "AsDeclared", "nothing to report")
+                };
+                vec![ready, resolved, degraded]
             }
         };
-        let degraded = Verdict::no(DEGRADED, "AsDeclared", "nothing to report");
-        let verdicts: Vec<Verdict> = verdicts.into_iter().chain([degraded]).collect();
         let previous = endpoint.status.as_ref().map_or(&[][..], |s| &s.conditions);
         let status = EndpointStatus {
             conditions: conditions::conditions(&verdicts, previous, endpoint.metadata.generation, now),
             observed_generation: endpoint.metadata.generation,
-            url: project.map(|p| endpoint_url(&ctx.settings, &p.spec.slug, &endpoint.spec.slug)),
+            // Only an Endpoint in the configuration has a URL that answers.
+            url: project
+                .as_ref()
+                .filter(|_| served)
+                .map(|p| endpoint_url(&ctx.settings, &p.spec.slug, &endpoint.spec.slug)),
+            tier: project.as_ref().map(|p| endpoint.spec.tier.clone().unwrap_or_else(|| p.spec.default_tier.clone())),
         };
         if endpoint.status.as_ref() != Some(&status) {
+            announce_problems(endpoint.as_ref(), previous, &verdicts, &ctx).await;
             apply_status(&Api::<Endpoint>::namespaced(ctx.client.clone(), &namespace), endpoint.as_ref(), &status)
                 .await?;
         }

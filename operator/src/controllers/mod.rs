@@ -12,10 +12,14 @@ pub mod project;
 pub mod provider;
 pub mod service_tier;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::controller::{self, Action};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 
+use crate::conditions::{REFERENCES_RESOLVED, Verdict};
+use crate::context::Context;
 use crate::error::Error;
 
 /// Reconciles of one kind that may run at once, for controllers that mostly wait for the
@@ -35,4 +39,20 @@ where
         Err(controller::Error::ReconcilerFailed(..)) => {}
         Err(err) => tracing::warn!(error = %err, "controller"),
     }
+}
+
+/// A Warning Event on `object` when its references turn invalid or its problems change: the
+/// cause, where `kubectl describe` and `kubectl events` show it, once per new message.
+async fn announce_problems<K: Resource<DynamicType = ()>>(
+    object: &K,
+    previous: &[Condition],
+    verdicts: &[Verdict],
+    ctx: &Context,
+) {
+    let Some(resolved) = verdicts.iter().find(|v| v.type_ == REFERENCES_RESOLVED && !v.status) else { return };
+    let before = previous.iter().find(|c| c.type_ == REFERENCES_RESOLVED);
+    if before.is_some_and(|c| c.status == "False" && c.message == resolved.message) {
+        return;
+    }
+    ctx.event(object, EventType::Warning, &resolved.reason, resolved.message.clone()).await;
 }

@@ -21,7 +21,8 @@ use sluice_operator::settings::{Settings, WatchedNamespaces};
 use sluice_testenv::TestEnv;
 
 /// One test's world: a tenant namespace, a shared-Provider namespace and a data-plane namespace,
-/// and an operator that watches only those.
+/// an operator that watches only those, and a stand-in for the kubelet that reports the gateway
+/// Deployments it writes as available.
 pub struct World {
     pub env: &'static TestEnv,
     pub client: Client,
@@ -29,6 +30,9 @@ pub struct World {
     pub shared: String,
     pub dataplane: String,
     pub settings: Settings,
+    /// Reports the data plane's Deployments as rolled out (no kubelet here); pause it to test
+    /// what happens while no gateway replica is available.
+    pub rollouts: sluice_testenv::Rollouts,
     operator: tokio::task::JoinHandle<()>,
 }
 
@@ -67,7 +71,8 @@ impl World {
                 }
             })
         };
-        Ok(Self { env, client, tenant, shared, dataplane, settings, operator })
+        let rollouts = sluice_testenv::Rollouts::start(client.clone(), &dataplane);
+        Ok(Self { env, client, tenant, shared, dataplane, settings, rollouts, operator })
     }
 
     /// Applies manifests: namespaced objects into the tenant namespace, except those that

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -16,10 +16,10 @@ use sluice_crds::api::Project;
 
 use super::State;
 use super::plan::{Cleanup, ConfigWrite, Finalizer, Plan};
-use crate::context::{apply, apply_status, is_not_found};
+use crate::context::{apply, apply_status, is_not_found, set_finalizer};
 use crate::data_plane::{DataPlaneObjects, Route, http_route_resource};
 use crate::error::{Error, Result};
-use crate::labels::{FIELD_MANAGER, OWNER_ANNOTATION, PROJECT_FINALIZER, PROJECT_LABEL};
+use crate::labels::{OWNER_ANNOTATION, PROJECT_FINALIZER, PROJECT_LABEL};
 use crate::settings::RouteKind;
 
 /// Carries out `plan` for `project`.
@@ -29,7 +29,7 @@ pub async fn execute(plan: Plan, project: &Project, state: &State) -> Result<Act
         project.namespace().ok_or_else(|| Error::Incomplete(format!("Project {}", project.name_any()), "namespace"))?;
     let api: Api<Project> = Api::namespaced(ctx.client.clone(), &namespace);
     if plan.finalizer == Finalizer::Add {
-        set_finalizer(&api, project, true).await?;
+        set_finalizer(&api, project, PROJECT_FINALIZER, true).await?;
     }
     if let Some(cleanup) = &plan.cleanup {
         remove_data_plane(cleanup, &namespace, state).await?;
@@ -50,24 +50,9 @@ pub async fn execute(plan: Plan, project: &Project, state: &State) -> Result<Act
         apply_status(&api, project, status).await?;
     }
     if plan.finalizer == Finalizer::Remove {
-        set_finalizer(&api, project, false).await?;
+        set_finalizer(&api, project, PROJECT_FINALIZER, false).await?;
     }
     Ok(plan.requeue.map_or_else(Action::await_change, Action::requeue))
-}
-
-/// Adds or removes the finalizer by server-side apply: finalizers are a set, so this touches
-/// only the operator's own entry.
-async fn set_finalizer(api: &Api<Project>, project: &Project, present: bool) -> Result<()> {
-    let mut metadata = serde_json::json!({"name": project.name_any()});
-    if present {
-        metadata["finalizers"] = serde_json::json!([PROJECT_FINALIZER]);
-    }
-    let patch = serde_json::json!({"apiVersion": Project::api_version(&()), "kind": "Project", "metadata": metadata});
-    match api.patch(&project.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(err) if !present && is_not_found(&err) => Ok(()),
-        Err(err) => Err(err.into()),
-    }
 }
 
 /// Writes the config Secrets: a Role that reads old and new shards, the shards, the primary,

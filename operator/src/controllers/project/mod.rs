@@ -84,6 +84,7 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
         fingerprint((
             d.metadata.generation,
             status.and_then(|s| s.ready_replicas),
+            status.and_then(|s| s.available_replicas),
             status.and_then(|s| s.observed_generation),
         ))
     };
@@ -161,13 +162,24 @@ fn inputs(project: Arc<Project>, state: &State, now: Timestamp) -> Inputs {
     let (neighbours, slug_claims) = {
         let index = caches.index();
         let neighbours = index.claims_in(&namespace).into_iter().cloned().collect();
-        (neighbours, index.claims_of_slug(&slug).into_iter().cloned().collect())
+        (neighbours, index.serving_claims_of_slug(&slug).into_iter().cloned().collect())
     };
 
     let deployment =
         caches.deployments.get(&ObjectRef::new(&workload_name(&slug)).within(&ctx.settings.dataplane_namespace));
-    let ready_replicas = deployment.and_then(|d| d.status.as_ref().and_then(|s| s.ready_replicas)).unwrap_or(0);
-    Inputs { previous: ctx.reports.get(&namespace), project, now, objects, neighbours, slug_claims, ready_replicas }
+    let status = deployment.as_ref().and_then(|d| d.status.as_ref());
+    let ready_replicas = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let available_replicas = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    Inputs {
+        previous: ctx.reports.get(&namespace),
+        project,
+        now,
+        objects,
+        neighbours,
+        slug_claims,
+        ready_replicas,
+        available_replicas,
+    }
 }
 
 /// What the config Secrets of project `slug` hold, as the cache has them, and how long ago this

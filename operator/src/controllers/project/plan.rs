@@ -45,12 +45,15 @@ pub struct Inputs {
     pub objects: Vec<Object>,
     /// Every Project of its namespace.
     pub neighbours: Vec<ProjectClaim>,
-    /// Every Project that claims its slug.
+    /// Every Project that claims its slug and serves its own namespace.
     pub slug_claims: Vec<ProjectClaim>,
     /// The report its last reconcile published.
     pub previous: Option<Arc<ProjectReport>>,
     /// Ready replicas of its gateway Deployment.
     pub ready_replicas: i32,
+    /// Available replicas of its gateway Deployment (ready for `minReadySeconds`): none, and
+    /// nothing is served whatever the configuration says.
+    pub available_replicas: i32,
 }
 
 /// The project's config Secrets as the cache has them.
@@ -277,9 +280,12 @@ fn serve(
         now: Some(now),
     };
     let compiled = compile_partially(project, &inputs.objects, &options);
-    let problem_lines: Vec<String> = compiled
-        .problems
-        .iter()
+    // The causes that hold the whole configuration back (the Project's own, its tier's) come
+    // first, before the objects merely left out.
+    let mut by_weight: Vec<_> = compiled.problems.iter().collect();
+    by_weight.sort_by_key(|(object, _)| matches!(object.kind, "Endpoint" | "ApiKey" | "Provider"));
+    let problem_lines: Vec<String> = by_weight
+        .into_iter()
         .flat_map(|(object, problems)| problems.iter().map(move |p| format!("{object}: {p}")))
         .collect();
     let verdicts = Verdicts { inputs, namespace, compiled: &compiled };
@@ -289,6 +295,7 @@ fn serve(
         let message = conditions::join_problems(&problem_lines);
         let report = ProjectReport {
             failure: Some(message.clone()),
+            gateway_unavailable: gateway_unavailable(inputs),
             tiers: inputs.previous.as_deref().map(|r| r.tiers.clone()).unwrap_or_default(),
             ..verdicts.report(|kind, name| verdicts.served_before(kind, name))
         };
@@ -314,8 +321,14 @@ fn serve(
     let owner = format!("{namespace}/{}", project.name_any());
     let target = ConfigTarget { slug, namespace: &settings.dataplane_namespace, owner: &owner };
     let secrets = config_secret::build(target, config)?;
+    // A key that stops being served (deleted, expired, left out) is a revocation: written at
+    // once, whatever the spacing of large configurations says.
+    let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
+    let revokes = inputs.previous.as_deref().is_some_and(|previous| {
+        previous.keys.iter().any(|(name, v)| v.served && !served_keys.contains(format!("{namespace}/{name}").as_str()))
+    });
     let current = written();
-    let (written, write) = write_or_wait(secrets, slug, &current);
+    let (written, write) = write_or_wait(secrets, slug, &current, revokes);
     let data_plane_input = |shards: usize| DataPlaneInput {
         slug,
         owner: &owner,
@@ -344,9 +357,9 @@ fn serve(
     // reported from it, not from the one that waits.
     let deferred = written.deferred.is_some();
     let served_endpoints: HashSet<&str> = config.endpoints.values().map(|e| e.id.as_str()).collect();
-    let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
     let report = ProjectReport {
         tiers: config.tiers.keys().cloned().collect(),
+        gateway_unavailable: gateway_unavailable(inputs),
         ..verdicts.report(|kind, name| {
             if deferred {
                 return verdicts.served_before(kind, name);
@@ -358,10 +371,10 @@ fn serve(
 
     let short_hash: String = written.hash.chars().take(19).collect();
     let (endpoint_count, key_count) = serving_counts(config, deferred, project.status.as_ref());
-    let ready_replicas = inputs.ready_replicas;
+    let (ready_replicas, available) = (inputs.ready_replicas, inputs.available_replicas);
+    let replicas = project.spec.data_plane.replicas;
     let mut serving = format!(
-        "configuration {short_hash} serves {endpoint_count} endpoint(s) and {key_count} key(s); {ready_replicas} of {} gateway replica(s) ready",
-        project.spec.data_plane.replicas
+        "configuration {short_hash} serves {endpoint_count} endpoint(s) and {key_count} key(s); {available} of {replicas} gateway replica(s) available"
     );
     if let Some(wait) = written.deferred {
         serving.push_str(&format!(
@@ -393,7 +406,12 @@ fn serve(
             message: references.message.clone(),
         });
     }
-    let conditions = [Verdict::yes(READY, "Serving", serving), references, degraded];
+    let ready = if available > 0 {
+        Verdict::yes(READY, "Serving", serving)
+    } else {
+        Verdict::no(READY, "GatewayUnavailable", serving)
+    };
+    let conditions = [ready, references, degraded];
 
     let mut requeue = RESYNC;
     if let Some(wait) = written.deferred {
@@ -417,6 +435,17 @@ fn serve(
         ),
         requeue: Some(requeue),
         ..Plan::default()
+    })
+}
+
+/// Why what the configuration holds is not served: no gateway replica is available.
+fn gateway_unavailable(inputs: &Inputs) -> Option<String> {
+    let project = inputs.project.as_ref();
+    (inputs.available_replicas < 1).then(|| {
+        format!(
+            "none of the {} gateway replica(s) of project {} is available yet",
+            project.spec.data_plane.replicas, project.spec.slug
+        )
     })
 }
 
@@ -459,8 +488,14 @@ impl Verdicts<'_> {
 }
 
 /// Whether `set` needs writing: not when the Secrets hold it already, not yet when the last
-/// write was too recent for its size (then the written configuration keeps serving).
-fn write_or_wait(set: ConfigSecrets, slug: &str, written: &WrittenConfig) -> (Written, Option<ConfigSecrets>) {
+/// write was too recent for its size (then the written configuration keeps serving), unless it
+/// `revokes` a key.
+fn write_or_wait(
+    set: ConfigSecrets,
+    slug: &str,
+    written: &WrittenConfig,
+    revokes: bool,
+) -> (Written, Option<ConfigSecrets>) {
     let current_hash = written.hashes.get(&primary_name(slug));
     let shards_in_place = set
         .shards
@@ -469,7 +504,7 @@ fn write_or_wait(set: ConfigSecrets, slug: &str, written: &WrittenConfig) -> (Wr
     if current_hash == Some(&set.hash) && shards_in_place {
         return (Written { hash: set.hash, shards: set.shards.len(), deferred: None }, None);
     }
-    if let (Some(hash), Some(elapsed)) = (current_hash, written.since_last_write) {
+    if let (Some(hash), Some(elapsed), false) = (current_hash, written.since_last_write, revokes) {
         let mib = set.size as f64 / (1024.0 * 1024.0);
         let spacing = SPACING_PER_MIB.mul_f64(mib).min(MAX_SPACING);
         if elapsed < spacing {

@@ -67,6 +67,7 @@ fn inputs(project: Project, extra: &[&str]) -> Inputs {
         objects: all,
         previous: None,
         ready_replicas: 2,
+        available_replicas: 2,
     }
 }
 
@@ -107,12 +108,27 @@ fn a_valid_project_writes_its_configuration_and_data_plane_and_reports_serving()
     let (status, reason, message) = condition(&plan, READY);
     assert_eq!((status, reason), ("True", "Serving"));
     assert!(message.contains("serves 1 endpoint(s) and 1 key(s); 2 of "), "{message}");
+    assert_eq!(plan.report.as_ref().and_then(|r| r.gateway_unavailable.clone()), None);
     assert_eq!(condition(&plan, DEGRADED).1, "AsDeclared");
     let status = plan.status.as_ref().expect("status");
     assert_eq!(status.config_hash.as_deref(), Some(write.secrets.hash.as_str()));
     assert_eq!((status.endpoints, status.keys, status.ready_replicas), (Some(1), Some(1), Some(2)));
     assert!(plan.events.is_empty());
     assert_eq!(plan.requeue, Some(RESYNC));
+}
+
+#[test]
+fn without_an_available_gateway_replica_nothing_is_ready() {
+    let mut inputs = inputs(project(), &[]);
+    inputs.available_replicas = 0;
+    let plan = run(&inputs);
+    assert!(plan.config.is_some() && plan.data_plane.is_some(), "the configuration is still written");
+    let (status, reason, message) = condition(&plan, READY);
+    assert_eq!((status, reason), ("False", "GatewayUnavailable"));
+    assert!(message.contains("0 of 2 gateway replica(s) available"), "{message}");
+    let report = plan.report.as_ref().expect("report");
+    assert!(report.gateway_unavailable.as_deref().is_some_and(|m| m.contains("project p")), "{report:?}");
+    assert_eq!(served(&plan), (vec!["good"], vec!["ok"]), "in the configuration all the same");
 }
 
 #[test]
@@ -170,7 +186,7 @@ fn a_broken_project_keeps_the_written_configuration_serving() {
     let mut broken = project();
     broken.spec.default_tier = "gold".into();
     broken.status = Some(ProjectStatus { config_hash: Some("sha256:old".into()), ..ProjectStatus::default() });
-    let mut inputs = inputs(broken, &[]);
+    let mut inputs = inputs(broken, &[MISSING_PROVIDER]);
     inputs.previous = Some(Arc::new(ProjectReport {
         keys: [("ok".to_owned(), ObjectVerdict { served: true, problems: Vec::new() })].into(),
         tiers: ["std".to_owned()].into(),
@@ -182,7 +198,10 @@ fn a_broken_project_keeps_the_written_configuration_serving() {
     assert!(report.failure.as_deref().is_some_and(|f| f.contains("no ServiceTier \"gold\"")));
     assert_eq!(served(&plan), (vec![], vec!["ok"]), "what was served still is");
     assert_eq!(report.tiers, ["std".to_owned()].into());
-    assert_eq!(condition(&plan, READY).1, "CompileFailed");
+    let (_, reason, message) = condition(&plan, READY);
+    assert_eq!(reason, "CompileFailed");
+    let (fatal, left_out) = (message.find("no ServiceTier \"gold\""), message.find("Endpoint t/typo"));
+    assert!(fatal.is_some() && left_out.is_some() && fatal < left_out, "the fatal cause first: {message}");
     assert_eq!(condition(&plan, DEGRADED).1, "NotCompiled");
     assert_eq!(plan.status.as_ref().and_then(|s| s.config_hash.as_deref()), Some("sha256:old"));
     assert_eq!(plan.events.iter().map(|e| e.reason).collect::<Vec<_>>(), ["CompileFailed"]);
@@ -349,6 +368,20 @@ fn an_oversized_configuration_is_sharded_and_its_writes_spaced() {
     let status = waiting.status.as_ref().expect("status");
     assert_eq!(status.config_hash.as_deref(), Some(write.secrets.hash.as_str()));
     assert_eq!(status.keys, Some(u32::try_from(SHARD_BYTES / 100 + 1).expect("count")), "the written key count");
+
+    // A key deleted right after a write is revoked at once: no spacing.
+    let mut revoked = large.clone();
+    let gone = revoked
+        .objects
+        .iter()
+        .position(|o| matches!(o, Object::ApiKey(k) if k.name_any() != "ok"))
+        .expect("a generated key");
+    let Object::ApiKey(gone_key) = revoked.objects.remove(gone) else { unreachable!("an ApiKey") };
+    revoked.previous = plan.report.clone().map(Arc::new);
+    assert!(revoked.previous.as_ref().is_some_and(|r| r.keys[&gone_key.name_any()].served));
+    let revoking = run_over(&revoked, &just_written);
+    let write = revoking.config.as_ref().expect("written at once");
+    assert!(!write.note.contains(&format!("{} key(s)", SHARD_BYTES / 100 + 1)), "{}", write.note);
 
     // A smaller configuration replacing a sharded one: the Role covers both while they switch,
     // and the shards left over go.
