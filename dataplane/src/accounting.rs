@@ -15,7 +15,8 @@ use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
 use crate::metrics::{Metrics, ModelMetrics, upstream_error};
-use crate::protocol::openai::{self, Usage};
+use crate::protocol::AnswerFormat;
+use crate::protocol::openai::Usage;
 use crate::protocol::sse::SseTap;
 use crate::snapshot::{Backend, Model, Tier};
 
@@ -275,9 +276,10 @@ impl Accounting {
         &self.served.backend
     }
 
-    /// Settles an answer read whole: its usage is the body's (a successful one's).
-    pub fn finish_whole(mut self, body: &[u8]) {
-        let usage = if (200..300).contains(&self.status) { openai::read_usage(body) } else { None };
+    /// Settles an answer read whole: its usage is the body's (a successful one's), read in
+    /// `format`.
+    pub fn finish_whole(mut self, body: &[u8], format: AnswerFormat) {
+        let usage = if (200..300).contains(&self.status) { format.read_usage(body) } else { None };
         self.finish(End { answer: Some(AnswerKind::Whole), usage, ..End::default() });
     }
 
@@ -350,6 +352,22 @@ pub fn models_listed(metrics: &Metrics, request_id: &RequestId, caller: &Caller<
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
         key = %caller.key.id, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+}
+
+/// Counts and logs a `count_tokens` answer (made by the gateway, charged to no limit).
+pub fn tokens_counted(
+    metrics: &Metrics,
+    request_id: &RequestId,
+    caller: &Caller<'_>,
+    model: &Model,
+    input_tokens: u64,
+    started: Instant,
+) {
+    let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
+    metrics.count_unrouted(project, endpoint, 200);
+    tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
+        model = %model.name, key = %caller.key.id, status = 200, input_tokens,
+        duration_ms = started.elapsed().as_millis() as u64, "tokens counted");
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! What a request asks for, from its path and method alone: `/<project>/<endpoint>/v1/<api>`,
-//! which API that is, and the method each route takes.
+//! which API that is, the method each route takes, and the wire format the client speaks.
 
 use hyper::Method;
 
@@ -75,6 +75,10 @@ impl Api {
 pub enum Route<'p> {
     /// A model call, forwarded upstream.
     Api(Api),
+    /// `POST /v1/messages`: Anthropic's Messages API, served as a chat completion.
+    Messages,
+    /// `POST /v1/messages/count_tokens`: answered by the gateway.
+    CountTokens,
     /// `GET /v1/models`.
     ListModels,
     /// `GET /v1/models/{id}`.
@@ -85,10 +89,32 @@ impl Route<'_> {
     /// Model calls are `POST`s; the model list is read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
         let expected = match self {
-            Self::Api(_) => Method::POST,
+            Self::Api(_) | Self::Messages | Self::CountTokens => Method::POST,
             Self::ListModels | Self::GetModel(_) => Method::GET,
         };
         if *method == expected { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
+    }
+}
+
+/// The wire format a client speaks: OpenAI's everywhere but on Anthropic's Messages paths.
+/// Known from the path alone, so that a refusal before the key is checked is already written in
+/// the client's format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's request, response and error shapes.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+impl Wire {
+    /// The format of a request to `path`.
+    pub fn of_path(path: &str) -> Self {
+        if path.ends_with("/v1/messages") || path.ends_with("/v1/messages/count_tokens") {
+            Self::Anthropic
+        } else {
+            Self::OpenAi
+        }
     }
 }
 
@@ -114,6 +140,8 @@ pub fn parse_path(path: &str) -> Option<Target<'_>> {
         "completions" => Route::Api(Api::Completions),
         "embeddings" => Route::Api(Api::Embeddings),
         "rerank" => Route::Api(Api::Rerank),
+        "messages" => Route::Messages,
+        "messages/count_tokens" => Route::CountTokens,
         "models" => Route::ListModels,
         other => Route::GetModel(other.strip_prefix("models/").filter(|id| !id.is_empty())?),
     };
@@ -143,6 +171,19 @@ mod tests {
         assert_eq!(split("/demo/assistant/v2/chat/completions"), None);
         assert_eq!(split("//assistant/v1/models"), None);
         assert_eq!(split("/demo/v1/models"), None);
+        assert_eq!(split("/demo/assistant/v1/messages"), Some(("demo", "assistant", Route::Messages)));
+        assert_eq!(split("/demo/assistant/v1/messages/count_tokens"), Some(("demo", "assistant", Route::CountTokens)));
+        assert_eq!(split("/demo/assistant/v1/messages/other"), None);
+    }
+
+    #[test]
+    fn messages_paths_speak_anthropic() {
+        assert_eq!(Wire::of_path("/demo/assistant/v1/messages"), Wire::Anthropic);
+        assert_eq!(Wire::of_path("/x/y/v1/messages/count_tokens"), Wire::Anthropic);
+        assert_eq!(Wire::of_path("/demo/assistant/v1/chat/completions"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/nowhere"), Wire::OpenAi);
+        assert!(Route::Messages.check_method(&Method::POST).is_ok());
+        assert!(Route::CountTokens.check_method(&Method::GET).is_err());
     }
 
     #[test]

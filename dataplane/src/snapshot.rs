@@ -131,7 +131,7 @@ pub struct Model {
     pub max_output_tokens: Option<u32>,
     /// Capabilities.
     pub capabilities: Vec<Capability>,
-    /// Backends sorted by priority (stable), unsupported ones left out.
+    /// Backends sorted by priority (stable).
     pub backends: Vec<Backend>,
     /// Its aliases with their sunsets.
     pub aliases: Vec<(String, Option<Timestamp>)>,
@@ -307,10 +307,6 @@ pub fn build(
         for (id, provider) in &config.providers {
             let upstream =
                 registries.upstreams.upstream(id, provider).map_err(|e| fail(format!("provider {id}: {e}")))?;
-            if !upstream.supported() {
-                tracing::warn!(project = %slug, provider = %id, kind = provider.provider_type.as_str(),
-                    "provider type cannot serve OpenAI-compatible requests yet; its backends are left out");
-            }
             if provider.provider_type == sluice_crds::api::ProviderType::Simulated {
                 live_sims.push(id.clone());
             }
@@ -327,9 +323,6 @@ pub fn build(
                     let upstream = upstreams
                         .get(backend.provider.as_str())
                         .ok_or_else(|| fail(format!("no provider {:?}", backend.provider)))?;
-                    if !upstream.supported() {
-                        continue;
-                    }
                     live_backends
                         .insert(BackendKey { provider: backend.provider.clone(), model: backend.model.clone() });
                     let pricing = config

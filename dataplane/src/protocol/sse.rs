@@ -4,6 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::AnswerFormat;
+use super::anthropic::usage::MessageUsage;
 use super::openai::{Usage, read_usage};
 
 /// Reads a stream as it passes.
@@ -11,6 +13,8 @@ use super::openai::{Usage, read_usage};
 pub struct SseTap {
     partial: BytesMut,
     strip_usage_chunk: bool,
+    /// Anthropic's counts, when the stream is a Messages stream passed through.
+    anthropic: Option<MessageUsage>,
     /// The last non-null `usage` seen.
     pub usage: Option<Usage>,
     /// `data:` events seen (not counting `[DONE]`).
@@ -50,6 +54,16 @@ impl SseTap {
     /// is kept from the client.
     pub fn new(strip_usage_chunk: bool) -> Self {
         Self { strip_usage_chunk, ..Self::default() }
+    }
+
+    /// A tap on a stream in `format`: an OpenAI stream's usage chunk is kept from the client
+    /// with `strip_usage_chunk`; an Anthropic stream is never changed, its usage read from
+    /// `message_start` and `message_delta`.
+    pub fn reading(format: AnswerFormat, strip_usage_chunk: bool) -> Self {
+        match format {
+            AnswerFormat::OpenAi => Self::new(strip_usage_chunk),
+            AnswerFormat::Anthropic => Self { anthropic: Some(MessageUsage::default()), ..Self::default() },
+        }
     }
 
     /// Takes the next upstream frame and returns the bytes to send on: whole events only (an
@@ -112,6 +126,12 @@ impl SseTap {
             self.events += 1;
             if carries_text(data) {
                 self.text_events += 1;
+            }
+            if let Some(counts) = &mut self.anthropic {
+                if contains(data, b"\"usage\"") && counts.observe(data) {
+                    self.usage = Some(counts.to_usage());
+                }
+                continue;
             }
             if contains(data, b"\"usage\"")
                 && let Some(usage) = read_usage(data)
@@ -177,6 +197,20 @@ mod tests {
         let mut tap = SseTap::new(true);
         let crlf = USAGE.replace("\n\n", "\r\n\r\n");
         assert_eq!(run(&mut tap, &[&crlf, DONE]), DONE);
+    }
+
+    #[test]
+    fn anthropic_streams_pass_unchanged_with_their_usage_read() {
+        let mut tap = SseTap::reading(AnswerFormat::Anthropic, true);
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":6,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        assert_eq!(run(&mut tap, &[stream]), stream);
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 10, completion_tokens: 3, cached_tokens: 4 }));
+        assert_eq!(tap.text_events, 1);
     }
 
     #[test]

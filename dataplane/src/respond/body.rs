@@ -1,5 +1,6 @@
 //! The body of every response: whole, or an upstream stream forwarded event by event under the
-//! tier's idle and total limits. A stream settles its account when it ends, however it ends.
+//! tier's idle and total limits (translated to Anthropic's events for a Messages request). A
+//! stream settles its account when it ends, however it ends, from the upstream's own events.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -11,10 +12,11 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::accounting::{Accounting, CutShort};
+use crate::protocol::anthropic::stream::StreamTranslator;
 use crate::protocol::sse::SseTap;
 use crate::upstream::client::UpstreamBody;
 
-use super::stream_error_event;
+use super::{anthropic_stream_error, stream_error_event};
 
 /// The body of every response the gateway sends. Never fails: upstream errors inside a stream
 /// become a final SSE error event.
@@ -73,6 +75,8 @@ pub struct StreamBody {
     deadline: Pin<Box<Sleep>>,
     accounting: Accounting,
     ended: bool,
+    /// For a Messages request: what turns the upstream's events into Anthropic's.
+    translator: Option<Box<StreamTranslator>>,
 }
 
 impl StreamBody {
@@ -94,6 +98,31 @@ impl StreamBody {
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             accounting,
             ended: false,
+            translator: None,
+        }
+    }
+
+    /// The same stream, sent to the client as Anthropic Messages events. The tap (and so the
+    /// account) still reads the upstream's own events.
+    pub fn translated(mut self, mut translator: StreamTranslator) -> Self {
+        self.pending = self.pending.take().map(|first| translator.feed(&first)).filter(|b| !b.is_empty());
+        self.translator = Some(Box::new(translator));
+        self
+    }
+
+    /// Bytes from the tap, as the client gets them.
+    fn out(&mut self, bytes: Bytes) -> Bytes {
+        match &mut self.translator {
+            None => bytes,
+            Some(translator) => translator.feed(&bytes),
+        }
+    }
+
+    /// The event that ends a stream cut short.
+    fn cut(&mut self, cut: CutShort) -> Bytes {
+        match &mut self.translator {
+            None => stream_error_event(cut),
+            Some(translator) => anthropic_stream_error(translator, cut),
         }
     }
 
@@ -111,7 +140,7 @@ impl StreamBody {
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             self.end(Some(CutShort::TotalTimeout));
-            return Poll::Ready(Some(stream_error_event(CutShort::TotalTimeout)));
+            return Poll::Ready(Some(self.cut(CutShort::TotalTimeout)));
         }
         loop {
             match Pin::new(&mut self.upstream).poll_frame(cx) {
@@ -120,6 +149,7 @@ impl StreamBody {
                     let deadline = tokio::time::Instant::now() + self.idle_limit;
                     self.idle.as_mut().reset(deadline);
                     let out = self.tap.feed(data);
+                    let out = self.out(out);
                     if !out.is_empty() {
                         return Poll::Ready(Some(out));
                     }
@@ -128,20 +158,25 @@ impl StreamBody {
                     tracing::warn!(request_id = %self.accounting.request_id(), backend = %self.accounting.backend(),
                         error = %error, "upstream stream broke");
                     let rest = self.tap.finish();
+                    let rest = self.out(rest);
                     self.end(Some(CutShort::UpstreamError));
                     let mut event = rest.to_vec();
-                    event.extend_from_slice(&stream_error_event(CutShort::UpstreamError));
+                    event.extend_from_slice(&self.cut(CutShort::UpstreamError));
                     return Poll::Ready(Some(Bytes::from(event)));
                 }
                 Poll::Ready(None) => {
                     let rest = self.tap.finish();
+                    let mut rest = self.out(rest);
+                    if let Some(translator) = &mut self.translator {
+                        rest = [rest, translator.finish()].concat().into();
+                    }
                     self.end(None);
                     return Poll::Ready((!rest.is_empty()).then_some(rest));
                 }
                 Poll::Pending => {
                     if self.idle.as_mut().poll(cx).is_ready() {
                         self.end(Some(CutShort::IdleTimeout));
-                        return Poll::Ready(Some(stream_error_event(CutShort::IdleTimeout)));
+                        return Poll::Ready(Some(self.cut(CutShort::IdleTimeout)));
                     }
                     return Poll::Pending;
                 }

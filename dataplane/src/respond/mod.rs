@@ -1,7 +1,10 @@
 //! What goes back to the client: the response to an upstream answer, to `/v1/models`, and to
-//! every refusal. An error becomes an OpenAI error body here and only here, whether it ends a
-//! request ([`error_response`]) or a stream that had begun ([`stream_error_event`]); every
-//! header the gateway writes is written here too.
+//! every refusal. An error becomes an error body here and only here, whether it ends a request
+//! ([`error_response`]) or a stream that had begun ([`stream_error_event`]): OpenAI's, or
+//! Anthropic's on the Messages paths (shaped by [`crate::protocol::anthropic::error`]); an
+//! answer to a Messages request is translated back here too ([`anthropic_whole`], and
+//! [`body::StreamBody::translated`] for streams). Every header the gateway writes is written
+//! here.
 
 pub mod body;
 mod headers;
@@ -13,7 +16,9 @@ use hyper::{Response, StatusCode};
 use crate::accounting::{CutShort, RequestId};
 use crate::error::ApiError;
 use crate::limits::LimitReport;
+use crate::protocol::anthropic;
 use crate::resolve::Deprecation;
+use crate::route::Wire;
 use crate::snapshot::{Backend, Tier};
 
 use self::body::ResponseBody;
@@ -29,13 +34,18 @@ fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> ser
     serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
 }
 
-/// The response to a refused or failed request: its status, OpenAI error body and
-/// `Retry-After`.
-pub fn error_response(error: ApiError) -> Response<ResponseBody> {
-    let (status, kind, code) = error.parts();
+/// The response to a refused or failed request, in the client's wire format: its status, error
+/// body and `Retry-After`.
+pub fn error_response(wire: Wire, error: ApiError) -> Response<ResponseBody> {
     let retry_after = error.retry_after();
-    let body = error_body(&error.to_string(), kind, error.param(), code);
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body.to_string())));
+    let (status, body) = match wire {
+        Wire::OpenAi => {
+            let (status, kind, code) = error.parts();
+            (status, error_body(&error.to_string(), kind, error.param(), code).to_string().into_bytes())
+        }
+        Wire::Anthropic => anthropic::error::refusal(&error),
+    };
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(value) = retry_after {
@@ -44,16 +54,48 @@ pub fn error_response(error: ApiError) -> Response<ResponseBody> {
     response
 }
 
+/// Why a stream was cut short: the OpenAI error `code`, the Anthropic error type and the message.
+fn cut_short_error(cut: CutShort) -> (&'static str, &'static str, &'static str) {
+    match cut {
+        CutShort::TotalTimeout => {
+            ("stream_timeout", "timeout_error", "The response exceeded the tier's total time limit.")
+        }
+        CutShort::IdleTimeout => (
+            "stream_idle_timeout",
+            "timeout_error",
+            "The upstream sent nothing for longer than the tier's idle stream limit.",
+        ),
+        CutShort::UpstreamError => ("upstream_stream_error", "api_error", "The upstream stream broke."),
+    }
+}
+
 /// The last SSE event of a stream cut short: how an OpenAI SDK learns the stream failed.
 pub fn stream_error_event(cut: CutShort) -> Bytes {
-    let (code, message) = match cut {
-        CutShort::TotalTimeout => ("stream_timeout", "The response exceeded the tier's total time limit."),
-        CutShort::IdleTimeout => {
-            ("stream_idle_timeout", "The upstream sent nothing for longer than the tier's idle stream limit.")
-        }
-        CutShort::UpstreamError => ("upstream_stream_error", "The upstream stream broke."),
-    };
+    let (code, _, message) = cut_short_error(cut);
     Bytes::from(format!("data: {}\n\n", error_body(message, "api_error", None, code)))
+}
+
+/// The Anthropic error event of a translated stream cut short (none if its message had ended).
+pub(crate) fn anthropic_stream_error(translator: &mut anthropic::stream::StreamTranslator, cut: CutShort) -> Bytes {
+    let (_, kind, message) = cut_short_error(cut);
+    translator.error(kind, message)
+}
+
+/// A whole upstream answer to a Messages request, translated: a chat completion becomes a
+/// message, an error answer an Anthropic error (with Anthropic's status), and a success that
+/// is no chat completion a `502 api_error`.
+pub fn anthropic_whole(status: StatusCode, bytes: &[u8], stop_sequences: &[String]) -> (StatusCode, Bytes) {
+    if !status.is_success() {
+        let (status, body) = anthropic::error::from_upstream(status, bytes);
+        return (status, Bytes::from(body));
+    }
+    match anthropic::response::message_from_openai(bytes, stop_sequences) {
+        Some(body) => (status, Bytes::from(body)),
+        None => {
+            let body = anthropic::error::body("api_error", "The upstream's answer is not a chat completion.");
+            (StatusCode::BAD_GATEWAY, Bytes::from(body.to_string()))
+        }
+    }
 }
 
 /// A JSON answer the gateway makes itself (`/v1/models`).
@@ -125,7 +167,7 @@ mod tests {
     fn errors_use_the_openai_shape() {
         let error = ApiError::ScopeInsufficient { needed: "inference", api: "/v1/chat/completions" };
         assert_eq!(error.parts().0, StatusCode::FORBIDDEN);
-        let response = error_response(error);
+        let response = error_response(Wire::OpenAi, error);
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         let body::ResponseBody::Full(Some(bytes)) = response.body() else { panic!("a whole body") };
         let body = json_of(bytes);
@@ -143,10 +185,25 @@ mod tests {
         assert_eq!(body["error"]["code"], "stream_idle_timeout");
         assert_eq!(body["error"]["type"], "api_error");
         assert!(body["error"]["param"].is_null());
-        let refusal = error_response(ApiError::NotReady);
+        let refusal = error_response(Wire::OpenAi, ApiError::NotReady);
         let body::ResponseBody::Full(Some(bytes)) = refusal.body() else { panic!("a whole body") };
         let keys = |v: &serde_json::Value| v["error"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
         assert_eq!(keys(&body), keys(&json_of(bytes)), "one shape for both");
+    }
+
+    #[test]
+    fn messages_refusals_use_the_anthropic_shape_with_retry_after() {
+        let error =
+            ApiError::RateLimited { what: "requests", limit: 1, retry_after: std::time::Duration::from_secs(2) };
+        let response = error_response(Wire::Anthropic, error);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body::ResponseBody::Full(Some(bytes)) = response.body() else { panic!("a whole body") };
+        let body = json_of(bytes);
+        assert_eq!(body["type"], "error");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        let (status, bytes) = anthropic_whole(StatusCode::OK, b"{}", &[]);
+        assert_eq!((status, json_of(&bytes)["error"]["type"].as_str()), (StatusCode::BAD_GATEWAY, Some("api_error")));
     }
 
     #[test]

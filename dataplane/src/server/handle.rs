@@ -2,7 +2,10 @@
 //! path routed, the caller identified, the body read and its model resolved, the request
 //! admitted under its limits, the backends called with failover, and the answer (or the
 //! refusal) written back and accounted for. The stages decide; this file only hands each one's
-//! result to the next.
+//! result to the next. A Messages request (Anthropic's format) is translated into a chat
+//! request as soon as its body is read and its answer translated back, so every stage between
+//! sees an OpenAI request; only an Anthropic backend takes the client's own body instead, and
+//! its answer then goes back as it came.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,13 +22,15 @@ use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::models;
+use crate::protocol::anthropic::{self, request::Translated, stream::StreamTranslator};
 use crate::protocol::openai;
 use crate::resolve;
 use crate::respond::{self, body::ResponseBody, body::StreamBody};
-use crate::route::{self, Api, Route};
+use crate::route::{self, Api, Route, Wire};
 use crate::slo;
 use crate::snapshot::Snapshot;
 use crate::upstream::failover::{Answer, Call};
+use crate::upstream::outbound::Native;
 
 /// A refused request, with what is known about it when it was refused.
 struct Rejection<'s> {
@@ -63,9 +68,10 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: S
     let started = Instant::now();
     let request_id = gateway.request_id(request.headers());
     let snapshot = gateway.snapshot();
+    let wire = Wire::of_path(request.uri().path());
     let mut response = match serve(&gateway, &snapshot, request, remote, started, &request_id).await {
         Ok(response) => response,
-        Err(rejection) => refuse(&gateway.metrics, rejection, &request_id, started),
+        Err(rejection) => refuse(&gateway.metrics, wire, rejection, &request_id, started),
     };
     respond::set_request_id(&mut response, request_id);
     response
@@ -74,6 +80,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: S
 /// Settles or logs a refusal, and answers it.
 fn refuse(
     metrics: &Metrics,
+    wire: Wire,
     rejection: Rejection<'_>,
     request_id: &RequestId,
     started: Instant,
@@ -84,7 +91,7 @@ fn refuse(
         Some(admitted) => admitted.refused(status.as_u16()),
         None => accounting::refused(metrics, request_id, at, status.as_u16(), code, started),
     }
-    let mut response = respond::error_response(error);
+    let mut response = respond::error_response(wire, error);
     response.headers_mut().extend(headers);
     response
 }
@@ -110,7 +117,11 @@ async fn serve<'s>(
     let reject = |error| Rejection::at(&caller, error);
     target.route.check_method(request.method()).map_err(reject)?;
     match target.route {
-        Route::Api(api) => call_model(gateway, caller, api, request, started, now, request_id).await,
+        Route::Api(api) => call_model(gateway, caller, api, Wire::OpenAi, request, started, now, request_id).await,
+        Route::Messages => {
+            call_model(gateway, caller, Api::ChatCompletions, Wire::Anthropic, request, started, now, request_id).await
+        }
+        Route::CountTokens => count_tokens(gateway, caller, request, started, now, request_id).await,
         models_route @ (Route::ListModels | Route::GetModel(_)) => {
             caller.check_scope(Need::ListModels).map_err(reject)?;
             let body = models::answer(snapshot, &caller, models_route, now).map_err(reject)?;
@@ -120,26 +131,44 @@ async fn serve<'s>(
     }
 }
 
-/// A model call: body, model, limits, upstream, answer.
+/// A model call: body, model, limits, upstream, answer. A Messages request (`wire` Anthropic)
+/// is a chat completion in between.
+#[allow(clippy::too_many_arguments)] // each is one thing the stages need; a struct would only rename them
 async fn call_model<'s>(
     gateway: &Gateway,
     caller: Caller<'s>,
     api: Api,
+    wire: Wire,
     request: Request<Incoming>,
     started: Instant,
     now: Timestamp,
     request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
+    let shown = match wire {
+        Wire::OpenAi => api.display(),
+        Wire::Anthropic => "/v1/messages",
+    };
     if !caller.endpoint.serves(api) {
-        return Err(reject(ApiError::ApiNotEnabled(api.display())));
+        return Err(reject(ApiError::ApiNotEnabled(shown)));
     }
-    caller.check_scope(Need::Inference(api.display())).map_err(reject)?;
+    caller.check_scope(Need::Inference(shown)).map_err(reject)?;
 
     let (parts, body) = request.into_parts();
     let slo = slo::hints(&parts.headers, &caller.tier.config).map_err(reject)?;
     let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
+    let (body, messages, original) = match wire {
+        Wire::OpenAi => (body, None, None),
+        Wire::Anthropic => {
+            anthropic::check_version(parts.headers.get("anthropic-version").map(|v| v.as_bytes())).map_err(reject)?;
+            let Translated { body: translated, stop_sequences } =
+                anthropic::request::to_openai(&body).map_err(reject)?;
+            (translated, Some(stop_sequences), Some(body))
+        }
+    };
     let fields = openai::read_fields(&body).map_err(reject)?;
+    let original_fields = original.as_ref().map(|body| openai::read_fields(body)).transpose().map_err(reject)?;
+    let native = original.as_ref().zip(original_fields.as_ref()).map(|(body, fields)| Native { body, fields });
     let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
 
     let tier = caller.tier;
@@ -169,6 +198,7 @@ async fn call_model<'s>(
         client_headers: &parts.headers,
         body: &body,
         fields: &fields,
+        native,
         deadline,
         request_id,
         metrics: &gateway.metrics,
@@ -184,17 +214,35 @@ async fn call_model<'s>(
                 answered.status,
                 fields.stream,
             );
+            let mut status = answered.status;
+            // A Messages request passed through to an Anthropic backend has nothing to translate.
+            let messages = messages.filter(|_| !answered.reading.is_native());
             let body = match answered.body {
                 Answer::Whole(bytes) => {
-                    accounting.finish_whole(&bytes);
-                    ResponseBody::full(bytes)
+                    accounting.finish_whole(&bytes, answered.reading.format());
+                    match &messages {
+                        None => ResponseBody::full(bytes),
+                        Some(stop_sequences) => {
+                            let (translated_status, translated) =
+                                respond::anthropic_whole(status, &bytes, stop_sequences);
+                            status = translated_status;
+                            ResponseBody::full(translated)
+                        }
+                    }
                 }
                 Answer::Stream { body, tap, first } => {
                     let idle = Duration::from_millis(u64::from(tier.config.idle_stream_ms));
-                    ResponseBody::Stream(Box::new(StreamBody::new(body, tap, first, idle, deadline, accounting)))
+                    let stream = StreamBody::new(body, tap, first, idle, deadline, accounting);
+                    let stream = match messages {
+                        None => stream,
+                        Some(stop_sequences) => {
+                            stream.translated(StreamTranslator::new(stop_sequences, estimated_prompt))
+                        }
+                    };
+                    ResponseBody::Stream(Box::new(stream))
                 }
             };
-            let (status, headers, backend) = (answered.status, &answered.headers, answered.backend);
+            let (headers, backend) = (&answered.headers, answered.backend);
             let predicted = answered.predicted_ttft_ms;
             Ok(respond::answered(status, headers, backend, predicted, body, &report, tier, resolved.deprecation))
         }
@@ -204,4 +252,30 @@ async fn call_model<'s>(
             ..reject(error)
         }),
     }
+}
+
+/// `count_tokens`: the gateway's own estimate of a Messages prompt, for a model the key may
+/// use. Answered here, without an upstream call, and charged to no limit.
+async fn count_tokens<'s>(
+    gateway: &Gateway,
+    caller: Caller<'s>,
+    request: Request<Incoming>,
+    started: Instant,
+    now: Timestamp,
+    request_id: &RequestId,
+) -> Result<Response<ResponseBody>, Rejection<'s>> {
+    let reject = |error| Rejection::at(&caller, error);
+    let shown = "/v1/messages/count_tokens";
+    if !caller.endpoint.serves(Api::ChatCompletions) {
+        return Err(reject(ApiError::ApiNotEnabled(shown)));
+    }
+    caller.check_scope(Need::Inference(shown)).map_err(reject)?;
+    let (parts, body) = request.into_parts();
+    anthropic::check_version(parts.headers.get("anthropic-version").map(|v| v.as_bytes())).map_err(reject)?;
+    let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
+    let count = anthropic::request::count_tokens(&body).map_err(reject)?;
+    let fields = openai::read_fields(&count.body).map_err(reject)?;
+    let resolved = resolve::resolve(&caller, Api::ChatCompletions, &fields, now).map_err(reject)?;
+    accounting::tokens_counted(&gateway.metrics, request_id, &caller, resolved.model, count.input_tokens, started);
+    Ok(respond::json(serde_json::json!({"input_tokens": count.input_tokens}).to_string()))
 }

@@ -1,6 +1,7 @@
 //! Calling one upstream: pooled HTTP(S) clients with `TCP_NODELAY` for real providers, and the
-//! simulator in-process for `simulated` ones, behind one interface. Built when a configuration
-//! is loaded, kept in the snapshot's backends.
+//! simulator in-process for `simulated` ones, behind one interface; each provider type's URLs
+//! and authentication headers. Built when a configuration is loaded, kept in the snapshot's
+//! backends.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,9 +36,34 @@ pub enum UpstreamError {
     /// The request failed after connecting (reset, protocol error).
     #[error("request: {0}")]
     Request(String),
-    /// This provider type cannot serve OpenAI-format requests in this release.
-    #[error("provider type {0} cannot serve OpenAI-compatible requests yet")]
-    Unsupported(&'static str),
+}
+
+/// Where a request goes at its upstream: an OpenAI-compatible API, Anthropic's Messages API,
+/// or a Gemini model's `generateContent` (streamed or not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `<baseUrl>/chat/completions` and the other OpenAI paths.
+    Api(Api),
+    /// `<baseUrl>/messages`.
+    Messages,
+    /// `<baseUrl>/models/<model>:generateContent`, or `:streamGenerateContent?alt=sse`.
+    Gemini {
+        /// The upstream model.
+        model: &'a str,
+        /// Whether streamed.
+        stream: bool,
+    },
+}
+
+/// How the body of a request relates to the client's: its own bytes (forwarded, at most the
+/// model rewritten) or the gateway's translation of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The client's body: its headers go along (Anthropic's version and beta flags included).
+    Forwarded,
+    /// A translation: the answer must come back uncompressed to be translated back, and an
+    /// Anthropic upstream gets the version the translation is written for.
+    Translated,
 }
 
 /// Request headers that never go upstream: the client's credentials, hop-by-hop headers, and
@@ -67,9 +93,8 @@ const DROPPED_HEADERS: &[&str] = &[
 // One per upstream, built at load time: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Transport {
-    Http { client: HttpClient, uris: [Uri; 4] },
+    Http { client: HttpClient, base: String, uris: [Uri; 4], messages: Uri },
     Simulated(axum::Router),
-    Unsupported(&'static str),
 }
 
 /// One upstream, ready to call.
@@ -81,6 +106,8 @@ pub struct Upstream {
     transport: Transport,
     auth: Option<(HeaderName, HeaderValue)>,
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `maxOutputTokens` of its models, by upstream name (Anthropic requires `max_tokens`).
+    max_output_tokens: HashMap<String, u32>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -170,22 +197,23 @@ impl UpstreamPool {
             ProviderType::Simulated => {
                 Transport::Simulated(self.simulator(id, &provider.simulation.clone().unwrap_or_default())?)
             }
-            ProviderType::Openai => {
+            ProviderType::Openai | ProviderType::Anthropic | ProviderType::Gemini => {
                 let base = provider.base_url.as_deref().ok_or("baseUrl missing")?;
-                let uri = |api: Api| -> Result<Uri, String> {
-                    format!("{base}{}", api.suffix()).parse::<Uri>().map_err(|e| format!("baseUrl {base:?}: {e}"))
+                let uri = |suffix: &str| -> Result<Uri, String> {
+                    format!("{base}{suffix}").parse::<Uri>().map_err(|e| format!("baseUrl {base:?}: {e}"))
                 };
                 Transport::Http {
                     client: self.client(provider.connect_timeout_ms)?,
+                    base: base.to_owned(),
                     uris: [
-                        uri(Api::ChatCompletions)?,
-                        uri(Api::Completions)?,
-                        uri(Api::Embeddings)?,
-                        uri(Api::Rerank)?,
+                        uri(Api::ChatCompletions.suffix())?,
+                        uri(Api::Completions.suffix())?,
+                        uri(Api::Embeddings.suffix())?,
+                        uri(Api::Rerank.suffix())?,
                     ],
+                    messages: uri("/messages")?,
                 }
             }
-            other => Transport::Unsupported(other.as_str()),
         };
         let auth = match &provider.credential {
             None => None,
@@ -206,30 +234,41 @@ impl UpstreamPool {
             let value = HeaderValue::try_from(value.as_str()).map_err(|e| format!("header {name}: {e}"))?;
             headers.push((name, value));
         }
-        Ok(Upstream { id: id.into(), kind: provider.provider_type, transport, auth, headers })
+        let max_output_tokens =
+            provider.models.iter().filter_map(|(name, model)| Some((name.clone(), model.max_output_tokens?))).collect();
+        Ok(Upstream { id: id.into(), kind: provider.provider_type, transport, auth, headers, max_output_tokens })
     }
 }
 
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+
 impl Upstream {
-    /// Whether this upstream can take OpenAI-format requests.
-    pub fn supported(&self) -> bool {
-        !matches!(self.transport, Transport::Unsupported(_))
+    /// The `maxOutputTokens` its Provider gives `model`.
+    pub fn max_output_tokens(&self, model: &str) -> Option<u32> {
+        self.max_output_tokens.get(model).copied()
     }
 
-    /// Sends `body` to `api`, with the client's headers minus credentials and hop-by-hop ones,
-    /// plus this upstream's credential and static headers. Resolves when response headers arrive.
+    /// Sends `body` to `target`, with the client's headers minus credentials and hop-by-hop
+    /// ones, plus this upstream's credential and static headers (and, for Anthropic, an
+    /// `anthropic-version`). Resolves when response headers arrive.
     pub async fn send(
         &self,
-        api: Api,
+        target: Target<'_>,
         client_headers: &HeaderMap,
         body: Bytes,
+        origin: Body,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut builder = Request::builder().method(Method::POST);
         let headers = builder.headers_mut().ok_or_else(|| UpstreamError::Request("request builder".into()))?;
+        let translated = origin == Body::Translated;
         for (name, value) in client_headers {
-            if !DROPPED_HEADERS.contains(&name.as_str()) {
-                headers.append(name.clone(), value.clone());
+            let name_str = name.as_str();
+            if DROPPED_HEADERS.contains(&name_str)
+                || (translated && matches!(name_str, "accept-encoding" | "anthropic-version" | "anthropic-beta"))
+            {
+                continue;
             }
+            headers.append(name.clone(), value.clone());
         }
         for (name, value) in &self.headers {
             headers.insert(name.clone(), value.clone());
@@ -237,13 +276,30 @@ impl Upstream {
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());
         }
+        if self.kind == ProviderType::Anthropic && !headers.contains_key(&ANTHROPIC_VERSION) {
+            headers.insert(
+                ANTHROPIC_VERSION.clone(),
+                HeaderValue::from_static(crate::protocol::anthropic::outbound::API_VERSION),
+            );
+        }
+        if translated {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         match &self.transport {
-            Transport::Http { client, uris } => {
-                let request = builder
-                    .uri(uris[api.index()].clone())
-                    .body(Full::new(body))
-                    .map_err(|e| UpstreamError::Request(e.to_string()))?;
+            Transport::Http { client, base, uris, messages } => {
+                let uri = match target {
+                    Target::Api(api) => uris[api.index()].clone(),
+                    Target::Messages => messages.clone(),
+                    Target::Gemini { model, stream } => {
+                        let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+                        format!("{base}/models/{model}:{method}")
+                            .parse::<Uri>()
+                            .map_err(|e| UpstreamError::Request(format!("model {model:?}: {e}")))?
+                    }
+                };
+                let request =
+                    builder.uri(uri).body(Full::new(body)).map_err(|e| UpstreamError::Request(e.to_string()))?;
                 let response = client.request(request).await.map_err(|e| {
                     if e.is_connect() {
                         UpstreamError::Connect(error_chain(&e))
@@ -254,15 +310,22 @@ impl Upstream {
                 Ok(response.map(|b| b.map_err(box_error).boxed_unsync()))
             }
             Transport::Simulated(router) => {
+                let path = match target {
+                    Target::Api(api) => format!("/v1{}", api.suffix()),
+                    Target::Messages => "/v1/messages".to_owned(),
+                    Target::Gemini { model, stream: false } => format!("/v1beta/models/{model}:generateContent"),
+                    Target::Gemini { model, stream: true } => {
+                        format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+                    }
+                };
                 let request = builder
-                    .uri(format!("/v1{}", api.suffix()))
+                    .uri(path)
                     .body(axum::body::Body::from(body))
                     .map_err(|e| UpstreamError::Request(e.to_string()))?;
                 let response =
                     router.clone().oneshot(request).await.map_err(|e| UpstreamError::Request(e.to_string()))?;
                 Ok(response.map(|b| b.map_err(box_error).boxed_unsync()))
             }
-            Transport::Unsupported(kind) => Err(UpstreamError::Unsupported(kind)),
         }
     }
 }

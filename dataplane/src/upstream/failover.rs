@@ -17,13 +17,14 @@ use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome, latency};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, upstream_error};
-use crate::protocol::openai::{self, RequestFields, Rewrite};
+use crate::protocol::openai::{self, RequestFields};
 use crate::protocol::sse::SseTap;
 use crate::route::Api;
 use crate::routing::{self, RouteRequest};
 use crate::slo::SloHints;
 use crate::snapshot::{Backend, Model};
 use crate::upstream::client::{UpstreamBody, UpstreamError};
+use crate::upstream::outbound::{self, Native, Reading, Unfit};
 
 /// Largest non-streaming upstream answer the gateway relays.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -44,6 +45,9 @@ pub struct Call<'a> {
     pub body: &'a Bytes,
     /// Its fields.
     pub fields: &'a RequestFields<'a>,
+    /// For a Messages request: the client's own body, which Anthropic backends take as it is
+    /// (`body` is its chat completions translation, for the others).
+    pub native: Option<Native<'a>>,
     /// When the whole request must be over.
     pub deadline: Instant,
     /// For the log lines of failed attempts.
@@ -70,6 +74,8 @@ pub struct Answered<'a> {
     pub first_byte: Instant,
     /// The time to first token the router predicted on the backend, ms.
     pub predicted_ttft_ms: Option<f32>,
+    /// The format of `body`: OpenAI's, or the client's own Messages format (passed through).
+    pub reading: Reading,
 }
 
 /// An upstream answer the client will get.
@@ -92,8 +98,14 @@ enum Miss {
     Connect(String),
     Timeout,
     Request(String),
-    Status { status: StatusCode, retry_after: Option<HeaderValue> },
+    Status {
+        status: StatusCode,
+        retry_after: Option<HeaderValue>,
+    },
+    /// The backend's wire format has no such API.
     Unsupported,
+    /// The request cannot be translated into the backend's wire format.
+    Untranslatable(ApiError),
 }
 
 impl Miss {
@@ -104,7 +116,7 @@ impl Miss {
             Self::Connect(_) | Self::Request(_) => Verdict::Failure,
             Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => Verdict::Neutral,
             Self::Status { .. } => Verdict::Failure,
-            Self::Unsupported => Verdict::Neutral,
+            Self::Unsupported | Self::Untranslatable(_) => Verdict::Neutral,
         }
     }
 }
@@ -139,11 +151,11 @@ impl<'a> Call<'a> {
             let mut in_flight = backend.state.start(tokens, probe);
             in_flight.expect(expected);
             let result = self.try_backend(backend).await;
-            if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported)) {
+            if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported | Miss::Untranslatable(_))) {
                 backend.state.answered();
             }
             let miss = match result {
-                Ok((status, headers, body, first_byte)) => {
+                Ok((status, headers, body, first_byte, reading)) => {
                     if attempt > 0 {
                         self.model.metrics.failovers.inc();
                     }
@@ -155,15 +167,23 @@ impl<'a> Call<'a> {
                         body,
                         first_byte,
                         predicted_ttft_ms: expected.ttft_ms,
+                        reading,
                     });
                 }
                 Err(miss) => miss,
             };
             in_flight.report(Outcome::Missed(miss.verdict()));
+            if let Miss::Untranslatable(error) = &miss {
+                // The client's request, not the backend, is at fault: no upstream error.
+                tracing::debug!(request_id = %self.request_id, backend = %backend.label, error = %error,
+                    "request not translatable for this backend");
+                last_miss = Some(miss);
+                continue;
+            }
             let kind = match &miss {
                 Miss::Connect(_) => upstream_error::CONNECT,
                 Miss::Timeout => upstream_error::TIMEOUT,
-                Miss::Request(_) | Miss::Unsupported => upstream_error::REQUEST,
+                Miss::Request(_) | Miss::Unsupported | Miss::Untranslatable(_) => upstream_error::REQUEST,
                 Miss::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => upstream_error::STATUS_429,
                 Miss::Status { .. } => upstream_error::STATUS_5XX,
             };
@@ -172,7 +192,8 @@ impl<'a> Call<'a> {
                 Miss::Connect(e) | Miss::Request(e) => e.clone(),
                 Miss::Status { status, .. } => format!("status {status}"),
                 Miss::Timeout => "no first byte in time".into(),
-                Miss::Unsupported => "unsupported provider type".into(),
+                Miss::Unsupported => format!("{} cannot serve {}", backend.upstream.kind.as_str(), self.api.display()),
+                Miss::Untranslatable(e) => e.to_string(),
             };
             tracing::warn!(request_id = %self.request_id, backend = %backend.label, kind, detail = %detail,
                 remaining = order.len() - attempt - 1, "backend failed before the first byte");
@@ -186,6 +207,7 @@ impl<'a> Call<'a> {
             }
             Some(Miss::Status { status, .. }) => ApiError::UpstreamStatus { model: name, status: status.as_u16() },
             Some(Miss::Request(_)) => ApiError::UpstreamStatus { model: name, status: 502 },
+            Some(Miss::Untranslatable(error)) => error,
             Some(Miss::Connect(_) | Miss::Unsupported) | None => ApiError::NoHealthyBackend(name),
         })
     }
@@ -231,16 +253,15 @@ impl<'a> Call<'a> {
     }
 
     /// One backend: sends, waits for the first bytes (or the whole answer when not streaming).
-    async fn try_backend(&self, backend: &Backend) -> Result<(StatusCode, HeaderMap, Answer, Instant), Miss> {
+    async fn try_backend(&self, backend: &Backend) -> Result<(StatusCode, HeaderMap, Answer, Instant, Reading), Miss> {
         let strip_usage = self.fields.stream && !self.fields.include_usage;
-        let body = openai::rewrite_body(
-            self.body,
-            self.fields,
-            Rewrite {
-                model: backend.rewrite_from.as_ref().map(|_| backend.model.as_str()),
-                include_usage: strip_usage,
+        let outbound = outbound::prepare(self.api, backend, self.body, self.fields, self.native, strip_usage).map_err(
+            |unfit| match unfit {
+                Unfit::Api => Miss::Unsupported,
+                Unfit::Request(error) => Miss::Untranslatable(error),
             },
-        );
+        )?;
+        let reading = outbound.reading;
         let now = Instant::now();
         let tier = &self.caller.tier.config;
         let streaming = self.fields.stream;
@@ -260,7 +281,7 @@ impl<'a> Call<'a> {
             (self.deadline, Some((wait, (now + wait).min(self.deadline))))
         };
         let call = async {
-            let sent = backend.upstream.send(self.api, self.client_headers, body);
+            let sent = backend.upstream.send(outbound.target, self.client_headers, outbound.body, outbound.origin);
             let response = match head_at {
                 None => sent.await,
                 Some((wait, head_at)) => self.await_head(backend, sent, wait, head_at).await?,
@@ -268,7 +289,6 @@ impl<'a> Call<'a> {
             let response = response.map_err(|e| match e {
                 UpstreamError::Connect(e) => Miss::Connect(e),
                 UpstreamError::Request(e) => Miss::Request(e),
-                UpstreamError::Unsupported(_) => Miss::Unsupported,
             })?;
             let headers_at = Instant::now();
             let (parts, mut body) = response.into_parts();
@@ -280,7 +300,8 @@ impl<'a> Call<'a> {
             let event_stream =
                 parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
             if streaming && status.is_success() && event_stream {
-                let mut tap = SseTap::new(!self.fields.include_usage);
+                body = reading.stream(body, unix_now);
+                let mut tap = SseTap::reading(reading.format(), !self.fields.include_usage);
                 loop {
                     match body.frame().await {
                         Some(Ok(frame)) => {
@@ -292,26 +313,34 @@ impl<'a> Call<'a> {
                                     parts.headers,
                                     Answer::Stream { body, tap, first },
                                     Instant::now(),
+                                    reading,
                                 ));
                             }
                         }
                         Some(Err(e)) => return Err(Miss::Request(format!("stream: {e}"))),
                         None => {
                             let first = tap.finish();
-                            return Ok((status, parts.headers, Answer::Stream { body, tap, first }, Instant::now()));
+                            let stream = Answer::Stream { body, tap, first };
+                            return Ok((status, parts.headers, stream, Instant::now(), reading));
                         }
                     }
                 }
             }
             let limit = if status.is_success() { MAX_RESPONSE_BYTES } else { MAX_ERROR_BODY_BYTES };
             let bytes = collect_body(body, limit).await.map_err(Miss::Request)?;
-            Ok((status, parts.headers, Answer::Whole(bytes), headers_at))
+            let (status, bytes) = reading.whole(status, bytes, unix_now);
+            Ok((status, parts.headers, Answer::Whole(bytes), headers_at, reading))
         };
         match tokio::time::timeout_at(timeout_at.into(), call).await {
             Ok(result) => result,
             Err(_) => Err(Miss::Timeout),
         }
     }
+}
+
+/// Now, in Unix seconds: when a translated completion was made.
+fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
 }
 
 /// Reads a whole upstream body, up to `limit` bytes (a single-frame body is not copied).
