@@ -348,8 +348,9 @@ impl Runner {
                 }
             }
         }
-        // `sluice-warn` is Sluice again with less logging: measured where logging can matter.
-        let full = def.id != "sluice-warn";
+        // `sluice-warn` and `sluice-weighted` are Sluice again with less logging or another
+        // routing policy: measured on chat throughput and latency, where the difference shows.
+        let full = !matches!(def.id.as_str(), "sluice-warn" | "sluice-weighted");
         Some(Member { running, report, supported, full })
     }
 
@@ -740,7 +741,7 @@ impl Runner {
             let dir = self.env.work_dir.join(format!("memory-{keys}"));
             let manifests = dir.join("manifests");
             let compiled = dir.join("compiled");
-            crate::project::write_manifests(&manifests, &self.env.backends, keys)?;
+            crate::project::write_manifests(&manifests, &self.env.backends, keys, None)?;
             crate::project::write_compiled(&manifests, &compiled)?;
             let mut r = MemoryResult {
                 keys,

@@ -6,7 +6,8 @@
 //! system under test ([`systems`]) and the load generators: wrk for saturation ([`wrk`]) and an
 //! open-loop generator of its own for latency at fixed rates and streaming ([`loadgen`] on a
 //! [`schedule`]); it samples CPU and memory from `/proc` ([`procs`]) and writes JSON, markdown
-//! and SVG ([`results`], [`report`], [`svg`]). Nothing here runs under `cargo test` but the unit
+//! and SVG ([`results`], [`report`], [`svg`]). `sluice-bench routing` ([`routing`]) replays one
+//! trace through each routing strategy on a simulated heterogeneous fleet. Nothing here runs under `cargo test` but the unit
 //! tests of the pure parts.
 
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod procs;
 pub mod project;
 pub mod report;
 pub mod results;
+pub mod routing;
 pub mod schedule;
 pub mod simulator;
 pub mod stats;

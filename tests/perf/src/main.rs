@@ -17,7 +17,7 @@ use sluice_bench::systems::SystemDef;
 #[derive(Parser)]
 #[command(
     name = "sluice-bench",
-    after_help = "Examples:\n  cargo run --release -p sluice-bench -- all          # everything, ~15 min\n  cargo run --release -p sluice-bench -- --quick all  # smoke run, ~3 min\n  cargo run --release -p sluice-bench -- latency --systems sluice\n  cargo run --release -p sluice-bench -- memory"
+    after_help = "Examples:\n  cargo run --release -p sluice-bench -- all          # everything, ~15 min\n  cargo run --release -p sluice-bench -- --quick all  # smoke run, ~3 min\n  cargo run --release -p sluice-bench -- latency --systems sluice\n  cargo run --release -p sluice-bench -- memory\n  cargo run --release -p sluice-bench -- routing    # routing strategies, ~10 min"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,7 +27,8 @@ struct Cli {
     #[arg(long, global = true)]
     quick: bool,
 
-    /// Systems, comma-separated: direct, bare, sluice, sluice-warn, litellm, portkey, crabllm
+    /// Systems, comma-separated: direct, bare, sluice, sluice-warn, sluice-weighted (routing
+    /// `weighted`), litellm, portkey, crabllm
     /// (direct is always added: latency and streaming are measured against it).
     #[arg(long, global = true, value_delimiter = ',')]
     systems: Vec<String>,
@@ -89,6 +90,32 @@ enum Cmd {
     Peers,
     /// Where Sluice (or --systems) spends CPU under saturating chat load: perf-<id>.txt.
     Profile,
+    /// Routing strategies on a simulated heterogeneous fleet: SLO attainment, TTFT/TPOT, goodput,
+    /// errors and predicted-TTFT error at several loads (target/bench/routing-<time>/).
+    Routing {
+        /// Offered loads as shares of the fleet's capacity (default 0.25,0.4,0.5,0.65,0.8,0.95;
+        /// quick: 0.5,0.8,0.95).
+        #[arg(long, value_delimiter = ',')]
+        loads: Vec<f64>,
+        /// Routing policies (default sloAware,leastRequest,roundRobin,queueScore).
+        #[arg(long, value_delimiter = ',')]
+        strategies: Vec<String>,
+        /// Seconds recorded per replay (default 14; quick: 8).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Seconds replayed before recording (default 4; quick: 2).
+        #[arg(long)]
+        warmup: Option<f64>,
+        /// Gamma shape of the arrival gaps: 1 is Poisson, below 1 burstier.
+        #[arg(long, default_value_t = 1.0)]
+        burstiness: f64,
+        /// Seed of the trace.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Only write report.md and the SVGs again from this run folder's results.json.
+        #[arg(long)]
+        render: Option<PathBuf>,
+    },
     /// Writes report.md and the SVGs again from a run folder's results.json.
     Render {
         /// The run folder (target/bench/<time>).
@@ -126,6 +153,14 @@ fn main() -> anyhow::Result<()> {
         println!("{}", sluice_bench::report::markdown(&results));
         return Ok(());
     }
+    if let Cmd::Routing { render: Some(dir), .. } = &command {
+        let mut results: sluice_bench::routing::RoutingResults =
+            serde_json::from_slice(&std::fs::read(dir.join("results.json"))?)?;
+        sluice_bench::routing::report::finish(&mut results);
+        sluice_bench::routing::report::write(&results, dir)?;
+        println!("{}", sluice_bench::routing::report::markdown(&results));
+        return Ok(());
+    }
     if cfg!(debug_assertions) {
         bail!("sluice-bench measures nothing useful in a debug build: cargo run --release -p sluice-bench -- ...");
     }
@@ -145,6 +180,26 @@ fn main() -> anyhow::Result<()> {
         });
         base.join("bench")
     });
+    if let Cmd::Routing { loads, strategies, duration, warmup, burstiness, seed, .. } = &command {
+        let mut options = sluice_bench::routing::Options::new(cli.quick);
+        if !loads.is_empty() {
+            options.loads.clone_from(loads);
+        }
+        if !strategies.is_empty() {
+            options.strategies.clone_from(strategies);
+        }
+        options.duration_secs = duration.unwrap_or(options.duration_secs);
+        options.warmup_secs = warmup.unwrap_or(options.warmup_secs);
+        options.burstiness = *burstiness;
+        options.seed = *seed;
+        sluice_bench::procs::stop_children_on_signal();
+        let line = std::env::args().collect::<Vec<_>>().join(" ");
+        let paths = sluice_bench::routing::Paths { bin_dir, out_dir };
+        let run_dir = sluice_bench::routing::run(options, &paths, line)?;
+        println!("{}", std::fs::read_to_string(run_dir.join("report.md"))?);
+        println!("results: {}", run_dir.display());
+        return Ok(());
+    }
     let plan = plan(&cli, &command)?;
     sluice_bench::procs::stop_children_on_signal();
     let line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -190,9 +245,9 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
     let (scenarios, default_systems): (BTreeSet<Scenario>, &[&str]) = match command {
         Cmd::All => (
             [Throughput, Latency, Streaming, Memory].into(),
-            &["direct", "bare", "sluice", "sluice-warn", "litellm", "portkey", "crabllm"],
+            &["direct", "bare", "sluice", "sluice-warn", "sluice-weighted", "litellm", "portkey", "crabllm"],
         ),
-        Cmd::Throughput => ([Throughput].into(), &["direct", "bare", "sluice", "sluice-warn"]),
+        Cmd::Throughput => ([Throughput].into(), &["direct", "bare", "sluice", "sluice-warn", "sluice-weighted"]),
         Cmd::Latency => ([Latency].into(), &["direct", "bare", "sluice", "sluice-warn"]),
         Cmd::Streaming => ([Streaming].into(), &["direct", "bare", "sluice"]),
         Cmd::Memory => ([Memory].into(), &[]),
@@ -200,7 +255,7 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
         Cmd::Peers => {
             ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
         }
-        Cmd::OpenLoop { .. } | Cmd::Render { .. } => unreachable!("handled before planning"),
+        Cmd::OpenLoop { .. } | Cmd::Render { .. } | Cmd::Routing { .. } => unreachable!("handled before planning"),
     };
     let mut wanted: Vec<String> = if cli.systems.is_empty() {
         default_systems.iter().map(|s| (*s).to_owned()).collect()

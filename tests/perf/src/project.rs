@@ -43,8 +43,9 @@ pub fn key(i: usize) -> String {
     format!("sl_bench_{i:07}{x:016x}{:09}", i % 1_000_000_000)
 }
 
-/// The manifests of the benchmark project with `keys` API keys, as one YAML stream.
-pub fn manifests(backends: &Backends, keys: usize) -> String {
+/// The manifests of the benchmark project with `keys` API keys, as one YAML stream. `routing`
+/// is the Endpoint's `routing.policy` (`weighted`, ...); none: the default (`sloAware`).
+pub fn manifests(backends: &Backends, keys: usize, routing: Option<&str>) -> String {
     let mut yaml = String::new();
     yaml.push_str(&format!(
         r#"apiVersion: sluice.dev/v1alpha1
@@ -128,9 +129,12 @@ metadata:
   namespace: {PROJECT}
 spec:
   slug: {ENDPOINT}
-  models:
 "#
     );
+    if let Some(policy) = routing {
+        let _ = writeln!(yaml, "  routing:\n    policy: {policy}");
+    }
+    yaml.push_str("  models:\n");
     for (model, provider) in [
         (MODEL_CHAT, "sim-instant"),
         (MODEL_EMBED, "sim-instant"),
@@ -183,9 +187,10 @@ spec:
 }
 
 /// Writes the manifests into `dir/project.yaml`.
-pub fn write_manifests(dir: &Path, backends: &Backends, keys: usize) -> anyhow::Result<()> {
+pub fn write_manifests(dir: &Path, backends: &Backends, keys: usize, routing: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("project.yaml"), manifests(backends, keys)).with_context(|| format!("{}", dir.display()))
+    std::fs::write(dir.join("project.yaml"), manifests(backends, keys, routing))
+        .with_context(|| format!("{}", dir.display()))
 }
 
 /// Compiles the manifests in `manifests_dir` as the gateway would and writes the resulting
@@ -215,7 +220,7 @@ mod tests {
     fn the_project_compiles_with_every_key() -> anyhow::Result<()> {
         let addr: SocketAddr = "127.0.0.1:9".parse()?;
         let dir = std::env::temp_dir().join(format!("sluice-bench-test-{}", std::process::id()));
-        write_manifests(&dir, &Backends { instant: addr, slow: addr, paced: addr }, 25)?;
+        write_manifests(&dir, &Backends { instant: addr, slow: addr, paced: addr }, 25, Some("weighted"))?;
         let loaded = sluice_crds::load_and_compile(&dir, &sluice_crds::compile::CompileOptions::default());
         let _ = std::fs::remove_dir_all(&dir);
         let loaded = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -223,6 +228,7 @@ mod tests {
         assert_eq!(config.project.slug, PROJECT);
         assert_eq!(config.keys.len(), 25);
         assert_eq!(config.endpoints[ENDPOINT].models.len(), 4);
+        assert_eq!(config.endpoints[ENDPOINT].routing, sluice_crds::api::RoutingPolicy::Weighted);
         Ok(())
     }
 }

@@ -116,6 +116,32 @@ pub fn finish(r: &mut Results) {
         }),
         met: rss.map(|m| (m.rss_load_peak_bytes.max(m.rss_idle_bytes) as f64) <= 50.0 * 1024.0 * 1024.0),
     });
+    // The router's cost: `sloAware` (the default) against `weighted`, the cheapest policy, both
+    // as a share of the bare proxy's throughput in the same run.
+    if r.systems.iter().any(|s| s.id == "sluice-weighted") {
+        let rps = |id: &str| find(r, id, "throughput", "chat", None).and_then(Measurement::rps);
+        let (measured, met) = match (rps("sluice"), rps("sluice-weighted"), bare) {
+            (Some(s), Some(w), Some(b)) if b > 0.0 && w > 0.0 => {
+                let cost = (w - s) / b * 100.0;
+                (
+                    format!(
+                        "sloAware {s:.0} req/s ({:.1}% of bare), weighted {w:.0} req/s ({:.1}% of bare): the router costs {cost:.1} points of the bare proxy's throughput ({:.1}% of weighted's)",
+                        s / b * 100.0,
+                        w / b * 100.0,
+                        (w - s) / w * 100.0
+                    ),
+                    Some(cost <= 5.0),
+                )
+            }
+            _ => ("not measured".into(), None),
+        };
+        targets.push(TargetCheck {
+            name: "router cost (sloAware vs weighted)".into(),
+            target: "at most 5% of the bare proxy's throughput (chat, same run)".into(),
+            measured,
+            met,
+        });
+    }
     r.targets = targets;
 }
 
@@ -546,5 +572,27 @@ mod tests {
         let mut without = Results { systems: vec![system("bare"), system("sluice")], ..Results::default() };
         finish(&mut without);
         assert!(!without.targets.iter().any(|t| t.name.contains("sluice-ref")));
+        assert!(!without.targets.iter().any(|t| t.name.contains("router cost")));
+    }
+
+    #[test]
+    fn the_router_cost_is_a_share_of_the_bare_proxy() {
+        let mut r = Results {
+            systems: vec![system("bare"), system("sluice"), system("sluice-weighted")],
+            measurements: vec![
+                throughput("bare", 60_000.0),
+                throughput("sluice", 42_500.0),
+                throughput("sluice-weighted", 45_000.0),
+            ],
+            ..Results::default()
+        };
+        finish(&mut r);
+        let cost = r.targets.iter().find(|t| t.name.contains("router cost")).expect("a router-cost target");
+        assert!(cost.measured.contains("4.2 points"), "{}", cost.measured);
+        assert_eq!(cost.met, Some(true));
+        r.measurements[1] = throughput("sluice", 41_000.0);
+        finish(&mut r);
+        let cost = r.targets.iter().find(|t| t.name.contains("router cost")).expect("a router-cost target");
+        assert_eq!(cost.met, Some(false), "{}", cost.measured);
     }
 }

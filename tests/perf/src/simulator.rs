@@ -32,10 +32,26 @@ pub const PACED_INTER_TOKEN_MS: f64 = 10.0;
 pub const PREFILL_MS: f64 = 60.0;
 
 /// Starts the fleet and returns it with its backends' addresses.
-pub fn start(sim: &Path, work_dir: &Path, mut command: std::process::Command) -> anyhow::Result<(Proc, Backends)> {
+pub fn start(sim: &Path, work_dir: &Path, command: std::process::Command) -> anyhow::Result<(Proc, Backends)> {
+    let (proc, addrs) = start_fleet(sim, work_dir, command, FLEET)?;
+    let addr = |name: &str| -> anyhow::Result<SocketAddr> {
+        addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a).with_context(|| format!("fleet has no backend {name}"))
+    };
+    let backends = Backends { instant: addr("instant")?, slow: addr("slow")?, paced: addr("paced")? };
+    Ok((proc, backends))
+}
+
+/// Starts `sluice-sim fleet` on the fleet file `yaml` (written into `work_dir`) and returns it
+/// with each backend's name and address, in the file's order.
+pub fn start_fleet(
+    sim: &Path,
+    work_dir: &Path,
+    mut command: std::process::Command,
+    yaml: &str,
+) -> anyhow::Result<(Proc, Vec<(String, SocketAddr)>)> {
     let fleet = work_dir.join("fleet.yaml");
     let ready = work_dir.join("fleet-ready.json");
-    std::fs::write(&fleet, FLEET)?;
+    std::fs::write(&fleet, yaml)?;
     let _ = std::fs::remove_file(&ready);
     command.args(["--log", "warn", "fleet", "--config"]).arg(&fleet).arg("--ready-file").arg(&ready);
     let mut proc = Proc::spawn(&format!("{}", sim.display()), command)?;
@@ -51,13 +67,11 @@ pub fn start(sim: &Path, work_dir: &Path, mut command: std::process::Command) ->
         std::thread::sleep(Duration::from_millis(10));
     };
     let doc: serde_json::Value = serde_json::from_str(&text)?;
-    let addr = |name: &str| -> anyhow::Result<SocketAddr> {
-        let backend = doc["backends"]
-            .as_array()
-            .and_then(|b| b.iter().find(|b| b["name"] == name))
-            .with_context(|| format!("fleet ready file has no backend {name}: {text}"))?;
-        Ok(backend["addr"].as_str().context("backend addr")?.parse()?)
-    };
-    let backends = Backends { instant: addr("instant")?, slow: addr("slow")?, paced: addr("paced")? };
-    Ok((proc, backends))
+    let mut addrs = Vec::new();
+    for backend in doc["backends"].as_array().with_context(|| format!("fleet ready file without backends: {text}"))? {
+        let name = backend["name"].as_str().context("backend name")?.to_owned();
+        let addr: SocketAddr = backend["addr"].as_str().context("backend addr")?.parse()?;
+        addrs.push((name, addr));
+    }
+    Ok((proc, addrs))
 }

@@ -29,9 +29,23 @@ fn fmt_ms(value: f64) -> String {
     if value >= 1.0 { format!("{value:.0} ms") } else { format!("{value} ms") }
 }
 
+/// The y axis of a chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YAxis {
+    /// p99 latency in milliseconds, log scale over whole decades.
+    LogMs,
+    /// A percentage, linear from `.0` to 100.
+    Percent(u32),
+}
+
 /// Renders the chart: x is offered load (requests per second, linear from 0), y the value in
 /// milliseconds on a log scale spanning whole decades.
 pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, YAxis::LogMs, series)
+}
+
+/// Renders a chart with x linear from 0 and the given y axis.
+pub fn chart(title: &str, x_label: &str, axis: YAxis, series: &[Series]) -> String {
     let values: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).filter(|v| *v > 0.0).collect();
     let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
     let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -48,8 +62,21 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x_at = |x: f64| LEFT + x / x_max * plot_w;
     let y_at = |v: f64| {
-        let t = (v.max(1e-9).log10() - f64::from(decade_lo)) / f64::from(decade_hi - decade_lo);
+        let t = match axis {
+            YAxis::LogMs => (v.max(1e-9).log10() - f64::from(decade_lo)) / f64::from(decade_hi - decade_lo),
+            YAxis::Percent(lo) => ((v - f64::from(lo)) / (100.0 - f64::from(lo))).clamp(0.0, 1.0),
+        };
         TOP + plot_h * (1.0 - t)
+    };
+    let (y_ticks, y_title): (Vec<(f64, String)>, &str) = match axis {
+        YAxis::LogMs => (
+            (decade_lo..=decade_hi).map(|d| (10f64.powi(d), fmt_ms(10f64.powi(d)))).collect(),
+            "p99 latency (log scale)",
+        ),
+        YAxis::Percent(lo) => {
+            let step = if 100 - lo.min(99) > 40 { 10 } else { 5 };
+            ((lo.min(99)..=100).step_by(step).map(|p| (f64::from(p), format!("{p}%"))).collect(), "SLO attainment")
+        }
     };
 
     let mut svg = String::new();
@@ -64,8 +91,7 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
         LEFT + plot_w / 2.0,
         escape(title)
     );
-    for decade in decade_lo..=decade_hi {
-        let value = 10f64.powi(decade);
+    for (value, text) in y_ticks {
         let y = y_at(value);
         let _ = writeln!(
             svg,
@@ -73,7 +99,7 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
             LEFT + plot_w,
             LEFT - 6.0,
             y + 4.0,
-            fmt_ms(value)
+            text
         );
     }
     let mut ticks: Vec<f64> = xs.clone();
@@ -100,13 +126,17 @@ pub fn line_chart(title: &str, x_label: &str, series: &[Series]) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">p99 latency (log scale)</text>"#,
+        r#"<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{y_title}</text>"#,
         TOP + plot_h / 2.0
     );
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> =
-            s.points.iter().filter(|p| p.1 > 0.0).map(|&(x, v)| format!("{:.1},{:.1}", x_at(x), y_at(v))).collect();
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .filter(|p| p.1 > 0.0 || axis != YAxis::LogMs)
+            .map(|&(x, v)| format!("{:.1},{:.1}", x_at(x), y_at(v)))
+            .collect();
         if points.len() > 1 {
             let _ = writeln!(
                 svg,
@@ -153,6 +183,15 @@ mod tests {
         // Decades from 0.1 ms to 1000 ms.
         assert!(svg.contains(">0.1 ms<"));
         assert!(svg.contains(">1000 ms<"));
+    }
+
+    #[test]
+    fn percent_chart_is_linear_with_percent_ticks() {
+        let series = vec![Series { label: "sloAware".into(), points: vec![(10.0, 100.0), (20.0, 50.0), (30.0, 0.0)] }];
+        let svg = chart("attainment", "offered load", YAxis::Percent(0), &series);
+        assert!(svg.contains(">0%<") && svg.contains(">50%<") && svg.contains(">100%<"));
+        assert!(svg.contains("SLO attainment"));
+        assert_eq!(svg.matches("<circle").count(), 3, "a 0% point is drawn");
     }
 
     #[test]

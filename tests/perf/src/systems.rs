@@ -151,6 +151,9 @@ pub enum Kind {
         /// Another build's `sluice-gateway` (a reference to compare with); absent: this one's.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<PathBuf>,
+        /// The Endpoint's `routing.policy`; absent: the default (`sloAware`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        routing: Option<String>,
     },
     /// LiteLLM proxy (PyPI).
     Litellm,
@@ -178,8 +181,13 @@ impl SystemDef {
         vec![
             def("direct", "direct to simulator", Kind::Direct),
             def("bare", "bare hyper proxy", Kind::Bare),
-            def("sluice", "Sluice (log info)", Kind::Sluice { log: "info".into(), binary: None }),
-            def("sluice-warn", "Sluice (log warn)", Kind::Sluice { log: "warn".into(), binary: None }),
+            def("sluice", "Sluice (log info)", Kind::Sluice { log: "info".into(), binary: None, routing: None }),
+            def("sluice-warn", "Sluice (log warn)", Kind::Sluice { log: "warn".into(), binary: None, routing: None }),
+            def(
+                "sluice-weighted",
+                "Sluice (log info, routing weighted)",
+                Kind::Sluice { log: "info".into(), binary: None, routing: Some("weighted".into()) },
+            ),
             def("litellm", "LiteLLM proxy", Kind::Litellm),
             def("portkey", "Portkey gateway", Kind::Portkey),
             def("crabllm", "crabllm", Kind::Crabllm),
@@ -191,7 +199,7 @@ impl SystemDef {
         Self {
             id: "sluice-ref".into(),
             label: "Sluice reference build (log info)".into(),
-            kind: Kind::Sluice { log: "info".into(), binary: Some(bin_dir.join("sluice-gateway")) },
+            kind: Kind::Sluice { log: "info".into(), binary: Some(bin_dir.join("sluice-gateway")), routing: None },
         }
     }
 
@@ -372,9 +380,10 @@ pub fn start(def: &SystemDef, env: &Env) -> anyhow::Result<Running> {
                 "hyper 1 http1 server + hyper-util legacy client, TCP_NODELAY, tokio multi-thread (default workers), no logs".into(),
             ))
         }
-        Kind::Sluice { log, binary } => {
+        Kind::Sluice { log, binary, routing } => {
             let binary = binary.clone().unwrap_or_else(|| env.bin_dir.join("sluice-gateway"));
-            start_sluice(env, &binary, log, env.keys, &env.work_dir.join(format!("sluice-{}", def.id)))
+            let dir = env.work_dir.join(format!("sluice-{}", def.id));
+            start_sluice(env, &binary, log, routing.as_deref(), env.keys, &dir)
                 .map(|(procs, api, note)| running(procs, api, gateway_version(&binary), note))
         }
         Kind::Litellm => start_litellm(env).map(|(procs, api, note)| running(procs, api, LITELLM_VERSION.into(), note)),
@@ -393,10 +402,17 @@ fn gateway_version(binary: &Path) -> String {
 
 type Started = (Vec<Proc>, Api, String);
 
-/// Starts `binary` (a sluice-gateway) on the benchmark project with `keys` keys, from manifests
-/// written under `dir`.
-fn start_sluice(env: &Env, binary: &Path, log: &str, keys: usize, dir: &Path) -> anyhow::Result<Started> {
-    project::write_manifests(dir, &env.backends, keys)?;
+/// Starts `binary` (a sluice-gateway) on the benchmark project with `keys` keys and the
+/// Endpoint's `routing` policy, from manifests written under `dir`.
+fn start_sluice(
+    env: &Env,
+    binary: &Path,
+    log: &str,
+    routing: Option<&str>,
+    keys: usize,
+    dir: &Path,
+) -> anyhow::Result<Started> {
+    project::write_manifests(dir, &env.backends, keys, routing)?;
     let (port, admin_port) = (free_port()?, free_port()?);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
@@ -405,8 +421,9 @@ fn start_sluice(env: &Env, binary: &Path, log: &str, keys: usize, dir: &Path) ->
     command.args(["--log", log]);
     let mut proc = Proc::spawn("sluice-gateway", command)?;
     proc.wait_ready(Duration::from_secs(120), || http_get_status(admin, "/readyz") == Some(200))?;
+    let policy = routing.unwrap_or("sloAware (default)");
     let note = format!(
-        "sluice-gateway --config <manifests: 1 tier (limits far above the load), 1 project, 1 endpoint, \
+        "sluice-gateway --config <manifests: 1 tier (limits far above the load), 1 project, 1 endpoint (routing {policy}), \
          3 openai Providers at the simulator, {keys} ApiKeys> --log {log}; auth, limits, routing, usage and metrics on"
     );
     let keys = (0..keys.min(10)).map(project::key).collect();
