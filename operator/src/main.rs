@@ -1,6 +1,7 @@
 //! The `sluice-operator` binary: flags (each also an environment variable) to settings, then
 //! [`sluice_operator::run`].
 
+use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use sluice_operator::Settings;
 use sluice_operator::settings::{
-    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, ParentRef, RouteKind, RouteSettings,
-    WatchedNamespaces, default_gateway_image,
+    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, ParentRef,
+    PodDefaults, RouteKind, RouteSettings, WatchedNamespaces, default_gateway_image,
 };
 
 /// Reconciles Sluice's Projects, Endpoints, ApiKeys, Providers and ServiceTiers into one gateway
@@ -18,9 +19,11 @@ use sluice_operator::settings::{
 #[derive(Debug, Parser)]
 #[command(name = "sluice-operator", version, about, long_about = None)]
 struct Cli {
-    /// Kubeconfig file to use. Absent: the in-cluster service account, else ~/.kube/config.
+    /// Kubeconfig file(s) to use: several separated as in KUBECONFIG (`a:b`), merged as kubectl
+    /// merges them (the first file to set a value wins; missing files are skipped). Absent: the
+    /// in-cluster service account, else ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    kubeconfig: Option<OsString>,
 
     /// Kubeconfig context to use (with --kubeconfig or the default file).
     #[arg(long, env = "SLUICE_KUBE_CONTEXT")]
@@ -93,6 +96,27 @@ struct Cli {
     #[arg(long, env = "SLUICE_SPEND_STATUS_INTERVAL_SECONDS", default_value_t = 30)]
     spend_status_interval_seconds: u64,
 
+    /// Defaults for every gateway pod, a YAML or JSON file: resources, nodeSelector, tolerations,
+    /// affinity, priorityClassName, imagePullSecrets, podLabels, podAnnotations, topologySpread
+    /// (default true), terminationGracePeriodSeconds. A Project's spec.dataPlane overrides them.
+    #[arg(long, env = "SLUICE_GATEWAY_POD_DEFAULTS")]
+    gateway_pod_defaults: Option<PathBuf>,
+
+    /// Write a NetworkPolicy per gateway: the API port open to the ingress namespaces only, the
+    /// admin port to the monitoring namespaces and the operator's own.
+    #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
+    network_policy: bool,
+
+    /// Namespaces whose pods may reach the gateways' API port (the ingress controller's),
+    /// comma-separated. With --network-policy.
+    #[arg(long, env = "SLUICE_NETWORK_POLICY_INGRESS_NAMESPACES", value_delimiter = ',', default_value = "")]
+    network_policy_ingress_namespaces: Vec<String>,
+
+    /// Namespaces whose pods may reach the gateways' admin port (Prometheus), comma-separated.
+    /// With --network-policy.
+    #[arg(long, env = "SLUICE_NETWORK_POLICY_MONITORING_NAMESPACES", value_delimiter = ',', default_value = "")]
+    network_policy_monitoring_namespaces: Vec<String>,
+
     /// Address of /metrics, /healthz and /readyz. `off` serves none.
     #[arg(long, env = "SLUICE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
     metrics_listen: String,
@@ -141,9 +165,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = match &cli.kubeconfig {
-        Some(path) => {
-            let kubeconfig =
-                kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+        Some(paths) => {
+            let kubeconfig = read_kubeconfig(paths)?;
             let options = kube::config::KubeConfigOptions { context: cli.context.clone(), ..Default::default() };
             kube::Config::from_custom_kubeconfig(kubeconfig, &options).await?
         }
@@ -179,7 +202,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         namespaces: WatchedNamespaces::from_list(&cli.watch_namespaces),
         shared_namespace: cli.shared_namespace,
         dataplane_namespace: cli.dataplane_namespace,
-        gateway: GatewaySettings { image: cli.gateway_image, image_pull_policy: cli.gateway_image_pull_policy },
+        gateway: GatewaySettings {
+            image: cli.gateway_image,
+            image_pull_policy: cli.gateway_image_pull_policy,
+            pod: match &cli.gateway_pod_defaults {
+                Some(path) => PodDefaults::read(path).map_err(anyhow::Error::msg).context("--gateway-pod-defaults")?,
+                None => PodDefaults::default(),
+            },
+        },
+        network_policy: cli.network_policy.then(|| NetworkPolicySettings {
+            ingress_namespaces: cli.network_policy_ingress_namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+            monitoring_namespaces: cli
+                .network_policy_monitoring_namespaces
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+            operator_namespace: std::env::var("POD_NAMESPACE").ok(),
+        }),
         route: RouteSettings {
             kind: match cli.route_kind {
                 RouteKindArg::Ingress => RouteKind::Ingress,
@@ -199,6 +238,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(?settings, "starting");
     sluice_operator::run(client, settings, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The kubeconfig files of a KUBECONFIG-style list, merged in order (the first to set a value
+/// wins, as kubectl does); files that do not exist are skipped, unless none does.
+fn read_kubeconfig(paths: &OsStr) -> anyhow::Result<kube::config::Kubeconfig> {
+    let mut merged: Option<kube::config::Kubeconfig> = None;
+    let mut missing = Vec::new();
+    for path in std::env::split_paths(paths).filter(|p| !p.as_os_str().is_empty()) {
+        if !path.exists() {
+            missing.push(path.display().to_string());
+            continue;
+        }
+        let next = kube::config::Kubeconfig::read_from(&path).with_context(|| format!("reading {}", path.display()))?;
+        merged = Some(match merged {
+            None => next,
+            Some(first) => first.merge(next).with_context(|| format!("merging {}", path.display()))?,
+        });
+    }
+    merged.with_context(|| format!("no kubeconfig file found: {}", missing.join(", ")))
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

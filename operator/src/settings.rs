@@ -1,10 +1,14 @@
 //! What an operator instance is told at start: which namespaces it watches, where data planes go,
 //! how they are published. The binary fills it from flags and environment variables.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use serde::Deserialize;
 use sluice_crds::compile::DEFAULT_SHARED_NAMESPACE;
 
 /// Namespace of the data planes unless told otherwise.
@@ -30,6 +34,8 @@ pub struct Settings {
     pub gateway: GatewaySettings,
     /// How `/<project>/` is published.
     pub route: RouteSettings,
+    /// A NetworkPolicy per gateway; `None`: none.
+    pub network_policy: Option<NetworkPolicySettings>,
     /// Base URL clients use (`https://llm.example.com`), for `Endpoint.status.url`. `None`: from
     /// the route's host, else the in-cluster Service.
     pub public_url: Option<String>,
@@ -52,6 +58,7 @@ impl Default for Settings {
             dataplane_namespace: DEFAULT_DATAPLANE_NAMESPACE.to_owned(),
             gateway: GatewaySettings::default(),
             route: RouteSettings::default(),
+            network_policy: None,
             public_url: None,
             leader_election: None,
             metrics_listen: None,
@@ -107,18 +114,98 @@ impl WatchedNamespaces {
 }
 
 /// The gateway Deployment of each project.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GatewaySettings {
     /// Container image.
     pub image: String,
     /// `imagePullPolicy`; `None` leaves Kubernetes' default.
     pub image_pull_policy: Option<String>,
+    /// The platform's defaults for gateway pods.
+    pub pod: PodDefaults,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { image: default_gateway_image(), image_pull_policy: None }
+        Self { image: default_gateway_image(), image_pull_policy: None, pod: PodDefaults::default() }
     }
+}
+
+/// The platform's defaults for every project's gateway pods (the chart's `gateway.pod` values,
+/// read from `--gateway-pod-defaults FILE`, YAML or JSON). A Project's `spec.dataPlane` replaces
+/// each field it sets; labels and annotations are added together.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodDefaults {
+    /// CPU and memory (else 100m / 64Mi requested, 256Mi limit).
+    #[serde(default)]
+    pub resources: Option<ResourceRequirements>,
+    /// Nodes the pods may run on.
+    #[serde(default)]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the pods tolerate.
+    #[serde(default)]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod affinity.
+    #[serde(default)]
+    pub affinity: Option<Affinity>,
+    /// PriorityClass.
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+    /// Secrets (in the data-plane namespace) to pull the gateway image with.
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    /// Labels on every gateway pod.
+    #[serde(default)]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Annotations on every gateway pod.
+    #[serde(default)]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Spread each project's pods across nodes and zones (`ScheduleAnyway`).
+    #[serde(default = "yes")]
+    pub topology_spread: bool,
+    /// Seconds a stopping pod gets before it is killed; Kubernetes' default (30) when absent.
+    #[serde(default)]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PodDefaults {
+    fn default() -> Self {
+        Self {
+            resources: None,
+            node_selector: None,
+            tolerations: None,
+            affinity: None,
+            priority_class_name: None,
+            image_pull_secrets: Vec::new(),
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+            topology_spread: true,
+            termination_grace_period_seconds: None,
+        }
+    }
+}
+
+impl PodDefaults {
+    /// Reads the defaults from a YAML or JSON file.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Who may reach the gateway pods when the platform asks for NetworkPolicies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkPolicySettings {
+    /// Namespaces whose pods may reach the API port (the ingress controller's, the Gateway's).
+    pub ingress_namespaces: Vec<String>,
+    /// Namespaces whose pods may reach the admin port (Prometheus).
+    pub monitoring_namespaces: Vec<String>,
+    /// The operator's own namespace, which may reach the admin port too.
+    pub operator_namespace: Option<String>,
 }
 
 /// How a project's path is published.

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use common::{World, condition, describe, eventually, ready, secret_text};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
 use sluice_crds::config::hash_key;
@@ -202,10 +205,16 @@ async fn the_kubernetes_example_becomes_a_data_plane() -> anyhow::Result<()> {
     assert_eq!(pod.security_context.and_then(|s| s.run_as_user), Some(65532));
     assert_eq!(container.security_context.as_ref().and_then(|s| s.read_only_root_filesystem), Some(true));
 
-    let service = world.api::<Service>(dp).get("sluice-gw-team-a").await?.spec.expect("spec");
-    let ports: Vec<(String, i32)> =
-        service.ports.unwrap_or_default().into_iter().map(|p| (p.name.unwrap_or_default(), p.port)).collect();
-    assert_eq!(ports, [("http".to_owned(), 8080), ("admin".to_owned(), 9090)]);
+    let ports = |service: Service| -> Vec<(String, i32)> {
+        let ports = service.spec.and_then(|s| s.ports).unwrap_or_default();
+        ports.into_iter().map(|p| (p.name.unwrap_or_default(), p.port)).collect()
+    };
+    let services = world.api::<Service>(dp);
+    assert_eq!(ports(services.get("sluice-gw-team-a").await?), [("http".to_owned(), 8080)], "the API alone");
+    assert_eq!(ports(services.get("sluice-gw-admin-team-a").await?), [("admin".to_owned(), 9090)]);
+    let budget = world.api::<PodDisruptionBudget>(dp).get("sluice-gw-team-a").await?.spec.expect("spec");
+    assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+    assert!(world.api::<HorizontalPodAutoscaler>(dp).get_opt("sluice-gw-team-a").await?.is_none(), "fixed replicas");
     let ingress = world.api::<Ingress>(dp).get("sluice-gw-team-a").await?.spec.expect("spec");
     let path = &ingress.rules.expect("rules")[0].http.clone().expect("http").paths[0];
     assert_eq!(path.path.as_deref(), Some("/team-a/"));
@@ -314,6 +323,15 @@ async fn deleting_a_project_removes_its_data_plane() -> anyhow::Result<()> {
             world.api::<Deployment>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name),
         );
         left.extend(world.api::<Service>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name));
+        left.extend(
+            world
+                .api::<PodDisruptionBudget>(dp)
+                .list(&selector)
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|o| o.metadata.name),
+        );
         left.extend(world.api::<Ingress>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name));
         left.extend(world.api::<Role>(dp).list(&selector).await?.items.into_iter().filter_map(|o| o.metadata.name));
         left.extend(

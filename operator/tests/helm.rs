@@ -16,10 +16,14 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use common::{condition, describe, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use serde_json::Value;
 use sluice_crds::api::{Project, Provider};
-use sluice_operator::settings::{LeaderElectionSettings, Settings, WatchedNamespaces};
+use sluice_operator::settings::{
+    LeaderElectionSettings, NetworkPolicySettings, PodDefaults, Settings, WatchedNamespaces,
+};
 use sluice_testenv::{TestEnv, parse_yaml_documents, workspace_root};
 
 fn chart() -> PathBuf {
@@ -162,6 +166,14 @@ async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<(
     assert!(cluster.contains(&("secrets".into(), "create".into())));
     assert!(!cluster.iter().any(|(_, verb)| verb == "delete"), "nothing is deleted outside the data-plane namespace");
     find(&objects, "Namespace", "sluice-dataplanes")?;
+    // The operator keeps one replica through node drains, and reads the gateway pods' defaults.
+    let budget = find(&objects, "PodDisruptionBudget", "default-chart-sluice")?;
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    let defaults = find(&objects, "ConfigMap", "default-chart-sluice-gateway-pod")?;
+    let defaults: Value = serde_json::from_str(defaults["data"]["gateway-pod.json"].as_str().unwrap_or_default())?;
+    assert_eq!(defaults, serde_json::json!({"topologySpread": true}), "empty values left out");
+    assert!(args.contains(&"--gateway-pod-defaults=/etc/sluice-operator/gateway-pod.json".to_owned()));
+    assert!(args.contains(&"--network-policy=false".to_owned()));
 
     // The apiserver accepts everything (dry run: the data-plane namespace is not created).
     let objects: Vec<Value> = objects.into_iter().filter(|o| o["kind"] != "Namespace").collect();
@@ -189,6 +201,10 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         "route.host=llm.example.com".to_owned(),
         "operator.replicas=3".to_owned(),
         "dataPlane.gateway.image.tag=dev".to_owned(),
+        "dataPlane.networkPolicy.enabled=true".to_owned(),
+        "dataPlane.networkPolicy.ingressNamespaces={ingress-nginx}".to_owned(),
+        "dataPlane.networkPolicy.monitoringNamespaces={monitoring,observability}".to_owned(),
+        "dataPlane.gateway.pod.priorityClassName=gateways".to_owned(),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let release = "rbac-chart";
@@ -201,9 +217,16 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         "--gateway-parent=infra/public/https".to_owned(),
         "--host=llm.example.com".to_owned(),
         "--gateway-image=ghcr.io/sluice-dev/sluice-gateway:dev".to_owned(),
+        "--network-policy=true".to_owned(),
+        "--network-policy-ingress-namespaces=ingress-nginx".to_owned(),
+        "--network-policy-monitoring-namespaces=monitoring,observability".to_owned(),
     ] {
         assert!(args.contains(&expected), "{expected} not in {args:?}");
     }
+    let defaults = find(&objects, "ConfigMap", "rbac-chart-sluice-gateway-pod")?;
+    let defaults: PodDefaults =
+        serde_json::from_str(defaults["data"]["gateway-pod.json"].as_str().unwrap_or_default())?;
+    assert_eq!(defaults.priority_class_name.as_deref(), Some("gateways"), "read as the operator reads it");
     assert!(objects.iter().all(|o| o["kind"] != "Namespace"));
     // A watch list: no Secret access cluster-wide, Roles in the tenant and shared namespaces.
     let cluster = rules(find(&objects, "ClusterRole", "rbac-chart-sluice")?);
@@ -216,6 +239,9 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
     assert_eq!(roles, [release_ns.as_str(), tenant.as_str()]);
     let dataplane_role = rules(find(&objects, "Role", "rbac-chart-sluice-dataplane")?);
     assert!(dataplane_role.contains(&("httproutes".into(), "patch".into())));
+    for resource in ["poddisruptionbudgets", "horizontalpodautoscalers", "networkpolicies"] {
+        assert!(dataplane_role.contains(&(resource.into(), "patch".into())), "{resource}: {dataplane_role:?}");
+    }
 
     // Install for real, without the HTTPRoute rule's CRD concerns: RBAC accepts unknown resources.
     kubectl_apply(env, &without_crds(&objects)?, false)?;
@@ -230,6 +256,11 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         dataplane_namespace: dataplane.clone(),
         leader_election: Some(LeaderElectionSettings::new(&release_ns, "sluice-operator")),
         identity: "chart-test".to_owned(),
+        network_policy: Some(NetworkPolicySettings {
+            ingress_namespaces: vec!["ingress-nginx".into()],
+            monitoring_namespaces: vec!["monitoring".into()],
+            operator_namespace: Some(release_ns.clone()),
+        }),
         ..Settings::default()
     };
     let operator = tokio::spawn(sluice_operator::run(client, settings, std::future::pending()));
@@ -264,6 +295,11 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         bail!("the operator stopped: {result:?}");
     }
     waited?;
+    // Disruption budget and network policy, under the chart's RBAC too.
+    let budgets = Api::<PodDisruptionBudget>::namespaced(admin.clone(), &dataplane);
+    let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &dataplane);
+    ensure!(budgets.get_opt("sluice-gw-team-a").await?.is_some(), "the gateway's PodDisruptionBudget");
+    ensure!(policies.get_opt("sluice-gw-team-a").await?.is_some(), "the gateway's NetworkPolicy");
     // The Provider finalizer is the operator's to write, under the chart's RBAC too.
     let providers: Api<Provider> = Api::namespaced(admin.clone(), &release_ns);
     eventually("the Provider finalizer under the chart's RBAC", Duration::from_secs(30), || async {

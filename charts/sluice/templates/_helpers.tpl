@@ -51,3 +51,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sluice.gatewayImage" -}}
 {{- printf "%s:%s" .Values.dataPlane.gateway.image.repository (default .Chart.AppVersion .Values.dataPlane.gateway.image.tag) -}}
 {{- end -}}
+
+{{/* The gateway pod defaults as the operator reads them (--gateway-pod-defaults): empty values left out. */}}
+{{- define "sluice.gatewayPodDefaults" -}}
+{{- $pod := dict "topologySpread" .Values.dataPlane.gateway.pod.topologySpread -}}
+{{- range $key := list "resources" "nodeSelector" "tolerations" "affinity" "priorityClassName" "imagePullSecrets" "podLabels" "podAnnotations" "terminationGracePeriodSeconds" -}}
+{{- $value := index $.Values.dataPlane.gateway.pod $key -}}
+{{- if $value }}{{ $_ := set $pod $key $value }}{{ end -}}
+{{- end -}}
+{{- toJson $pod -}}
+{{- end -}}

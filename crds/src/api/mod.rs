@@ -21,7 +21,7 @@ pub use endpoint::{
     ApiKind, Backend, Endpoint, EndpointLimits, EndpointSpec, EndpointStatus, ExposedModel, ModelAlias, RoutingPolicy,
     RoutingSpec,
 };
-pub use project::{DataPlaneSpec, Project, ProjectSpec, ProjectStatus};
+pub use project::{AutoscalingSpec, DataPlaneSpec, Project, ProjectSpec, ProjectStatus};
 pub use provider::{
     Capability, ModelPricing, Provider, ProviderCredentials, ProviderModel, ProviderSpec, ProviderStatus, ProviderType,
     SimulationSpec,

@@ -1,6 +1,8 @@
 //! `Project`: a tenant, its URL segment and its data plane.
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -45,17 +47,67 @@ pub struct ProjectSpec {
     pub data_plane: DataPlaneSpec,
 }
 
-/// Settings of a project's data plane.
+/// Settings of a project's data plane. Fields left out take the platform's defaults (the
+/// chart's `gateway.pod` values); a field set here replaces the default, labels and annotations
+/// are added to it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataPlaneSpec {
-    /// Gateway pods. 0 stops serving the project without deleting it.
+    /// Gateway pods. 0 stops serving the project without deleting it. Ignored while
+    /// `autoscaling` is set (the HorizontalPodAutoscaler owns the count).
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: u32,
+    /// Scale the gateway pods with load: the operator creates a HorizontalPodAutoscaler and stops
+    /// setting `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// CPU and memory of each gateway pod. Absent: the operator's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Nodes the gateway pods may run on, by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the gateway pods tolerate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Node and pod affinity of the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// PriorityClass of the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Extra labels on the gateway pods (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_labels: Option<BTreeMap<String, String>>,
+    /// Extra annotations on the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_annotations: Option<BTreeMap<String, String>>,
+}
+
+/// How a project's gateway scales.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("maxReplicas must be at least minReplicas"))]
+#[x_kube(validation = Rule::new("has(self.targetCpuUtilizationPercent) || has(self.targetInFlightPerPod)").message("set targetCpuUtilizationPercent, targetInFlightPerPod or both"))]
+pub struct AutoscalingSpec {
+    /// Fewest gateway pods.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: u32,
+    /// Most gateway pods.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: u32,
+    /// Average CPU use of the pods, in percent of their CPU request, to scale at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percent: Option<u32>,
+    /// Average requests in flight per pod to scale at. Needs the metric
+    /// `sluice_requests_in_flight` per pod in the custom metrics API (a Prometheus adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_in_flight_per_pod: Option<u32>,
 }
 
 fn default_replicas() -> u32 {
@@ -64,7 +116,17 @@ fn default_replicas() -> u32 {
 
 impl Default for DataPlaneSpec {
     fn default() -> Self {
-        Self { replicas: default_replicas(), resources: None }
+        Self {
+            replicas: default_replicas(),
+            autoscaling: None,
+            resources: None,
+            node_selector: None,
+            tolerations: None,
+            affinity: None,
+            priority_class_name: None,
+            pod_labels: None,
+            pod_annotations: None,
+        }
     }
 }
 

@@ -1,32 +1,35 @@
 //! The objects of one project's data plane in the data-plane namespace, built from the Project
 //! and its config Secrets: ServiceAccount, Role and RoleBinding (read the config Secrets and
-//! report usage, by name, nothing else), the usage ConfigMap, Deployment, Service and the route
-//! that publishes `/<slug>/`. Pure.
+//! report usage, by name, nothing else), the usage ConfigMap, Deployment ([`pod`]), the API and
+//! admin Services, the route that publishes `/<slug>/`, and what keeps it available
+//! ([`availability`]: a PodDisruptionBudget, a HorizontalPodAutoscaler when the Project scales,
+//! a NetworkPolicy when the platform asks for one). Pure.
+
+mod availability;
+mod pod;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeProjection,
-};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, PodTemplateSpec, Service, ServiceAccount, ServicePort, ServiceSpec};
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend, IngressSpec,
-    ServiceBackendPort,
+    NetworkPolicy, ServiceBackendPort,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, ObjectMeta};
 use kube::core::GroupVersionKind;
 use sha2::{Digest, Sha256};
+use sluice_crds::api::DataPlaneSpec;
 
-use crate::config_secret::{PART_FIELD, part_file_name, primary_name, shard_name};
-use crate::labels::{NAME_LABEL, OWNER_ANNOTATION, PROJECT_LABEL, project_labels};
-use crate::settings::{GatewaySettings, RouteKind, RouteSettings};
+pub use self::pod::{default_resources, selector};
+use crate::config_secret::{primary_name, shard_name};
+use crate::labels::{OWNER_ANNOTATION, project_labels};
+use crate::settings::{RouteKind, RouteSettings, Settings};
 
 /// Port of the gateway's API.
 pub const HTTP_PORT: i32 = 8080;
@@ -43,6 +46,12 @@ pub const GATEWAY_NAME: &str = "sluice-gateway";
 /// `sluice-gw-<slug>`, shortened with a hash to fit a Service name (63 characters).
 pub fn workload_name(slug: &str) -> String {
     short_name("sluice-gw-", slug)
+}
+
+/// Name of a project's admin Service (`/metrics`, `/healthz`, `/readyz`), apart from the API's
+/// so that publishing the API never publishes the admin port: `sluice-gw-admin-<slug>`.
+pub fn admin_service_name(slug: &str) -> String {
+    short_name("sluice-gw-admin-", slug)
 }
 
 /// Name of a project's usage ConfigMap, where its gateway pods report what each key spent:
@@ -79,10 +88,8 @@ pub struct DataPlaneInput<'a> {
     pub owner: &'a str,
     /// The data-plane namespace.
     pub namespace: &'a str,
-    /// Gateway pods.
-    pub replicas: u32,
-    /// The Project's resources, if any.
-    pub resources: Option<&'a ResourceRequirements>,
+    /// The Project's `spec.dataPlane`.
+    pub spec: &'a DataPlaneSpec,
     /// Number of config shards (0 when the primary holds the configuration).
     pub shards: usize,
 }
@@ -112,10 +119,18 @@ pub struct DataPlaneObjects {
     pub role_binding: RoleBinding,
     /// The gateway pods.
     pub deployment: Deployment,
-    /// In front of the pods.
+    /// The API port in front of the pods.
     pub service: Service,
+    /// The admin port in front of the pods.
+    pub admin_service: Service,
     /// Publishes `/<slug>/`.
     pub route: Route,
+    /// Voluntary disruptions (node drains) take one gateway pod at a time.
+    pub disruption_budget: PodDisruptionBudget,
+    /// Present when the Project scales with load; then the Deployment has no `replicas`.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+    /// Present when the platform asks for NetworkPolicies.
+    pub network_policy: Option<NetworkPolicy>,
 }
 
 /// The gateway's Role: read the config Secrets (the primary and `input.shards` shards) and
@@ -157,7 +172,8 @@ fn workload_meta(input: &DataPlaneInput<'_>, component: &str) -> ObjectMeta {
 }
 
 /// Builds a project's data plane.
-pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &RouteSettings) -> DataPlaneObjects {
+pub fn build(input: &DataPlaneInput<'_>, settings: &Settings) -> DataPlaneObjects {
+    let (gateway, route) = (&settings.gateway, &settings.route);
     let name = workload_name(input.slug);
     let meta = |component: &str| workload_meta(input, component);
     let usage_name = usage_config_map_name(input.slug);
@@ -180,20 +196,17 @@ pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &Rout
     };
     let service_account = ServiceAccount { metadata: meta("gateway"), ..ServiceAccount::default() };
 
-    let selector = BTreeMap::from([
-        (NAME_LABEL.to_owned(), GATEWAY_NAME.to_owned()),
-        (PROJECT_LABEL.to_owned(), input.slug.to_owned()),
-    ]);
-    let mut pod_labels = project_labels(input.slug, "gateway");
-    pod_labels.extend(selector.clone());
+    let selector = selector(input.slug);
+    let autoscaler = availability::autoscaler(input, meta("gateway"));
     let deployment = Deployment {
         metadata: meta("gateway"),
         spec: Some(DeploymentSpec {
-            replicas: Some(i32::try_from(input.replicas).unwrap_or(i32::MAX)),
+            // With an autoscaler the field is left out of the apply: the HPA owns it.
+            replicas: autoscaler.is_none().then(|| i32::try_from(input.spec.replicas).unwrap_or(i32::MAX)),
             selector: LabelSelector { match_labels: Some(selector.clone()), ..LabelSelector::default() },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..ObjectMeta::default() }),
-                spec: Some(pod_spec(input, &name, gateway)),
+                metadata: Some(pod::pod_metadata(input, gateway)),
+                spec: Some(pod::pod_spec(input, &name, gateway)),
             },
             ..DeploymentSpec::default()
         }),
@@ -206,139 +219,39 @@ pub fn build(input: &DataPlaneInput<'_>, gateway: &GatewaySettings, route: &Rout
         protocol: Some("TCP".to_owned()),
         ..ServicePort::default()
     };
-    let service = Service {
-        metadata: meta("gateway"),
+    let service_of = |metadata: ObjectMeta, ports: Vec<ServicePort>| Service {
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(selector),
-            ports: Some(vec![port("http", HTTP_PORT), port("admin", ADMIN_PORT)]),
+            selector: Some(selector.clone()),
+            ports: Some(ports),
             ..ServiceSpec::default()
         }),
         status: None,
     };
+    let service = service_of(meta("gateway"), vec![port("http", HTTP_PORT)]);
+    let admin_meta = ObjectMeta { name: Some(admin_service_name(input.slug)), ..meta("admin") };
+    let admin_service = service_of(admin_meta, vec![port("admin", ADMIN_PORT)]);
     let route = match route.kind {
         RouteKind::None => Route::None,
         RouteKind::Ingress => Route::Ingress(ingress(input, &name, meta("gateway"), route)),
         RouteKind::HttpRoute => Route::HttpRoute(http_route(input, &name, meta("gateway"), route)),
     };
-    DataPlaneObjects { service_account, role, usage_config_map, role_binding, deployment, service, route }
-}
-
-fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySettings) -> PodSpec {
-    let primary = primary_name(input.slug);
-    let mut sources = vec![VolumeProjection {
-        secret: Some(SecretProjection { name: primary.clone(), ..SecretProjection::default() }),
-        ..VolumeProjection::default()
-    }];
-    for index in 0..input.shards {
-        sources.push(VolumeProjection {
-            secret: Some(SecretProjection {
-                name: shard_name(input.slug, index),
-                items: Some(vec![KeyToPath { key: PART_FIELD.to_owned(), path: part_file_name(index), mode: None }]),
-                optional: None,
-            }),
-            ..VolumeProjection::default()
-        });
-    }
-    let probe = |path: &str, period: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::String("admin".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    };
-    let container_port = |name: &str, port: i32| ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    };
-    PodSpec {
-        service_account_name: Some(name.to_owned()),
-        // The gateway watches its config Secrets through the API with this token.
-        automount_service_account_token: Some(true),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(GATEWAY_UID),
-            run_as_group: Some(GATEWAY_UID),
-            fs_group: Some(GATEWAY_UID),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_owned(), localhost_profile: None }),
-            ..PodSecurityContext::default()
-        }),
-        containers: vec![Container {
-            name: "gateway".to_owned(),
-            image: Some(gateway.image.clone()),
-            image_pull_policy: gateway.image_pull_policy.clone(),
-            args: Some(vec![
-                "--config-secret".to_owned(),
-                format!("{}/{primary}", input.namespace),
-                "--config".to_owned(),
-                CONFIG_MOUNT.to_owned(),
-                "--listen".to_owned(),
-                format!("0.0.0.0:{HTTP_PORT}"),
-                "--admin-listen".to_owned(),
-                format!("0.0.0.0:{ADMIN_PORT}"),
-                "--log-format".to_owned(),
-                "json".to_owned(),
-                "--usage-configmap".to_owned(),
-                format!("{}/{}", input.namespace, usage_config_map_name(input.slug)),
-            ]),
-            // The pod's name names its entry in the usage ConfigMap.
-            env: Some(vec![EnvVar {
-                name: "POD_NAME".to_owned(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), api_version: None }),
-                    ..EnvVarSource::default()
-                }),
-                value: None,
-            }]),
-            ports: Some(vec![container_port("http", HTTP_PORT), container_port("admin", ADMIN_PORT)]),
-            liveness_probe: Some(probe("/healthz", 10)),
-            readiness_probe: Some(probe("/readyz", 5)),
-            resources: Some(input.resources.cloned().unwrap_or_else(default_resources)),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
-                ..SecurityContext::default()
-            }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".to_owned(),
-                    mount_path: CONFIG_MOUNT.to_owned(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-                VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
-            ]),
-            ..Container::default()
-        }],
-        volumes: Some(vec![
-            Volume {
-                name: "config".to_owned(),
-                projected: Some(ProjectedVolumeSource { default_mode: Some(0o440), sources: Some(sources) }),
-                ..Volume::default()
-            },
-            Volume { name: "tmp".to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-        ]),
-        ..PodSpec::default()
-    }
-}
-
-/// Requests and limits of gateway pods whose Project sets none.
-pub fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("100m".to_owned())),
-            ("memory".to_owned(), Quantity("64Mi".to_owned())),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".to_owned()))])),
-        ..ResourceRequirements::default()
+    DataPlaneObjects {
+        service_account,
+        role,
+        usage_config_map,
+        role_binding,
+        deployment,
+        service,
+        admin_service,
+        route,
+        disruption_budget: availability::disruption_budget(input, meta("gateway")),
+        autoscaler,
+        network_policy: settings
+            .network_policy
+            .as_ref()
+            .map(|p| availability::network_policy(input, meta("gateway"), p)),
     }
 }
 
@@ -399,20 +312,24 @@ fn http_route(input: &DataPlaneInput<'_>, name: &str, metadata: ObjectMeta, rout
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::ResourceRequirements;
+    use k8s_openapi::api::core::v1::{PodSpec, Probe, ResourceRequirements, Toleration};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use sluice_crds::api::AutoscalingSpec;
 
     use super::*;
-    use crate::settings::ParentRef;
+    use crate::settings::{NetworkPolicySettings, ParentRef, PodDefaults};
 
-    fn input(shards: usize) -> DataPlaneInput<'static> {
-        DataPlaneInput {
-            slug: "team-a",
-            owner: "team-a/team-a",
-            namespace: "sluice-dataplanes",
-            replicas: 3,
-            resources: None,
-            shards,
-        }
+    /// Three replicas, nothing else set.
+    fn three() -> DataPlaneSpec {
+        DataPlaneSpec { replicas: 3, ..DataPlaneSpec::default() }
+    }
+
+    fn input(spec: &DataPlaneSpec, shards: usize) -> DataPlaneInput<'_> {
+        DataPlaneInput { slug: "team-a", owner: "team-a/team-a", namespace: "sluice-dataplanes", spec, shards }
+    }
+
+    fn with_route(route: RouteSettings) -> Settings {
+        Settings { route, ..Settings::default() }
     }
 
     fn pod(objects: &DataPlaneObjects) -> &PodSpec {
@@ -421,7 +338,7 @@ mod tests {
 
     #[test]
     fn the_deployment_runs_the_gateway_locked_down_with_the_config_contract() {
-        let objects = build(&input(0), &GatewaySettings::default(), &RouteSettings::default());
+        let objects = build(&input(&three(), 0), &Settings::default());
         let deployment = &objects.deployment;
         assert_eq!(deployment.metadata.name.as_deref(), Some("sluice-gw-team-a"));
         assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(3));
@@ -456,7 +373,7 @@ mod tests {
 
     #[test]
     fn shards_are_projected_as_numbered_files_and_readable_by_name_only() {
-        let objects = build(&input(2), &GatewaySettings::default(), &RouteSettings::default());
+        let objects = build(&input(&three(), 2), &Settings::default());
         let volume = &pod(&objects).volumes.as_ref().expect("volumes")[0];
         let sources = volume.projected.as_ref().and_then(|p| p.sources.clone()).expect("sources");
         let secret = |i: usize| sources[i].secret.clone().expect("secret source");
@@ -477,7 +394,7 @@ mod tests {
 
     #[test]
     fn the_usage_config_map_is_metadata_only_and_writable_by_name() {
-        let objects = build(&input(0), &GatewaySettings::default(), &RouteSettings::default());
+        let objects = build(&input(&three(), 0), &Settings::default());
         let map = &objects.usage_config_map;
         assert_eq!(map.metadata.name.as_deref(), Some("sluice-usage-team-a"));
         assert_eq!(map.metadata.namespace.as_deref(), Some("sluice-dataplanes"));
@@ -503,12 +420,14 @@ mod tests {
             limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("1Gi".to_owned()))])),
             ..ResourceRequirements::default()
         };
-        let objects = build(
-            &DataPlaneInput { resources: Some(&resources), ..input(0) },
-            &GatewaySettings::default(),
-            &RouteSettings::default(),
-        );
-        assert_eq!(pod(&objects).containers[0].resources.as_ref(), Some(&resources));
+        let mut settings = Settings::default();
+        settings.gateway.pod.resources = Some(default_resources());
+        settings.gateway.pod.resources.as_mut().and_then(|r| r.requests.as_mut()).map(|r| r.clear());
+        let platform = build(&input(&three(), 0), &settings);
+        assert_eq!(pod(&platform).containers[0].resources, settings.gateway.pod.resources, "the platform's default");
+        let own = DataPlaneSpec { resources: Some(resources.clone()), ..three() };
+        let objects = build(&input(&own, 0), &settings);
+        assert_eq!(pod(&objects).containers[0].resources.as_ref(), Some(&resources), "the Project's own");
     }
 
     #[test]
@@ -518,7 +437,7 @@ mod tests {
             host: Some("llm.example.com".into()),
             ..RouteSettings::default()
         };
-        let Route::Ingress(ingress) = build(&input(0), &GatewaySettings::default(), &settings).route else {
+        let Route::Ingress(ingress) = build(&input(&three(), 0), &with_route(settings)).route else {
             panic!("an Ingress by default")
         };
         let spec = ingress.spec.expect("spec");
@@ -534,7 +453,7 @@ mod tests {
             host: Some("llm.example.com".into()),
             ..RouteSettings::default()
         };
-        let Route::HttpRoute(route) = build(&input(0), &GatewaySettings::default(), &settings).route else {
+        let Route::HttpRoute(route) = build(&input(&three(), 0), &with_route(settings)).route else {
             panic!("an HTTPRoute")
         };
         assert_eq!(route.types.as_ref().map(|t| t.kind.as_str()), Some("HTTPRoute"));
@@ -543,7 +462,7 @@ mod tests {
         assert_eq!(route.data["spec"]["rules"][0]["backendRefs"][0]["name"], "sluice-gw-team-a");
         assert_eq!(route.data["spec"]["hostnames"][0], "llm.example.com");
         let none = RouteSettings { kind: RouteKind::None, ..RouteSettings::default() };
-        assert_eq!(build(&input(0), &GatewaySettings::default(), &none).route, Route::None);
+        assert_eq!(build(&input(&three(), 0), &with_route(none)).route, Route::None);
     }
 
     #[test]
@@ -556,5 +475,121 @@ mod tests {
         assert!(usage.len() <= 63 && usage.starts_with("sluice-usage-aaa"), "{usage}");
         assert_eq!(usage[usage.len() - 8..], name[name.len() - 8..], "the same hash of the slug");
         assert_eq!(usage_config_map_name("team-a"), "sluice-usage-team-a");
+    }
+
+    #[test]
+    fn placement_takes_the_project_over_the_platform_and_spreads_by_default() {
+        let mut settings = Settings::default();
+        settings.gateway.pod = PodDefaults {
+            node_selector: Some(BTreeMap::from([("pool".to_owned(), "gateways".to_owned())])),
+            priority_class_name: Some("platform".to_owned()),
+            image_pull_secrets: vec!["registry".to_owned()],
+            pod_labels: BTreeMap::from([("team".to_owned(), "platform".to_owned())]),
+            termination_grace_period_seconds: Some(90),
+            ..PodDefaults::default()
+        };
+        let toleration =
+            Toleration { key: Some("dedicated".into()), operator: Some("Exists".into()), ..Toleration::default() };
+        let own = DataPlaneSpec {
+            tolerations: Some(vec![toleration.clone()]),
+            priority_class_name: Some("tenant-high".to_owned()),
+            pod_labels: Some(BTreeMap::from([
+                ("team".to_owned(), "a".to_owned()),
+                // The operator's own labels win: the selector must keep matching.
+                ("sluice.dev/project".to_owned(), "spoofed".to_owned()),
+            ])),
+            pod_annotations: Some(BTreeMap::from([("example.com/x".to_owned(), "1".to_owned())])),
+            ..three()
+        };
+        let objects = build(&input(&own, 0), &settings);
+        let pod = pod(&objects);
+        assert_eq!(pod.node_selector.as_ref().map(|n| n["pool"].as_str()), Some("gateways"), "the platform's");
+        assert_eq!(pod.tolerations.as_deref(), Some(&[toleration][..]), "the Project's");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("tenant-high"), "the Project's over the platform's");
+        assert_eq!(pod.image_pull_secrets.as_ref().map(|s| s[0].name.as_str()), Some("registry"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(90));
+        let spread: Vec<&str> =
+            pod.topology_spread_constraints.iter().flatten().map(|c| c.topology_key.as_str()).collect();
+        assert_eq!(spread, ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]);
+        let template = objects.deployment.spec.as_ref().and_then(|s| s.template.metadata.clone()).expect("meta");
+        let labels = template.labels.expect("labels");
+        assert_eq!((labels["team"].as_str(), labels["sluice.dev/project"].as_str()), ("a", "team-a"));
+        assert_eq!(template.annotations.expect("annotations")["example.com/x"], "1");
+
+        settings.gateway.pod.topology_spread = false;
+        assert!(
+            build(&input(&three(), 0), &settings)
+                .deployment
+                .spec
+                .and_then(|s| s.template.spec)
+                .is_some_and(|p| p.topology_spread_constraints.is_none())
+        );
+    }
+
+    #[test]
+    fn an_autoscaled_project_gets_an_autoscaler_and_leaves_replicas_to_it() {
+        let fixed = build(&input(&three(), 0), &Settings::default());
+        assert!(fixed.autoscaler.is_none());
+        let scaled = DataPlaneSpec {
+            autoscaling: Some(AutoscalingSpec {
+                min_replicas: 2,
+                max_replicas: 10,
+                target_cpu_utilization_percent: Some(70),
+                target_in_flight_per_pod: Some(64),
+            }),
+            ..three()
+        };
+        let objects = build(&input(&scaled, 0), &Settings::default());
+        assert_eq!(objects.deployment.spec.as_ref().and_then(|s| s.replicas), None, "not applied: the HPA's");
+        let applied = serde_json::to_value(&objects.deployment).expect("serializes");
+        assert!(applied["spec"].get("replicas").is_none(), "absent from the apply, not null");
+        let hpa = objects.autoscaler.expect("an autoscaler").spec.expect("spec");
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
+        assert_eq!(hpa.scale_target_ref.name, "sluice-gw-team-a");
+        let metrics = hpa.metrics.expect("metrics");
+        assert_eq!(metrics[0].resource.as_ref().and_then(|r| r.target.average_utilization), Some(70));
+        let pods = metrics[1].pods.as_ref().expect("a pods metric");
+        assert_eq!(pods.metric.name, availability::IN_FLIGHT_METRIC);
+        assert_eq!(pods.target.average_value, Some(Quantity("64".into())));
+    }
+
+    #[test]
+    fn the_admin_port_has_its_own_service_a_budget_and_optionally_a_policy() {
+        let objects = build(&input(&three(), 0), &Settings::default());
+        let ports = |s: &Service| -> Vec<String> {
+            s.spec.iter().flat_map(|s| s.ports.iter().flatten()).filter_map(|p| p.name.clone()).collect()
+        };
+        assert_eq!(ports(&objects.service), ["http"], "the API alone behind the route");
+        assert_eq!(objects.admin_service.metadata.name.as_deref(), Some("sluice-gw-admin-team-a"));
+        assert_eq!(ports(&objects.admin_service), ["admin"]);
+        let budget = objects.disruption_budget.spec.expect("spec");
+        assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+        assert!(objects.network_policy.is_none(), "only when asked for");
+
+        let settings = Settings {
+            network_policy: Some(NetworkPolicySettings {
+                ingress_namespaces: vec!["ingress-nginx".into()],
+                monitoring_namespaces: vec!["monitoring".into()],
+                operator_namespace: Some("sluice-system".into()),
+            }),
+            ..Settings::default()
+        };
+        let policy = build(&input(&three(), 0), &settings).network_policy.expect("a policy").spec.expect("spec");
+        let rules = policy.ingress.expect("rules");
+        let namespaces = |i: usize| -> Vec<String> {
+            rules[i]
+                .from
+                .iter()
+                .flatten()
+                .filter_map(|p| p.namespace_selector.clone()?.match_labels?.into_values().next())
+                .collect()
+        };
+        let port = |i: usize| rules[i].ports.as_ref().and_then(|p| p[0].port.clone());
+        assert_eq!(
+            (namespaces(0), port(0)),
+            (vec!["ingress-nginx".to_owned()], Some(IntOrString::String("http".into())))
+        );
+        assert_eq!(namespaces(1), ["monitoring", "sluice-system"]);
+        assert_eq!(port(1), Some(IntOrString::String("admin".into())));
     }
 }

@@ -4,8 +4,10 @@
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -93,7 +95,9 @@ where
     }
 }
 
-/// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Service and route.
+/// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Services,
+/// disruption budget, autoscaler and network policy (removing the last two when not wanted), and
+/// the route.
 async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<()> {
     let ctx = state.ctx.as_ref();
     let namespace = ctx.settings.dataplane_namespace.as_str();
@@ -105,6 +109,19 @@ async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<(
     apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &objects.usage_config_map).await?;
     apply(&Api::<Deployment>::namespaced(client.clone(), namespace), &objects.deployment).await?;
     apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.service).await?;
+    apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.admin_service).await?;
+    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace), &objects.disruption_budget).await?;
+    let name = objects.deployment.metadata.name.clone().unwrap_or_default();
+    let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+    match &objects.autoscaler {
+        Some(autoscaler) => drop(apply(&autoscalers, autoscaler).await?),
+        None => delete_if_present(&autoscalers, &name).await?,
+    }
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+    match &objects.network_policy {
+        Some(policy) => drop(apply(&policies, policy).await?),
+        None => delete_if_present(&policies, &name).await?,
+    }
     match &objects.route {
         Route::Ingress(ingress) => {
             apply(&Api::<Ingress>::namespaced(client.clone(), namespace), ingress).await?;
@@ -127,6 +144,9 @@ async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) ->
     let client = &ctx.client;
     delete_owned(&Api::<Deployment>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<Service>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<PodDisruptionBudget>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<NetworkPolicy>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<Ingress>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     if ctx.settings.route.kind == RouteKind::HttpRoute {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), dataplane, &http_route_resource());

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
-use sluice_crds::api::{Project, ProjectStatus};
+use sluice_crds::api::{DataPlaneSpec, Project, ProjectStatus};
 use sluice_crds::compile::{CompileOptions, GeneratedKeys, PartialCompile, compile_partially};
 use sluice_crds::config::GatewayConfig;
 use sluice_crds::objects::{Object, ObjectRef as SourceRef};
@@ -277,6 +277,7 @@ fn serve(
     let options = CompileOptions {
         shared_namespace: settings.shared_namespace.clone(),
         generated_keys: GeneratedKeys::Operator,
+        services: sluice_crds::compile::ServiceEndpoints::Operator,
         now: Some(now),
     };
     let compiled = compile_partially(project, &inputs.objects, &options);
@@ -333,11 +334,10 @@ fn serve(
         slug,
         owner: &owner,
         namespace: &settings.dataplane_namespace,
-        replicas: project.spec.data_plane.replicas,
-        resources: project.spec.data_plane.resources.as_ref(),
+        spec: &project.spec.data_plane,
         shards,
     };
-    let objects = data_plane::build(&data_plane_input(written.shards), &settings.gateway, &settings.route);
+    let objects = data_plane::build(&data_plane_input(written.shards), settings);
     let config_write = write.map(|secrets| {
         let (new, old) = (secrets.shards.len(), current.shards);
         // While the set switches, the gateway may read the old and the new shards.
@@ -372,7 +372,7 @@ fn serve(
     let short_hash: String = written.hash.chars().take(19).collect();
     let (endpoint_count, key_count) = serving_counts(config, deferred, project.status.as_ref());
     let (ready_replicas, available) = (inputs.ready_replicas, inputs.available_replicas);
-    let replicas = project.spec.data_plane.replicas;
+    let replicas = replica_text(&project.spec.data_plane);
     let mut serving = format!(
         "configuration {short_hash} serves {endpoint_count} endpoint(s) and {key_count} key(s); {available} of {replicas} gateway replica(s) available"
     );
@@ -444,9 +444,18 @@ fn gateway_unavailable(inputs: &Inputs) -> Option<String> {
     (inputs.available_replicas < 1).then(|| {
         format!(
             "none of the {} gateway replica(s) of project {} is available yet",
-            project.spec.data_plane.replicas, project.spec.slug
+            replica_text(&project.spec.data_plane),
+            project.spec.slug
         )
     })
+}
+
+/// How many gateway replicas a Project asks for: its count, or its autoscaling range.
+fn replica_text(spec: &DataPlaneSpec) -> String {
+    match &spec.autoscaling {
+        Some(scaling) => format!("{}-{} (autoscaled)", scaling.min_replicas, scaling.max_replicas),
+        None => spec.replicas.to_string(),
+    }
 }
 
 /// The verdict on each Endpoint and ApiKey of the namespace.
