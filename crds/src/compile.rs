@@ -20,8 +20,8 @@ use crate::api::{
 };
 use crate::config::{
     AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, Credential, EndpointConfig,
-    GatewayConfig, KeyConfig, KeyHash, ModelConfig, PricingConfig, ProjectConfig, ProviderConfig, ProviderModelConfig,
-    SimulationConfig, TierConfig, hash_key,
+    GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig, ProjectConfig, ProviderConfig,
+    ProviderModelConfig, ServiceConfig, SimulationConfig, TierConfig, hash_key,
 };
 use crate::objects::{Object, ObjectRef, SecretData, namespace_of};
 
@@ -44,6 +44,8 @@ pub struct CompileOptions {
     pub shared_namespace: String,
     /// Where an ApiKey without `secretRef` gets its key material.
     pub generated_keys: GeneratedKeys,
+    /// Whether a Provider may name a Service (whose pods the operator resolves).
+    pub services: ServiceEndpoints,
     /// Leave out keys and key hashes that expired before this instant. `None` keeps them all (the
     /// gateway checks expiry on every request anyway).
     pub now: Option<Timestamp>,
@@ -54,6 +56,7 @@ impl Default for CompileOptions {
         Self {
             shared_namespace: DEFAULT_SHARED_NAMESPACE.to_owned(),
             generated_keys: GeneratedKeys::Unavailable,
+            services: ServiceEndpoints::Unavailable,
             now: None,
         }
     }
@@ -66,6 +69,17 @@ pub enum GeneratedKeys {
     Unavailable,
     /// The operator generates keys into the Secret named by [`generated_key_secret_name`]; until
     /// that Secret exists the key is left out of the configuration.
+    Operator,
+}
+
+/// Who turns a Provider's `spec.service` into pod addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceEndpoints {
+    /// Nobody (standalone): a Provider naming a Service is an error.
+    Unavailable,
+    /// The operator: the compiled Provider carries the Service and no pods, and the operator
+    /// writes the ready addresses of the Service's EndpointSlices into `pods`
+    /// ([`crate::config::ServiceConfig::pod_url`]).
     Operator,
 }
 
@@ -177,7 +191,7 @@ pub fn compile(objects: &[Object], options: &CompileOptions) -> Result<Vec<Gatew
     // Providers no project uses still deserve their errors.
     for provider in index.providers.values() {
         let mut scratch = Vec::new();
-        provider_config(provider, &index, &mut scratch);
+        provider_config(provider, &index, options, &mut scratch);
         errors.extend(scratch);
     }
 
@@ -421,13 +435,14 @@ struct ProviderPass<'p, 'a> {
     known: &'p mut BTreeMap<String, (&'a Provider, Option<ProviderConfig>)>,
     /// The problems of the Providers themselves.
     errors: &'p mut Vec<CompileError>,
+    options: &'p CompileOptions,
 }
 
 impl<'a> ProviderPass<'_, 'a> {
     /// Whether Provider `id` compiles.
     fn usable(&mut self, id: &str, provider: &'a Provider, index: &Index<'_>) -> bool {
         if !self.known.contains_key(id) {
-            let config = provider_config(provider, index, self.errors);
+            let config = provider_config(provider, index, self.options, self.errors);
             self.known.insert(id.to_owned(), (provider, config));
         }
         self.known.get(id).is_some_and(|(_, config)| config.is_some())
@@ -484,7 +499,7 @@ impl<'a> Pass<'a> {
                 None
             } else {
                 endpoint_owner.insert(slug.clone(), endpoint.name_any());
-                let mut resolver = ProviderPass { known: &mut providers, errors: &mut provider_errors };
+                let mut resolver = ProviderPass { known: &mut providers, errors: &mut provider_errors, options };
                 let mut context = EndpointContext {
                     index,
                     options,
@@ -785,7 +800,12 @@ const RESERVED_HEADERS: &[&str] = &[
     "x-request-id",
 ];
 
-fn provider_config(provider: &Provider, index: &Index<'_>, errors: &mut Vec<CompileError>) -> Option<ProviderConfig> {
+fn provider_config(
+    provider: &Provider,
+    index: &Index<'_>,
+    options: &CompileOptions,
+    errors: &mut Vec<CompileError>,
+) -> Option<ProviderConfig> {
     let namespace = namespace_of(provider);
     let mut problems = Problems {
         object: ObjectRef { kind: "Provider", namespace: Some(namespace.clone()), name: provider.name_any() },
@@ -795,14 +815,55 @@ fn provider_config(provider: &Provider, index: &Index<'_>, errors: &mut Vec<Comp
     let before = problems.errors.len();
 
     let base_url = spec.base_url.as_ref().map(|url| url.trim_end_matches('/').to_owned());
+    let pool = spec.service.is_some() || !spec.addresses.is_empty();
+    let places = [base_url.is_some(), spec.service.is_some(), !spec.addresses.is_empty()];
+    if places.iter().filter(|set| **set).count() > 1 {
+        problems.add("spec", "set at most one of spec.baseUrl, spec.service and spec.addresses");
+    }
     match (&base_url, spec.provider_type) {
         (None, ProviderType::Simulated) => {}
-        (None, other) => problems.add("spec.baseUrl", format!("required for type {}", other.as_str())),
+        (None, _) if pool => {}
+        (None, other) => problems.add(
+            "spec.baseUrl",
+            format!("required for type {} (or a pool: spec.service or spec.addresses)", other.as_str()),
+        ),
         (Some(url), _) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.add("spec.baseUrl", format!("{url:?} is not an http(s) URL"));
             }
         }
+    }
+    if pool && spec.provider_type == ProviderType::Simulated {
+        problems.add("spec", "type simulated runs inside the gateway: it has no pods (spec.service, spec.addresses)");
+    }
+    if spec.metrics.is_some() && !pool {
+        problems.add("spec.metrics", "only for a pool (spec.service or spec.addresses)");
+    }
+    let mut pods = Vec::new();
+    for (i, address) in spec.addresses.iter().enumerate() {
+        let url = address.trim_end_matches('/').to_owned();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            problems.add(format!("spec.addresses[{i}]"), format!("{address:?} is not an http(s) URL"));
+        } else if pods.contains(&url) {
+            problems.add(format!("spec.addresses[{i}]"), format!("{address:?} is listed twice"));
+        } else {
+            pods.push(url);
+        }
+    }
+    pods.sort();
+    let service = spec.service.as_ref().map(|s| ServiceConfig {
+        namespace: namespace.clone(),
+        name: s.name.clone(),
+        port: s.port,
+        scheme: s.scheme.as_str().to_owned(),
+        path: s.path.trim_end_matches('/').to_owned(),
+    });
+    if service.is_some() && options.services == ServiceEndpoints::Unavailable {
+        problems.add(
+            "spec.service",
+            "a Service's pods are resolved by the operator from its EndpointSlices, and there is no cluster here \
+             (standalone mode): list the pods' base URLs in spec.addresses instead",
+        );
     }
     if spec.simulation.is_some() && spec.provider_type != ProviderType::Simulated {
         problems.add("spec.simulation", format!("only for type simulated, not {}", spec.provider_type.as_str()));
@@ -878,6 +939,12 @@ fn provider_config(provider: &Provider, index: &Index<'_>, errors: &mut Vec<Comp
             embedding_dimension: s.embedding_dimension,
             seed: s.seed,
         }),
+        pods,
+        service,
+        pod_metrics: spec
+            .metrics
+            .as_ref()
+            .map(|m| PodMetricsConfig { path: m.path.clone(), interval_ms: m.interval_ms }),
     })
 }
 

@@ -112,6 +112,61 @@ pub struct ProviderConfig {
     /// Simulator knobs for `simulated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulation: Option<SimulationConfig>,
+    /// A self-hosted pool's pods: base URLs up to the version segment
+    /// (`http://10.0.3.7:8000/v1`), sorted and without duplicates. The gateway routes to each
+    /// as a backend of its own. Filled by the compiler from `spec.addresses`, and by the
+    /// operator from the ready endpoints of `service`'s EndpointSlices.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
+    /// The Service whose ready endpoints the operator writes into `pods`. A Provider with a
+    /// `service` is a pool even while `pods` is empty (no ready endpoint yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceConfig>,
+    /// Scraping the pods' vLLM metrics; only for a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metrics: Option<PodMetricsConfig>,
+}
+
+impl ProviderConfig {
+    /// Whether requests go to `pods` one by one rather than to `base_url`.
+    pub fn is_pool(&self) -> bool {
+        self.service.is_some() || !self.pods.is_empty()
+    }
+}
+
+/// The Service of a self-hosted pool, for the operator to resolve into pod addresses: each
+/// ready endpoint address `ip` becomes `<scheme>://<ip>:<port><path>` (IPv6 in brackets).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Namespace of the Service (the Provider's).
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// The pods' API port.
+    pub port: u16,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// API path up to the version segment (`/v1`), or empty.
+    pub path: String,
+}
+
+impl ServiceConfig {
+    /// The base URL of the pod at `ip` (the contract the operator follows when filling `pods`).
+    pub fn pod_url(&self, ip: &str) -> String {
+        let host = if ip.contains(':') && !ip.starts_with('[') { format!("[{ip}]") } else { ip.to_owned() };
+        format!("{}://{host}:{}{}", self.scheme, self.port, self.path)
+    }
+}
+
+/// Scraping a pool's pods.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodMetricsConfig {
+    /// Path of the Prometheus text on each pod's host and port.
+    pub path: String,
+    /// Between two scrapes, ms.
+    pub interval_ms: u32,
 }
 
 /// A secret value (an upstream API key). Serialises as the plain string, since the configuration
@@ -380,8 +435,20 @@ impl GatewayConfig {
             }
         }
         for (id, provider) in &self.providers {
-            if provider.base_url.is_none() && provider.provider_type != ProviderType::Simulated {
+            let pool = provider.is_pool();
+            if pool && provider.base_url.is_some() {
+                problems.push(format!("providers.{id}.baseUrl: a pool (pods, service) has no baseUrl"));
+            } else if !pool && provider.base_url.is_none() && provider.provider_type != ProviderType::Simulated {
                 problems.push(format!("providers.{id}.baseUrl: required for type {}", provider.provider_type.as_str()));
+            }
+            if pool && provider.provider_type == ProviderType::Simulated {
+                problems.push(format!("providers.{id}.pods: type simulated has no pods"));
+            }
+            for pod in provider.pods.iter().filter(|p| !(p.starts_with("http://") || p.starts_with("https://"))) {
+                problems.push(format!("providers.{id}.pods: {pod:?} is not an http(s) URL"));
+            }
+            if provider.pod_metrics.is_some() && !pool {
+                problems.push(format!("providers.{id}.podMetrics: only for a pool"));
             }
         }
         let mut seen_hashes = std::collections::HashSet::new();

@@ -57,18 +57,21 @@ pub enum Need {
 }
 
 /// Finds the key the client presented and decides everything the request head can: the key is
-/// valid now, opens the path's project and endpoint, and may be used from `ip`. Another
+/// valid now, opens the path's project and endpoint, and may be used from `ip`. `query_key` is
+/// the `?key=` parameter, which the server took out of the URI before anything could record it.
+/// Another
 /// project's key gets the same answer as an unknown path, so tenants learn nothing about each
 /// other.
 pub fn identify<'s, B>(
     snapshot: &'s Snapshot,
     request: &Request<B>,
+    query_key: Option<&[u8]>,
     target: &Target<'_>,
     ip: IpAddr,
     now: Timestamp,
     unknown_path: impl Fn() -> ApiError,
 ) -> Result<Caller<'s>, Refused<'s>> {
-    let credential = presented_credential(request.headers(), request.uri().query());
+    let credential = presented_credential(request.headers(), query_key);
     let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
     let hash: [u8; 32] = Sha256::digest(credential).into();
     let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
@@ -114,8 +117,8 @@ impl Caller<'_> {
 }
 
 /// The credential a client presented: `Authorization: Bearer`, `x-api-key` (Anthropic style),
-/// `x-goog-api-key` or `?key=` (Gemini style), in that order.
-pub fn presented_credential<'r>(headers: &'r HeaderMap, query: Option<&'r str>) -> Option<&'r [u8]> {
+/// `x-goog-api-key` or `?key=` (Gemini style, taken from the URI as `query_key`), in that order.
+pub fn presented_credential<'r>(headers: &'r HeaderMap, query_key: Option<&'r [u8]>) -> Option<&'r [u8]> {
     if let Some(value) = headers.get(hyper::header::AUTHORIZATION) {
         let bytes = value.as_bytes();
         if bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ") {
@@ -127,7 +130,7 @@ pub fn presented_credential<'r>(headers: &'r HeaderMap, query: Option<&'r str>) 
             return Some(value.as_bytes().trim_ascii());
         }
     }
-    query?.split('&').find_map(|pair| pair.strip_prefix("key=")).map(str::as_bytes)
+    query_key
 }
 
 /// Checks the client's address against the key's allowed networks.
@@ -196,7 +199,7 @@ mod tests {
     #[test]
     fn credentials_come_from_any_supported_header() {
         let mut headers = HeaderMap::new();
-        assert_eq!(presented_credential(&headers, Some("a=1&key=abc")), Some(&b"abc"[..]));
+        assert_eq!(presented_credential(&headers, Some(b"abc")), Some(&b"abc"[..]));
         headers.insert("x-goog-api-key", HeaderValue::from_static("goog"));
         assert_eq!(presented_credential(&headers, None), Some(&b"goog"[..]));
         headers.insert("x-api-key", HeaderValue::from_static("anthropic"));

@@ -57,6 +57,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod scrape;
 pub mod settings;
 pub mod snapshot;
 pub mod usage_report;
@@ -109,21 +110,34 @@ pub struct Gateway {
     shared_namespace: String,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
+    /// Admission control: in-process, or shared through Redis (`--redis-url`).
+    pub limiter: limits::Limiter,
 }
 
 impl Gateway {
     /// A gateway with no configuration yet.
     pub fn new(shared_namespace: &str, max_header_bytes: usize) -> Arc<Self> {
+        Self::with_limiter(shared_namespace, max_header_bytes, Arc::new(Metrics::new()), limits::Limiter::default())
+    }
+
+    /// A gateway with no configuration yet whose admissions go through `limiter`.
+    pub fn with_limiter(
+        shared_namespace: &str,
+        max_header_bytes: usize,
+        metrics: Arc<Metrics>,
+        limiter: limits::Limiter,
+    ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             registries: Registries::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             status: Mutex::new(ReloadStatus::default()),
             install: Mutex::new(0),
             request_prefix: rand::random(),
             request_counter: AtomicU64::new(0),
             shared_namespace: shared_namespace.to_owned(),
             max_header_bytes,
+            limiter,
         })
     }
 
@@ -165,6 +179,7 @@ impl Gateway {
         CompileOptions {
             shared_namespace: self.shared_namespace.clone(),
             generated_keys: GeneratedKeys::Unavailable,
+            services: sluice_crds::compile::ServiceEndpoints::Unavailable,
             now: None,
         }
     }
@@ -199,7 +214,13 @@ pub async fn start(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, Error> {
-    let gateway = Gateway::new(&settings.shared_namespace, settings.max_header_bytes);
+    let metrics = Arc::new(Metrics::new());
+    let limiter = limits::Limiter::from_settings(&settings, &metrics.limits).map_err(Error::Config)?;
+    let gateway = Gateway::with_limiter(&settings.shared_namespace, settings.max_header_bytes, metrics, limiter);
+    if let Some(redis) = gateway.limiter.redis() {
+        tracing::info!(redis = %redis.describe(), replicas_hint = settings.replicas_hint, "limits are shared through Redis");
+        tokio::spawn(redis.clone().maintain());
+    }
     initial_load(&gateway, &settings).await?;
 
     let api =

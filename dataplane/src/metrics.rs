@@ -88,8 +88,47 @@ struct SloLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodLabels {
+    provider: String,
+    model: String,
+    pod: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodScrapeLabels {
+    provider: String,
+    pod: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedisErrorLabels {
+    kind: &'static str,
+}
+
+/// The shared limiter's health (`sluice_limits_*`): registered always, moved only with
+/// `--redis-url`.
+#[derive(Clone, Debug, Default)]
+pub struct LimiterMetrics {
+    /// 1 while Redis answers (the circuit is closed), 0 while replicas enforce their share.
+    pub redis_up: Gauge,
+    /// Admissions decided by this replica's fallback counters because Redis was unavailable.
+    pub fallback_admissions: Counter,
+    /// Key-periods whose spend Redis has not confirmed yet.
+    pub unwritten_spend: Gauge,
+    redis_errors: Family<RedisErrorLabels, Counter>,
+}
+
+impl LimiterMetrics {
+    /// Failed Redis calls of `kind` (`timeout` or `error`).
+    pub fn redis_errors(&self, kind: &'static str) -> Counter {
+        self.redis_errors.get_or_create_owned(&RedisErrorLabels { kind })
+    }
 }
 
 /// Every metric the gateway exports.
@@ -110,6 +149,8 @@ pub struct Metrics {
     prediction_error: Family<BackendLabels, Histogram, fn() -> Histogram>,
     slo: Family<SloLabels, Counter>,
     sheds: Family<ModelLabels, Counter>,
+    pod_ejected: Family<PodLabels, Gauge>,
+    pod_scrapes: Family<PodScrapeLabels, Counter>,
     /// Generation of the live configuration.
     pub config_generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
@@ -117,6 +158,8 @@ pub struct Metrics {
     pub config_last_success: Gauge,
     /// API keys loaded.
     pub keys_loaded: Gauge,
+    /// The shared limiter's health.
+    pub limits: LimiterMetrics,
 }
 
 /// Handles for one (project, endpoint, model), resolved at load time.
@@ -374,6 +417,10 @@ impl Metrics {
             "Requests of sheddable tiers refused because no backend could meet their SLO hints",
             sheds.clone(),
         );
+        let pod_ejected = Family::default();
+        registry.register("pod_ejected", "1 while a pool's pod is ejected (per pod)", pod_ejected.clone());
+        let pod_scrapes = Family::default();
+        registry.register("pod_scrapes", "Scrapes of pool pods' metrics, by result", pod_scrapes.clone());
         let config_generation = Gauge::default();
         registry.register("config_generation", "Generation of the live configuration", config_generation.clone());
         let reloads = Family::default();
@@ -386,6 +433,19 @@ impl Metrics {
         );
         let keys_loaded = Gauge::default();
         registry.register("api_keys", "API keys loaded", keys_loaded.clone());
+        let limits = LimiterMetrics::default();
+        registry.register("limits_redis_up", "1 while Redis answers for shared limits", limits.redis_up.clone());
+        registry.register(
+            "limits_fallback_admissions",
+            "Admissions decided by per-replica fallback limits because Redis was unavailable",
+            limits.fallback_admissions.clone(),
+        );
+        registry.register(
+            "limits_unwritten_spend",
+            "Key-periods whose spend Redis has not confirmed yet",
+            limits.unwritten_spend.clone(),
+        );
+        registry.register("limits_redis_errors", "Failed Redis calls by kind", limits.redis_errors.clone());
         Self {
             registry,
             requests,
@@ -403,10 +463,13 @@ impl Metrics {
             prediction_error,
             slo,
             sheds,
+            pod_ejected,
+            pod_scrapes,
             config_generation,
             reloads,
             config_last_success,
             keys_loaded,
+            limits,
         }
     }
 
@@ -444,8 +507,10 @@ impl Metrics {
         }
     }
 
-    /// Resolves the handles of one backend.
-    pub fn backend(&self, provider: &str, model: &str) -> BackendMetrics {
+    /// Resolves the handles of one backend. A pool's pods share their Provider's counters (its
+    /// decisions, hints and ejections add up over the pods); whether each pod is ejected shows
+    /// in `sluice_pod_ejected`, labelled with the pod.
+    pub fn backend(&self, provider: &str, model: &str, pod: Option<&str>) -> BackendMetrics {
         let probe = |result| {
             self.probes.get_or_create_owned(&ProbeLabels { provider: provider.into(), model: model.into(), result })
         };
@@ -480,10 +545,28 @@ impl Metrics {
             probes_started: probe("started"),
             probes_succeeded: probe("succeeded"),
             probes_failed: probe("failed"),
-            ejected: self
-                .ejected
-                .get_or_create_owned(&BackendLabels { provider: provider.into(), model: model.into() }),
+            ejected: match pod {
+                None => {
+                    self.ejected.get_or_create_owned(&BackendLabels { provider: provider.into(), model: model.into() })
+                }
+                Some(pod) => self.pod_ejected.get_or_create_owned(&PodLabels {
+                    provider: provider.into(),
+                    model: model.into(),
+                    pod: pod.into(),
+                }),
+            },
         }
+    }
+
+    /// The scrape counters of a pool's pod: succeeded, failed.
+    pub fn pod_scrapes(&self, provider: &str, pod: &str) -> [Counter; 2] {
+        ["success", "failure"].map(|result| {
+            self.pod_scrapes.get_or_create_owned(&PodScrapeLabels {
+                provider: provider.into(),
+                pod: pod.into(),
+                result,
+            })
+        })
     }
 
     /// Counts a request that failed before a model was known. `project` and `endpoint` must be

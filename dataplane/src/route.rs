@@ -1,5 +1,6 @@
-//! What a request asks for, from its path and method alone: `/<project>/<endpoint>/v1/<api>`,
-//! which API that is, the method each route takes, and the wire format the client speaks.
+//! What a request asks for, from its path and method alone: `/<project>/<endpoint>/v1/<api>`
+//! (or Gemini's `/v1beta/models...`), which API that is, the method each route takes, and the
+//! wire format the client speaks.
 
 use hyper::Method;
 
@@ -83,28 +84,57 @@ pub enum Route<'p> {
     ListModels,
     /// `GET /v1/models/{id}`.
     GetModel(&'p str),
+    /// `POST /v1/responses`: OpenAI's Responses API, served as a chat completion.
+    Responses,
+    /// `POST /v1beta/models/{model}:{method}`: Gemini's API, served as a chat completion (or
+    /// answered by the gateway, for `countTokens`).
+    Gemini {
+        /// The model in the path (without `models/`).
+        model: &'p str,
+        /// What is asked of it.
+        method: GeminiMethod,
+    },
+    /// `GET /v1beta/models`.
+    GeminiListModels,
+    /// `GET /v1beta/models/{model}`.
+    GeminiGetModel(&'p str),
+}
+
+/// The methods of Gemini's `models/{model}` resource the gateway serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GeminiMethod {
+    /// `:generateContent`.
+    Generate,
+    /// `:streamGenerateContent` (with `?alt=sse`).
+    StreamGenerate,
+    /// `:countTokens`: answered by the gateway.
+    CountTokens,
 }
 
 impl Route<'_> {
     /// Model calls are `POST`s; the model list is read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
         let expected = match self {
-            Self::Api(_) | Self::Messages | Self::CountTokens => Method::POST,
-            Self::ListModels | Self::GetModel(_) => Method::GET,
+            Self::Api(_) | Self::Messages | Self::CountTokens | Self::Responses | Self::Gemini { .. } => Method::POST,
+            Self::ListModels | Self::GetModel(_) | Self::GeminiListModels | Self::GeminiGetModel(_) => Method::GET,
         };
         if *method == expected { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
     }
 }
 
-/// The wire format a client speaks: OpenAI's everywhere but on Anthropic's Messages paths.
-/// Known from the path alone, so that a refusal before the key is checked is already written in
-/// the client's format.
+/// The wire format a client speaks: OpenAI's chat completions everywhere but on Anthropic's
+/// Messages paths, Gemini's `/v1beta` paths and OpenAI's Responses path. Known from the path
+/// alone, so that a refusal before the key is checked is already written in the client's format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wire {
     /// OpenAI's request, response and error shapes.
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Gemini's API (Google's error shape).
+    Gemini,
+    /// OpenAI's Responses API (OpenAI's error shape).
+    Responses,
 }
 
 impl Wire {
@@ -112,6 +142,13 @@ impl Wire {
     pub fn of_path(path: &str) -> Self {
         if path.ends_with("/v1/messages") || path.ends_with("/v1/messages/count_tokens") {
             Self::Anthropic
+        } else if path.ends_with("/v1/responses") {
+            Self::Responses
+        } else if path.contains("/v1beta/")
+            || path.ends_with("/v1beta")
+            || [":generateContent", ":streamGenerateContent", ":countTokens"].iter().any(|m| path.ends_with(m))
+        {
+            Self::Gemini
         } else {
             Self::OpenAi
         }
@@ -129,11 +166,16 @@ pub struct Target<'p> {
     pub route: Route<'p>,
 }
 
-/// Splits `/<project>/<endpoint>/v1/<api>`; `None` for any other path.
+/// Splits `/<project>/<endpoint>/v1/<api>` (and `.../v1beta/models...`); `None` for any other
+/// path.
 pub fn parse_path(path: &str) -> Option<Target<'_>> {
     let rest = path.strip_prefix('/')?;
     let (project, rest) = rest.split_once('/')?;
     let (endpoint, rest) = rest.split_once('/')?;
+    if let Some(gemini) = rest.strip_prefix("v1beta/") {
+        let route = gemini_route(gemini)?;
+        return (!project.is_empty() && !endpoint.is_empty()).then_some(Target { project, endpoint, route });
+    }
     let api = rest.strip_prefix("v1/")?;
     let route = match api {
         "chat/completions" => Route::Api(Api::ChatCompletions),
@@ -142,10 +184,31 @@ pub fn parse_path(path: &str) -> Option<Target<'_>> {
         "rerank" => Route::Api(Api::Rerank),
         "messages" => Route::Messages,
         "messages/count_tokens" => Route::CountTokens,
+        "responses" => Route::Responses,
         "models" => Route::ListModels,
-        other => Route::GetModel(other.strip_prefix("models/").filter(|id| !id.is_empty())?),
+        // Google's SDKs call `/v1/models/{model}:generateContent` too (its stable version).
+        other => match gemini_route(other) {
+            Some(gemini @ Route::Gemini { .. }) => gemini,
+            _ => Route::GetModel(other.strip_prefix("models/").filter(|id| !id.is_empty())?),
+        },
     };
     (!project.is_empty() && !endpoint.is_empty()).then_some(Target { project, endpoint, route })
+}
+
+/// `models`, `models/{model}` or `models/{model}:{method}` below `/v1beta/`.
+fn gemini_route(rest: &str) -> Option<Route<'_>> {
+    if rest == "models" {
+        return Some(Route::GeminiListModels);
+    }
+    let model = rest.strip_prefix("models/").filter(|m| !m.is_empty())?;
+    let Some((model, method)) = model.rsplit_once(':') else { return Some(Route::GeminiGetModel(model)) };
+    let method = match method {
+        "generateContent" => GeminiMethod::Generate,
+        "streamGenerateContent" => GeminiMethod::StreamGenerate,
+        "countTokens" => GeminiMethod::CountTokens,
+        _ => return None,
+    };
+    (!model.is_empty()).then_some(Route::Gemini { model, method })
 }
 
 #[cfg(test)]
@@ -184,6 +247,28 @@ mod tests {
         assert_eq!(Wire::of_path("/nowhere"), Wire::OpenAi);
         assert!(Route::Messages.check_method(&Method::POST).is_ok());
         assert!(Route::CountTokens.check_method(&Method::GET).is_err());
+    }
+
+    #[test]
+    fn gemini_and_responses_paths_have_routes_and_wires() {
+        let gemini = |model, method| Some(("p", "e", Route::Gemini { model, method }));
+        assert_eq!(split("/p/e/v1beta/models/m-ok:generateContent"), gemini("m-ok", GeminiMethod::Generate));
+        assert_eq!(split("/p/e/v1beta/models/a/b:streamGenerateContent"), gemini("a/b", GeminiMethod::StreamGenerate));
+        assert_eq!(split("/p/e/v1beta/models/m:countTokens"), gemini("m", GeminiMethod::CountTokens));
+        assert_eq!(split("/p/e/v1beta/models/m:embedContent"), None);
+        assert_eq!(split("/p/e/v1beta/models/:generateContent"), None);
+        assert_eq!(split("/p/e/v1beta/models"), Some(("p", "e", Route::GeminiListModels)));
+        assert_eq!(split("/p/e/v1beta/models/m"), Some(("p", "e", Route::GeminiGetModel("m"))));
+        assert_eq!(split("/p/e/v1beta/other"), None);
+        assert_eq!(split("/p/e/v1/responses"), Some(("p", "e", Route::Responses)));
+        assert_eq!(split("/p/e/v1/models/m:generateContent"), gemini("m", GeminiMethod::Generate));
+        assert_eq!(split("/p/e/v1/models/ft:m:org:1"), Some(("p", "e", Route::GetModel("ft:m:org:1"))));
+        assert_eq!(Wire::of_path("/p/e/v1/models/m:countTokens"), Wire::Gemini);
+        assert_eq!(Wire::of_path("/p/e/v1/models/ft:m:org:1"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/p/e/v1beta/models/m:generateContent"), Wire::Gemini);
+        assert_eq!(Wire::of_path("/p/e/v1/responses"), Wire::Responses);
+        assert!(Route::Responses.check_method(&Method::POST).is_ok());
+        assert!(Route::GeminiListModels.check_method(&Method::POST).is_err());
     }
 
     #[test]

@@ -14,6 +14,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// A Redis URL, which may hold a password: shown as `<redacted>` by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl std::str::FromStr for RedisUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `sluice-gateway`: the Sluice data plane.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -99,6 +117,41 @@ pub struct Settings {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    /// Share rate limits, concurrency, the project ceiling and budget spend with every replica
+    /// through this Redis (or Valkey) server: `redis://[:PASSWORD@]HOST:PORT[/DB]`. Without it,
+    /// limits are per replica. Never logged (it may hold a password); pass it from a Secret.
+    #[arg(long, env = "SLUICE_REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub redis_url: Option<RedisUrl>,
+
+    /// Longest wait for one Redis call, in milliseconds; a slower answer counts as a failure.
+    #[arg(long, env = "SLUICE_REDIS_TIMEOUT_MS", default_value_t = 50)]
+    pub redis_timeout_ms: u64,
+
+    /// Milliseconds between probes of an unavailable Redis (and writes of spend kept meanwhile).
+    #[arg(long, env = "SLUICE_REDIS_PROBE_MS", default_value_t = 500)]
+    pub redis_probe_ms: u64,
+
+    /// Prefix of every Redis key the gateway writes.
+    #[arg(long, env = "SLUICE_REDIS_KEY_PREFIX", default_value = "sluice")]
+    pub redis_key_prefix: String,
+
+    /// Multiplexed Redis connections, used in turn.
+    #[arg(long, env = "SLUICE_REDIS_CONNECTIONS", default_value_t = 2)]
+    pub redis_connections: usize,
+
+    /// Replicas sharing the limits: while Redis is unavailable each enforces 1/N of every limit
+    /// (the operator sets it to the Deployment's replica count).
+    #[arg(long, env = "SLUICE_REPLICAS_HINT", default_value_t = 1)]
+    pub replicas_hint: u32,
+
+    /// A ceiling on requests per minute over all keys of a project (each project served).
+    #[arg(long, env = "SLUICE_PROJECT_REQUESTS_PER_MINUTE", value_name = "N")]
+    pub project_requests_per_minute: Option<u32>,
+
+    /// A ceiling on tokens per minute over all keys of a project (each project served).
+    #[arg(long, env = "SLUICE_PROJECT_TOKENS_PER_MINUTE", value_name = "N")]
+    pub project_tokens_per_minute: Option<u64>,
 
     /// Validate the configuration, print a summary and exit (status 1 on errors).
     #[arg(long)]

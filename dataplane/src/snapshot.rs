@@ -19,6 +19,7 @@ use crate::backends::{BackendKey, BackendRegistry, BackendState};
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::route::Api;
+use crate::scrape::{PodTarget, Scrapes};
 use crate::upstream::client::{SharedUpstream, UpstreamPool};
 
 /// One loaded configuration set.
@@ -157,9 +158,10 @@ pub struct Backend {
     /// Prices of this backend's model.
     pub pricing: Option<PricingConfig>,
     /// Its live state (load, latency, health), shared with every snapshot and model that
-    /// names the same provider and upstream model.
+    /// names the same provider and upstream model (and pod).
     pub state: Arc<BackendState>,
-    /// `<provider>/<model>` for headers, logs and metrics.
+    /// `<provider>/<model>` for headers, logs and metrics; `<provider>/<model>@<host:port>`
+    /// for a pool's pod.
     pub label: Arc<str>,
     /// `label` as a header value, made once.
     pub label_header: hyper::header::HeaderValue,
@@ -254,6 +256,8 @@ pub struct Registries {
     pub backends: BackendRegistry,
     /// Upstream connections and simulators.
     pub upstreams: UpstreamPool,
+    /// Pool pods' scraped signals and scrape tasks.
+    pub scrapes: Scrapes,
 }
 
 /// Why a configuration could not become a snapshot.
@@ -280,6 +284,7 @@ pub fn build(
     let mut live_retries: HashMap<String, Arc<RetryBudget>> = HashMap::new();
     let mut live_sims = Vec::new();
     let mut live_backends = HashSet::new();
+    let mut live_pods: Vec<PodTarget> = Vec::new();
     let old_keys = registries.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let old_retries = registries.retries.lock().unwrap_or_else(PoisonError::into_inner).clone();
 
@@ -303,14 +308,34 @@ pub fn build(
             .collect();
         let tier = |name: &str| tiers.get(name).cloned().ok_or_else(|| fail(format!("no tier {name:?}")));
 
-        let mut upstreams: HashMap<&str, SharedUpstream> = HashMap::new();
+        // Each provider's upstreams: one, or one per pod of a pool (with the pod's URL).
+        let mut upstreams: HashMap<&str, Vec<(Option<&str>, SharedUpstream)>> = HashMap::new();
         for (id, provider) in &config.providers {
+            if provider.is_pool() {
+                let mut pods = Vec::with_capacity(provider.pods.len());
+                for pod in &provider.pods {
+                    let pinned =
+                        sluice_crds::config::ProviderConfig { base_url: Some(pod.clone()), ..provider.clone() };
+                    let upstream = registries
+                        .upstreams
+                        .upstream(id, &pinned)
+                        .map_err(|e| fail(format!("provider {id}: pod {pod}: {e}")))?;
+                    pods.push((Some(pod.as_str()), Arc::new(upstream)));
+                    live_pods.push(PodTarget {
+                        provider: id.clone(),
+                        pod: pod.clone(),
+                        metrics: provider.pod_metrics.clone(),
+                    });
+                }
+                upstreams.insert(id.as_str(), pods);
+                continue;
+            }
             let upstream =
                 registries.upstreams.upstream(id, provider).map_err(|e| fail(format!("provider {id}: {e}")))?;
             if provider.provider_type == sluice_crds::api::ProviderType::Simulated {
                 live_sims.push(id.clone());
             }
-            upstreams.insert(id.as_str(), Arc::new(upstream));
+            upstreams.insert(id.as_str(), vec![(None, Arc::new(upstream))]);
         }
 
         let mut endpoints = FastMap::default();
@@ -320,33 +345,51 @@ pub fn build(
             for (index, (name, model)) in endpoint.models.iter().enumerate() {
                 let mut backends = Vec::new();
                 for backend in &model.backends {
-                    let upstream = upstreams
+                    let targets = upstreams
                         .get(backend.provider.as_str())
                         .ok_or_else(|| fail(format!("no provider {:?}", backend.provider)))?;
-                    live_backends
-                        .insert(BackendKey { provider: backend.provider.clone(), model: backend.model.clone() });
                     let pricing = config
                         .providers
                         .get(&backend.provider)
                         .and_then(|p| p.models.get(&backend.model))
                         .and_then(|m| m.pricing.clone());
-                    backends.push(Backend {
-                        upstream: upstream.clone(),
-                        model: backend.model.clone(),
-                        rewrite_from: (backend.model != *name).then(|| name.clone()),
-                        weight: backend.weight,
-                        priority: backend.priority,
-                        pricing,
-                        state: registries.backends.state(&backend.provider, &backend.model, metrics),
-                        label_header: hyper::header::HeaderValue::try_from(format!(
-                            "{}/{}",
-                            backend.provider, backend.model
-                        ))
-                        .map_err(|_| {
-                            fail(format!("backend {}/{} is not a valid header value", backend.provider, backend.model))
-                        })?,
-                        label: format!("{}/{}", backend.provider, backend.model).into(),
-                    });
+                    // A pool expands into one backend per pod, each with its own state.
+                    for (pod, upstream) in targets {
+                        live_backends.insert(BackendKey {
+                            provider: backend.provider.clone(),
+                            model: backend.model.clone(),
+                            pod: pod.map(str::to_owned),
+                        });
+                        let (state, label) = match pod {
+                            None => (
+                                registries.backends.state(&backend.provider, &backend.model, metrics),
+                                format!("{}/{}", backend.provider, backend.model),
+                            ),
+                            Some(pod) => {
+                                let signals = registries.scrapes.signals(&backend.provider, pod);
+                                let state = registries.backends.pod_state(
+                                    &backend.provider,
+                                    &backend.model,
+                                    pod,
+                                    &signals,
+                                    metrics,
+                                );
+                                (state, format!("{}/{}@{}", backend.provider, backend.model, pod_host(pod)))
+                            }
+                        };
+                        backends.push(Backend {
+                            upstream: upstream.clone(),
+                            model: backend.model.clone(),
+                            rewrite_from: (backend.model != *name).then(|| name.clone()),
+                            weight: backend.weight,
+                            priority: backend.priority,
+                            pricing: pricing.clone(),
+                            state,
+                            label_header: hyper::header::HeaderValue::try_from(label.as_str())
+                                .map_err(|_| fail(format!("backend {label} is not a valid header value")))?,
+                            label: label.into(),
+                        });
+                    }
                 }
                 backends.sort_by_key(|b| b.priority);
                 names.insert(name.clone(), NameTarget::Model(index));
@@ -454,7 +497,14 @@ pub fn build(
     let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
     registries.upstreams.retain_simulators(&live);
     registries.backends.retain(&live_backends);
+    registries.scrapes.sync(&live_pods, metrics);
     Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
+}
+
+/// A pod's host and port (its base URL's authority), to name it in `x-sluice-backend`.
+pub fn pod_host(pod: &str) -> &str {
+    let rest = pod.split_once("://").map_or(pod, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// The snapshot of `tests/fixtures/stages.yaml`, for the stages' unit tests.
@@ -465,4 +515,61 @@ pub fn test_snapshot() -> Snapshot {
     let configs = sluice_crds::compile::compile(&loaded.objects, &sluice_crds::compile::CompileOptions::default())
         .expect("compiles");
     build(&configs, 1, &Registries::default(), &Metrics::new()).expect("snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_config(addresses: &[&str]) -> Vec<GatewayConfig> {
+        let list: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+        let text = format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: ServiceTier\nmetadata: {{name: basic}}\nspec: {{}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {{name: t, namespace: t}}\nspec: {{slug: t, defaultTier: basic}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Provider\nmetadata: {{name: pool, namespace: t}}\n\
+spec: {{type: openai, addresses: [{}], models: [{{name: m}}]}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {{name: chat, namespace: t}}\n\
+spec: {{slug: chat, models: [{{name: chat, backends: [{{providerRef: {{name: pool}}, model: m}}]}}]}}\n",
+            list.join(", ")
+        );
+        let loaded = sluice_crds::manifests::load_str(std::path::Path::new("pool.yaml"), &text).expect("manifests");
+        sluice_crds::compile::compile(&loaded.objects, &sluice_crds::compile::CompileOptions::default())
+            .expect("compiles")
+    }
+
+    fn backends(snapshot: &Snapshot) -> &[Backend] {
+        &snapshot.projects["t"].endpoints["chat"].models[0].backends
+    }
+
+    #[test]
+    fn a_pool_expands_into_one_backend_per_pod_and_forgets_pods_that_leave() {
+        let (registries, metrics) = (Registries::default(), Metrics::new());
+        let configs = pool_config(&["http://10.0.0.2:8000/v1", "http://10.0.0.1:8000/v1/"]);
+        assert_eq!(configs[0].providers["t/pool"].pods, ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]);
+        let first = build(&configs, 1, &registries, &metrics).expect("snapshot");
+        let labels: Vec<&str> = backends(&first).iter().map(|b| &*b.label).collect();
+        assert_eq!(labels, ["t/pool/m@10.0.0.1:8000", "t/pool/m@10.0.0.2:8000"]);
+        let keys: Vec<BackendKey> = backends(&first).iter().map(|b| b.state.key().clone()).collect();
+        assert_eq!(keys[0].pod.as_deref(), Some("http://10.0.0.1:8000/v1"));
+        assert!(backends(&first).iter().all(|b| b.state.pod.is_some()));
+        assert_eq!(registries.backends.views().len(), 2);
+
+        // A reload keeping pod 2 keeps its state; pod 1 is forgotten.
+        let second = build(&pool_config(&["http://10.0.0.2:8000/v1"]), 2, &registries, &metrics).expect("snapshot");
+        assert_eq!(backends(&second).len(), 1);
+        assert!(Arc::ptr_eq(&backends(&first)[1].state, &backends(&second)[0].state), "same pod, same state");
+        let views = registries.backends.views();
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].pod.as_deref(), Some("http://10.0.0.2:8000/v1"));
+        // Named again, pod 1 starts afresh.
+        let third = build(&configs, 3, &registries, &metrics).expect("snapshot");
+        assert!(!Arc::ptr_eq(&backends(&first)[0].state, &backends(&third)[0].state));
+    }
+
+    #[test]
+    fn pod_hosts_name_pods_in_headers() {
+        assert_eq!(pod_host("http://10.0.0.1:8000/v1"), "10.0.0.1:8000");
+        assert_eq!(pod_host("https://[fd00::1]:443"), "[fd00::1]:443");
+        assert_eq!(pod_host("odd"), "odd");
+    }
 }

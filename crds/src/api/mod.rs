@@ -23,8 +23,8 @@ pub use endpoint::{
 };
 pub use project::{AutoscalingSpec, DataPlaneSpec, Project, ProjectSpec, ProjectStatus};
 pub use provider::{
-    Capability, ModelPricing, Provider, ProviderCredentials, ProviderModel, ProviderSpec, ProviderStatus, ProviderType,
-    SimulationSpec,
+    Capability, ModelPricing, PodMetrics, PodScheme, Provider, ProviderCredentials, ProviderModel, ProviderService,
+    ProviderSpec, ProviderStatus, ProviderType, SimulationSpec,
 };
 pub use reference_types::{ProviderRef, SecretKeySelector};
 pub use service_tier::{

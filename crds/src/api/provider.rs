@@ -27,7 +27,9 @@ use super::{Condition, SecretKeySelector, status::conditions_schema};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("self.type == 'simulated' || has(self.baseUrl)").message("spec.baseUrl is required unless type is simulated"))]
+#[x_kube(validation = Rule::new("self.type == 'simulated' || has(self.baseUrl) || has(self.service) || has(self.addresses)").message("one of spec.baseUrl, spec.service or spec.addresses is required unless type is simulated"))]
+#[x_kube(validation = Rule::new("(has(self.baseUrl) ? 1 : 0) + (has(self.service) ? 1 : 0) + (has(self.addresses) ? 1 : 0) <= 1").message("set at most one of spec.baseUrl, spec.service and spec.addresses"))]
+#[x_kube(validation = Rule::new("!has(self.metrics) || has(self.service) || has(self.addresses)").message("spec.metrics is only for a pool (spec.service or spec.addresses)"))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderSpec {
     /// Wire format of the upstream. `openai` covers every OpenAI-compatible API (OpenAI, DeepSeek,
@@ -37,10 +39,30 @@ pub struct ProviderSpec {
     pub provider_type: ProviderType,
     /// Base URL of the API, up to and including its version segment, e.g.
     /// `https://api.deepseek.com/v1`; requests go to `<baseUrl>/chat/completions` and so on.
-    /// Required unless `type` is `simulated`.
+    /// Required unless `type` is `simulated` or the Provider is a pool (`service`, `addresses`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"), length(max = 2048))]
     pub base_url: Option<String>,
+    /// A self-hosted pool behind a Kubernetes Service in the Provider's namespace (vLLM, SGLang):
+    /// requests are routed to its ready pods one by one (their addresses come from the
+    /// Service's EndpointSlices), so prefix affinity reaches each pod's KV cache. Needs the
+    /// operator; in standalone mode list the pods in `addresses`. At most one of `baseUrl`,
+    /// `service` and `addresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ProviderService>,
+    /// A self-hosted pool as a fixed list of pod base URLs (each up to its version segment, e.g.
+    /// `http://10.0.3.7:8000/v1`): requests are routed to each pod as its own backend. For
+    /// standalone mode or fixed addresses. At most one of `baseUrl`, `service` and `addresses`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = 256),
+        inner(regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"), length(max = 2048))
+    )]
+    pub addresses: Vec<String>,
+    /// Scrape each pod's vLLM metrics (`vllm:num_requests_waiting`, `vllm:num_requests_running`,
+    /// `vllm:kv_cache_usage_perc`) as routing signals; only for a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<PodMetrics>,
     /// Where the upstream API key is. The gateway sends it in the header the wire format uses
     /// (`Authorization: Bearer` for `openai`, `x-api-key` for `anthropic`, `x-goog-api-key` for
     /// `gemini`); clients' own credentials never reach the upstream.
@@ -64,6 +86,74 @@ pub struct ProviderSpec {
 
 fn default_connect_timeout_ms() -> u32 {
     5_000
+}
+
+/// The Kubernetes Service in front of a self-hosted pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderService {
+    /// Name of the Service, in the Provider's namespace.
+    #[schemars(regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    pub name: String,
+    /// The port the pods serve the API on (the EndpointSlice port with this number, or the
+    /// target of the Service port with this number).
+    #[schemars(range(min = 1, max = 65_535))]
+    pub port: u16,
+    /// `http` or `https`.
+    #[serde(default)]
+    pub scheme: PodScheme,
+    /// Path of the API on each pod, up to its version segment.
+    #[serde(default = "default_pod_path")]
+    #[schemars(regex(pattern = r"^(/[^\s?#]*)?$"), length(max = 256))]
+    pub path: String,
+}
+
+fn default_pod_path() -> String {
+    "/v1".to_owned()
+}
+
+/// How a pool's pods are called.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PodScheme {
+    /// Plain HTTP (inside the cluster).
+    #[default]
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+impl PodScheme {
+    /// The URL scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// Scraping a pool's pods for their vLLM metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodMetrics {
+    /// Path of the Prometheus text on each pod (on the pod's host and port, not under the API
+    /// path).
+    #[serde(default = "default_metrics_path")]
+    #[schemars(regex(pattern = r"^/[^\s?#]*$"), length(max = 256))]
+    pub path: String,
+    /// Time between two scrapes of a pod, in milliseconds.
+    #[serde(default = "default_metrics_interval_ms")]
+    #[schemars(range(min = 100, max = 60_000))]
+    pub interval_ms: u32,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+fn default_metrics_interval_ms() -> u32 {
+    1_000
 }
 
 /// Wire format of a Provider.

@@ -4,8 +4,28 @@
 //! token are kept per in-flight load bucket, because an LLM server slows down as its batch
 //! fills; the non-streaming response time feeds the response deadline.
 //!
+//! Two lines fitted by exponentially weighted least squares ([`Line`]) complete it:
+//!
+//! - **Prefill** ([`LatencyModel::prefill`]): how far a first token lands from its bucket's mean,
+//!   against the prompt's tokens. Its slope is the time per prompt token; the predictor adds
+//!   `slope x (prompt - mean prompt)` so a long prompt is predicted slower than the bucket's
+//!   average and a short one faster. A residual against the bucket (not the raw TTFT) keeps load
+//!   out of the slope.
+//! - **Whole answers** ([`LatencyModel::response_line`]): time to a non-streaming answer's head
+//!   against its output tokens. A non-streaming answer shows only its total time, which is TTFT
+//!   plus `(tokens - 1) x TPOT`; the model subtracts the decode part and learns the rest as a
+//!   first-token sample ([`LatencyModel::observe_whole`]), so a backend serving only
+//!   non-streaming traffic is measured and predicted like one serving streams. The TPOT used is
+//!   the streams' (measured directly) when there are any, else this line's slope (time per
+//!   output token, identifiable once answers vary in length); with neither the sample only
+//!   teaches the line. Why not a separate per-request-latency model: the router's hints are
+//!   TTFT and TPOT, and one TTFT model fed by both kinds of traffic keeps the prediction, the
+//!   headroom and `x-sluice-predicted-ttft-ms` one thing.
+//!
 //! Each estimator is one `AtomicU64` (mean and deviation as two `f32`s), updated by a
-//! compare-and-swap: lock-free, and the pair never tears.
+//! compare-and-swap: lock-free, and the pair never tears. A [`Line`] is two such words (means;
+//! variance and covariance), each updated by its own compare-and-swap: under concurrent updates
+//! the two may interleave, which moves an estimate by a sample's weight at most.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,6 +128,84 @@ impl Ewma {
     }
 }
 
+/// Gain of a [`Line`] (slower than the means': a slope needs more samples than a mean).
+const LINE_GAIN: f32 = 1.0 / 32.0;
+/// A line's slope is trusted after this many samples...
+pub const LINE_MIN_SAMPLES: u32 = 10;
+/// ...when its `x` varies by at least this share of its mean (standard deviation over mean);
+/// below it, a slope is noise.
+const LINE_MIN_SPREAD: f32 = 0.05;
+
+/// A line `y = mean_y + slope x (x - mean_x)` fitted by exponentially weighted least squares
+/// (West's weighted incremental mean and covariance).
+#[derive(Debug)]
+pub struct Line {
+    means: AtomicU64,
+    moments: AtomicU64,
+    samples: AtomicU32,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self { means: AtomicU64::new(EMPTY), moments: AtomicU64::new(pack(0.0, 0.0)), samples: AtomicU32::new(0) }
+    }
+}
+
+/// A fitted line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    /// Mean of x.
+    pub mean_x: f32,
+    /// Mean of y.
+    pub mean_y: f32,
+    /// dy/dx.
+    pub slope: f32,
+}
+
+impl Line {
+    /// Adds a sample (finite values only).
+    pub fn observe(&self, x: f32, y: f32) {
+        if !x.is_finite() || !y.is_finite() {
+            return;
+        }
+        let previous = self
+            .means
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                Some(if packed == EMPTY {
+                    pack(x, y)
+                } else {
+                    let (mx, my) = unpack(packed);
+                    pack(mx + LINE_GAIN * (x - mx), my + LINE_GAIN * (y - my))
+                })
+            })
+            .unwrap_or_else(|p| p);
+        if previous != EMPTY {
+            let (mx, my) = unpack(previous);
+            let (dx, dy) = (x - mx, y - my);
+            let _ = self.moments.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                let (vxx, cxy) = unpack(packed);
+                Some(pack(
+                    (1.0 - LINE_GAIN) * (vxx + LINE_GAIN * dx * dx),
+                    (1.0 - LINE_GAIN) * (cxy + LINE_GAIN * dx * dy),
+                ))
+            });
+        }
+        let _ = self.samples.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_add(1)));
+    }
+
+    /// The line, once it has [`LINE_MIN_SAMPLES`] and x varies enough to give it a slope.
+    pub fn fit(&self) -> Option<Fit> {
+        let packed = self.means.load(Ordering::Relaxed);
+        if packed == EMPTY || self.samples.load(Ordering::Relaxed) < LINE_MIN_SAMPLES {
+            return None;
+        }
+        let (mean_x, mean_y) = unpack(packed);
+        let (vxx, cxy) = unpack(self.moments.load(Ordering::Relaxed));
+        let spread = LINE_MIN_SPREAD * mean_x.abs().max(1.0);
+        (vxx > spread * spread).then(|| Fit { mean_x, mean_y, slope: cxy / vxx })
+    }
+}
+
 /// Everything one backend has been seen to take.
 #[derive(Debug, Default)]
 pub struct LatencyModel {
@@ -119,6 +217,10 @@ pub struct LatencyModel {
     pub response_per_token: Ewma,
     /// Output tokens of non-streaming answers.
     pub response_tokens: Ewma,
+    /// First tokens' distance from their bucket's mean (ms) against prompt tokens.
+    pub prefill: Line,
+    /// Time to a non-streaming answer's head (ms) against its output tokens.
+    pub response_line: Line,
 }
 
 impl LatencyModel {
@@ -129,16 +231,53 @@ impl LatencyModel {
         self.response_tokens.observe(tokens);
     }
 
+    /// A first token arrived `ttft` after dispatch at load bucket `bucket`, for a prompt of
+    /// `prompt_tokens`.
+    fn observe_ttft(&self, bucket: usize, ttft_ms: f32, prompt_tokens: u64) {
+        if let Some(before) = self.ttft[bucket].get() {
+            self.prefill.observe(prompt_tokens as f32, ttft_ms - before.mean);
+        }
+        self.ttft[bucket].observe(ttft_ms);
+    }
+
     /// A stream's first token arrived `ttft` after dispatch at load bucket `bucket`; then
     /// `tokens` tokens in all arrived by `decode` after the first.
-    pub fn observe_stream(&self, bucket: usize, ttft: Duration, decode: Option<(Duration, u64)>) {
+    pub fn observe_stream(&self, bucket: usize, ttft: Duration, decode: Option<(Duration, u64)>, prompt_tokens: u64) {
         let bucket = bucket.min(LOAD_BUCKETS - 1);
-        self.ttft[bucket].observe(ttft.as_secs_f32() * 1000.0);
+        self.observe_ttft(bucket, ttft.as_secs_f32() * 1000.0, prompt_tokens);
         if let Some((decode, tokens)) = decode
             && tokens > 1
         {
             self.tpot[bucket].observe(decode.as_secs_f32() * 1000.0 / (tokens - 1) as f32);
         }
+    }
+
+    /// A non-streaming answer dispatched at load bucket `bucket` came whole after `elapsed` with
+    /// `tokens` output tokens: feeds the response deadline, the whole-answer line and, when the
+    /// time per output token is known, the first-token model (see the module's comment).
+    /// Returns the first-token time it learned, ms.
+    pub fn observe_whole(&self, bucket: usize, elapsed: Duration, tokens: u64, prompt_tokens: u64) -> Option<f32> {
+        let bucket = bucket.min(LOAD_BUCKETS - 1);
+        let total_ms = elapsed.as_secs_f32() * 1000.0;
+        self.observe_response(elapsed, tokens);
+        self.response_line.observe(tokens as f32, total_ms);
+        let tpot = self.tpot[bucket]
+            .get()
+            .map(|e| e.mean)
+            .or_else(|| self.overall().1)
+            .or_else(|| self.response_line.fit().map(|f| f.slope).filter(|s| *s >= 0.0))?;
+        let ttft_ms = total_ms - tpot * tokens.saturating_sub(1) as f32;
+        // More decode time than the whole answer took: the TPOT estimate is off for this answer.
+        (ttft_ms > 0.0).then(|| {
+            self.observe_ttft(bucket, ttft_ms, prompt_tokens);
+            ttft_ms
+        })
+    }
+
+    /// Time per prompt token (ms) and the mean prompt it is measured from, once learned; never
+    /// negative (a longer prompt is not faster to prefill).
+    pub fn prefill_slope(&self) -> Option<(f32, f32)> {
+        self.prefill.fit().map(|f| (f.slope.max(0.0), f.mean_x))
     }
 
     /// Sample-weighted means over the load buckets: (TTFT ms, TPOT ms).
@@ -223,8 +362,8 @@ mod tests {
         let buckets: Vec<usize> = [0, 1, 2, 3, 4, 7, 8, 31, 32, 1000].into_iter().map(load_bucket).collect();
         assert_eq!(buckets, [0, 0, 1, 1, 2, 2, 3, 4, 5, 5]);
         let model = LatencyModel::default();
-        model.observe_stream(0, Duration::from_millis(50), Some((Duration::from_millis(90), 10)));
-        model.observe_stream(5, Duration::from_millis(500), None);
+        model.observe_stream(0, Duration::from_millis(50), Some((Duration::from_millis(90), 10)), 100);
+        model.observe_stream(5, Duration::from_millis(500), None, 100);
         assert_eq!(model.tpot[0].get().map(|e| e.mean), Some(10.0));
         assert_eq!(model.overall(), (Some(275.0), Some(10.0)));
     }
@@ -246,5 +385,59 @@ mod tests {
         assert_eq!(response_deadline(fast, tokens, Some(8), 1_500, 300_000), Duration::from_secs(2));
         assert_eq!(response_deadline(per_token, tokens, Some(100_000), 1_500, 60_000), Duration::from_secs(60));
         assert_eq!(response_deadline(None, None, None, 90_000, 60_000), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_line_learns_its_slope_only_when_x_varies() {
+        let line = Line::default();
+        for i in 0..200 {
+            line.observe(100.0, 40.0 + (i % 3) as f32);
+        }
+        assert_eq!(line.fit(), None, "one x: no slope");
+        let line = Line::default();
+        for i in 0..400u32 {
+            let x = (i % 10 * 100) as f32;
+            line.observe(x, 20.0 + 0.2 * x);
+        }
+        let fit = line.fit().expect("fitted");
+        assert!((fit.slope - 0.2).abs() < 0.01, "{fit:?}");
+        assert!((fit.mean_y - (20.0 + 0.2 * fit.mean_x)).abs() < 1.0, "{fit:?}");
+    }
+
+    #[test]
+    fn long_prompts_teach_a_prefill_slope() {
+        let model = LatencyModel::default();
+        // 30 ms plus 0.25 ms per prompt token, at one load.
+        for i in 0..400u64 {
+            let prompt = 100 + (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61) * 500;
+            let ttft = Duration::from_secs_f32((30.0 + 0.25 * prompt as f32) / 1000.0);
+            model.observe_stream(0, ttft, None, prompt);
+        }
+        let (slope, mean) = model.prefill_slope().expect("learned");
+        assert!((slope - 0.25).abs() < 0.05, "slope {slope}");
+        assert!(mean > 1_000.0 && mean < 2_600.0, "mean prompt {mean}");
+    }
+
+    #[test]
+    fn whole_answers_teach_ttft_by_subtracting_decode() {
+        // Streams measured TPOT 10 ms: a whole answer of 21 tokens in 260 ms had TTFT 60 ms.
+        let model = LatencyModel::default();
+        model.observe_stream(0, Duration::from_millis(60), Some((Duration::from_millis(200), 21)), 10);
+        assert_eq!(model.observe_whole(0, Duration::from_millis(260), 21, 10), Some(60.0));
+        assert_eq!(model.ttft[0].get().map(|e| (e.mean, e.samples)), Some((60.0, 2)));
+        // Only whole answers, of varied lengths (50 ms + 5 ms per token after the first): the
+        // line's slope stands in for TPOT once it is learned.
+        let whole = LatencyModel::default();
+        let mut learned = Vec::new();
+        for i in 0..40u64 {
+            let tokens = 1 + i % 5 * 20;
+            let ms = 50 + 5 * (tokens - 1);
+            learned.push(whole.observe_whole(1, Duration::from_millis(ms), tokens, 10));
+        }
+        assert!(learned[..LINE_MIN_SAMPLES as usize - 1].iter().all(Option::is_none), "no TPOT yet: {learned:?}");
+        let ttft = whole.ttft[1].get().expect("learned from whole answers");
+        assert!((ttft.mean - 50.0).abs() < 2.0, "{ttft:?}");
+        // A nonsense answer (faster than its decode) teaches nothing.
+        assert_eq!(model.observe_whole(0, Duration::from_millis(5), 100, 10), None);
     }
 }

@@ -1,5 +1,5 @@
-//! Live state of every backend (a provider's upstream model), kept across configuration
-//! reloads: requests and tokens in flight, the [`latency`] model, the error rate and the
+//! Live state of every backend (a provider's upstream model, or one pod's of a self-hosted
+//! pool), kept across configuration reloads: requests and tokens in flight, the [`latency`] model, the error rate and the
 //! [`health`] that ejects and probes back. The [`BackendRegistry`] lives on the gateway; a
 //! snapshot's backends hold the state of their key, looked up once when the snapshot is built.
 //!
@@ -8,6 +8,11 @@
 //! reports its [`Verdict`] when it ends (or, dropped because the client went away, reports
 //! nothing and still leaves). Only a failure, or a
 //! success after failures, takes the backend's small health lock, never across an await.
+//!
+//! A pool's pods are backends of their own, keyed by provider, model and pod: each has its own
+//! load, latency model, health and affinity identity (so a prefix sticks to one pod's KV cache),
+//! and the pod's scraped [`PodSignals`] (shared by the pod's models). A reload that keeps a pod
+//! keeps its state; a pod that leaves the configuration is forgotten with it.
 
 pub mod health;
 pub mod latency;
@@ -22,15 +27,18 @@ use jiff::Timestamp;
 use self::health::{Health, Transition, Verdict};
 use self::latency::{LOAD_BUCKET_NAMES, LatencyModel};
 use crate::metrics::{BackendMetrics, Metrics, SloKind};
+use crate::scrape::{PodSignals, PodSignalsView};
 
-/// What identifies a backend across reloads: its Provider (`<namespace>/<name>`) and the model
-/// name upstream. (A per-pod part joins when pools are routed per pod.)
+/// What identifies a backend across reloads: its Provider (`<namespace>/<name>`), the model
+/// name upstream and, for a pool, the pod's base URL.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BackendKey {
     /// The Provider.
     pub provider: String,
     /// The model upstream.
     pub model: String,
+    /// The pod, for a pool.
+    pub pod: Option<String>,
 }
 
 /// Whether routing may send a request to a backend now.
@@ -71,10 +79,17 @@ pub struct BackendState {
     troubled: AtomicBool,
     health: Mutex<Health>,
     metrics: BackendMetrics,
+    /// A pool pod's scraped load.
+    pub pod: Option<Arc<PodSignals>>,
 }
 
 impl BackendState {
-    fn new(key: BackendKey, (epoch, epoch_wall): (Instant, Timestamp), metrics: BackendMetrics) -> Self {
+    fn new(
+        key: BackendKey,
+        (epoch, epoch_wall): (Instant, Timestamp),
+        metrics: BackendMetrics,
+        pod: Option<Arc<PodSignals>>,
+    ) -> Self {
         use std::hash::BuildHasher;
         Self {
             affinity_id: foldhash::fast::FixedState::with_seed(0xbac4).hash_one(&key),
@@ -91,13 +106,20 @@ impl BackendState {
             troubled: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             metrics,
+            pod,
         }
     }
 
     /// A state of its own, outside any registry (tests).
     pub fn detached(provider: &str, model: &str) -> Arc<Self> {
-        let key = BackendKey { provider: provider.into(), model: model.into() };
-        Arc::new(Self::new(key, (Instant::now(), Timestamp::now()), BackendMetrics::default()))
+        let key = BackendKey { provider: provider.into(), model: model.into(), pod: None };
+        Arc::new(Self::new(key, (Instant::now(), Timestamp::now()), BackendMetrics::default(), None))
+    }
+
+    /// A pool pod's state of its own, outside any registry (tests).
+    pub fn detached_pod(provider: &str, model: &str, pod: &str, signals: Arc<PodSignals>) -> Arc<Self> {
+        let key = BackendKey { provider: provider.into(), model: model.into(), pod: Some(pod.into()) };
+        Arc::new(Self::new(key, (Instant::now(), Timestamp::now()), BackendMetrics::default(), Some(signals)))
     }
 
     /// Its key.
@@ -207,8 +229,8 @@ impl BackendState {
                 if probe {
                     self.metrics.probes_failed.inc();
                 }
-                tracing::warn!(backend = %self.key.provider, model = %self.key.model, reason = reason.as_str(),
-                    seconds = (until_ms - now) / 1000, "backend ejected");
+                tracing::warn!(backend = %self.key.provider, model = %self.key.model, pod = self.key.pod.as_deref(),
+                    reason = reason.as_str(), seconds = (until_ms - now) / 1000, "backend ejected");
             }
             Transition::Restored { probe } => {
                 self.ejected_until.store(0, Ordering::Release);
@@ -216,7 +238,8 @@ impl BackendState {
                 if probe {
                     self.metrics.probes_succeeded.inc();
                 }
-                tracing::info!(backend = %self.key.provider, model = %self.key.model, probe, "backend restored");
+                tracing::info!(backend = %self.key.provider, model = %self.key.model, pod = self.key.pod.as_deref(),
+                    probe, "backend restored");
             }
             Transition::ProbeReleased => self.ejected_until.store(health.ejected_until_ms, Ordering::Release),
         }
@@ -250,6 +273,9 @@ impl BackendState {
         BackendView {
             provider: self.key.provider.clone(),
             model: self.key.model.clone(),
+            pod: self.key.pod.clone(),
+            pod_load: self.pod.as_ref().map(|p| p.view()),
+            ttft_ms_per_prompt_token: self.latency.prefill_slope().map(|(slope, _)| slope),
             in_flight: self.in_flight(),
             in_flight_tokens: self.in_flight_tokens.load(Ordering::Relaxed),
             ttft_ms: ttft,
@@ -286,6 +312,8 @@ pub struct Attempt {
 /// What the router expected of an attempt, to be compared with what it got.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Expected {
+    /// Estimated prompt tokens (the prefill model learns against them).
+    pub prompt_tokens: u64,
     /// Predicted time to first token, ms.
     pub ttft_ms: Option<f32>,
     /// The request's TTFT hint, ms.
@@ -353,14 +381,15 @@ impl Attempt {
             Outcome::Missed(verdict) => verdict,
             Outcome::Whole { head, tokens } => {
                 if let Some(tokens) = tokens {
-                    latency.observe_response(head.saturating_duration_since(self.started), tokens);
+                    let elapsed = head.saturating_duration_since(self.started);
+                    latency.observe_whole(self.bucket, elapsed, tokens, self.expected.prompt_tokens);
                 }
                 Verdict::Success
             }
             Outcome::Stream { first, end, tokens, verdict } => {
                 let ttft = first.saturating_duration_since(self.started);
                 let decode = (verdict == Verdict::Success).then(|| (end.saturating_duration_since(first), tokens));
-                latency.observe_stream(self.bucket, ttft, decode);
+                latency.observe_stream(self.bucket, ttft, decode, self.expected.prompt_tokens);
                 self.judge(ttft, decode);
                 verdict
             }
@@ -458,14 +487,38 @@ impl Default for BackendRegistry {
 impl BackendRegistry {
     /// The state of `provider`'s `model`, made on first use.
     pub fn state(&self, provider: &str, model: &str, metrics: &Metrics) -> Arc<BackendState> {
-        let key = BackendKey { provider: provider.into(), model: model.into() };
+        let key = BackendKey { provider: provider.into(), model: model.into(), pod: None };
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         states
             .entry(key)
             .or_insert_with_key(|key| {
-                Arc::new(BackendState::new(key.clone(), self.epoch, metrics.backend(provider, model)))
+                Arc::new(BackendState::new(key.clone(), self.epoch, metrics.backend(provider, model, None), None))
             })
             .clone()
+    }
+
+    /// The state of `model` on pool `provider`'s `pod`, made on first use with the pod's
+    /// scraped `signals`.
+    pub fn pod_state(
+        &self,
+        provider: &str,
+        model: &str,
+        pod: &str,
+        signals: &Arc<PodSignals>,
+        metrics: &Metrics,
+    ) -> Arc<BackendState> {
+        let key = BackendKey { provider: provider.into(), model: model.into(), pod: Some(pod.into()) };
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = states.entry(key).or_insert_with_key(|key| {
+            let handles = metrics.backend(provider, model, Some(pod));
+            Arc::new(BackendState::new(key.clone(), self.epoch, handles, Some(signals.clone())))
+        });
+        // A pod forgotten by the scrapes and named again gets new signals: follow them.
+        if !state.pod.as_ref().is_some_and(|p| Arc::ptr_eq(p, signals)) {
+            let handles = metrics.backend(provider, model, Some(pod));
+            *state = Arc::new(BackendState::new(state.key.clone(), self.epoch, handles, Some(signals.clone())));
+        }
+        state.clone()
     }
 
     /// Forgets backends no configuration names any more.
@@ -490,6 +543,14 @@ pub struct BackendView {
     pub provider: String,
     /// The model upstream.
     pub model: String,
+    /// The pod, for a pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// The pod's scraped load, for a pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_load: Option<PodSignalsView>,
+    /// Learned time to first token per prompt token, ms.
+    pub ttft_ms_per_prompt_token: Option<f32>,
     /// Requests in flight.
     pub in_flight: u32,
     /// Estimated tokens (prompt and output) in flight.

@@ -1,17 +1,19 @@
 //! Wire formats: what the gateway reads from request bodies and upstream responses, without
 //! deserialising or re-serialising more than a field that must change; Anthropic's Messages
 //! API, translated whole to and from OpenAI's chat completions for clients that speak it and
-//! for Anthropic upstreams; and Gemini's `generateContent`, for Gemini upstreams.
+//! for Anthropic upstreams; Gemini's `generateContent`, both ways too; and OpenAI's Responses
+//! API, translated to and from chat completions for clients that speak it.
 
 pub mod anthropic;
 pub mod completion;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 
 /// The format an upstream's answer reaches the gateway in, for reading its usage: OpenAI's
-/// (an OpenAI-compatible upstream, or any answer translated to it), or Anthropic's own (a
-/// Messages request passed through to an Anthropic upstream).
+/// (an OpenAI-compatible upstream, or any answer translated to it), or Anthropic's or Gemini's
+/// own (a Messages or Gemini request passed through to an upstream of its kind).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AnswerFormat {
     /// Chat completions (`usage.prompt_tokens`...).
@@ -19,6 +21,8 @@ pub enum AnswerFormat {
     OpenAi,
     /// Messages (`usage.input_tokens`..., in `message_start` and `message_delta` when streamed).
     Anthropic,
+    /// `GenerateContentResponse` (`usageMetadata`, in every event when streamed).
+    Gemini,
 }
 
 impl AnswerFormat {
@@ -27,6 +31,10 @@ impl AnswerFormat {
         match self {
             Self::OpenAi => openai::read_usage(body),
             Self::Anthropic => anthropic::usage::read_usage(body),
+            Self::Gemini => {
+                let response: serde_json::Value = serde_json::from_slice(body).ok()?;
+                response.get("usageMetadata").map(gemini::response::usage)
+            }
         }
     }
 }

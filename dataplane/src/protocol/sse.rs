@@ -15,6 +15,8 @@ pub struct SseTap {
     strip_usage_chunk: bool,
     /// Anthropic's counts, when the stream is a Messages stream passed through.
     anthropic: Option<MessageUsage>,
+    /// Whether the stream is a Gemini stream passed through (`usageMetadata` in its events).
+    gemini: bool,
     /// The last non-null `usage` seen.
     pub usage: Option<Usage>,
     /// `data:` events seen (not counting `[DONE]`).
@@ -63,6 +65,7 @@ impl SseTap {
         match format {
             AnswerFormat::OpenAi => Self::new(strip_usage_chunk),
             AnswerFormat::Anthropic => Self { anthropic: Some(MessageUsage::default()), ..Self::default() },
+            AnswerFormat::Gemini => Self { gemini: true, ..Self::default() },
         }
     }
 
@@ -127,6 +130,14 @@ impl SseTap {
             if carries_text(data) {
                 self.text_events += 1;
             }
+            if self.gemini {
+                if contains(data, b"\"usageMetadata\"")
+                    && let Some(usage) = AnswerFormat::Gemini.read_usage(data)
+                {
+                    self.usage = Some(usage);
+                }
+                continue;
+            }
             if let Some(counts) = &mut self.anthropic {
                 if contains(data, b"\"usage\"") && counts.observe(data) {
                     self.usage = Some(counts.to_usage());
@@ -162,6 +173,16 @@ mod tests {
         }
         out.extend_from_slice(&tap.finish());
         String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn gemini_streams_pass_unchanged_with_their_last_usage() {
+        let mut tap = SseTap::reading(AnswerFormat::Gemini, true);
+        let first = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}],\"usageMetadata\":{\"promptTokenCount\":4}}\r\n\r\n";
+        let last = "data: {\"candidates\":[{\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2,\"thoughtsTokenCount\":1}}\r\n\r\n";
+        assert_eq!(run(&mut tap, &[first, last]), format!("{first}{last}"));
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 4, completion_tokens: 3, cached_tokens: 0 }));
+        assert_eq!(tap.text_events, 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The body of every response: whole, or an upstream stream forwarded event by event under the
-//! tier's idle and total limits (translated to Anthropic's events for a Messages request). A
-//! stream settles its account when it ends, however it ends, from the upstream's own events.
+//! tier's idle and total limits (translated to the client's events for a Messages, Gemini or
+//! Responses request). A stream settles its account when it ends, however it ends, from the
+//! upstream's own events.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -12,11 +13,20 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::accounting::{Accounting, CutShort};
-use crate::protocol::anthropic::stream::StreamTranslator;
 use crate::protocol::sse::SseTap;
 use crate::upstream::client::UpstreamBody;
 
-use super::{anthropic_stream_error, stream_error_event};
+use super::stream_error_event;
+
+/// A translation of an OpenAI chat completion stream into the client's own events.
+pub trait ClientStream: Send {
+    /// Translates the next bytes (whole events, as the tap passes them on).
+    fn feed(&mut self, bytes: &[u8]) -> Bytes;
+    /// The upstream's stream ended: whatever ends the client's.
+    fn finish(&mut self) -> Bytes;
+    /// The stream was cut short: the client's error event (none if its answer had ended).
+    fn cut(&mut self, cut: CutShort) -> Bytes;
+}
 
 /// The body of every response the gateway sends. Never fails: upstream errors inside a stream
 /// become a final SSE error event.
@@ -75,8 +85,8 @@ pub struct StreamBody {
     deadline: Pin<Box<Sleep>>,
     accounting: Accounting,
     ended: bool,
-    /// For a Messages request: what turns the upstream's events into Anthropic's.
-    translator: Option<Box<StreamTranslator>>,
+    /// For a request in another format: what turns the upstream's events into the client's.
+    translator: Option<Box<dyn ClientStream>>,
 }
 
 impl StreamBody {
@@ -102,11 +112,11 @@ impl StreamBody {
         }
     }
 
-    /// The same stream, sent to the client as Anthropic Messages events. The tap (and so the
-    /// account) still reads the upstream's own events.
-    pub fn translated(mut self, mut translator: StreamTranslator) -> Self {
+    /// The same stream, sent to the client in its own format (Messages, Gemini or Responses
+    /// events). The tap (and so the account) still reads the upstream's own events.
+    pub fn translated(mut self, mut translator: Box<dyn ClientStream>) -> Self {
         self.pending = self.pending.take().map(|first| translator.feed(&first)).filter(|b| !b.is_empty());
-        self.translator = Some(Box::new(translator));
+        self.translator = Some(translator);
         self
     }
 
@@ -122,7 +132,7 @@ impl StreamBody {
     fn cut(&mut self, cut: CutShort) -> Bytes {
         match &mut self.translator {
             None => stream_error_event(cut),
-            Some(translator) => anthropic_stream_error(translator, cut),
+            Some(translator) => translator.cut(cut),
         }
     }
 

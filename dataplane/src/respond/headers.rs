@@ -69,6 +69,26 @@ pub(super) fn limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier:
             headers.insert(names[2].clone(), value);
         }
     }
+    generic_limit_headers(headers, report, tier);
+}
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds when the bucket is full again)
+/// for clients that read those: the requests-per-minute numbers, else the tokens-per-minute ones.
+fn generic_limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier: &Tier) {
+    static NAMES: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-reset"),
+    ];
+    let picked = [report.requests, report.tokens].into_iter().zip(&tier.limit_headers).find_map(|(numbers, limit)| {
+        let (_, remaining, reset) = numbers?;
+        Some((limit.as_ref()?, remaining, reset))
+    });
+    let Some((limit, remaining, reset)) = picked else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    headers.insert(NAMES[0].clone(), limit.clone());
+    headers.insert(NAMES[1].clone(), HeaderValue::from(remaining));
+    headers.insert(NAMES[2].clone(), HeaderValue::from((now + reset).as_secs_f64().ceil() as u64));
 }
 
 /// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `120ms`, `7s`, `1.5s`, `6m0s`.

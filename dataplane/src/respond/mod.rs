@@ -1,8 +1,9 @@
 //! What goes back to the client: the response to an upstream answer, to `/v1/models`, and to
 //! every refusal. An error becomes an error body here and only here, whether it ends a request
-//! ([`error_response`]) or a stream that had begun ([`stream_error_event`]): OpenAI's, or
-//! Anthropic's on the Messages paths (shaped by [`crate::protocol::anthropic::error`]); an
-//! answer to a Messages request is translated back here too ([`anthropic_whole`], and
+//! ([`error_response`]) or a stream that had begun ([`stream_error_event`], and each
+//! [`body::ClientStream`]'s `cut`): OpenAI's, Anthropic's on the Messages paths (shaped by
+//! [`crate::protocol::anthropic::error`]), Google's on the Gemini paths; an answer to a request
+//! in another format is translated back here too ([`translate_whole`], and
 //! [`body::StreamBody::translated`] for streams). Every header the gateway writes is written
 //! here.
 
@@ -17,11 +18,14 @@ use crate::accounting::{CutShort, RequestId};
 use crate::error::ApiError;
 use crate::limits::LimitReport;
 use crate::protocol::anthropic;
+use crate::protocol::anthropic::stream::StreamTranslator;
+use crate::protocol::gemini::inbound::{self as gemini, stream::GeminiStream};
+use crate::protocol::responses::{self, Echo, stream::ResponsesStream};
 use crate::resolve::Deprecation;
 use crate::route::Wire;
 use crate::snapshot::{Backend, Tier};
 
-use self::body::ResponseBody;
+use self::body::{ClientStream, ResponseBody};
 use self::headers::{copy_response_headers, deprecation_headers, limit_headers};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,11 +43,12 @@ fn error_body(message: &str, kind: &str, param: Option<&str>, code: &str) -> ser
 pub fn error_response(wire: Wire, error: ApiError) -> Response<ResponseBody> {
     let retry_after = error.retry_after();
     let (status, body) = match wire {
-        Wire::OpenAi => {
+        Wire::OpenAi | Wire::Responses => {
             let (status, kind, code) = error.parts();
             (status, error_body(&error.to_string(), kind, error.param(), code).to_string().into_bytes())
         }
         Wire::Anthropic => anthropic::error::refusal(&error),
+        Wire::Gemini => gemini::error::refusal(&error),
     };
     let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
     *response.status_mut() = status;
@@ -75,10 +80,128 @@ pub fn stream_error_event(cut: CutShort) -> Bytes {
     Bytes::from(format!("data: {}\n\n", error_body(message, "api_error", None, code)))
 }
 
-/// The Anthropic error event of a translated stream cut short (none if its message had ended).
-pub(crate) fn anthropic_stream_error(translator: &mut anthropic::stream::StreamTranslator, cut: CutShort) -> Bytes {
-    let (_, kind, message) = cut_short_error(cut);
-    translator.error(kind, message)
+/// The status of a stream cut short, for the formats whose error events carry one.
+fn cut_short_status(cut: CutShort) -> StatusCode {
+    match cut {
+        CutShort::TotalTimeout | CutShort::IdleTimeout => StatusCode::GATEWAY_TIMEOUT,
+        CutShort::UpstreamError => StatusCode::BAD_GATEWAY,
+    }
+}
+
+impl ClientStream for StreamTranslator {
+    fn feed(&mut self, bytes: &[u8]) -> Bytes {
+        StreamTranslator::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        StreamTranslator::finish(self)
+    }
+
+    /// Anthropic's `error` event.
+    fn cut(&mut self, cut: CutShort) -> Bytes {
+        let (_, kind, message) = cut_short_error(cut);
+        self.error(kind, message)
+    }
+}
+
+impl ClientStream for GeminiStream {
+    fn feed(&mut self, bytes: &[u8]) -> Bytes {
+        GeminiStream::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        GeminiStream::finish(self)
+    }
+
+    /// Google's error object as the last event.
+    fn cut(&mut self, cut: CutShort) -> Bytes {
+        let (_, _, message) = cut_short_error(cut);
+        self.error(&gemini::error::body(cut_short_status(cut), message))
+    }
+}
+
+impl ClientStream for ResponsesStream {
+    fn feed(&mut self, bytes: &[u8]) -> Bytes {
+        ResponsesStream::feed(self, bytes)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        ResponsesStream::finish(self)
+    }
+
+    /// The Responses stream's `error` event, with OpenAI's code.
+    fn cut(&mut self, cut: CutShort) -> Bytes {
+        let (code, _, message) = cut_short_error(cut);
+        self.error(code, message)
+    }
+}
+
+/// How an answer goes back to a client that does not speak chat completions.
+pub enum Translation {
+    /// Anthropic's Messages, with the request's stop sequences.
+    Messages(Vec<String>),
+    /// Gemini's `GenerateContentResponse`.
+    Gemini,
+    /// OpenAI's Responses, with what the response object repeats.
+    Responses(Echo),
+}
+
+impl Translation {
+    /// The stream translator, for a prompt the gateway estimated at `estimated_prompt` tokens,
+    /// answered at `created_at` (Unix seconds).
+    pub fn stream(self, estimated_prompt: u64, created_at: i64) -> Box<dyn ClientStream> {
+        match self {
+            Self::Messages(stop_sequences) => Box::new(StreamTranslator::new(stop_sequences, estimated_prompt)),
+            Self::Gemini => Box::new(GeminiStream::new()),
+            Self::Responses(echo) => Box::new(ResponsesStream::new(echo, created_at)),
+        }
+    }
+}
+
+/// A whole upstream answer (a chat completion, or an OpenAI error) in the client's format.
+pub fn translate_whole(
+    translation: &Translation,
+    status: StatusCode,
+    bytes: &[u8],
+    created_at: i64,
+) -> (StatusCode, Bytes) {
+    match translation {
+        Translation::Messages(stop_sequences) => anthropic_whole(status, bytes, stop_sequences),
+        Translation::Gemini => gemini_whole(status, bytes),
+        Translation::Responses(echo) => responses_whole(status, bytes, echo, created_at),
+    }
+}
+
+/// A whole upstream answer to a Gemini request: a chat completion becomes a
+/// `GenerateContentResponse`, an error answer Google's error, and a success that is no chat
+/// completion a `502`.
+fn gemini_whole(status: StatusCode, bytes: &[u8]) -> (StatusCode, Bytes) {
+    if !status.is_success() {
+        return (status, Bytes::from(gemini::error::from_upstream(status, bytes)));
+    }
+    match gemini::response::response_from_openai(bytes) {
+        Some(body) => (status, Bytes::from(body)),
+        None => {
+            let body = gemini::error::body(StatusCode::BAD_GATEWAY, "The upstream's answer is not a chat completion.");
+            (StatusCode::BAD_GATEWAY, Bytes::from(body.to_string()))
+        }
+    }
+}
+
+/// A whole upstream answer to a Responses request: a chat completion becomes a response object;
+/// an error answer is already in OpenAI's shape.
+fn responses_whole(status: StatusCode, bytes: &[u8], echo: &Echo, created_at: i64) -> (StatusCode, Bytes) {
+    if !status.is_success() {
+        return (status, Bytes::copy_from_slice(bytes));
+    }
+    match responses::response::response_from_openai(bytes, echo, created_at) {
+        Some(body) => (status, Bytes::from(body)),
+        None => {
+            let body =
+                error_body("The upstream's answer is not a chat completion.", "api_error", None, "upstream_error");
+            (StatusCode::BAD_GATEWAY, Bytes::from(body.to_string()))
+        }
+    }
 }
 
 /// A whole upstream answer to a Messages request, translated: a chat completion becomes a

@@ -17,6 +17,10 @@
 //!   `roundRobin` takes each in turn; `priorityFailover` keeps the listed order; `queueScore`
 //!   scores as llm-d's default scorer does, without prediction.
 //!
+//! A self-hosted pool's pods are backends of their own (see [`crate::backends`]), so all of the
+//! above holds per pod: prefix affinity picks a pod (whose KV cache holds the prefix) within the
+//! load bound, a pod's scraped queue raises its predicted TTFT, and ejection leaves out one pod.
+//!
 //! The first priority group decides (hints met, missed, shed); later groups are failover only.
 //! Everything is decided on the request's stack: candidates live in a fixed array for models of
 //! up to [`INLINE`] backends, no lock is taken, and the live state is read with relaxed atomic
@@ -331,19 +335,24 @@ fn price(pricing: Option<&PricingConfig>, request: &RouteRequest) -> f64 {
     })
 }
 
-/// The predicted TTFT and TPOT of one more request on `state`, and whether it is measured.
-pub fn predict_next(state: &BackendState) -> (Option<Predicted>, Option<Predicted>) {
-    let load = state.in_flight() + 1;
+/// The predicted TTFT and TPOT of `request` on `state`, one more request there (see
+/// [`predict::predict_request`]: its load, a pool pod's scraped queue, the prompt's size).
+pub fn predict_next(state: &BackendState, request: &RouteRequest) -> (Option<Predicted>, Option<Predicted>) {
     let model = &state.latency;
-    let ttft = predict(&model.ttft.each_ref().map(|e| e.get()), load);
-    let tpot = ttft.and_then(|_| predict(&model.tpot.each_ref().map(|e| e.get()), load));
-    (ttft, tpot)
+    let signals = predict::Signals {
+        in_flight: state.in_flight(),
+        pod: state.pod.as_ref().and_then(|p| p.fresh()),
+        prompt_tokens: request.prompt_tokens,
+        prefill: model.prefill_slope(),
+    };
+    predict::predict_request(&model.ttft.each_ref().map(|e| e.get()), &model.tpot.each_ref().map(|e| e.get()), &signals)
 }
 
 /// What the router expects of an attempt on `state`, for its report and the response header.
 pub fn expected(state: &BackendState, request: &RouteRequest) -> Expected {
     Expected {
-        ttft_ms: predict_next(state).0.map(|p| p.mean),
+        prompt_tokens: request.prompt_tokens,
+        ttft_ms: predict_next(state, request).0.map(|p| p.mean),
         ttft_hint_ms: request.ttft_hint_ms,
         tpot_hint_ms: request.tpot_hint_ms,
     }
@@ -367,7 +376,7 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
         if any_eligible && e == Eligibility::Ejected {
             continue;
         }
-        let (ttft, tpot) = if predicting { predict_next(&b.state) } else { (None, None) };
+        let (ttft, tpot) = if predicting { predict_next(&b.state, request) } else { (None, None) };
         candidates.push(Candidate {
             index,
             priority: b.priority,
@@ -458,9 +467,9 @@ mod tests {
     use sluice_crds::config::ProviderConfig;
 
     use super::*;
-    use crate::backends::BackendState;
     use crate::backends::Outcome;
     use crate::backends::health::Verdict;
+    use crate::backends::{Attempt, BackendState};
     use crate::snapshot::Backend;
     use crate::upstream::client::UpstreamPool;
 
@@ -496,6 +505,77 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A pool of `n` pods, each measured at 50 ms TTFT and 10 ms TPOT, with its signals.
+    fn pool(n: usize) -> (Model, Vec<Arc<crate::scrape::PodSignals>>) {
+        let mut m = model(&vec![(1, 0); n]);
+        let mut signals = Vec::new();
+        for (i, backend) in m.backends.iter_mut().enumerate() {
+            let pod_signals = Arc::new(crate::scrape::PodSignals::default());
+            backend.state =
+                BackendState::detached_pod("ns/pool", "m", &format!("http://10.0.0.{i}:8000/v1"), pod_signals.clone());
+            for _ in 0..8 {
+                let attempt = backend.state.start(1, false);
+                let started = attempt.started();
+                attempt.report(Outcome::Stream {
+                    first: started + Duration::from_millis(50),
+                    end: started + Duration::from_millis(140),
+                    tokens: 10,
+                    verdict: Verdict::Success,
+                });
+            }
+            signals.push(pod_signals);
+        }
+        (m, signals)
+    }
+
+    #[test]
+    fn a_prefix_sticks_to_one_pod_until_it_reaches_the_load_bound() {
+        let (m, _) = pool(3);
+        let request = RouteRequest { prefix: Some(0xfeed), ..RouteRequest::default() };
+        let mut rng = StdRng::seed_from_u64(5);
+        let first = |rng: &mut StdRng| plan(&m, RoutingPolicy::SloAware, &request, rng).expect("plan").steps()[0].index;
+        let owner = first(&mut rng);
+        for _ in 0..50 {
+            assert_eq!(first(&mut rng), owner, "the same prefix, the same pod");
+        }
+        assert_ne!(m.backends[0].state.affinity_id, m.backends[1].state.affinity_id, "pods hash apart");
+        // The owner at 3 in flight, the others at 1: the bound is ceil(1.25 x 6 / 3) = 3, so the
+        // owner is full and the prefix goes to the next pod in its order.
+        let _held: Vec<Attempt> = m
+            .backends
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| (0..if i == owner { 3 } else { 1 }).map(|_| b.state.start(1, false)))
+            .collect();
+        let spilled = plan(&m, RoutingPolicy::SloAware, &request, &mut rng).expect("plan");
+        assert_ne!(spilled.steps()[0].index, owner);
+        assert_eq!(spilled.reason, DecisionReason::Affinity, "still by affinity, to the next pod");
+        assert_eq!(affinity::load_cap(5, 3), 3);
+    }
+
+    #[test]
+    fn a_pod_with_a_scraped_queue_loses_tight_requests() {
+        let (m, signals) = pool(2);
+        let tight = RouteRequest { ttft_hint_ms: Some(200), ..RouteRequest::default() };
+        let mut rng = StdRng::seed_from_u64(9);
+        let firsts = |rng: &mut StdRng| {
+            let mut counts = [0u32; 2];
+            for _ in 0..400 {
+                counts[plan(&m, RoutingPolicy::SloAware, &tight, rng).expect("plan").steps()[0].index] += 1;
+            }
+            counts
+        };
+        let even = firsts(&mut rng);
+        assert!(even[0] > 100 && even[1] > 100, "idle pods share: {even:?}");
+        // Pod 1 reports 12 waiting behind 4 running (another client's load): 17 in line, 50 ms
+        // x (1 + 0.5 x 16) = 450 ms predicted, over the 200 ms hint.
+        signals[1].record(crate::scrape::PodLoad { waiting: 12, running: 4, kv_cache_usage: Some(0.5) });
+        let (ttft, _) = predict_next(&m.backends[1].state, &tight);
+        assert_eq!(ttft.map(|p| p.mean), Some(450.0));
+        let queued = firsts(&mut rng);
+        assert!(queued[1] < 40, "only exploration reaches the queued pod: {queued:?}");
     }
 
     #[test]

@@ -9,13 +9,28 @@
 //! extra latency: between a batch that absorbs it (vLLM and the simulator run about 2x slower
 //! with a full batch than with one sequence) and a queue that does not (x load). Only a higher
 //! bucket measured: its estimate, as a lower load is not slower. The prediction is the smoothed
-//! mean; `mean + deviation` is what must fit under a hint (the headroom). Prompt size is not a
-//! feature: the first step's model keeps no per-token prefill term, and the prompts a backend
-//! sees are mixed into its per-bucket means (the simulator's prefill is 0.2 ms per uncached
-//! token, small against queueing); a per-prompt-token term is the next refinement. A backend with
-//! fewer than [`MIN_SAMPLES`] first tokens has no prediction: it is cold.
+//! mean; `mean + deviation` is what must fit under a hint (the headroom). A backend with fewer
+//! than [`MIN_SAMPLES`] first tokens has no prediction: it is cold.
+//!
+//! [`predict_request`] adds what is known about this request and this backend beyond the
+//! gateway's own load:
+//!
+//! - **Prompt size.** Prefill grows with the prompt: the backend's learned time per prompt token
+//!   (see [`crate::backends::latency`]) times this prompt's distance from the mean prompt the
+//!   buckets were measured with shifts the TTFT prediction (never below zero).
+//! - **A pool pod's scraped queue.** vLLM serves the requests waiting before this one, whoever
+//!   sent them (another gateway replica, another client): the first token is predicted at the
+//!   load `max(in flight from here, running + waiting) + 1`, the per-token time at
+//!   `max(in flight from here, running) + 1` (queued requests do not slow the decode of running
+//!   ones). The maximum, not the sum: this gateway's own requests are in the pod's counts too,
+//!   and a scrape is up to an interval old while the gateway's count is live.
+//! - **KV-cache pressure.** Above [`KV_PRESSURE`] use, vLLM cannot admit a new sequence without
+//!   waiting for blocks to free (or preempting one), so the TTFT prediction grows linearly up to
+//!   twice at a full cache. The factor is a judgement, not a measurement: it orders a full pod
+//!   after an equal one with room, which is what routing needs.
 
 use crate::backends::latency::{Estimate, LOAD_BUCKETS, MIN_SAMPLES, load_bucket};
+use crate::scrape::PodLoad;
 
 /// A predicted time, ms.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -53,6 +68,46 @@ pub fn predict(buckets: &[Option<Estimate>; LOAD_BUCKETS], load: u32) -> Option<
     buckets[target..].iter().flatten().next().map(|e| at(e, 1.0))
 }
 
+/// KV-cache use above which a pod's first tokens are predicted slower.
+pub const KV_PRESSURE: f32 = 0.9;
+
+/// What is known about one request on one backend besides the latency model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Signals {
+    /// Requests the gateway has in flight there.
+    pub in_flight: u32,
+    /// The pod's fresh scraped load, for a pool.
+    pub pod: Option<PodLoad>,
+    /// This request's estimated prompt tokens.
+    pub prompt_tokens: u64,
+    /// The backend's learned time per prompt token (ms) and the mean prompt it is measured from.
+    pub prefill: Option<(f32, f32)>,
+}
+
+/// Predicts this request's (TTFT, TPOT) on a backend from its per-bucket estimates and
+/// `signals` (see the module's comment). No TTFT prediction, no TPOT one: the backend is cold.
+pub fn predict_request(
+    ttft: &[Option<Estimate>; LOAD_BUCKETS],
+    tpot: &[Option<Estimate>; LOAD_BUCKETS],
+    signals: &Signals,
+) -> (Option<Predicted>, Option<Predicted>) {
+    let (queued, batch) = signals.pod.map_or((0, 0), |p| (p.running.saturating_add(p.waiting), p.running));
+    let ttft_load = signals.in_flight.max(queued).saturating_add(1);
+    let tpot_load = signals.in_flight.max(batch).saturating_add(1);
+    let Some(mut first) = predict(ttft, ttft_load) else { return (None, None) };
+    if let Some((per_token, mean_prompt)) = signals.prefill {
+        let shift = per_token * (signals.prompt_tokens as f32 - mean_prompt);
+        first = Predicted { mean: (first.mean + shift).max(0.0), high: (first.high + shift).max(0.0) };
+    }
+    if let Some(usage) = signals.pod.and_then(|p| p.kv_cache_usage)
+        && usage > KV_PRESSURE
+    {
+        let factor = 1.0 + ((usage - KV_PRESSURE) / (1.0 - KV_PRESSURE)).min(1.0);
+        first = Predicted { mean: first.mean * factor, high: first.high * factor };
+    }
+    (Some(first), predict(tpot, tpot_load))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +140,47 @@ mod tests {
         assert_eq!(predict(&buckets(&[(0, 40.0, 5.0, 4)]), 1), None);
         assert_eq!(predict(&buckets(&[]), 1), None);
         assert!(predict(&buckets(&[(0, 40.0, 5.0, 3), (3, 80.0, 5.0, 2)]), 1).is_some(), "samples add up");
+    }
+
+    #[test]
+    fn a_pods_queue_counts_as_load_for_the_first_token_only() {
+        let ttft = buckets(&[(0, 50.0, 0.0, 10)]);
+        let tpot = buckets(&[(0, 10.0, 0.0, 10)]);
+        let idle = Signals { in_flight: 0, ..Signals::default() };
+        assert_eq!(predict_request(&ttft, &tpot, &idle).0.map(|p| p.mean), Some(50.0));
+        // 1 running + 7 waiting elsewhere: this request is the 9th, 1 + 0.5 x 8 = 5x.
+        let queued = Signals { pod: Some(PodLoad { waiting: 7, running: 1, kv_cache_usage: None }), ..idle };
+        let (first, per_token) = predict_request(&ttft, &tpot, &queued);
+        assert_eq!(first.map(|p| p.mean), Some(250.0));
+        assert_eq!(per_token.map(|p| p.mean), Some(15.0), "decodes beside 1 running: load 2");
+        // The gateway's own requests are in the pod's counts: the larger count, not the sum.
+        let own = Signals { in_flight: 8, ..queued };
+        assert_eq!(predict_request(&ttft, &tpot, &own).0.map(|p| p.mean), Some(250.0));
+    }
+
+    #[test]
+    fn a_full_kv_cache_slows_the_first_token_up_to_twice() {
+        let ttft = buckets(&[(0, 100.0, 10.0, 10)]);
+        let tpot = buckets(&[(0, 10.0, 0.0, 10)]);
+        let with = |usage| Signals {
+            pod: Some(PodLoad { waiting: 0, running: 0, kv_cache_usage: Some(usage) }),
+            ..Signals::default()
+        };
+        assert_eq!(predict_request(&ttft, &tpot, &with(0.5)).0.map(|p| p.mean), Some(100.0));
+        let mean = predict_request(&ttft, &tpot, &with(0.95)).0.map(|p| p.mean).unwrap_or_default();
+        assert!((mean - 150.0).abs() < 0.01, "{mean}");
+        assert_eq!(predict_request(&ttft, &tpot, &with(1.0)).0, Some(Predicted { mean: 200.0, high: 220.0 }));
+    }
+
+    #[test]
+    fn a_longer_prompt_is_predicted_slower_and_a_cold_backend_not_at_all() {
+        let ttft = buckets(&[(0, 100.0, 10.0, 10)]);
+        let tpot = buckets(&[(0, 10.0, 0.0, 10)]);
+        // 0.2 ms per prompt token, measured around prompts of 500 tokens.
+        let at = |prompt_tokens| Signals { prompt_tokens, prefill: Some((0.2, 500.0)), ..Signals::default() };
+        assert_eq!(predict_request(&ttft, &tpot, &at(500)).0, Some(Predicted { mean: 100.0, high: 110.0 }));
+        assert_eq!(predict_request(&ttft, &tpot, &at(2_500)).0, Some(Predicted { mean: 500.0, high: 510.0 }));
+        assert_eq!(predict_request(&ttft, &tpot, &at(0)).0, Some(Predicted { mean: 0.0, high: 10.0 }));
+        assert_eq!(predict_request(&buckets(&[]), &tpot, &at(500)), (None, None));
     }
 }

@@ -2,10 +2,12 @@
 //! path routed, the caller identified, the body read and its model resolved, the request
 //! admitted under its limits, the backends called with failover, and the answer (or the
 //! refusal) written back and accounted for. The stages decide; this file only hands each one's
-//! result to the next. A Messages request (Anthropic's format) is translated into a chat
+//! result to the next. A Messages, Gemini or Responses request is translated into a chat
 //! request as soon as its body is read and its answer translated back, so every stage between
-//! sees an OpenAI request; only an Anthropic backend takes the client's own body instead, and
-//! its answer then goes back as it came.
+//! sees an OpenAI request; only an Anthropic backend (for Messages) or a Gemini backend (for
+//! Gemini) takes the client's own body instead, and its answer then goes back as it came. An
+//! OpenAI request is never translated. Gemini's `?key=` leaves the URI before anything else
+//! looks at it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,13 +22,17 @@ use crate::Gateway;
 use crate::accounting::{self, Accounting, Admitted, RequestId};
 use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
+use crate::limits;
 use crate::metrics::Metrics;
 use crate::models;
-use crate::protocol::anthropic::{self, request::Translated, stream::StreamTranslator};
+use crate::protocol::AnswerFormat;
+use crate::protocol::anthropic::{self, request::Translated};
+use crate::protocol::gemini::inbound as gemini;
 use crate::protocol::openai;
+use crate::protocol::responses;
 use crate::resolve;
-use crate::respond::{self, body::ResponseBody, body::StreamBody};
-use crate::route::{self, Api, Route, Wire};
+use crate::respond::{self, Translation, body::ResponseBody, body::StreamBody};
+use crate::route::{self, Api, GeminiMethod, Route, Wire};
 use crate::slo;
 use crate::snapshot::Snapshot;
 use crate::upstream::failover::{Answer, Call};
@@ -64,12 +70,18 @@ impl<'s> From<auth::Refused<'s>> for Rejection<'s> {
 }
 
 /// Serves one API request; never fails (refusals become responses).
-pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>, remote: SocketAddr) -> Response<ResponseBody> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    mut request: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<ResponseBody> {
     let started = Instant::now();
+    let query_key = super::take_query_key(&mut request);
     let request_id = gateway.request_id(request.headers());
     let snapshot = gateway.snapshot();
     let wire = Wire::of_path(request.uri().path());
-    let mut response = match serve(&gateway, &snapshot, request, remote, started, &request_id).await {
+    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), remote, started, &request_id).await;
+    let mut response = match served {
         Ok(response) => response,
         Err(rejection) => refuse(&gateway.metrics, wire, rejection, &request_id, started),
     };
@@ -101,6 +113,7 @@ async fn serve<'s>(
     gateway: &Gateway,
     snapshot: &'s Snapshot,
     request: Request<Incoming>,
+    query_key: Option<&[u8]>,
     remote: SocketAddr,
     started: Instant,
     request_id: &RequestId,
@@ -113,42 +126,89 @@ async fn serve<'s>(
         return Err(ApiError::NotReady.into());
     }
     let now = Timestamp::now();
-    let caller = auth::identify(snapshot, &request, &target, remote.ip(), now, unknown_path)?;
+    let caller = auth::identify(snapshot, &request, query_key, &target, remote.ip(), now, unknown_path)?;
     let reject = |error| Rejection::at(&caller, error);
     target.route.check_method(request.method()).map_err(reject)?;
+    let chat = Api::ChatCompletions;
     match target.route {
-        Route::Api(api) => call_model(gateway, caller, api, Wire::OpenAi, request, started, now, request_id).await,
-        Route::Messages => {
-            call_model(gateway, caller, Api::ChatCompletions, Wire::Anthropic, request, started, now, request_id).await
+        Route::Api(api) => call_model(gateway, caller, api, Format::OpenAi, request, started, now, request_id).await,
+        Route::Messages => call_model(gateway, caller, chat, Format::Messages, request, started, now, request_id).await,
+        Route::Responses => {
+            call_model(gateway, caller, chat, Format::Responses, request, started, now, request_id).await
         }
-        Route::CountTokens => count_tokens(gateway, caller, request, started, now, request_id).await,
-        models_route @ (Route::ListModels | Route::GetModel(_)) => {
+        Route::Gemini { model, method: method @ (GeminiMethod::Generate | GeminiMethod::StreamGenerate) } => {
+            // The model is read from the path, which goes with the request.
+            let model = model.to_owned();
+            let format = Format::Gemini { model: &model, stream: method == GeminiMethod::StreamGenerate };
+            call_model(gateway, caller, chat, format, request, started, now, request_id).await
+        }
+        Route::CountTokens => count_tokens(gateway, caller, Format::Messages, request, started, now, request_id).await,
+        Route::Gemini { model, method: GeminiMethod::CountTokens } => {
+            let model = model.to_owned();
+            let format = Format::Gemini { model: &model, stream: false };
+            count_tokens(gateway, caller, format, request, started, now, request_id).await
+        }
+        route @ (Route::ListModels | Route::GetModel(_) | Route::GeminiListModels | Route::GeminiGetModel(_)) => {
             caller.check_scope(Need::ListModels).map_err(reject)?;
-            let body = models::answer(snapshot, &caller, models_route, now).map_err(reject)?;
+            let body = match route {
+                Route::GeminiListModels => gemini::response::models_from_openai(
+                    &models::answer(snapshot, &caller, Route::ListModels, now).map_err(reject)?,
+                ),
+                Route::GeminiGetModel(model) => {
+                    let model = gemini::request::model_name(model);
+                    gemini::response::models_from_openai(
+                        &models::answer(snapshot, &caller, Route::GetModel(model), now).map_err(reject)?,
+                    )
+                }
+                openai => models::answer(snapshot, &caller, openai, now).map_err(reject)?,
+            };
             accounting::models_listed(&gateway.metrics, request_id, &caller, started);
             Ok(respond::json(body))
         }
     }
 }
 
-/// A model call: body, model, limits, upstream, answer. A Messages request (`wire` Anthropic)
-/// is a chat completion in between.
+/// The format of a model call's request, as its route says: the gateway's own (OpenAI's), or
+/// one translated into a chat completion.
+#[derive(Clone, Copy, Debug)]
+enum Format<'p> {
+    /// OpenAI's, forwarded as it came.
+    OpenAi,
+    /// Anthropic's Messages.
+    Messages,
+    /// Gemini's `generateContent` for the model in the path (streamed or not).
+    Gemini { model: &'p str, stream: bool },
+    /// OpenAI's Responses.
+    Responses,
+}
+
+impl Format<'_> {
+    /// The API as clients see it, for messages.
+    fn shown(self, api: Api) -> &'static str {
+        match self {
+            Self::OpenAi => api.display(),
+            Self::Messages => "/v1/messages",
+            Self::Gemini { .. } => "/v1beta/models/{model}:generateContent",
+            Self::Responses => "/v1/responses",
+        }
+    }
+}
+
+/// A model call: body, model, limits, upstream, answer. A request in another format than
+/// OpenAI's is a chat completion in between.
 #[allow(clippy::too_many_arguments)] // each is one thing the stages need; a struct would only rename them
 async fn call_model<'s>(
     gateway: &Gateway,
     caller: Caller<'s>,
     api: Api,
-    wire: Wire,
+    format: Format<'_>,
     request: Request<Incoming>,
     started: Instant,
     now: Timestamp,
     request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
-    let shown = match wire {
-        Wire::OpenAi => api.display(),
-        Wire::Anthropic => "/v1/messages",
-    };
+    let shown = format.shown(api);
     if !caller.endpoint.serves(api) {
         return Err(reject(ApiError::ApiNotEnabled(shown)));
     }
@@ -157,27 +217,55 @@ async fn call_model<'s>(
     let (parts, body) = request.into_parts();
     let slo = slo::hints(&parts.headers, &caller.tier.config).map_err(reject)?;
     let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
-    let (body, messages, original) = match wire {
-        Wire::OpenAi => (body, None, None),
-        Wire::Anthropic => {
+    // The chat request, how its answer goes back, and the client's own body for a backend that
+    // speaks its format.
+    let (body, translation, original) = match format {
+        Format::OpenAi => (body, None, None),
+        Format::Messages => {
             anthropic::check_version(parts.headers.get("anthropic-version").map(|v| v.as_bytes())).map_err(reject)?;
             let Translated { body: translated, stop_sequences } =
                 anthropic::request::to_openai(&body).map_err(reject)?;
-            (translated, Some(stop_sequences), Some(body))
+            (translated, Some(Translation::Messages(stop_sequences)), Some((body, AnswerFormat::Anthropic)))
+        }
+        Format::Gemini { model, stream } => {
+            let translated = gemini::request::to_openai(&body, model, stream).map_err(reject)?;
+            (translated, Some(Translation::Gemini), Some((body, AnswerFormat::Gemini)))
+        }
+        Format::Responses => {
+            let translated = responses::request::to_openai(&body).map_err(reject)?;
+            (translated.body, Some(Translation::Responses(translated.echo)), None)
         }
     };
     let fields = openai::read_fields(&body).map_err(reject)?;
-    let original_fields = original.as_ref().map(|body| openai::read_fields(body)).transpose().map_err(reject)?;
-    let native = original.as_ref().zip(original_fields.as_ref()).map(|(body, fields)| Native { body, fields });
+    // A Messages body names its model (to rewrite); a Gemini body does not (it is in the URL).
+    let original_fields = match &original {
+        Some((body, AnswerFormat::Anthropic)) => Some(openai::read_fields(body).map_err(reject)?),
+        _ => None,
+    };
+    let native = original.as_ref().map(|(body, format)| Native {
+        body,
+        fields: original_fields.as_ref().unwrap_or(&fields),
+        format: *format,
+    });
     let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
 
     let tier = caller.tier;
     let estimated_prompt = openai::estimate_prompt_tokens(body.len());
     let estimate = estimated_prompt + fields.max_tokens.unwrap_or(0);
-    let admission =
-        caller.key.state.admit(&tier.config, caller.key.budget.as_ref(), estimate, started, now).map_err(|error| {
-            Rejection { headers: respond::refusal_headers(resolved.deprecation, None), ..reject(error) }
-        })?;
+    let ask = limits::Ask {
+        project: &caller.project.slug,
+        key_id: &caller.key.id,
+        state: &caller.key.state,
+        tier: &tier.config,
+        budget: caller.key.budget.as_ref(),
+        estimated_tokens: estimate,
+        now: started,
+        wall: now,
+    };
+    let admission = gateway.limiter.admit(ask).await.map_err(|refusal| Rejection {
+        headers: respond::refusal_headers(resolved.deprecation, Some((&refusal.report, tier))),
+        ..reject(refusal.error)
+    })?;
     tier.retries.deposit(tier.config.retry_percent);
     let report = admission.report;
     let admitted = Admitted::new(
@@ -215,16 +303,16 @@ async fn call_model<'s>(
                 fields.stream,
             );
             let mut status = answered.status;
-            // A Messages request passed through to an Anthropic backend has nothing to translate.
-            let messages = messages.filter(|_| !answered.reading.is_native());
+            // A request passed through to a backend of its own format has nothing to translate.
+            let translation = translation.filter(|_| !answered.reading.is_native());
             let body = match answered.body {
                 Answer::Whole(bytes) => {
                     accounting.finish_whole(&bytes, answered.reading.format());
-                    match &messages {
+                    match &translation {
                         None => ResponseBody::full(bytes),
-                        Some(stop_sequences) => {
+                        Some(translation) => {
                             let (translated_status, translated) =
-                                respond::anthropic_whole(status, &bytes, stop_sequences);
+                                respond::translate_whole(translation, status, &bytes, now.as_second());
                             status = translated_status;
                             ResponseBody::full(translated)
                         }
@@ -233,11 +321,9 @@ async fn call_model<'s>(
                 Answer::Stream { body, tap, first } => {
                     let idle = Duration::from_millis(u64::from(tier.config.idle_stream_ms));
                     let stream = StreamBody::new(body, tap, first, idle, deadline, accounting);
-                    let stream = match messages {
+                    let stream = match translation {
                         None => stream,
-                        Some(stop_sequences) => {
-                            stream.translated(StreamTranslator::new(stop_sequences, estimated_prompt))
-                        }
+                        Some(translation) => stream.translated(translation.stream(estimated_prompt, now.as_second())),
                     };
                     ResponseBody::Stream(Box::new(stream))
                 }
@@ -254,28 +340,44 @@ async fn call_model<'s>(
     }
 }
 
-/// `count_tokens`: the gateway's own estimate of a Messages prompt, for a model the key may
-/// use. Answered here, without an upstream call, and charged to no limit.
+/// `count_tokens` (Messages) and `:countTokens` (Gemini): the gateway's own estimate of a
+/// prompt, for a model the key may use. Answered here, without an upstream call, and charged to
+/// no limit.
 async fn count_tokens<'s>(
     gateway: &Gateway,
     caller: Caller<'s>,
+    format: Format<'_>,
     request: Request<Incoming>,
     started: Instant,
     now: Timestamp,
     request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
-    let shown = "/v1/messages/count_tokens";
+    let shown = match format {
+        Format::Gemini { .. } => "/v1beta/models/{model}:countTokens",
+        _ => "/v1/messages/count_tokens",
+    };
     if !caller.endpoint.serves(Api::ChatCompletions) {
         return Err(reject(ApiError::ApiNotEnabled(shown)));
     }
     caller.check_scope(Need::Inference(shown)).map_err(reject)?;
     let (parts, body) = request.into_parts();
-    anthropic::check_version(parts.headers.get("anthropic-version").map(|v| v.as_bytes())).map_err(reject)?;
+    if !matches!(format, Format::Gemini { .. }) {
+        anthropic::check_version(parts.headers.get("anthropic-version").map(|v| v.as_bytes())).map_err(reject)?;
+    }
     let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
-    let count = anthropic::request::count_tokens(&body).map_err(reject)?;
-    let fields = openai::read_fields(&count.body).map_err(reject)?;
+    let (translated, tokens, answer) = match format {
+        Format::Gemini { model, .. } => {
+            let count = gemini::request::count_tokens(&body, model).map_err(reject)?;
+            (count.body, count.total_tokens, serde_json::json!({"totalTokens": count.total_tokens}))
+        }
+        _ => {
+            let count = anthropic::request::count_tokens(&body).map_err(reject)?;
+            (count.body, count.input_tokens, serde_json::json!({"input_tokens": count.input_tokens}))
+        }
+    };
+    let fields = openai::read_fields(&translated).map_err(reject)?;
     let resolved = resolve::resolve(&caller, Api::ChatCompletions, &fields, now).map_err(reject)?;
-    accounting::tokens_counted(&gateway.metrics, request_id, &caller, resolved.model, count.input_tokens, started);
-    Ok(respond::json(serde_json::json!({"input_tokens": count.input_tokens}).to_string()))
+    accounting::tokens_counted(&gateway.metrics, request_id, &caller, resolved.model, tokens, started);
+    Ok(respond::json(answer.to_string()))
 }

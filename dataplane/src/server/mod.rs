@@ -144,6 +144,57 @@ pub fn check_head<B>(request: &Request<B>, limit: usize) -> Result<(), ApiError>
     if head_bytes > limit { Err(ApiError::HeadersTooLarge { limit }) } else { Ok(()) }
 }
 
+/// Takes Gemini's `?key=` parameter out of the request's URI, so that nothing that records the
+/// URI later can record the key, and returns it (percent-decoded). The first `key` counts.
+pub fn take_query_key<B>(request: &mut Request<B>) -> Option<Vec<u8>> {
+    let query = request.uri().query()?;
+    if !query.split('&').any(|pair| pair.starts_with("key=")) {
+        return None;
+    }
+    let mut key = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("key=") {
+            Some(value) => {
+                key.get_or_insert_with(|| percent_decode(value));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let path = request.uri().path();
+    let path_and_query = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    // A URI that no longer parses (it did a moment ago) keeps no query at all.
+    *request.uri_mut() = hyper::Uri::from_parts(parts).unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    key
+}
+
+/// `%XX` escapes and `+` (a space, in a query) decoded; anything malformed kept as it is.
+fn percent_decode(value: &str) -> Vec<u8> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Reads a request body of at most `limit` bytes; a declared length above it is refused
 /// before anything is read.
 pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Result<Bytes, ApiError> {
@@ -162,4 +213,26 @@ pub async fn read_body(body: Incoming, headers: &HeaderMap, limit: u64) -> Resul
             }
         })?;
     Ok(collected.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_key_leaves_the_uri() {
+        let mut request = Request::builder()
+            .uri("/p/e/v1beta/models/m:streamGenerateContent?alt=sse&key=sl%5Fx+1&key=other")
+            .body(())
+            .expect("request");
+        assert_eq!(take_query_key(&mut request), Some(b"sl_x 1".to_vec()));
+        assert_eq!(request.uri().to_string(), "/p/e/v1beta/models/m:streamGenerateContent?alt=sse");
+        let mut only = Request::builder().uri("/p/e/v1beta/models?key=abc").body(()).expect("request");
+        assert_eq!(take_query_key(&mut only), Some(b"abc".to_vec()));
+        assert_eq!(only.uri().to_string(), "/p/e/v1beta/models");
+        let mut none = Request::builder().uri("/p/e/v1/models?monkey=1").body(()).expect("request");
+        assert_eq!(take_query_key(&mut none), None);
+        assert_eq!(none.uri().to_string(), "/p/e/v1/models?monkey=1");
+        assert_eq!(percent_decode("a%2"), b"a%2".to_vec());
+    }
 }

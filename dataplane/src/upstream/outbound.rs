@@ -2,7 +2,8 @@
 //! bytes with at most `model` rewritten, or a translation) and how the answer comes back. An
 //! OpenAI-compatible backend gets the OpenAI body as before, with no copy when nothing changes;
 //! an Anthropic backend gets a Messages request (the client's own, passed through, when the
-//! client spoke Messages); a Gemini backend a `generateContent` request. Translated answers are
+//! client spoke Messages); a Gemini backend a `generateContent` request (the client's own when
+//! it spoke Gemini). Translated answers are
 //! turned into OpenAI's format here, whole or event by event, so that every later stage
 //! (accounting, the Messages translation back, stream limits) reads an OpenAI answer, or, for a
 //! Messages request passed through, the client's own format.
@@ -26,13 +27,16 @@ use crate::route::Api;
 use crate::snapshot::Backend;
 use crate::upstream::client::{Body, BoxError, Target, UpstreamBody};
 
-/// The client's own Messages body, for Anthropic backends to take as it is.
+/// The client's own body, for backends of its format to take as it is: a Messages body for
+/// Anthropic backends, a `generateContent` body for Gemini ones.
 #[derive(Clone, Copy)]
 pub struct Native<'a> {
     /// The body as the client sent it.
     pub body: &'a Bytes,
-    /// Its fields (`model`'s place, to rewrite it).
+    /// Its fields (`model`'s place, to rewrite it; a Gemini body names no model).
     pub fields: &'a RequestFields<'a>,
+    /// Its format: [`AnswerFormat::Anthropic`] or [`AnswerFormat::Gemini`].
+    pub format: AnswerFormat,
 }
 
 /// How an attempt's answer is read.
@@ -42,6 +46,8 @@ pub enum Reading {
     OpenAi,
     /// The client's own Messages format, passed through as it came.
     Messages,
+    /// The client's own Gemini format, passed through as it came.
+    Gemini,
     /// Anthropic's format, translated into OpenAI's.
     FromAnthropic,
     /// Gemini's format, translated into OpenAI's.
@@ -87,7 +93,8 @@ pub fn prepare<'a>(
             origin: Body::Forwarded,
             reading: Reading::OpenAi,
         }),
-        (ProviderType::Anthropic, Api::ChatCompletions) => match native {
+        (ProviderType::Anthropic, Api::ChatCompletions) => match native.filter(|n| n.format == AnswerFormat::Anthropic)
+        {
             Some(native) => Ok(Outbound {
                 target: Target::Messages,
                 body: openai::rewrite_body(
@@ -111,6 +118,15 @@ pub fn prepare<'a>(
             }
         },
         (ProviderType::Gemini, Api::ChatCompletions) => {
+            if let Some(native) = native.filter(|n| n.format == AnswerFormat::Gemini) {
+                // The model and streaming are in the URL: the body goes as it came.
+                return Ok(Outbound {
+                    target: Target::Gemini { model, stream: fields.stream },
+                    body: native.body.clone(),
+                    origin: Body::Forwarded,
+                    reading: Reading::Gemini,
+                });
+            }
             let body = gemini::request::request_from_openai(body).map_err(Unfit::Request)?;
             Ok(Outbound {
                 target: Target::Gemini { model, stream: fields.stream },
@@ -134,13 +150,14 @@ impl Reading {
     pub fn format(self) -> AnswerFormat {
         match self {
             Self::Messages => AnswerFormat::Anthropic,
+            Self::Gemini => AnswerFormat::Gemini,
             Self::OpenAi | Self::FromAnthropic | Self::FromGemini => AnswerFormat::OpenAi,
         }
     }
 
-    /// Whether the answer is in the client's own Messages format (nothing to translate back).
+    /// Whether the answer is in the client's own format (nothing to translate back).
     pub fn is_native(self) -> bool {
-        self == Self::Messages
+        matches!(self, Self::Messages | Self::Gemini)
     }
 
     /// A whole answer in the format [`Reading::format`] names: an upstream's success
@@ -148,7 +165,7 @@ impl Reading {
     /// shape. `created` stamps translated completions (Unix seconds; asked only for them).
     pub fn whole(self, status: StatusCode, bytes: Bytes, created: impl FnOnce() -> i64) -> (StatusCode, Bytes) {
         let (translate, error): (TranslateWhole, TranslateError) = match self {
-            Self::OpenAi | Self::Messages => return (status, bytes),
+            Self::OpenAi | Self::Messages | Self::Gemini => return (status, bytes),
             Self::FromAnthropic => (anthropic::completion_from_message, anthropic::error_to_openai),
             Self::FromGemini => (gemini::response::completion_from_response, gemini::error_to_openai),
         };
@@ -168,7 +185,7 @@ impl Reading {
     /// become chat completion chunks as they arrive, stamped `created` (asked only for them).
     pub fn stream(self, body: UpstreamBody, created: impl FnOnce() -> i64) -> UpstreamBody {
         let translator: Box<dyn ToOpenAiStream> = match self {
-            Self::OpenAi | Self::Messages => return body,
+            Self::OpenAi | Self::Messages | Self::Gemini => return body,
             Self::FromAnthropic => Box::new(anthropic::ChunksFromEvents::new(created())),
             Self::FromGemini => Box::new(gemini::response::ChunksFromGemini::new(created())),
         };

@@ -421,8 +421,10 @@ mod tests {
             ..ResourceRequirements::default()
         };
         let mut settings = Settings::default();
-        settings.gateway.pod.resources = Some(default_resources());
-        settings.gateway.pod.resources.as_mut().and_then(|r| r.requests.as_mut()).map(|r| r.clear());
+        settings.gateway.pod.resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("2Gi".to_owned()))])),
+            ..ResourceRequirements::default()
+        });
         let platform = build(&input(&three(), 0), &settings);
         assert_eq!(pod(&platform).containers[0].resources, settings.gateway.pod.resources, "the platform's default");
         let own = DataPlaneSpec { resources: Some(resources.clone()), ..three() };

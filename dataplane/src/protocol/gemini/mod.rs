@@ -1,9 +1,11 @@
 //! OpenAI chat completions served by a Gemini upstream (`generateContent`,
 //! `streamGenerateContent?alt=sse`): the chat request turned into a `GenerateContentRequest`
 //! ([`request`]), the answer and its stream back into a chat completion and its chunks
-//! ([`response`]), and Google's errors into OpenAI's shape. Pure functions over bytes and JSON;
+//! ([`response`]), and Google's errors into OpenAI's shape. [`inbound`] is the other way round:
+//! clients that speak Gemini, served by chat backends. Pure functions over bytes and JSON;
 //! `docs/protocols.md` lists every field.
 
+pub mod inbound;
 pub mod request;
 pub mod response;
 
