@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -26,6 +27,7 @@ use crate::reports::Reports;
 use crate::settings::Settings;
 use crate::usage::UsageIndex;
 use crate::watch_index::WatchIndex;
+use crate::watches::{SERVICE_NAME_LABEL, ready_addresses};
 
 /// Longest wait between retries of a failing reconcile.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -54,6 +56,8 @@ pub struct Caches {
     pub usage_config_maps: Store<ConfigMap>,
     /// Gateway pods in the data-plane namespace (whose usage reports are still live).
     pub gateway_pods: Store<Pod>,
+    /// EndpointSlices of Services in the watched and the shared namespace.
+    pub endpoint_slices: Store<EndpointSlice>,
     /// Who refers to what, fed by the watches of Projects, Endpoints, ApiKeys and Providers.
     pub index: Arc<RwLock<WatchIndex>>,
 }
@@ -68,6 +72,19 @@ impl Caches {
     pub fn project_in(&self, namespace: &str) -> Option<Arc<Project>> {
         let first = self.index().project_in(namespace)?.object_ref();
         self.projects.get(&first)
+    }
+
+    /// The ready addresses of the pods behind Service `namespace/service`, from its
+    /// EndpointSlices: sorted, without duplicates.
+    pub fn pool_addresses(&self, namespace: &str, service: &str) -> Vec<String> {
+        let slices = self.endpoint_slices.state_filter(|slice| {
+            slice.metadata.namespace.as_deref() == Some(namespace)
+                && slice.labels().get(SERVICE_NAME_LABEL).map(String::as_str) == Some(service)
+        });
+        let mut addresses: Vec<String> = slices.iter().flat_map(|slice| ready_addresses(slice)).collect();
+        addresses.sort();
+        addresses.dedup();
+        addresses
     }
 
     /// A Secret from the cache.

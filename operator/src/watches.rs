@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
@@ -51,6 +52,9 @@ pub struct Watches {
     pub usage_config_maps: Informer<ConfigMap>,
     /// Which pods' usage reports are still live.
     pub gateway_pods: Informer<Pod>,
+    /// EndpointSlices of Services in the watched and the shared namespace: the pods of
+    /// self-hosted pools (Providers with `spec.service`).
+    pub endpoint_slices: Informer<EndpointSlice>,
     index: Arc<RwLock<WatchIndex>>,
 }
 
@@ -104,6 +108,11 @@ impl Watches {
                 Some(&dataplane),
                 watcher::Config::default().labels(&gateway_pod_selector()),
             ),
+            endpoint_slices: Informer::namespaced(
+                client,
+                with_shared.as_deref(),
+                watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            ),
             index,
         }
     }
@@ -121,6 +130,7 @@ impl Watches {
             deployments: self.deployments.store(),
             usage_config_maps: self.usage_config_maps.store(),
             gateway_pods: self.gateway_pods.store(),
+            endpoint_slices: self.endpoint_slices.store(),
             index: self.index.clone(),
         }
     }
@@ -139,6 +149,7 @@ impl Watches {
             self.deployments.synced(),
             self.usage_config_maps.synced(),
             self.gateway_pods.synced(),
+            self.endpoint_slices.synced(),
         ];
         let mut running = JoinSet::new();
         running.spawn(self.projects.run());
@@ -156,6 +167,7 @@ impl Watches {
         running.spawn(self.ingresses.run());
         running.spawn(self.usage_config_maps.run());
         running.spawn(self.gateway_pods.run());
+        running.spawn(self.endpoint_slices.run());
         wait_synced(synced).await;
         running
     }
@@ -171,6 +183,23 @@ fn index_hook<K: Indexed>(index: &Arc<RwLock<WatchIndex>>) -> impl Fn(Change<'_,
             Change::Deleted(object) => index.delete(object),
         }
     }
+}
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The ready addresses of an EndpointSlice, sorted: what a pool's configuration is made of.
+pub fn ready_addresses(slice: &EndpointSlice) -> Vec<String> {
+    let mut addresses: Vec<String> = slice
+        .endpoints
+        .iter()
+        // `ready` unset means ready (the API's rule); terminating endpoints are not ready.
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter().cloned())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
 }
 
 /// Fingerprint of a Secret's data: what the controllers that read Secrets react to.

@@ -21,4 +21,8 @@
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# The pods of self-hosted pools (Providers with spec.service): read only.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
 {{- end -}}

@@ -21,6 +21,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{self, Action, Controller};
@@ -39,7 +40,7 @@ use crate::data_plane::workload_name;
 use crate::error::Result;
 use crate::labels::{CONFIG_HASH_ANNOTATION, PROJECT_LABEL};
 use crate::watch_index::owner_of;
-use crate::watches::{Watches, secret_fingerprint};
+use crate::watches::{SERVICE_NAME_LABEL, Watches, ready_addresses, secret_fingerprint};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "project";
@@ -74,8 +75,8 @@ impl State {
 /// of the data-plane objects it wrote.
 pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Output = ()> + use<> {
     let caches = &ctx.caches;
-    let (by_endpoint, by_key, by_provider, by_tier, by_secret) =
-        (caches.clone(), caches.clone(), caches.clone(), caches.clone(), caches.clone());
+    let (by_endpoint, by_key, by_provider, by_tier, by_secret, by_slice) =
+        (caches.clone(), caches.clone(), caches.clone(), caches.clone(), caches.clone(), caches.clone());
     let in_namespace = |caches: &Caches, namespace: Option<String>| {
         namespace.map(|ns| caches.index().projects_in(&ns)).unwrap_or_default()
     };
@@ -103,6 +104,22 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
         .watches_shared_stream(watches.providers.subscribe_changes(spec_fingerprint), move |p: Arc<Provider>| {
             p.namespace().map(|ns| by_provider.index().projects_using_provider(&ns, &p.name_any())).unwrap_or_default()
         })
+        // A pool's pods come and go: the Projects whose Providers name the Service.
+        .watches_shared_stream(
+            watches.endpoint_slices.subscribe_changes(|s: &EndpointSlice| fingerprint(ready_addresses(s))),
+            move |slice: Arc<EndpointSlice>| {
+                let (Some(namespace), Some(service)) = (slice.namespace(), slice.labels().get(SERVICE_NAME_LABEL))
+                else {
+                    return Vec::new();
+                };
+                let pools = by_slice.providers.state_filter(|p| {
+                    p.namespace().as_deref() == Some(namespace.as_str())
+                        && p.spec.service.as_ref().is_some_and(|s| &s.name == service)
+                });
+                let index = by_slice.index();
+                pools.iter().flat_map(|p| index.projects_using_provider(&namespace, &p.name_any())).collect::<Vec<_>>()
+            },
+        )
         .watches_shared_stream(watches.tiers.subscribe_changes(spec_fingerprint), move |t: Arc<ServiceTier>| {
             by_tier.index().projects_using_tier(&t.name_any())
         })
@@ -167,6 +184,16 @@ fn inputs(project: Arc<Project>, state: &State, now: Timestamp) -> Inputs {
 
     let deployment =
         caches.deployments.get(&ObjectRef::new(&workload_name(&slug)).within(&ctx.settings.dataplane_namespace));
+    let mut pool_addresses = BTreeMap::new();
+    for object in &objects {
+        if let Object::Provider(provider) = object
+            && let Some(service) = &provider.spec.service
+        {
+            let namespace = provider.namespace().unwrap_or_default();
+            let addresses = caches.pool_addresses(&namespace, &service.name);
+            pool_addresses.insert((namespace, service.name.clone()), addresses);
+        }
+    }
     let status = deployment.as_ref().and_then(|d| d.status.as_ref());
     let ready_replicas = status.and_then(|s| s.ready_replicas).unwrap_or(0);
     let available_replicas = status.and_then(|s| s.available_replicas).unwrap_or(0);
@@ -179,6 +206,7 @@ fn inputs(project: Arc<Project>, state: &State, now: Timestamp) -> Inputs {
         slug_claims,
         ready_replicas,
         available_replicas,
+        pool_addresses,
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Inputs {
     pub previous: Option<Arc<ProjectReport>>,
     /// Ready replicas of its gateway Deployment.
     pub ready_replicas: i32,
+    /// The ready pod addresses behind each Service a gathered Provider names
+    /// (`spec.service`), by `(namespace, service)`.
+    pub pool_addresses: BTreeMap<(String, String), Vec<String>>,
     /// Available replicas of its gateway Deployment (ready for `minReadySeconds`): none, and
     /// nothing is served whatever the configuration says.
     pub available_replicas: i32,
@@ -280,7 +283,10 @@ fn serve(
         services: sluice_crds::compile::ServiceEndpoints::Operator,
         now: Some(now),
     };
-    let compiled = compile_partially(project, &inputs.objects, &options);
+    let mut compiled = compile_partially(project, &inputs.objects, &options);
+    if let Some(config) = compiled.config.as_mut() {
+        fill_pools(config, &inputs.pool_addresses);
+    }
     // The causes that hold the whole configuration back (the Project's own, its tier's) come
     // first, before the objects merely left out.
     let mut by_weight: Vec<_> = compiled.problems.iter().collect();
@@ -436,6 +442,20 @@ fn serve(
         requeue: Some(requeue),
         ..Plan::default()
     })
+}
+
+/// Fills the pods of every pool Provider that names a Service: each ready address behind it as
+/// `ServiceConfig::pod_url` (the contract with the gateway), sorted. A Service without a ready
+/// pod is a pool without pods: its backends wait, the rest is served.
+fn fill_pools(config: &mut GatewayConfig, addresses: &BTreeMap<(String, String), Vec<String>>) {
+    for provider in config.providers.values_mut() {
+        let Some(service) = &provider.service else { continue };
+        let key = (service.namespace.clone(), service.name.clone());
+        let mut pods: Vec<String> = addresses.get(&key).into_iter().flatten().map(|ip| service.pod_url(ip)).collect();
+        pods.sort();
+        pods.dedup();
+        provider.pods = pods;
+    }
 }
 
 /// Why what the configuration holds is not served: no gateway replica is available.

@@ -68,6 +68,7 @@ fn inputs(project: Project, extra: &[&str]) -> Inputs {
         previous: None,
         ready_replicas: 2,
         available_replicas: 2,
+        pool_addresses: BTreeMap::new(),
     }
 }
 
@@ -422,4 +423,26 @@ fn the_next_expiry_is_the_earliest_future_one() {
         next_expiry(&config, "2026-02-15T00:00:00Z".parse().expect("time")),
         Some("2026-03-01T00:00:00Z".parse().expect("time"))
     );
+}
+
+/// A vLLM pool behind Service `vllm` in the tenant's namespace, and an Endpoint on it.
+const POOL: &str = r#"{"apiVersion":"sluice.dev/v1alpha1","kind":"Provider","metadata":{"name":"pool","namespace":"t"},"spec":{"type":"openai","service":{"name":"vllm","port":8000},"models":[{"name":"m"}]}}
+---
+{"apiVersion":"sluice.dev/v1alpha1","kind":"Endpoint","metadata":{"name":"self-hosted","namespace":"t"},"spec":{"slug":"self-hosted","models":[{"name":"m","backends":[{"providerRef":{"name":"pool"},"model":"m"}]}]}}"#;
+
+#[test]
+fn a_pool_on_a_service_gets_the_ready_pods_behind_it() {
+    let mut inputs = inputs(project(), &[POOL]);
+    inputs.pool_addresses.insert(("t".into(), "vllm".into()), vec!["10.0.0.7".into(), "fd00::2".into()]);
+    let plan = run(&inputs);
+    let config = plan.config.as_ref().expect("a write").secrets.primary.data.clone().expect("data");
+    let text = String::from_utf8(config["config.json"].0.clone()).expect("utf-8");
+    let config: GatewayConfig = serde_json::from_str(&text).expect("the configuration");
+    let pool = &config.providers["t/pool"];
+    assert_eq!(pool.pods, ["http://10.0.0.7:8000/v1", "http://[fd00::2]:8000/v1"]);
+    assert!(config.endpoints.contains_key("self-hosted"));
+
+    // No ready pod: a pool without pods, the Endpoint still in the configuration.
+    let plan = run(&self::inputs(project(), &[POOL]));
+    assert_eq!(served(&plan).0, vec!["good", "self-hosted"]);
 }
