@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use sluice_operator::Settings;
 use sluice_operator::settings::{
     DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, ParentRef,
-    PodDefaults, RouteKind, RouteSettings, WatchedNamespaces, default_gateway_image,
+    PodDefaults, RedisSettings, RouteKind, RouteSettings, WatchedNamespaces, default_gateway_image,
 };
 
 /// Reconciles Sluice's Projects, Endpoints, ApiKeys, Providers and ServiceTiers into one gateway
@@ -101,6 +101,12 @@ struct Cli {
     /// (default true), terminationGracePeriodSeconds. A Project's spec.dataPlane overrides them.
     #[arg(long, env = "SLUICE_GATEWAY_POD_DEFAULTS")]
     gateway_pod_defaults: Option<PathBuf>,
+
+    /// Share every gateway's limits through Redis: the Secret (in the data-plane namespace)
+    /// whose key holds the Redis URL, `NAME` or `NAME:KEY` (key `url` by default). The pods get it
+    /// as SLUICE_REDIS_URL; the operator never reads it. Absent: each replica limits on its own.
+    #[arg(long, env = "SLUICE_GATEWAY_REDIS_SECRET")]
+    gateway_redis_secret: Option<RedisSettings>,
 
     /// Write a NetworkPolicy per gateway: the API port open to the ingress namespaces only, the
     /// admin port to the monitoring namespaces and the operator's own.
@@ -205,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         gateway: GatewaySettings {
             image: cli.gateway_image,
             image_pull_policy: cli.gateway_image_pull_policy,
+            redis: cli.gateway_redis_secret,
             pod: match &cli.gateway_pod_defaults {
                 Some(path) => PodDefaults::read(path).map_err(anyhow::Error::msg).context("--gateway-pod-defaults")?,
                 None => PodDefaults::default(),

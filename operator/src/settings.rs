@@ -122,11 +122,38 @@ pub struct GatewaySettings {
     pub image_pull_policy: Option<String>,
     /// The platform's defaults for gateway pods.
     pub pod: PodDefaults,
+    /// Limits shared through Redis by every project's gateways; `None`: each replica limits on
+    /// its own.
+    pub redis: Option<RedisSettings>,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { image: default_gateway_image(), image_pull_policy: None, pod: PodDefaults::default() }
+        Self { image: default_gateway_image(), image_pull_policy: None, pod: PodDefaults::default(), redis: None }
+    }
+}
+
+/// Where gateways find Redis for shared limits: a Secret in the data-plane namespace holds the
+/// URL (with its password), passed to the pods as `SLUICE_REDIS_URL` without the operator ever
+/// reading it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Name of the Secret.
+    pub secret: String,
+    /// Its key holding the URL.
+    pub key: String,
+}
+
+impl FromStr for RedisSettings {
+    type Err = String;
+
+    /// `NAME` or `NAME:KEY` (the key defaults to `url`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (secret, key) = s.split_once(':').unwrap_or((s, "url"));
+        if secret.is_empty() || key.is_empty() {
+            return Err(format!("expected SECRET or SECRET:KEY, got {s:?}"));
+        }
+        Ok(Self { secret: secret.to_owned(), key: key.to_owned() })
     }
 }
 
@@ -302,5 +329,10 @@ mod tests {
         let some = WatchedNamespaces::from_list(&["a, b".to_owned()]);
         assert_eq!(some.with("sluice-system"), Some(vec!["a".to_owned(), "b".to_owned(), "sluice-system".to_owned()]));
         assert!(some.contains("b") && !some.contains("c"));
+        let redis: RedisSettings = "limits-redis".parse().expect("a name");
+        assert_eq!((redis.secret.as_str(), redis.key.as_str()), ("limits-redis", "url"));
+        let redis: RedisSettings = "limits-redis:REDIS_URL".parse().expect("name and key");
+        assert_eq!(redis.key, "REDIS_URL");
+        assert!(":url".parse::<RedisSettings>().is_err());
     }
 }

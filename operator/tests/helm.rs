@@ -205,6 +205,7 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         "dataPlane.networkPolicy.ingressNamespaces={ingress-nginx}".to_owned(),
         "dataPlane.networkPolicy.monitoringNamespaces={monitoring,observability}".to_owned(),
         "dataPlane.gateway.pod.priorityClassName=gateways".to_owned(),
+        "dataPlane.redis.secretName=limits-redis".to_owned(),
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let release = "rbac-chart";
@@ -220,6 +221,7 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         "--network-policy=true".to_owned(),
         "--network-policy-ingress-namespaces=ingress-nginx".to_owned(),
         "--network-policy-monitoring-namespaces=monitoring,observability".to_owned(),
+        "--gateway-redis-secret=limits-redis:url".to_owned(),
     ] {
         assert!(args.contains(&expected), "{expected} not in {args:?}");
     }

@@ -529,6 +529,36 @@ mod tests {
     }
 
     #[test]
+    fn shared_limits_reach_the_pods_through_the_platforms_secret() {
+        let env = |objects: &DataPlaneObjects| pod(objects).containers[0].env.clone().unwrap_or_default();
+        let names = |objects: &DataPlaneObjects| env(objects).into_iter().map(|e| e.name).collect::<Vec<_>>();
+        assert_eq!(names(&build(&input(&three(), 0), &Settings::default())), ["POD_NAME"], "local limits");
+
+        let mut settings = Settings::default();
+        settings.gateway.redis = Some("limits-redis:url".parse().expect("redis settings"));
+        let objects = build(&input(&three(), 0), &settings);
+        let vars = env(&objects);
+        let url = vars.iter().find(|e| e.name == "SLUICE_REDIS_URL").expect("the URL");
+        assert_eq!(url.value, None, "never written into the pod spec");
+        let secret = url.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
+        assert_eq!((secret.name.as_str(), secret.key.as_str()), ("limits-redis", "url"));
+        let value = |name: &str| vars.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("SLUICE_REPLICAS_HINT").as_deref(), Some("3"));
+        assert_eq!(value("SLUICE_REDIS_KEY_PREFIX").as_deref(), Some("sluice:team-a"));
+        let scaled = DataPlaneSpec {
+            autoscaling: Some(AutoscalingSpec {
+                min_replicas: 2,
+                max_replicas: 8,
+                target_cpu_utilization_percent: Some(60),
+                target_in_flight_per_pod: None,
+            }),
+            ..three()
+        };
+        let hint = env(&build(&input(&scaled, 0), &settings)).into_iter().find(|e| e.name == "SLUICE_REPLICAS_HINT");
+        assert_eq!(hint.and_then(|e| e.value).as_deref(), Some("8"), "the most replicas there may be");
+    }
+
+    #[test]
     fn an_autoscaled_project_gets_an_autoscaler_and_leaves_replicas_to_it() {
         let fixed = build(&input(&three(), 0), &Settings::default());
         assert!(fixed.autoscaler.is_none());

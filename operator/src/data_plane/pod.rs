@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext, TopologySpreadConstraint, Volume,
-    VolumeMount, VolumeProjection,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -86,15 +86,7 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
                 "--usage-configmap".to_owned(),
                 format!("{}/{}", input.namespace, usage_config_map_name(input.slug)),
             ]),
-            // The pod's name names its entry in the usage ConfigMap.
-            env: Some(vec![EnvVar {
-                name: "POD_NAME".to_owned(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), api_version: None }),
-                    ..EnvVarSource::default()
-                }),
-                value: None,
-            }]),
+            env: Some(env(input, gateway)),
             ports: Some(vec![container_port("http", HTTP_PORT), container_port("admin", ADMIN_PORT)]),
             liveness_probe: Some(probe("/healthz", 10)),
             readiness_probe: Some(probe("/readyz", 5)),
@@ -138,6 +130,49 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
         termination_grace_period_seconds: defaults.termination_grace_period_seconds,
         ..PodSpec::default()
     }
+}
+
+/// The gateway's environment: its pod's name (its entry in the usage ConfigMap), and with
+/// shared limits the Redis URL from the platform's Secret and the replica count each replica
+/// divides the limits by while Redis is away (the most replicas there may be: a fallback that
+/// admits less, never more).
+fn env(input: &DataPlaneInput<'_>, gateway: &GatewaySettings) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: "POD_NAME".to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: "metadata.name".to_owned(), api_version: None }),
+            ..EnvVarSource::default()
+        }),
+        value: None,
+    }];
+    if let Some(redis) = &gateway.redis {
+        env.push(EnvVar {
+            name: "SLUICE_REDIS_URL".to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: redis.secret.clone(),
+                    key: redis.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            value: None,
+        });
+        let spec = input.spec;
+        let most = spec.autoscaling.as_ref().map_or(spec.replicas, |a| a.max_replicas.max(a.min_replicas));
+        env.push(EnvVar {
+            name: "SLUICE_REPLICAS_HINT".to_owned(),
+            value: Some(most.max(1).to_string()),
+            value_from: None,
+        });
+        // Each project's counters apart, whatever the tenants' key names.
+        env.push(EnvVar {
+            name: "SLUICE_REDIS_KEY_PREFIX".to_owned(),
+            value: Some(format!("sluice:{}", input.slug)),
+            value_from: None,
+        });
+    }
+    env
 }
 
 /// One gateway pod per node and per zone as far as the cluster allows: a node or a zone going
