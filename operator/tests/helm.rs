@@ -186,6 +186,44 @@ async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<(
     Ok(())
 }
 
+#[test]
+fn a_bad_values_file_is_refused_by_the_schema() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    let dir = tempfile_dir()?;
+    for (values, complaint) in [
+        ("operator:\n  replica: 3\n", "additional properties 'replica' not allowed"),
+        ("operator:\n  replicas: two\n", "want integer"),
+        ("route:\n  kind: ingres\n", "value must be one of"),
+        ("dataPlane:\n  gateway:\n    pod:\n      nodeSelecter: {a: b}\n", "'nodeSelecter' not allowed"),
+        ("watchNamespaces: [Team_A]\n", "does not match pattern"),
+    ] {
+        let file = dir.join("values.yaml");
+        std::fs::write(&file, values)?;
+        let file = file.to_str().context("path")?;
+        let refused = helm(env, &["template", "bad", chart, "-f", file]).expect_err(&format!("{values:?} refused"));
+        assert!(format!("{refused:#}").contains(complaint), "{values:?}: {refused:#}");
+    }
+    // A good file of several values passes.
+    let file = dir.join("good.yaml");
+    std::fs::write(
+        &file,
+        "operator: {replicas: 3, logFormat: text}\nroute: {kind: none}\n\
+         dataPlane: {redis: {secretName: limits-redis}, gateway: {pod: {topologySpread: false, terminationGracePeriodSeconds: 60}}}\n",
+    )?;
+    helm(env, &["lint", chart, "--strict", "-f", file.to_str().context("path")?])?;
+    Ok(())
+}
+
+/// A fresh directory for this test's files.
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("sluice-helm-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 #[tokio::test]
 async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
     let env = TestEnv::shared();
