@@ -10,6 +10,15 @@ use hyper::{Request, Response, StatusCode};
 use crate::Gateway;
 use crate::respond::body::ResponseBody;
 
+/// `/readyz` while the gateway stops: not ready, so that load balancers move on while it still
+/// serves what reaches it.
+pub fn draining() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full("draining: shutting down\n".to_owned()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
 /// Serves `/healthz`, `/readyz`, `/metrics` and `/config`.
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
     let (status, content_type, body) = match request.uri().path() {

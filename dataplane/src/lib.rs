@@ -258,9 +258,20 @@ pub async fn start(
     };
     let grace = Duration::from_secs(settings.shutdown_grace_seconds);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
+    // Stopping: `/readyz` fails at once, the listener keeps serving for the drain period (so
+    // load balancers move on first), then closes and in-flight requests get the grace period.
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain = Duration::from_secs(settings.drain_seconds);
+    tokio::spawn({
+        let draining = draining.clone();
+        async move {
+            shutdown.await;
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(drain_seconds = drain.as_secs(), "stopping: not ready, serving until the drain period ends");
+            tokio::time::sleep(drain).await;
+            tracing::info!(grace_seconds = grace.as_secs(), "drain period over: closing the listeners");
+            let _ = stop_tx.send(true);
+        }
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -268,9 +279,15 @@ pub async fn start(
     let api_task =
         tokio::spawn(server::serve(api, limits, server::api_handler(gateway.clone()), stopped(stop_rx.clone()), grace));
     let admin_gateway = gateway.clone();
-    let admin_handler = move |request, _remote| {
+    let admin_handler = move |request: hyper::Request<hyper::body::Incoming>, _remote| {
         let gateway = admin_gateway.clone();
-        Box::pin(admin::handle(gateway, request))
+        let draining = draining.load(std::sync::atomic::Ordering::Relaxed);
+        Box::pin(async move {
+            if draining && request.uri().path() == "/readyz" {
+                return admin::draining();
+            }
+            admin::handle(gateway, request).await
+        })
             as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<respond::body::ResponseBody>> + Send>>
     };
     let admin_task =

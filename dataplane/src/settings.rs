@@ -114,7 +114,13 @@ pub struct Settings {
     #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
 
-    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    /// Seconds to keep serving after SIGTERM or Ctrl-C with `/readyz` failing, before the
+    /// listener closes: load balancers (a Kubernetes Service's endpoints) stop sending new
+    /// requests in that time, so none is refused by a closed port.
+    #[arg(long, env = "SLUICE_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+
+    /// Seconds to let in-flight requests and streams finish once the listener has closed.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
 

@@ -190,7 +190,8 @@ pub struct PodDefaults {
     /// Spread each project's pods across nodes and zones (`ScheduleAnyway`).
     #[serde(default = "yes")]
     pub topology_spread: bool,
-    /// Seconds a stopping pod gets before it is killed; Kubernetes' default (30) when absent.
+    /// Seconds a stopping pod gets before it is killed; 45 when absent (the gateway's 5 s drain
+    /// and 30 s grace for in-flight streams, and a margin).
     #[serde(default)]
     pub termination_grace_period_seconds: Option<i64>,
 }

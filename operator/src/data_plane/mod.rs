@@ -367,6 +367,7 @@ mod tests {
         assert_eq!(probe_path(&container.liveness_probe).as_deref(), Some("/healthz"));
         assert_eq!(probe_path(&container.readiness_probe).as_deref(), Some("/readyz"));
         assert_eq!(container.resources, Some(default_resources()));
+        assert_eq!(pod.termination_grace_period_seconds, Some(45), "above the gateway's drain and grace");
         let mount = &container.volume_mounts.as_ref().expect("mounts")[0];
         assert_eq!((mount.mount_path.as_str(), mount.read_only), (CONFIG_MOUNT, Some(true)));
     }

@@ -18,6 +18,11 @@ use crate::config_secret::{PART_FIELD, part_file_name, primary_name, shard_name}
 use crate::labels::{NAME_LABEL, PROJECT_LABEL, project_labels};
 use crate::settings::GatewaySettings;
 
+/// Seconds a stopping gateway pod gets when the platform sets none: the gateway's drain period
+/// (5 s, `/readyz` failing while it still serves) and its grace for in-flight streams (30 s),
+/// with a margin before Kubernetes kills it.
+pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 45;
+
 /// The gateway pod: the container locked down, the config Secrets projected as files (the
 /// fallback to watching them), and where it may run: the Project's settings over the
 /// platform's defaults.
@@ -127,7 +132,9 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
             defaults.image_pull_secrets.iter().map(|name| LocalObjectReference { name: name.clone() }).collect()
         }),
         topology_spread_constraints: defaults.topology_spread.then(|| spread(input.slug)),
-        termination_grace_period_seconds: defaults.termination_grace_period_seconds,
+        termination_grace_period_seconds: Some(
+            defaults.termination_grace_period_seconds.unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS),
+        ),
         ..PodSpec::default()
     }
 }
