@@ -186,6 +186,53 @@ async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<(
     Ok(())
 }
 
+#[tokio::test]
+async fn the_chart_installs_and_upgrades_as_the_docs_say() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let namespace = env.namespace("helm-upgrade").await?;
+    let dataplane = env.namespace("helm-upgrade-dp").await?;
+    let chart = chart();
+    let chart = chart.to_str().context("chart path")?;
+    let release = "upgrade-test";
+    let dp_value = format!("dataPlane.namespace={dataplane}");
+    // A real install (the CRDs are the test control plane's already, as after a first install).
+    helm(
+        env,
+        &[
+            "install",
+            release,
+            chart,
+            "-n",
+            &namespace,
+            "--skip-crds",
+            "--set",
+            &dp_value,
+            "--set",
+            "dataPlane.createNamespace=false",
+        ],
+    )?;
+    let deployments = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(env.client()?, &namespace);
+    let replicas = || async {
+        let deployment = deployments.get("upgrade-test-sluice").await?;
+        anyhow::Ok(deployment.spec.and_then(|s| s.replicas))
+    };
+    assert_eq!(replicas().await?, Some(2));
+
+    // docs/install.md's upgrade: the CRDs server-side first, then the release.
+    let crds = workspace_root().join("charts/sluice/crds");
+    let mut apply = env.kubectl()?;
+    apply.args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(&crds);
+    let applied = output(apply)?;
+    assert!(applied.contains("projects.sluice.dev serverside-applied"), "{applied}");
+    helm(env, &["upgrade", release, chart, "-n", &namespace, "--reuse-values", "--set", "operator.replicas=3"])?;
+    assert_eq!(replicas().await?, Some(3), "the upgrade took");
+    let history = helm(env, &["history", release, "-n", &namespace, "-o", "json"])?;
+    let history: Value = serde_json::from_str(&history)?;
+    assert_eq!(history.as_array().map(Vec::len), Some(2));
+    helm(env, &["uninstall", release, "-n", &namespace])?;
+    Ok(())
+}
+
 #[test]
 fn a_bad_values_file_is_refused_by_the_schema() -> anyhow::Result<()> {
     let env = TestEnv::shared();
