@@ -233,6 +233,46 @@ async fn the_chart_installs_and_upgrades_as_the_docs_say() -> anyhow::Result<()>
     Ok(())
 }
 
+#[tokio::test]
+async fn the_operator_and_gateway_pods_pass_the_restricted_pod_security_level() -> anyhow::Result<()> {
+    let env = TestEnv::shared();
+    let namespace = env.namespace("helm-restricted").await?;
+    let client = env.client()?;
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let enforce = serde_json::json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}});
+    namespaces.patch(&namespace, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&enforce)).await?;
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client, &namespace);
+    let dry_run = kube::api::PostParams { dry_run: true, ..kube::api::PostParams::default() };
+
+    // Pod Security admission judges Pods: create each template as a Pod, server-side dry run.
+    let as_pod = |name: &str, template: Value| -> anyhow::Result<k8s_openapi::api::core::v1::Pod> {
+        let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}});
+        pod["spec"] = template["spec"].clone();
+        Ok(serde_json::from_value(pod)?)
+    };
+    let (_, objects) = render(env, "restricted", &namespace, &[])?;
+    let operator = find(&objects, "Deployment", "restricted-sluice")?["spec"]["template"].clone();
+    pods.create(&dry_run, &as_pod("operator", operator)?).await.context("the operator's pod under `restricted`")?;
+
+    let spec = sluice_crds::api::DataPlaneSpec::default();
+    let input = sluice_operator::data_plane::DataPlaneInput {
+        slug: "team-a",
+        owner: "team-a/team-a",
+        namespace: &namespace,
+        spec: &spec,
+        shards: 2,
+    };
+    let objects = sluice_operator::data_plane::build(&input, &Settings::default());
+    let gateway = serde_json::to_value(&objects.deployment)?["spec"]["template"].clone();
+    pods.create(&dry_run, &as_pod("gateway", gateway)?).await.context("a gateway pod under `restricted`")?;
+
+    // The level is enforced: a pod running as root is refused.
+    let root = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let refused = pods.create(&dry_run, &as_pod("root", root)?).await.expect_err("refused");
+    assert!(refused.to_string().contains("restricted"), "{refused}");
+    Ok(())
+}
+
 #[test]
 fn a_bad_values_file_is_refused_by_the_schema() -> anyhow::Result<()> {
     let env = TestEnv::shared();
