@@ -19,6 +19,8 @@ use crate::protocol::AnswerFormat;
 use crate::protocol::openai::Usage;
 use crate::protocol::sse::SseTap;
 use crate::snapshot::{Backend, Model, Tier};
+use crate::usage_api::UsageBook;
+use crate::usage_api::book::Settled;
 
 /// A request's id: the client's `x-request-id`, or one made here. Kept as the header value it is
 /// sent back as; every log line about the request carries it.
@@ -97,6 +99,10 @@ pub struct Admitted {
     admission: Admission,
     metrics: ModelMetrics,
     all_metrics: Arc<Metrics>,
+    /// Where usage per key, endpoint and model is summed.
+    usage: Arc<UsageBook>,
+    /// The period of the key's counters (its budget's; monthly without one).
+    key_period: sluice_crds::api::BudgetPeriod,
     settled: bool,
 }
 
@@ -130,6 +136,7 @@ enum AnswerKind {
 
 impl Admitted {
     /// Opens the account of `caller`'s request to `model`, admitted as `admission`.
+    #[allow(clippy::too_many_arguments)] // each is one thing the account keeps; a struct would only rename them
     pub fn new(
         request_id: RequestId,
         started: Instant,
@@ -138,6 +145,7 @@ impl Admitted {
         admission: Admission,
         estimated_prompt_tokens: u64,
         all_metrics: Arc<Metrics>,
+        usage: Arc<UsageBook>,
     ) -> Self {
         model.metrics.in_flight.inc();
         Self {
@@ -153,6 +161,8 @@ impl Admitted {
             admission,
             metrics: model.metrics.clone(),
             all_metrics,
+            usage,
+            key_period: caller.key.budget.as_ref().map_or(sluice_crds::api::BudgetPeriod::Monthly, |b| b.period),
             settled: false,
         }
     }
@@ -187,7 +197,18 @@ impl Admitted {
         } else {
             Used::default()
         };
-        self.key_state.settle(&self.admission, &self.tier.config, used, now, jiff::Timestamp::now());
+        let wall = jiff::Timestamp::now();
+        self.key_state.settle(&self.admission, &self.tier.config, used, now, wall);
+        self.usage.record(&Settled {
+            project: &self.project,
+            key_id: &self.key_id,
+            endpoint: &self.endpoint,
+            model: &self.model,
+            used,
+            key_state: &self.key_state,
+            key_period: self.key_period,
+            at: wall,
+        });
 
         let status = if status == 0 { 499 } else { status };
         self.metrics.count(status);

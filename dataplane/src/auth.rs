@@ -3,7 +3,9 @@
 //! it: [`identify`] decides everything the request head can tell (the key, its project and
 //! expiry, the endpoint, the source address), and the [`Caller`] it returns carries the two
 //! checks that wait for more: the scope once the route is known ([`Caller::check_scope`]), and
-//! the model allow-list once the body names the model ([`Caller::check_model`]).
+//! the model allow-list once the body names the model ([`Caller::check_model`]). A
+//! project-level API (`/<project>/v1/...`) names no endpoint: [`identify_key`] checks the rest,
+//! and its [`KeyCaller`] the scope.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -54,6 +56,33 @@ pub enum Need {
     Inference(&'static str),
     /// Listing models.
     ListModels,
+    /// Reading the project's usage (`/v1/usage`).
+    UsageRead,
+}
+
+/// A caller of a project-level API: the key and the project it opens (no endpoint is named).
+#[derive(Clone, Copy, Debug)]
+pub struct KeyCaller<'s> {
+    /// The key's project (the path's).
+    pub project: &'s Project,
+    /// The key.
+    pub key: &'s Key,
+}
+
+impl KeyCaller<'_> {
+    /// Checks the key's scopes allow what the route asks for.
+    pub fn check_scope(&self, need: Need) -> Result<(), ApiError> {
+        check_scope(self.key, need)
+    }
+
+    /// The tier the key runs under where no endpoint names one: its own, else the project's
+    /// default; and whether it is the key's own.
+    pub fn tier(&self) -> (&Arc<Tier>, bool) {
+        match &self.key.tier {
+            Some(tier) => (tier, true),
+            None => (&self.project.default_tier, false),
+        }
+    }
 }
 
 /// Finds the key the client presented and decides everything the request head can: the key is
@@ -71,24 +100,53 @@ pub fn identify<'s, B>(
     now: Timestamp,
     unknown_path: impl Fn() -> ApiError,
 ) -> Result<Caller<'s>, Refused<'s>> {
-    let credential = presented_credential(request.headers(), query_key);
-    let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
-    let hash: [u8; 32] = Sha256::digest(credential).into();
-    let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
-    if *found.project.slug != *target.project {
-        return Err(unknown_path().into());
-    }
-    let expired = |at: Option<Timestamp>| at.is_some_and(|t| t <= now);
-    if expired(found.key.expires_at) || expired(found.hash_expires) {
-        return Err(ApiError::KeyExpired.into());
-    }
-    let (project, key) = (found.project, found.key);
+    let KeyCaller { project, key } = find_key(snapshot, request, query_key, target.project, now, &unknown_path)?;
     let endpoint = project.endpoints.get(target.endpoint).ok_or_else(&unknown_path)?;
     let refused = |error| Refused { error, at: Some((project, endpoint)) };
     check_source(key, ip).map_err(refused)?;
     check_endpoint(key, &endpoint.slug).map_err(refused)?;
     let tier = key.tier.as_ref().or(endpoint.tier.as_ref()).unwrap_or(&project.default_tier);
     Ok(Caller { project, endpoint, key, tier })
+}
+
+/// Finds the key the client presented for a project-level API (`/<project>/v1/...`): valid
+/// now, opening the path's project, used from an allowed address. Another project's key gets
+/// the same answer as an unknown path.
+pub fn identify_key<'s, B>(
+    snapshot: &'s Snapshot,
+    request: &Request<B>,
+    query_key: Option<&[u8]>,
+    project: &str,
+    ip: IpAddr,
+    now: Timestamp,
+    unknown_path: impl Fn() -> ApiError,
+) -> Result<KeyCaller<'s>, ApiError> {
+    let caller = find_key(snapshot, request, query_key, project, now, &unknown_path)?;
+    check_source(caller.key, ip)?;
+    Ok(caller)
+}
+
+/// The key presented, if it exists, opens `project` and has not expired.
+fn find_key<'s, B>(
+    snapshot: &'s Snapshot,
+    request: &Request<B>,
+    query_key: Option<&[u8]>,
+    project: &str,
+    now: Timestamp,
+    unknown_path: &impl Fn() -> ApiError,
+) -> Result<KeyCaller<'s>, ApiError> {
+    let credential = presented_credential(request.headers(), query_key);
+    let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
+    let hash: [u8; 32] = Sha256::digest(credential).into();
+    let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
+    if *found.project.slug != *project {
+        return Err(unknown_path());
+    }
+    let expired = |at: Option<Timestamp>| at.is_some_and(|t| t <= now);
+    if expired(found.key.expires_at) || expired(found.hash_expires) {
+        return Err(ApiError::KeyExpired);
+    }
+    Ok(KeyCaller { project: found.project, key: found.key })
 }
 
 impl Caller<'_> {
@@ -162,6 +220,9 @@ fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
         }
         Need::ListModels if !has(Scope::Inference) && !has(Scope::ModelsRead) => {
             Err(ApiError::ScopeInsufficient { needed: Scope::ModelsRead.as_str(), api: "/v1/models" })
+        }
+        Need::UsageRead if !has(Scope::UsageRead) => {
+            Err(ApiError::ScopeInsufficient { needed: Scope::UsageRead.as_str(), api: "/v1/usage" })
         }
         _ => Ok(()),
     }
@@ -245,6 +306,16 @@ mod tests {
         let caller = key(&[Scope::Inference]);
         assert!(check_scope(&caller, Need::ListModels).is_ok(), "inference also lists");
         assert!(matches!(check_scope(&key(&[]), Need::ListModels), Err(ApiError::ScopeInsufficient { .. })));
+    }
+
+    #[test]
+    fn only_usage_read_reads_the_projects_usage() {
+        assert!(check_scope(&key(&[Scope::UsageRead]), Need::UsageRead).is_ok());
+        match check_scope(&key(&[Scope::Inference, Scope::ModelsRead]), Need::UsageRead) {
+            Err(ApiError::ScopeInsufficient { needed, api }) => assert_eq!((needed, api), ("usage.read", "/v1/usage")),
+            other => panic!("expected scope_insufficient, got {other:?}"),
+        }
+        assert!(check_scope(&key(&[Scope::UsageRead]), Need::Inference("/v1/chat/completions")).is_err());
     }
 
     #[test]

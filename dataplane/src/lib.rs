@@ -19,6 +19,9 @@
 //! 9. [`respond`]: the response: every error body and header, whole bodies and streams.
 //! 10. [`accounting`]: usage and cost, limits settled, metrics and the access log.
 //!
+//! A project-level request (`/<project>/v1/keys/self`, `/<project>/v1/usage`) is routed and
+//! authenticated like the others, then answered by [`usage_api`] from what accounting recorded.
+//!
 //! Beside the path: [`backends`] is every backend's live load, latency and health, which
 //! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
 //! stages read it, kept current by [`reload`] from [`config_source`]; [`admin`], [`metrics`],
@@ -48,6 +51,8 @@ pub mod protocol;
 pub mod respond;
 
 pub mod accounting;
+
+pub mod usage_api;
 
 // Beside it.
 pub mod admin;
@@ -112,6 +117,8 @@ pub struct Gateway {
     pub max_header_bytes: usize,
     /// Admission control: in-process, or shared through Redis (`--redis-url`).
     pub limiter: limits::Limiter,
+    /// Usage per key, endpoint and model, for `/v1/usage` and the per-key metrics.
+    pub usage: Arc<usage_api::UsageBook>,
 }
 
 impl Gateway {
@@ -130,13 +137,14 @@ impl Gateway {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
             registries: Registries::default(),
-            metrics,
             status: Mutex::new(ReloadStatus::default()),
             install: Mutex::new(0),
             request_prefix: rand::random(),
             request_counter: AtomicU64::new(0),
             shared_namespace: shared_namespace.to_owned(),
             max_header_bytes,
+            usage: Arc::new(usage_api::UsageBook::new(metrics.clone(), limiter.redis().is_some())),
+            metrics,
             limiter,
         })
     }
@@ -220,6 +228,8 @@ pub async fn start(
     if let Some(redis) = gateway.limiter.redis() {
         tracing::info!(redis = %redis.describe(), replicas_hint = settings.replicas_hint, "limits are shared through Redis");
         tokio::spawn(redis.clone().maintain());
+        let every = Duration::from_millis(settings.redis_probe_ms.max(10));
+        tokio::spawn(usage_api::publish(gateway.clone(), redis.clone(), every));
     }
     initial_load(&gateway, &settings).await?;
 

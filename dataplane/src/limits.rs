@@ -351,6 +351,12 @@ impl KeyState {
         totals.completion_tokens += saved.completion_tokens;
     }
 
+    /// What other replicas reported spending in `period` (usage reports), US dollars.
+    pub fn spent_elsewhere(&self, period: i64) -> f64 {
+        let elsewhere = *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner);
+        if elsewhere.0 == period { elsewhere.1 } else { 0.0 }
+    }
+
     /// Records what other replicas reported spending in `period`, so budgets hold across them.
     pub fn set_spent_elsewhere(&self, period: i64, usd: f64) {
         *self.elsewhere.lock().unwrap_or_else(PoisonError::into_inner) = (period, usd);

@@ -1,7 +1,10 @@
 //! Prometheus metrics. Label values come only from the configuration (project, endpoint, model,
-//! provider slugs) or fixed sets (status class, error kind), never from client input or keys, so
-//! cardinality is bounded by what the operator declared. Per-model handles are resolved when a
+//! provider slugs, API key ids `<namespace>/<name>`) or fixed sets (status class, error kind),
+//! never from client input or key material, so cardinality is bounded by what the operator
+//! declared. The per-key families (`sluice_key_*`) have one series per key that has been used. Per-model handles are resolved when a
 //! snapshot is built, so the request path increments atomics without hashing labels.
+
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +37,19 @@ struct TokenLabels {
     project: String,
     endpoint: String,
     model: String,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    project: String,
+    key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyTokenLabels {
+    project: String,
+    key_id: String,
     direction: &'static str,
 }
 
@@ -131,9 +147,25 @@ impl LimiterMetrics {
     }
 }
 
+/// Handles for one API key (`sluice_key_*`), resolved once per key.
+#[derive(Clone, Debug, Default)]
+pub struct KeyMetrics {
+    /// Requests admitted and settled (answered or failed after admission).
+    pub requests: Counter,
+    /// Prompt tokens billed.
+    pub tokens_in: Counter,
+    /// Completion tokens billed.
+    pub tokens_out: Counter,
+    /// Cost in US dollars.
+    pub cost_usd: Counter<f64, AtomicU64>,
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    key_requests: Family<KeyLabels, Counter>,
+    key_tokens: Family<KeyTokenLabels, Counter>,
+    key_cost: Family<KeyLabels, Counter<f64, AtomicU64>>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
     ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
@@ -433,6 +465,16 @@ impl Metrics {
         );
         let keys_loaded = Gauge::default();
         registry.register("api_keys", "API keys loaded", keys_loaded.clone());
+        let key_requests = Family::default();
+        registry.register(
+            "key_requests",
+            "Requests admitted per API key id (answered or failed after admission)",
+            key_requests.clone(),
+        );
+        let key_tokens = Family::default();
+        registry.register("key_tokens", "Tokens billed per API key id, by direction", key_tokens.clone());
+        let key_cost = Family::default();
+        registry.register("key_cost_usd", "Cost in US dollars per API key id", key_cost.clone());
         let limits = LimiterMetrics::default();
         registry.register("limits_redis_up", "1 while Redis answers for shared limits", limits.redis_up.clone());
         registry.register(
@@ -448,6 +490,9 @@ impl Metrics {
         registry.register("limits_redis_errors", "Failed Redis calls by kind", limits.redis_errors.clone());
         Self {
             registry,
+            key_requests,
+            key_tokens,
+            key_cost,
             requests,
             duration,
             ttft,
@@ -504,6 +549,24 @@ impl Metrics {
             in_flight: self
                 .in_flight
                 .get_or_create_owned(&EndpointLabels { project: project.into(), endpoint: endpoint.into() }),
+        }
+    }
+
+    /// Resolves the handles of one API key (by its id, never its material).
+    pub fn key(&self, project: &str, key_id: &str) -> KeyMetrics {
+        let labels = KeyLabels { project: project.into(), key_id: key_id.into() };
+        let tokens = |direction| {
+            self.key_tokens.get_or_create_owned(&KeyTokenLabels {
+                project: project.into(),
+                key_id: key_id.into(),
+                direction,
+            })
+        };
+        KeyMetrics {
+            requests: self.key_requests.get_or_create_owned(&labels),
+            tokens_in: tokens("input"),
+            tokens_out: tokens("output"),
+            cost_usd: self.key_cost.get_or_create_owned(&labels),
         }
     }
 

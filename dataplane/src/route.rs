@@ -1,6 +1,7 @@
 //! What a request asks for, from its path and method alone: `/<project>/<endpoint>/v1/<api>`
 //! (or Gemini's `/v1beta/models...`), which API that is, the method each route takes, and the
-//! wire format the client speaks.
+//! wire format the client speaks. Project-level APIs live at `/<project>/v1/...` (Endpoint
+//! slugs `v1` and `v1beta` are reserved for them, so the two never meet).
 
 use hyper::Method;
 
@@ -195,6 +196,51 @@ pub fn parse_path(path: &str) -> Option<Target<'_>> {
     (!project.is_empty() && !endpoint.is_empty()).then_some(Target { project, endpoint, route })
 }
 
+/// A project-level API: `/<project>/v1/<what>`, about the key or the project rather than a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectRoute {
+    /// `GET /<project>/v1/keys/self`: the calling key, its limits and its usage.
+    KeySelf,
+    /// `GET /<project>/v1/usage`: the project's usage by key, endpoint and model.
+    Usage,
+}
+
+impl ProjectRoute {
+    /// Path as clients see it, for messages.
+    pub fn display(self) -> &'static str {
+        match self {
+            Self::KeySelf => "/v1/keys/self",
+            Self::Usage => "/v1/usage",
+        }
+    }
+
+    /// Both are read with `GET`.
+    pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
+        if *method == Method::GET { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
+    }
+}
+
+/// A project-level path, split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProjectTarget<'p> {
+    /// Project slug.
+    pub project: &'p str,
+    /// What it asks for.
+    pub route: ProjectRoute,
+}
+
+/// Splits `/<project>/v1/keys/self` and `/<project>/v1/usage`; `None` for any other path.
+pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
+    let rest = path.strip_prefix('/')?;
+    let (project, rest) = rest.split_once('/')?;
+    let route = match rest {
+        "v1/keys/self" => ProjectRoute::KeySelf,
+        "v1/usage" => ProjectRoute::Usage,
+        _ => return None,
+    };
+    (!project.is_empty()).then_some(ProjectTarget { project, route })
+}
+
 /// `models`, `models/{model}` or `models/{model}:{method}` below `/v1beta/`.
 fn gemini_route(rest: &str) -> Option<Route<'_>> {
     if rest == "models" {
@@ -269,6 +315,21 @@ mod tests {
         assert_eq!(Wire::of_path("/p/e/v1/responses"), Wire::Responses);
         assert!(Route::Responses.check_method(&Method::POST).is_ok());
         assert!(Route::GeminiListModels.check_method(&Method::POST).is_err());
+    }
+
+    #[test]
+    fn project_level_paths_are_their_own() {
+        let project = |path| parse_project_path(path).map(|t| (t.project, t.route));
+        assert_eq!(project("/demo/v1/keys/self"), Some(("demo", ProjectRoute::KeySelf)));
+        assert_eq!(project("/demo/v1/usage"), Some(("demo", ProjectRoute::Usage)));
+        assert_eq!(project("//v1/usage"), None);
+        assert_eq!(project("/demo/v1/keys/other"), None);
+        assert_eq!(project("/demo/chat/v1/usage"), None, "below an endpoint it is no project API");
+        assert_eq!(split("/demo/v1/keys/self"), None, "and no endpoint route either");
+        assert_eq!(split("/demo/v1/usage"), None);
+        assert_eq!(Wire::of_path("/demo/v1/usage"), Wire::OpenAi);
+        assert!(ProjectRoute::Usage.check_method(&Method::GET).is_ok());
+        assert!(ProjectRoute::KeySelf.check_method(&Method::POST).is_err());
     }
 
     #[test]

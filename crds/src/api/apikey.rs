@@ -35,7 +35,8 @@ pub struct ApiKeySpec {
     #[schemars(length(max = 256))]
     pub description: Option<String>,
     /// What the key may do. `inference` calls model APIs and lists models; `models.read` only
-    /// lists models.
+    /// lists models; `usage.read` reads the project's usage (`GET /<project>/v1/usage`). Any
+    /// key may read its own (`GET /<project>/v1/keys/self`).
     #[serde(default = "default_scopes")]
     #[schemars(length(min = 1, max = 8))]
     pub scopes: Vec<Scope>,
@@ -85,6 +86,9 @@ pub enum Scope {
     /// List models only.
     #[serde(rename = "models.read")]
     ModelsRead,
+    /// Read the usage of every key of the project, by endpoint and model (`/v1/usage`).
+    #[serde(rename = "usage.read")]
+    UsageRead,
 }
 
 impl Scope {
@@ -93,6 +97,7 @@ impl Scope {
         match self {
             Self::Inference => "inference",
             Self::ModelsRead => "models.read",
+            Self::UsageRead => "usage.read",
         }
     }
 }

@@ -634,6 +634,110 @@ impl SharedLimits {
     }
 }
 
+/// One key's usage in one period as one process saw it (cumulative), or summed over processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UsageFigures {
+    /// Requests settled.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost, nano-USD.
+    pub cost_nano: u64,
+}
+
+impl UsageFigures {
+    /// `"<requests> <prompt> <completion> <nano-USD>"`: one hash field's value.
+    fn encode(self) -> String {
+        format!("{} {} {} {}", self.requests, self.prompt_tokens, self.completion_tokens, self.cost_nano)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ').map(str::parse::<u64>);
+        let mut next = || parts.next()?.ok();
+        Some(Self { requests: next()?, prompt_tokens: next()?, completion_tokens: next()?, cost_nano: next()? })
+    }
+
+    fn add(&mut self, other: Self) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_nano += other.cost_nano;
+    }
+}
+
+/// A key's usage this process publishes for the other replicas to read.
+#[derive(Clone, Debug)]
+pub struct PublishedUsage {
+    /// The project's slug.
+    pub project: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The period's kind (the key's budget period; monthly without a budget).
+    pub kind: BudgetPeriod,
+    /// An instant in the period.
+    pub at: jiff::Timestamp,
+    /// This process's cumulative figures in it.
+    pub figures: UsageFigures,
+}
+
+/// Cluster-wide usage, read by `GET /v1/keys/self`: each process publishes its cumulative
+/// figures of a key's period into its own field of `<prefix>:<project>:<key id>:usage:<period
+/// id>` (off the request path, every `--redis-probe-ms`), and a reader sums the other fields
+/// with its own live figures. Overwriting one's own field with a larger cumulative value can
+/// never count twice.
+impl SharedLimits {
+    fn usage_hash(&self, project: &str, key_id: &str, kind: BudgetPeriod, at: jiff::Timestamp) -> String {
+        format!("{}:usage:{}", self.base(project, key_id), kind.period_id(at))
+    }
+
+    /// Writes this process's figures (one pipeline); whether Redis took them.
+    pub async fn publish_usage(&self, entries: &[PublishedUsage]) -> bool {
+        if entries.is_empty() || !self.available() {
+            return entries.is_empty();
+        }
+        let mut pipe = redis::pipe();
+        for entry in entries {
+            let hash = self.usage_hash(&entry.project, &entry.key_id, entry.kind, entry.at);
+            pipe.cmd("HSET").arg(&hash).arg(&self.instance).arg(entry.figures.encode()).ignore();
+            let ttl = spend_ttl(entry.kind);
+            if ttl > 0 {
+                pipe.cmd("EXPIRE").arg(&hash).arg(ttl).ignore();
+            }
+        }
+        let mut connection = self.connection();
+        self.call("usage", pipe.query_async::<()>(&mut connection)).await.is_some()
+    }
+
+    /// What every other process published for a key's period, summed; `None` while Redis is
+    /// unavailable.
+    pub async fn usage_elsewhere(
+        &self,
+        project: &str,
+        key_id: &str,
+        kind: BudgetPeriod,
+        at: jiff::Timestamp,
+    ) -> Option<UsageFigures> {
+        if !self.available() {
+            return None;
+        }
+        let hash = self.usage_hash(project, key_id, kind, at);
+        let mut connection = self.connection();
+        let fields: Vec<(String, String)> =
+            self.call("usage", redis::cmd("HGETALL").arg(&hash).query_async(&mut connection)).await?;
+        let mut sum = UsageFigures::default();
+        for (field, value) in fields {
+            if field != self.instance
+                && let Some(figures) = UsageFigures::decode(&value)
+            {
+                sum.add(figures);
+            }
+        }
+        Some(sum)
+    }
+}
+
 impl Ticket {
     /// Ends the request on the Redis side (see [`SharedLimits::settle`]).
     pub(super) fn settle(&self, correction: f64, cost_usd: f64, wall: jiff::Timestamp) {
@@ -651,6 +755,14 @@ mod tests {
         assert_eq!(nano(1.5), 1_500_000_000);
         assert_eq!(nano(-1.0), 0);
         assert_eq!(nano(f64::NAN), 0);
+    }
+
+    #[test]
+    fn usage_figures_round_trip_and_refuse_garbage() {
+        let figures = UsageFigures { requests: 3, prompt_tokens: 30, completion_tokens: 12, cost_nano: 54_000 };
+        assert_eq!(UsageFigures::decode(&figures.encode()), Some(figures));
+        assert_eq!(UsageFigures::decode("1 2 3"), None);
+        assert_eq!(UsageFigures::decode("1 2 x 4"), None);
     }
 
     #[test]

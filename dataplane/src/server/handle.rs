@@ -37,6 +37,7 @@ use crate::slo;
 use crate::snapshot::Snapshot;
 use crate::upstream::failover::{Answer, Call};
 use crate::upstream::outbound::Native;
+use crate::usage_api;
 
 /// A refused request, with what is known about it when it was refused.
 struct Rejection<'s> {
@@ -121,6 +122,16 @@ async fn serve<'s>(
     super::check_head(&request, gateway.max_header_bytes)?;
     let unknown_path =
         || ApiError::UnknownPath { method: request.method().to_string(), path: request.uri().path().to_owned() };
+    if let Some(target) = route::parse_project_path(request.uri().path()) {
+        if snapshot.generation == 0 {
+            return Err(ApiError::NotReady.into());
+        }
+        let now = Timestamp::now();
+        let caller = auth::identify_key(snapshot, &request, query_key, target.project, remote.ip(), now, unknown_path)?;
+        target.route.check_method(request.method())?;
+        let (query, headers) = (request.uri().query(), request.headers());
+        return Ok(usage_api::answer(gateway, caller, target.route, query, headers, now, request_id).await?);
+    }
     let target = route::parse_path(request.uri().path()).ok_or_else(unknown_path)?;
     if snapshot.generation == 0 {
         return Err(ApiError::NotReady.into());
@@ -276,6 +287,7 @@ async fn call_model<'s>(
         admission,
         estimated_prompt,
         gateway.metrics.clone(),
+        gateway.usage.clone(),
     );
 
     let deadline = started + Duration::from_millis(u64::from(tier.config.total_ms));

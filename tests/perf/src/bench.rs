@@ -244,6 +244,7 @@ impl Runner {
             backends,
             cpus: sut_cpus,
             keys: plan.keys,
+            sluice_args: Vec::new(),
         };
         let mut runner = Runner {
             sim_pid: sim.pid(),

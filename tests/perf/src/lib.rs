@@ -7,10 +7,12 @@
 //! open-loop generator of its own for latency at fixed rates and streaming ([`loadgen`] on a
 //! [`schedule`]); it samples CPU and memory from `/proc` ([`procs`]) and writes JSON, markdown
 //! and SVG ([`results`], [`report`], [`svg`]). `sluice-bench routing` ([`routing`]) replays one
-//! trace through each routing strategy on a simulated heterogeneous fleet. Nothing here runs under `cargo test` but the unit
+//! trace through each routing strategy on a simulated heterogeneous fleet; `sluice-bench limits`
+//! ([`limits`]) measures the limiter's cost, in-process and through Redis. Nothing here runs under `cargo test` but the unit
 //! tests of the pure parts.
 
 pub mod bench;
+pub mod limits;
 pub mod loadgen;
 pub mod machine;
 pub mod procs;

@@ -116,6 +116,15 @@ enum Cmd {
         #[arg(long)]
         render: Option<PathBuf>,
     },
+    /// The limiter's cost: `Limiter::admit`+settle in-process and through Redis (ns/op), and
+    /// chat throughput of Sluice with limits in-process and through Redis as a share of the bare
+    /// proxy's, interleaved in --rounds (target/bench/limits-<time>/). Needs redis-server
+    /// (`source tests/setup/redis.sh`, or on PATH).
+    Limits {
+        /// Admissions per in-process micro-benchmark (a tenth of them through Redis).
+        #[arg(long, default_value_t = 200_000)]
+        micro_ops: u32,
+    },
     /// Writes report.md and the SVGs again from a run folder's results.json.
     Render {
         /// The run folder (target/bench/<time>).
@@ -200,6 +209,21 @@ fn main() -> anyhow::Result<()> {
         println!("results: {}", run_dir.display());
         return Ok(());
     }
+    if let Cmd::Limits { micro_ops } = &command {
+        sluice_bench::procs::stop_children_on_signal();
+        let options = sluice_bench::limits::Options {
+            rounds: cli.rounds.max(1),
+            warmup: Duration::from_secs(if cli.quick { 1 } else { 2 }),
+            duration: Duration::from_secs(if cli.quick { 3 } else { 6 }),
+            connections: cli.connections,
+            micro_ops: if cli.quick { (*micro_ops / 4).max(1000) } else { *micro_ops },
+        };
+        let line = std::env::args().collect::<Vec<_>>().join(" ");
+        let (run_dir, figures) = sluice_bench::limits::run(options, &bin_dir, &out_dir, line)?;
+        println!("{figures}");
+        println!("results: {}", run_dir.display());
+        return Ok(());
+    }
     let plan = plan(&cli, &command)?;
     sluice_bench::procs::stop_children_on_signal();
     let line = std::env::args().collect::<Vec<_>>().join(" ");
@@ -255,7 +279,9 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
         Cmd::Peers => {
             ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
         }
-        Cmd::OpenLoop { .. } | Cmd::Render { .. } | Cmd::Routing { .. } => unreachable!("handled before planning"),
+        Cmd::OpenLoop { .. } | Cmd::Render { .. } | Cmd::Routing { .. } | Cmd::Limits { .. } => {
+            unreachable!("handled before planning")
+        }
     };
     let mut wanted: Vec<String> = if cli.systems.is_empty() {
         default_systems.iter().map(|s| (*s).to_owned()).collect()

@@ -224,6 +224,8 @@ pub struct Env {
     pub cpus: Option<String>,
     /// Keys in the Sluice project of the main runs.
     pub keys: usize,
+    /// More `sluice-gateway` flags (`sluice-bench limits`: `--redis-url ...`).
+    pub sluice_args: Vec<String>,
 }
 
 impl Env {
@@ -418,7 +420,7 @@ fn start_sluice(
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
     let mut command = env.command(binary);
     command.arg("--config").arg(dir).args(["--listen", &addr.to_string(), "--admin-listen", &admin.to_string()]);
-    command.args(["--log", log]);
+    command.args(["--log", log]).args(&env.sluice_args);
     let mut proc = Proc::spawn("sluice-gateway", command)?;
     proc.wait_ready(Duration::from_secs(120), || http_get_status(admin, "/readyz") == Some(200))?;
     let policy = routing.unwrap_or("sloAware (default)");
