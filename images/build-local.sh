@@ -57,12 +57,19 @@ for bin in sluice-gateway sluice-operator sluice-sim; do
 done
 
 command -v podman >/dev/null || { echo "build-local.sh: podman not found; images built, not run" >&2; exit 0; }
-echo "== podman run localhost/sluice-gateway:$tag --version"
-podman run --rm "localhost/sluice-gateway:$tag" --version
+# In sandboxes with a hybrid cgroup layout crun refuses to start containers ("cgroups in hybrid
+# mode not supported") and raising limits is not permitted: prefer runc when it is there, and
+# ask for limits no higher than the ones we run with.
+runtime=${SLUICE_OCI_RUNTIME:-$(command -v runc >/dev/null && echo runc || true)}
+podman_run() {
+  podman ${runtime:+--runtime "$runtime"} run --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 "$@"
+}
+echo "== podman run localhost/sluice-gateway:$tag --version (runtime: ${runtime:-default})"
+podman_run --rm "localhost/sluice-gateway:$tag" --version
 echo "== the gateway image on the embedded quickstart"
 name=sluice-gateway-check-$$
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-podman run -d --rm --name "$name" --network host "localhost/sluice-gateway:$tag" \
+podman_run -d --rm --name "$name" --network host "localhost/sluice-gateway:$tag" \
   --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 >/dev/null
 trap 'podman rm -f "$name" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 50); do
