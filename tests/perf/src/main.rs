@@ -210,6 +210,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Cmd::Limits { micro_ops } = &command {
+        sluice_bench::wrk::check_installed()?;
         sluice_bench::procs::stop_children_on_signal();
         let options = sluice_bench::limits::Options {
             rounds: cli.rounds.max(1),
@@ -225,12 +226,20 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let plan = plan(&cli, &command)?;
+    if plan_uses_wrk(&command) {
+        sluice_bench::wrk::check_installed()?;
+    }
     sluice_bench::procs::stop_children_on_signal();
     let line = std::env::args().collect::<Vec<_>>().join(" ");
     let run_dir = Runner::run(plan, Paths { bin_dir, out_dir, cache_dir, workspace }, line)?;
     println!("{}", std::fs::read_to_string(run_dir.join("report.md"))?);
     println!("results: {}", run_dir.display());
     Ok(())
+}
+
+/// Whether `command` measures with wrk (throughput, profiles, peers, everything).
+fn plan_uses_wrk(command: &Cmd) -> bool {
+    matches!(command, Cmd::All | Cmd::Throughput | Cmd::Profile | Cmd::Peers)
 }
 
 /// Builds the binaries measured, so the one command needs nothing before it.

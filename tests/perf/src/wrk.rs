@@ -119,6 +119,24 @@ pub fn parse_output(stdout: &str) -> anyhow::Result<WrkResult> {
 }
 
 /// Runs wrk for `duration` and returns its figures. `work_dir` holds the script.
+/// Stops a run before its first measurement when `wrk` cannot be started, rather than failing
+/// every cell one by one.
+pub fn check_installed() -> anyhow::Result<()> {
+    match Command::new("wrk")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "wrk is not installed, and the throughput and limits benchmarks drive their load with it: \
+             `apt-get install wrk` (Debian, Ubuntu), `dnf install wrk`, or `brew install wrk`"
+        ),
+        Err(err) => Err(anyhow::Error::new(err).context("starting wrk")),
+    }
+}
+
 pub fn run(
     settings: &WrkSettings,
     request: &WrkRequest<'_>,
