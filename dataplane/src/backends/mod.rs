@@ -4,9 +4,12 @@
 //! snapshot's backends hold the state of their key, looked up once when the snapshot is built.
 //!
 //! On the request path everything is atomics: routing reads eligibility and load, an
-//! [`Attempt`] counts itself in flight (with its per-token SLO hint, see [`TpotHints`]) and
-//! reports its [`Verdict`] when it ends (or, dropped because the client went away, reports
-//! nothing and still leaves). Only a failure, or a
+//! [`Attempt`] counts itself in flight (with its per-token SLO hint, see [`TpotHints`], and
+//! as waiting for a first byte until [`Attempt::answered`]) and reports its [`Verdict`] when it
+//! ends (or, dropped because the client went away, reports nothing and still leaves). Routing
+//! also reads the recent error rate ([`BackendState::error_rate`]), how long requests have
+//! waited there with no answer to anyone ([`BackendState::silent_ms`]: a hung backend) and the
+//! last hints requests brought ([`RecentHints`]). Only a failure, or a
 //! success after failures, takes the backend's small health lock, never across an await.
 //!
 //! A pool's pods are backends of their own, keyed by provider, model and pod: each has its own
@@ -75,6 +78,12 @@ pub struct BackendState {
     ejected_until: AtomicU64,
     /// When it last answered anyone (ms since `epoch`): a busy backend answers, a hung one not.
     last_answer: AtomicU64,
+    /// Requests in flight still waiting for its first byte.
+    awaiting: AtomicU32,
+    /// When `awaiting` last rose from zero (ms since `epoch`).
+    awaiting_since: AtomicU64,
+    /// The last SLO hints a request brought here (see [`RecentHints`]).
+    pub recent_hints: RecentHints,
     /// Whether `health` has anything to forget on a success.
     troubled: AtomicBool,
     health: Mutex<Health>,
@@ -103,6 +112,9 @@ impl BackendState {
             window: AtomicU64::new(0),
             ejected_until: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
+            awaiting: AtomicU32::new(0),
+            awaiting_since: AtomicU64::new(0),
+            recent_hints: RecentHints::default(),
             troubled: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
             metrics,
@@ -141,6 +153,24 @@ impl BackendState {
     /// Whether it answered any request after `since_ms`.
     pub fn answered_since(&self, since_ms: u64) -> bool {
         self.last_answer.load(Ordering::Relaxed) > since_ms
+    }
+
+    /// How long it has kept requests waiting for a first byte without answering anyone, ms: the
+    /// time since the later of its last answer and the moment requests started waiting; 0 when
+    /// none waits. A busy backend answers someone every so often, a hung one does not.
+    pub fn silent_ms(&self, now_ms: u64) -> u64 {
+        if self.awaiting.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let since = self.last_answer.load(Ordering::Relaxed).max(self.awaiting_since.load(Ordering::Relaxed));
+        now_ms.saturating_sub(since)
+    }
+
+    /// Its error rate over the current error-rate window (failures, cut streams included, per
+    /// answer), once the window holds [`ERROR_RATE_MIN_ANSWERS`] answers.
+    pub fn error_rate(&self, now_ms: u64) -> Option<f32> {
+        let (requests, failures) = health::window_counts(self.window.load(Ordering::Relaxed), now_ms);
+        (requests >= ERROR_RATE_MIN_ANSWERS).then(|| failures as f32 / requests as f32)
     }
 
     /// Requests in flight to it.
@@ -185,6 +215,9 @@ impl BackendState {
     pub fn start(self: &Arc<Self>, tokens: u64, probe: bool) -> Attempt {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.in_flight_tokens.fetch_add(tokens, Ordering::Relaxed);
+        if self.awaiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.awaiting_since.store(self.now_ms(), Ordering::Relaxed);
+        }
         Attempt {
             state: self.clone(),
             started: Instant::now(),
@@ -194,6 +227,7 @@ impl BackendState {
             reported: false,
             expected: Expected::default(),
             tpot_bin: None,
+            awaiting: true,
         }
     }
 
@@ -307,6 +341,8 @@ pub struct Attempt {
     reported: bool,
     expected: Expected,
     tpot_bin: Option<usize>,
+    /// Still waiting for the backend's first byte.
+    awaiting: bool,
 }
 
 /// What the router expected of an attempt, to be compared with what it got.
@@ -356,14 +392,30 @@ impl Attempt {
     }
 
     /// Notes what the router expected of it; a TPOT hint counts among the backend's running
-    /// hints until the attempt leaves.
+    /// hints until the attempt leaves, and the hints become the backend's recent ones.
     pub fn expect(&mut self, expected: Expected) {
         if self.tpot_bin.is_none()
             && let Some(ms) = expected.tpot_hint_ms
         {
             self.tpot_bin = Some(self.state.tpot_hints.enter(ms));
         }
+        if expected.ttft_hint_ms.is_some() || expected.tpot_hint_ms.is_some() {
+            self.state.recent_hints.note(expected.ttft_hint_ms, expected.tpot_hint_ms, self.state.now_ms());
+        }
         self.expected = expected;
+    }
+
+    /// Notes that the backend answered this attempt (a response head or a first event arrived):
+    /// it no longer waits, and the backend is not hung.
+    pub fn answered(&mut self) {
+        self.stop_awaiting();
+        self.state.answered();
+    }
+
+    fn stop_awaiting(&mut self) {
+        if std::mem::replace(&mut self.awaiting, false) {
+            self.state.awaiting.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Reports how it went and leaves.
@@ -416,7 +468,8 @@ impl Attempt {
         }
     }
 
-    fn leave(&self) {
+    fn leave(&mut self) {
+        self.stop_awaiting();
         if let Some(bin) = self.tpot_bin {
             self.state.tpot_hints.leave(bin);
         }
@@ -469,6 +522,41 @@ impl TpotHints {
     /// The tightest hint in flight (its bin's lower bound), ms.
     pub fn tightest(&self) -> Option<u32> {
         self.bins.iter().position(|n| n.load(Ordering::Relaxed) > 0).map(|bin| TPOT_HINT_BINS[bin])
+    }
+}
+
+/// Answers the error-rate window needs before routing weighs its error rate.
+pub const ERROR_RATE_MIN_ANSWERS: u32 = 5;
+/// How long a backend's recent hints stand for the hints its model is asked for, ms.
+pub const RECENT_HINTS_MS: u64 = 30_000;
+
+/// The SLO hints the last hinted request on a backend brought, and when: the router reads the
+/// tightest over a model's backends as the hints it is being asked for, to keep the backends
+/// that can meet them free of requests without hints. Three relaxed atomics, no lock; a reader
+/// may see a hint with the time of the next, which moves nothing that matters.
+#[derive(Debug, Default)]
+pub struct RecentHints {
+    ttft_ms: AtomicU32,
+    tpot_ms: AtomicU32,
+    at_ms: AtomicU64,
+}
+
+impl RecentHints {
+    /// A request with these hints started at `now_ms`.
+    pub fn note(&self, ttft_ms: Option<u32>, tpot_ms: Option<u32>, now_ms: u64) {
+        self.ttft_ms.store(ttft_ms.unwrap_or(0), Ordering::Relaxed);
+        self.tpot_ms.store(tpot_ms.unwrap_or(0), Ordering::Relaxed);
+        self.at_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// (TTFT, TPOT) hints seen within [`RECENT_HINTS_MS`] of `now_ms`, ms.
+    pub fn get(&self, now_ms: u64) -> (Option<u32>, Option<u32>) {
+        let at = self.at_ms.load(Ordering::Relaxed);
+        if at == 0 || now_ms.saturating_sub(at) > RECENT_HINTS_MS {
+            return (None, None);
+        }
+        let some = |v: u32| (v > 0).then_some(v);
+        (some(self.ttft_ms.load(Ordering::Relaxed)), some(self.tpot_ms.load(Ordering::Relaxed)))
     }
 }
 

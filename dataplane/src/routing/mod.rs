@@ -7,12 +7,29 @@
 //! - `sloAware` ([`slo_rank`]): each backend's TTFT and TPOT for this request are [`predict`]ed
 //!   at its load + 1; those predicted to meet the hints with headroom (the TPOT hint being the
 //!   tighter of the request's and the tightest already running there, so a batch request does
-//!   not slow an interactive one past its hint) come first, ordered by prefix [`affinity`]
-//!   (bounded load), then price, then load; then the others by smallest predicted miss. An
-//!   unmeasured backend is tried optimistically by a few requests at a time. When none is
-//!   predicted to meet the hints, a sheddable tier's request is refused ([`Shed`]). A share of
-//!   [`EXPLORE_SHARE`] of requests goes first to a backend not predicted to meet them, so a
-//!   recovering backend is measured again.
+//!   not slow an interactive one past its hint) come first: healthy before degraded (a recent
+//!   error rate of [`DEGRADED_ERROR_RATE`] or more, cut streams included, or stalled), then by
+//!   prefix [`affinity`] (bounded load), then price, then load relative to the backend's
+//!   capacity (the requests it runs before they queue, learned from where its first tokens
+//!   start to queue, [`predict::capacity`], or a pod's scraped batch). Then the others by
+//!   smallest predicted miss, those that only miss the first token (a one-off wait) before
+//!   those whose decode misses the per-token hint (every token late), a recent error rate
+//!   weighing as extra miss. An unmeasured backend is tried optimistically by a few requests at
+//!   a time. When none is predicted to meet the hints, a sheddable tier's request is refused
+//!   ([`Shed`]). A share of [`EXPLORE_SHARE`] of requests goes first to a backend not predicted
+//!   to meet them, so a recovering backend is measured again.
+//!
+//!   **Packing.** A request without hints meets every backend, and "least loaded" would send it
+//!   to the fast, small backend that tight hints need. So a request looser than the model's
+//!   recent tightest hints (the last hints seen on each backend, tightest over the model, for
+//!   30 s) goes first to backends with room (relative load at most 1), and among them to those
+//!   whose decode cannot meet the tight per-token hint anyway, keeping the fast backends'
+//!   headroom for the requests that need it; only when those are full does it take a fast
+//!   backend's slot.
+//!
+//!   **Stalls.** A backend that keeps requests waiting past their predicted first token while
+//!   answering no one ([`predict::overdue`]) is predicted slower by that silence and counted
+//!   degraded, long before the first-token timeout ejects it.
 //! - `weighted` draws by weight; `leastRequest` takes the less busy of two weighted draws;
 //!   `roundRobin` takes each in turn; `priorityFailover` keeps the listed order; `queueScore`
 //!   scores as llm-d's default scorer does, without prediction.
@@ -53,6 +70,12 @@ const COLD_TRIALS: u32 = 2;
 const DEFAULT_OUTPUT_TOKENS: u64 = 256;
 /// Longest `Retry-After` of a shed request, s.
 const MAX_RETRY_AFTER_S: f32 = 30.0;
+/// A recent error rate (failures and cut streams per answer) from which a backend is degraded:
+/// ranked after every healthy one that meets the hints.
+pub const DEGRADED_ERROR_RATE: f32 = 0.1;
+/// How much a predicted miss grows per unit of recent error rate (a 30% error rate weighs as a
+/// 60% excess over the hint): a failed request misses whatever its latency.
+const ERROR_MISS_WEIGHT: f32 = 2.0;
 
 /// What the router knows about a request.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -112,8 +135,15 @@ enum Fit {
     Cold,
     /// Unmeasured and already trying requests: after those predicted to meet.
     Unknown,
-    /// Predicted to miss by this much (relative excess, summed over TTFT and TPOT).
-    Misses(f32),
+    /// Predicted to miss: whether the TPOT hint is missed (every token late, not just a wait
+    /// for the first), and by how much (relative excess summed over TTFT and TPOT, plus the
+    /// error-rate penalty).
+    Misses {
+        /// The per-token hint is missed.
+        tpot: bool,
+        /// Relative excess.
+        by: f32,
+    },
 }
 
 impl Fit {
@@ -121,7 +151,7 @@ impl Fit {
         match self {
             Self::Meets | Self::Cold => 0,
             Self::Unknown => 1,
-            Self::Misses(_) => 2,
+            Self::Misses { .. } => 2,
         }
     }
 }
@@ -149,12 +179,37 @@ pub struct Candidate {
     pub tightest_tpot_ms: Option<u32>,
     /// This request's price there (relative).
     pub price: f64,
+    /// Requests it runs at once before they queue ([`predict::capacity`], or a pod's scraped
+    /// batch when requests wait there); `None`: unknown (load is then compared raw).
+    pub capacity: Option<u32>,
+    /// Recent error rate (failures and cut streams per answer), 0 until measured.
+    pub error_rate: f32,
+    /// Keeps requests waiting past their predicted first token without answering anyone.
+    pub stalled: bool,
+    /// The last TTFT hint a request brought there lately, ms.
+    pub recent_ttft_hint_ms: Option<u32>,
+    /// The last TPOT hint a request brought there lately, ms.
+    pub recent_tpot_hint_ms: Option<u32>,
     /// Its rendezvous identity.
     pub affinity_id: u64,
     /// A weighted random key (larger first): the last tie-break.
     pub draw: f64,
     fit: Fit,
     owner: bool,
+    /// Predicted to meet the model's recent tightest hints: kept for them.
+    reserved: bool,
+}
+
+impl Candidate {
+    /// Its load with this request, relative to its capacity (above 1: this request queues).
+    fn relative_load(&self) -> f32 {
+        (self.load as f32 + 1.0) / self.capacity.unwrap_or(1).max(1) as f32
+    }
+
+    /// A recent error rate or a stall ranks it after the healthy ones.
+    fn degraded(&self) -> bool {
+        self.stalled || self.error_rate >= DEGRADED_ERROR_RATE
+    }
 }
 
 /// Random draws one ranking needs, drawn up front so [`rank`] stays pure.
@@ -234,18 +289,52 @@ fn by_draw(group: &mut [Candidate]) -> Ranked {
 
 /// The SLO-aware order of one priority group (see the module's comment).
 fn slo_rank(group: &mut [Candidate], request: &RouteRequest, draws: Draws) -> Ranked {
+    // The hints this model is asked for lately (the tightest recent ones over its backends): a
+    // request looser than them keeps off the backends that can meet them while others have room.
+    let tightest = |a: Option<u32>, b: Option<u32>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let (ref_ttft, ref_tpot) = group.iter().fold((None, None), |(ttft, tpot), c| {
+        (tightest(ttft, c.recent_ttft_hint_ms), tightest(tpot, c.recent_tpot_hint_ms))
+    });
+    let looser = |own: Option<u32>, reference: Option<u32>| match (own, reference) {
+        (Some(own), Some(reference)) => own > reference,
+        _ => true,
+    };
+    let packs = (ref_ttft.is_some() || ref_tpot.is_some())
+        && looser(request.ttft_hint_ms, ref_ttft)
+        && looser(request.tpot_hint_ms, ref_tpot);
     for c in group.iter_mut() {
         c.fit = fit(c, request);
+        c.reserved = packs && c.measured && can_meet(c, ref_ttft, ref_tpot);
     }
     mark_owner(group, request.prefix, true, |c| c.fit.class() == 0);
     group.sort_unstable_by(|a, b| {
         let class = a.fit.class().cmp(&b.fit.class());
         let within = match (a.fit, b.fit) {
-            (Fit::Misses(x), Fit::Misses(y)) => x.total_cmp(&y),
+            (Fit::Misses { tpot: x, by: dx }, Fit::Misses { tpot: y, by: dy }) => x.cmp(&y).then(dx.total_cmp(&dy)),
             (Fit::Unknown, Fit::Unknown) => Ordering::Equal,
-            _ => b.owner.cmp(&a.owner).then(a.price.total_cmp(&b.price)),
+            _ => a
+                .degraded()
+                .cmp(&b.degraded())
+                .then_with(|| {
+                    // Packing: room first, then the backends not needed for the tightest hints.
+                    if packs {
+                        let full = |c: &Candidate| c.relative_load() > 1.0;
+                        full(a).cmp(&full(b)).then(a.reserved.cmp(&b.reserved))
+                    } else {
+                        Ordering::Equal
+                    }
+                })
+                .then(b.owner.cmp(&a.owner))
+                .then(a.price.total_cmp(&b.price)),
         };
-        class.then(within).then(a.load.cmp(&b.load)).then(b.draw.total_cmp(&a.draw))
+        class
+            .then(within)
+            .then(a.relative_load().total_cmp(&b.relative_load()))
+            .then(a.load.cmp(&b.load))
+            .then(b.draw.total_cmp(&a.draw))
     });
     let Some(first) = group.first().copied() else { return Ranked::Route(DecisionReason::Policy) };
     // Explore a backend not predicted to meet the hints.
@@ -262,12 +351,12 @@ fn slo_rank(group: &mut [Candidate], request: &RouteRequest, draws: Draws) -> Ra
         Fit::Meets if first.owner => Ranked::Route(DecisionReason::Affinity),
         Fit::Meets => Ranked::Route(DecisionReason::SloMet),
         Fit::Cold | Fit::Unknown => Ranked::Route(DecisionReason::Cold),
-        Fit::Misses(_) if request.sheddable && !group.iter().any(|c| c.probe) => {
+        Fit::Misses { .. } if request.sheddable && !group.iter().any(|c| c.probe) => {
             let ttft_ms = first.ttft.map_or(1_000.0, |p| p.mean);
             let seconds = (ttft_ms / 1000.0).ceil().clamp(1.0, MAX_RETRY_AFTER_S);
             Ranked::Shed(Shed { retry_after: Duration::from_secs(seconds as u64) })
         }
-        Fit::Misses(_) => Ranked::Route(DecisionReason::SmallestMiss),
+        Fit::Misses { .. } => Ranked::Route(DecisionReason::SmallestMiss),
     }
 }
 
@@ -284,8 +373,24 @@ fn fit(c: &Candidate, request: &RouteRequest) -> Fit {
         (Some(p), Some(hint)) => ((p.high - hint as f32) / hint as f32).max(0.0),
         _ => 0.0,
     };
-    let miss = excess(c.ttft, request.ttft_hint_ms) + excess(c.tpot, tpot_hint);
-    if miss > 0.0 { Fit::Misses(miss) } else { Fit::Meets }
+    let (ttft, tpot) = (excess(c.ttft, request.ttft_hint_ms), excess(c.tpot, tpot_hint));
+    if ttft + tpot > 0.0 {
+        Fit::Misses { tpot: tpot > 0.0, by: ttft + tpot + ERROR_MISS_WEIGHT * c.error_rate }
+    } else {
+        Fit::Meets
+    }
+}
+
+/// Whether `c` is one of the backends the model's tightest recent hints need: its decode meets
+/// the per-token hint (a queue before the first token comes and goes with load, a slow decode
+/// does not), or with only a first-token hint, its first token meets it.
+fn can_meet(c: &Candidate, ttft_hint: Option<u32>, tpot_hint: Option<u32>) -> bool {
+    let within = |p: Option<Predicted>, hint: u32| p.is_some_and(|p| p.high <= hint as f32);
+    match (tpot_hint, ttft_hint) {
+        (Some(tpot), _) => within(c.tpot, tpot),
+        (None, Some(ttft)) => within(c.ttft, ttft),
+        (None, None) => false,
+    }
 }
 
 /// Marks the backend that owns the request's prefix among those `eligible`: the highest
@@ -337,15 +442,44 @@ fn price(pricing: Option<&PricingConfig>, request: &RouteRequest) -> f64 {
 
 /// The predicted TTFT and TPOT of `request` on `state`, one more request there (see
 /// [`predict::predict_request`]: its load, a pool pod's scraped queue, the prompt's size).
+/// A silent backend past its first token is predicted slower by its silence
+/// ([`predict::overdue`]).
 pub fn predict_next(state: &BackendState, request: &RouteRequest) -> (Option<Predicted>, Option<Predicted>) {
+    let seen = observe(state, request, state.now_ms());
+    (seen.ttft, seen.tpot)
+}
+
+/// What the router reads of one backend for one request.
+#[derive(Clone, Copy, Debug, Default)]
+struct Observed {
+    ttft: Option<Predicted>,
+    tpot: Option<Predicted>,
+    capacity: Option<u32>,
+    stalled: bool,
+}
+
+fn observe(state: &BackendState, request: &RouteRequest, now_ms: u64) -> Observed {
     let model = &state.latency;
+    let pod = state.pod.as_ref().and_then(|p| p.fresh());
     let signals = predict::Signals {
         in_flight: state.in_flight(),
-        pod: state.pod.as_ref().and_then(|p| p.fresh()),
+        pod,
         prompt_tokens: request.prompt_tokens,
         prefill: model.prefill_slope(),
     };
-    predict::predict_request(&model.ttft.each_ref().map(|e| e.get()), &model.tpot.each_ref().map(|e| e.get()), &signals)
+    let ttft_buckets = model.ttft.each_ref().map(|e| e.get());
+    let (mut ttft, tpot) = predict::predict_request(&ttft_buckets, &model.tpot.each_ref().map(|e| e.get()), &signals);
+    let late = ttft.and_then(|first| predict::overdue(first, state.silent_ms(now_ms) as f32));
+    if late.is_some() {
+        ttft = late;
+    }
+    // A pod with requests waiting shows its batch: what it runs is what it takes.
+    let scraped = pod.filter(|p| p.waiting > 0).map(|p| p.running.max(1));
+    let capacity = match (predict::capacity(&ttft_buckets), scraped) {
+        (Some(learned), Some(running)) => Some(learned.min(running)),
+        (learned, running) => learned.or(running),
+    };
+    Observed { ttft, tpot, capacity, stalled: late.is_some() }
 }
 
 /// What the router expects of an attempt on `state`, for its report and the response header.
@@ -363,6 +497,8 @@ pub fn expected(state: &BackendState, request: &RouteRequest) -> Expected {
 pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &mut impl Rng) -> Result<Plan, Shed> {
     let backends = &model.backends;
     let predicting = policy == RoutingPolicy::SloAware;
+    // One clock read for every backend (they share the registry's epoch).
+    let now_ms = if predicting { backends.first().map_or(0, |b| b.state.now_ms()) } else { 0 };
     let mut candidates: Inline<Candidate> = Inline::with_capacity(backends.len());
     let mut any_eligible = false;
     // Each backend's eligibility is read once: reading may claim its probe.
@@ -376,7 +512,10 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
         if any_eligible && e == Eligibility::Ejected {
             continue;
         }
-        let (ttft, tpot) = if predicting { predict_next(&b.state, request) } else { (None, None) };
+        let seen = if predicting { observe(&b.state, request, now_ms) } else { Observed::default() };
+        let (recent_ttft_hint_ms, recent_tpot_hint_ms) =
+            if predicting { b.state.recent_hints.get(now_ms) } else { (None, None) };
+        let (ttft, tpot) = (seen.ttft, seen.tpot);
         candidates.push(Candidate {
             index,
             priority: b.priority,
@@ -388,6 +527,11 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
             measured: ttft.is_some(),
             tightest_tpot_ms: if predicting { b.state.tpot_hints.tightest() } else { None },
             price: if predicting { price(b.pricing.as_ref(), request) } else { 0.0 },
+            capacity: seen.capacity,
+            error_rate: if predicting { b.state.error_rate(now_ms).unwrap_or(0.0) } else { 0.0 },
+            stalled: seen.stalled,
+            recent_ttft_hint_ms,
+            recent_tpot_hint_ms,
             affinity_id: b.state.affinity_id,
             draw: draw_key(b.weight, rng),
             ..Candidate::default()
@@ -756,6 +900,145 @@ mod tests {
         at_cap[(owner + 1) % 3].load = 3;
         at_cap[(owner + 2) % 3].load = 2;
         assert_eq!(first(at_cap, &request).0, owner, "3 + 1 is within the bound of 4");
+    }
+
+    /// Measured with a capacity and the model's recent hints seen there.
+    fn sized(index: usize, load: u32, ttft_ms: f32, tpot_ms: f32, capacity: u32) -> Candidate {
+        Candidate {
+            capacity: Some(capacity),
+            recent_ttft_hint_ms: Some(400),
+            recent_tpot_hint_ms: Some(30),
+            ..measured(index, load, ttft_ms, tpot_ms)
+        }
+    }
+
+    #[test]
+    fn requests_without_hints_keep_off_the_backends_tight_hints_need() {
+        // The benchmark's fleet in small: a fast backend of 4 that meets 400 ms / 30 ms, a slow
+        // one of 63 whose 35 ms a token never does.
+        let fast = sized(0, 0, 60.0, 8.0, 4);
+        let slow = sized(1, 20, 450.0, 35.0, 63);
+        let batch = RouteRequest::default();
+        assert_eq!(first(vec![fast, slow], &batch), (1, Ranked::Route(DecisionReason::SloMet)));
+        // A loose hint packs the same way; one as tight as the recent ones does not.
+        let loose = hints(5_000, 200);
+        assert_eq!(first(vec![fast, slow], &loose).0, 1);
+        assert_eq!(first(vec![fast, slow], &hints(400, 30)).0, 0);
+        // Full, the slow backend gives way: a queue is worse than the fast backend's headroom.
+        let full = sized(1, 63, 450.0, 35.0, 63);
+        assert_eq!(first(vec![fast, full], &batch).0, 0);
+        // With no hinted traffic lately there is nothing to keep: the lower relative load.
+        let quiet = |c: Candidate| Candidate { recent_ttft_hint_ms: None, recent_tpot_hint_ms: None, ..c };
+        assert_eq!(first(vec![quiet(fast), quiet(slow)], &batch).0, 0, "1/4 against 21/63");
+        // A busy fast backend is still kept: its queue passes, its decode speed stays.
+        let busy_fast = sized(0, 2, 500.0, 8.0, 4);
+        let mostly_full = sized(1, 60, 450.0, 35.0, 63);
+        assert_eq!(first(vec![busy_fast, mostly_full], &batch).0, 1, "61/63 has room, 3/4 is kept");
+        // A backend whose decode is too slow for the tight hints is not kept.
+        let slowish = sized(0, 0, 60.0, 32.0, 4);
+        assert_eq!(first(vec![slowish, mostly_full], &batch).0, 0, "1/4 against 61/63, neither kept");
+    }
+
+    #[test]
+    fn load_counts_against_what_each_backend_runs_at_once() {
+        // Both meet the hints; 3 in flight of 4 is fuller than 10 of 63.
+        let small = sized(0, 3, 100.0, 10.0, 4);
+        let large = sized(1, 10, 100.0, 10.0, 63);
+        assert_eq!(first(vec![small, large], &hints(400, 30)).0, 1);
+        // Without a capacity, raw load decides as before.
+        let raw = |c: Candidate| Candidate { capacity: None, ..c };
+        assert_eq!(first(vec![raw(small), raw(large)], &hints(400, 30)).0, 0);
+    }
+
+    #[test]
+    fn when_nothing_meets_a_late_first_token_beats_slow_tokens() {
+        // A queue before the first token is missed once; a slow decode misses every token.
+        let slow_decode = measured(0, 0, 300.0, 36.0);
+        let queued = measured(1, 9, 700.0, 20.0);
+        let (chosen, ranked) = first(vec![slow_decode, queued], &hints(400, 30));
+        assert_eq!((chosen, ranked), (1, Ranked::Route(DecisionReason::SmallestMiss)), "75% late once, not 20% always");
+        // Among TTFT misses, the smaller.
+        let longer = measured(2, 12, 900.0, 20.0);
+        let mut group = vec![longer, slow_decode, queued];
+        rank(&mut group, RoutingPolicy::SloAware, &hints(400, 30), NO_EXPLORE);
+        assert_eq!(group.iter().map(|c| c.index).collect::<Vec<_>>(), [1, 2, 0]);
+    }
+
+    #[test]
+    fn a_recent_error_rate_ranks_a_backend_after_healthy_ones() {
+        let flaky = Candidate { error_rate: 0.3, ..measured(0, 0, 50.0, 10.0) };
+        let busy = measured(1, 5, 80.0, 12.0);
+        assert_eq!(first(vec![flaky, busy], &hints(400, 30)).0, 1, "an idle backend failing 30% comes second");
+        assert_eq!(first(vec![flaky, busy], &RouteRequest::default()).0, 1, "without hints too");
+        let occasional = Candidate { error_rate: 0.05, ..flaky };
+        assert_eq!(first(vec![occasional, busy], &hints(400, 30)).0, 0, "below the threshold load decides");
+        // Both predicted to miss: the error rate weighs as extra excess.
+        let late_flaky = Candidate { error_rate: 0.3, ..measured(0, 0, 480.0, 10.0) };
+        let later = measured(1, 0, 560.0, 10.0);
+        assert_eq!(first(vec![late_flaky, later], &hints(400, 30)).0, 1, "20% + 2 x 30% against 40%");
+        assert_eq!(first(vec![Candidate { error_rate: 0.0, ..late_flaky }, later], &hints(400, 30)).0, 0);
+    }
+
+    #[test]
+    fn a_stalled_backend_is_ranked_after_the_healthy_ones() {
+        let stalled = Candidate { stalled: true, ..measured(0, 0, 50.0, 10.0) };
+        let busy = measured(1, 6, 90.0, 12.0);
+        assert_eq!(first(vec![stalled, busy], &RouteRequest::default()).0, 1);
+    }
+
+    /// A backend measured at 50 ms to the first token and 10 ms a token.
+    fn measured_state() -> Arc<BackendState> {
+        let state = BackendState::detached("ns/p", "m");
+        for _ in 0..8 {
+            let attempt = state.start(1, false);
+            let started = attempt.started();
+            attempt.report(Outcome::Stream {
+                first: started + Duration::from_millis(50),
+                end: started + Duration::from_millis(140),
+                tokens: 10,
+                verdict: Verdict::Success,
+            });
+        }
+        state
+    }
+
+    #[test]
+    fn requests_waiting_past_their_first_token_mark_a_backend_stalled() {
+        let state = measured_state();
+        let request = RouteRequest::default();
+        let now = state.now_ms();
+        let idle = observe(&state, &request, now);
+        assert!(!idle.stalled);
+        assert_eq!(idle.ttft.map(|p| p.mean), Some(50.0));
+        assert_eq!(idle.capacity, Some(3), "only load 1 seen: trusted up to 3");
+        // Two requests sent, no first byte: fine at first, overdue two seconds later.
+        let mut hung = state.start(1, false);
+        let _also = state.start(1, false);
+        assert!(!observe(&state, &request, now + 100).stalled);
+        let later = observe(&state, &request, now + 2_000);
+        assert!(later.stalled);
+        assert!(later.ttft.is_some_and(|p| p.mean >= 2_000.0), "{:?}", later.ttft);
+        // Any answer says the backend is busy, not hung.
+        hung.answered();
+        assert!(!observe(&state, &request, state.now_ms() + 100).stalled);
+    }
+
+    #[test]
+    fn the_error_rate_and_recent_hints_are_read_from_the_live_state() {
+        let state = measured_state();
+        let now = state.now_ms();
+        assert_eq!(state.error_rate(now), Some(0.0));
+        for _ in 0..2 {
+            state.start(1, false).report(Outcome::Missed(Verdict::Failure));
+        }
+        let rate = state.error_rate(state.now_ms()).unwrap_or_default();
+        assert!((rate - 0.2).abs() < 1e-6, "2 failures in 10 answers: {rate}");
+        assert_eq!(state.recent_hints.get(now), (None, None));
+        let mut attempt = state.start(1, false);
+        attempt.expect(Expected { ttft_hint_ms: Some(400), tpot_hint_ms: Some(30), ..Expected::default() });
+        let at = state.now_ms();
+        assert_eq!(state.recent_hints.get(at), (Some(400), Some(30)));
+        assert_eq!(state.recent_hints.get(at + crate::backends::RECENT_HINTS_MS + 1), (None, None), "they expire");
     }
 
     #[test]

@@ -68,6 +68,41 @@ pub fn predict(buckets: &[Option<Estimate>; LOAD_BUCKETS], load: u32) -> Option<
     buckets[target..].iter().flatten().next().map(|e| at(e, 1.0))
 }
 
+/// A first token this many times slower than at the next lower load measured means requests
+/// queue behind a full batch: between two load buckets a fuller batch slows vLLM and the
+/// simulator by well under 2x, a queue by the length of whole requests.
+pub const QUEUE_RATIO: f32 = 2.5;
+
+/// How many requests a backend runs at once before they queue, from its first-token times by
+/// load: the top of the highest bucket reached before the first bucket whose TTFT is more than
+/// [`QUEUE_RATIO`] times the previous measured bucket's. When no bucket jumps so, the backend
+/// is trusted one bucket further than it was seen (so a backend given more work shows how much
+/// it takes: capacity is learned by using it). `None` while nothing is measured.
+pub fn capacity(ttft: &[Option<Estimate>; LOAD_BUCKETS]) -> Option<u32> {
+    let mut measured = ttft.iter().enumerate().filter_map(|(i, e)| e.map(|e| (i, e.mean)));
+    let (mut good, mut previous) = measured.next()?;
+    for (bucket, mean) in measured {
+        if mean > QUEUE_RATIO * previous.max(1.0) {
+            return Some(bucket_top(good) as u32);
+        }
+        (good, previous) = (bucket, mean);
+    }
+    Some(bucket_top(good + 1) as u32)
+}
+
+/// Silence (ms) below which a backend is never taken for hung.
+pub const OVERDUE_FLOOR_MS: f32 = 250.0;
+
+/// A backend that has kept requests waiting `silent_ms` for a first token, answering no one,
+/// past its predicted first token (`first.high`, and at least [`OVERDUE_FLOOR_MS`]), is
+/// overdue: a new request there waits at least as long again, so the prediction grows by the
+/// silence (`None`: not overdue). This moves traffic off a hung backend long before the
+/// first-token timeout ejects it.
+pub fn overdue(first: Predicted, silent_ms: f32) -> Option<Predicted> {
+    (silent_ms > first.high.max(OVERDUE_FLOOR_MS))
+        .then_some(Predicted { mean: first.mean + silent_ms, high: first.high + silent_ms })
+}
+
 /// KV-cache use above which a pod's first tokens are predicted slower.
 pub const KV_PRESSURE: f32 = 0.9;
 
@@ -140,6 +175,32 @@ mod tests {
         assert_eq!(predict(&buckets(&[(0, 40.0, 5.0, 4)]), 1), None);
         assert_eq!(predict(&buckets(&[]), 1), None);
         assert!(predict(&buckets(&[(0, 40.0, 5.0, 3), (3, 80.0, 5.0, 2)]), 1).is_some(), "samples add up");
+    }
+
+    #[test]
+    fn capacity_is_where_first_tokens_start_queueing() {
+        // 50 ms up to 3 in flight, 80 ms at 4-7 (a fuller batch), 400 ms at 8-15 (a queue).
+        let queued = buckets(&[(0, 50.0, 5.0, 10), (1, 60.0, 5.0, 10), (2, 80.0, 5.0, 10), (3, 400.0, 9.0, 10)]);
+        assert_eq!(capacity(&queued), Some(7));
+        // A batch slowing each bucket 1.5x is no queue, however far it goes.
+        let slowing = buckets(&[(0, 100.0, 5.0, 10), (1, 150.0, 5.0, 10), (2, 225.0, 5.0, 10), (3, 340.0, 5.0, 10)]);
+        assert_eq!(capacity(&slowing), Some(31));
+        // Never seen queueing: trusted one bucket beyond the highest seen.
+        assert_eq!(capacity(&buckets(&[(0, 400.0, 5.0, 10), (2, 700.0, 5.0, 10)])), Some(15));
+        assert_eq!(capacity(&buckets(&[(0, 50.0, 5.0, 10)])), Some(3));
+        assert_eq!(capacity(&buckets(&[])), None);
+        // A queue already at the second bucket: capacity 1.
+        assert_eq!(capacity(&buckets(&[(0, 50.0, 5.0, 10), (1, 500.0, 5.0, 10)])), Some(1));
+    }
+
+    #[test]
+    fn a_silent_backend_past_its_first_token_is_overdue() {
+        let first = Predicted { mean: 200.0, high: 300.0 };
+        assert_eq!(overdue(first, 0.0), None);
+        assert_eq!(overdue(first, 280.0), None, "still within the predicted high");
+        assert_eq!(overdue(first, 900.0), Some(Predicted { mean: 1_100.0, high: 1_200.0 }));
+        let quick = Predicted { mean: 20.0, high: 30.0 };
+        assert_eq!(overdue(quick, 200.0), None, "below the floor a short pause is no stall");
     }
 
     #[test]

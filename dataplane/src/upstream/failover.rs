@@ -152,7 +152,7 @@ impl<'a> Call<'a> {
             in_flight.expect(expected);
             let result = self.try_backend(backend).await;
             if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported | Miss::Untranslatable(_))) {
-                backend.state.answered();
+                in_flight.answered();
             }
             let miss = match result {
                 Ok((status, headers, body, first_byte, reading)) => {
