@@ -12,28 +12,7 @@ const KEY: &str = "sl_acme_responses_00000000001";
 
 fn manifests(sim: &str) -> String {
     format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: ServiceTier
-metadata: {{name: standard}}
-spec:
-  timeouts: {{firstTokenMs: 5000, totalMs: 20000, idleStreamMs: 5000}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Project
-metadata: {{name: acme, namespace: acme}}
-spec: {{slug: acme, defaultTier: standard}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Provider
-metadata: {{name: primary, namespace: acme}}
-spec:
-  type: openai
-  baseUrl: {sim}/v1
-  models:
-    - name: up-model
-      capabilities: [chat, tools]
-      pricing: {{inputPerMillion: 1.0, outputPerMillion: 2.0}}
----
+        r#"{}---
 apiVersion: sluice.dev/v1alpha1
 kind: Endpoint
 metadata: {{name: chat, namespace: acme}}
@@ -45,6 +24,7 @@ spec:
 ---
 {}
 "#,
+        support::acme_tenant(sim),
         apikey("acme", "full", KEY, ""),
     )
 }

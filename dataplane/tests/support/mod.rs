@@ -286,3 +286,35 @@ impl Acme {
 pub fn chat_body(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8})
 }
+
+/// Tier `standard`, Project `acme` and Provider `primary` (type openai at the simulator `sim`,
+/// model `up-model`, chat and tools, priced): the tenant the protocol tests add their own
+/// Providers, Endpoints and keys to.
+#[allow(dead_code)] // Each test binary uses a different part.
+pub fn acme_tenant(sim: &str) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: ServiceTier
+metadata: {{name: standard}}
+spec:
+  timeouts: {{firstTokenMs: 5000, totalMs: 20000, idleStreamMs: 5000}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Project
+metadata: {{name: acme, namespace: acme}}
+spec: {{slug: acme, defaultTier: standard}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Provider
+metadata: {{name: primary, namespace: acme}}
+spec:
+  type: openai
+  baseUrl: {sim}/v1
+  models:
+    - name: up-model
+      capabilities: [chat, tools]
+      pricing: {{inputPerMillion: 1.0, outputPerMillion: 2.0}}
+---
+"#
+    )
+}
