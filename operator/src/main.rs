@@ -281,3 +281,33 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(cluster: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster: {{server: https://{cluster}.example:6443}}\n\
+             users:\n- name: {cluster}-user\n  user: {{token: t}}\ncontexts:\n- name: {cluster}\n  context: {{cluster: {cluster}, user: {cluster}-user}}\n\
+             current-context: {cluster}\n"
+        )
+    }
+
+    #[test]
+    fn a_kubeconfig_list_is_merged_as_kubectl_merges_it() {
+        let dir = std::env::temp_dir().join(format!("sluice-kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (a, b) = (dir.join("a"), dir.join("b"));
+        std::fs::write(&a, kubeconfig("alpha")).expect("a");
+        std::fs::write(&b, kubeconfig("beta")).expect("b");
+        let list = std::env::join_paths([a.clone(), dir.join("missing"), b]).expect("a list");
+        let merged = read_kubeconfig(&list).expect("merged");
+        let contexts: Vec<&str> = merged.contexts.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(contexts, ["alpha", "beta"], "both files, a missing one skipped");
+        assert_eq!(merged.current_context.as_deref(), Some("alpha"), "the first file's value wins");
+        let none = std::env::join_paths([dir.join("missing")]).expect("a list");
+        assert!(read_kubeconfig(&none).expect_err("nothing to read").to_string().contains("no kubeconfig file found"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
