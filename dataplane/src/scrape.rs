@@ -33,6 +33,8 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_METRICS_BYTES: usize = 4 << 20;
 /// Signals older than this many intervals are ignored.
 pub const STALE_INTERVALS: u64 = 3;
+/// Scrapes in a row that cannot connect after which a pod is left out of routing.
+pub const UNREACHABLE_SCRAPES: u32 = 2;
 
 /// What a pod's metrics say about its load.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -107,6 +109,8 @@ pub struct PodSignals {
     /// ms since `epoch` of the last good scrape; 0 before the first.
     scraped_at_ms: AtomicU64,
     failures: AtomicU32,
+    /// Failed scrapes in a row that could not even connect.
+    refusals: AtomicU32,
     last_error: Mutex<Option<String>>,
 }
 
@@ -120,6 +124,7 @@ impl Default for PodSignals {
             kv_bits: AtomicU32::new(UNKNOWN_KV),
             scraped_at_ms: AtomicU64::new(0),
             failures: AtomicU32::new(0),
+            refusals: AtomicU32::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -137,12 +142,26 @@ impl PodSignals {
         self.kv_bits.store(load.kv_cache_usage.map_or(UNKNOWN_KV, f32::to_bits), Ordering::Relaxed);
         self.scraped_at_ms.store(self.now_ms(), Ordering::Release);
         self.failures.store(0, Ordering::Relaxed);
+        self.refusals.store(0, Ordering::Relaxed);
     }
 
-    /// Notes a failed scrape; returns whether it is the first since a good one.
-    pub fn fail(&self, error: String) -> bool {
+    /// Notes a failed scrape (`unreachable`: no connection could be made); returns whether it
+    /// is the first since a good one.
+    pub fn fail(&self, error: String, unreachable: bool) -> bool {
         *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        if unreachable {
+            self.refusals.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.refusals.store(0, Ordering::Relaxed);
+        }
         self.failures.fetch_add(1, Ordering::Relaxed) == 0
+    }
+
+    /// Whether the last [`UNREACHABLE_SCRAPES`] scrapes could not connect: the pod is gone
+    /// (stopped, its node lost) and is left out of routing until a scrape connects again. A
+    /// slow or garbled answer is no such sign: the pod is there, maybe busy.
+    pub fn unreachable(&self) -> bool {
+        self.refusals.load(Ordering::Relaxed) >= UNREACHABLE_SCRAPES
     }
 
     /// The last good scrape, if recent enough to route on.
@@ -172,6 +191,7 @@ impl PodSignals {
             age_ms: (at != 0).then(|| self.now_ms().saturating_sub(at)),
             fresh: self.fresh().is_some(),
             consecutive_failures: self.failures.load(Ordering::Relaxed),
+            unreachable: self.unreachable(),
             last_error: self.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         }
     }
@@ -193,6 +213,8 @@ pub struct PodSignalsView {
     pub fresh: bool,
     /// Failed scrapes since the last good one.
     pub consecutive_failures: u32,
+    /// The last scrapes could not connect: the pod is left out of routing.
+    pub unreachable: bool,
     /// Why the last scrape failed.
     pub last_error: Option<String>,
 }
@@ -323,20 +345,19 @@ async fn scrape_pod(
     loop {
         ticker.tick().await;
         let result = match tokio::time::timeout(timeout, fetch(&client, &uri)).await {
-            Ok(Ok(text)) => {
-                parse_vllm_metrics(&text).ok_or_else(|| "no vllm:num_requests_* series in the metrics text".to_owned())
-            }
+            Ok(Ok(text)) => parse_vllm_metrics(&text)
+                .ok_or_else(|| ("no vllm:num_requests_* series in the metrics text".to_owned(), false)),
             Ok(Err(error)) => Err(error),
-            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+            Err(_) => Err((format!("no answer within {} ms", timeout.as_millis()), false)),
         };
         match result {
             Ok(load) => {
                 succeeded.inc();
                 signals.record(load);
             }
-            Err(error) => {
+            Err((error, unreachable)) => {
                 failed.inc();
-                if signals.fail(error.clone()) {
+                if signals.fail(error.clone(), unreachable) {
                     tracing::warn!(provider = %label.provider, pod = %label.pod, %error, "scraping pod metrics failed");
                 }
             }
@@ -344,17 +365,18 @@ async fn scrape_pod(
     }
 }
 
-async fn fetch(client: &ScrapeClient, uri: &Uri) -> Result<String, String> {
-    let response = client.get(uri.clone()).await.map_err(|e| format!("GET {uri}: {e}"))?;
+/// One scrape's text, or why not and whether no connection could be made.
+async fn fetch(client: &ScrapeClient, uri: &Uri) -> Result<String, (String, bool)> {
+    let response = client.get(uri.clone()).await.map_err(|e| (format!("GET {uri}: {e}"), e.is_connect()))?;
     if !response.status().is_success() {
-        return Err(format!("GET {uri}: status {}", response.status()));
+        return Err((format!("GET {uri}: status {}", response.status()), false));
     }
     let body = Limited::new(response.into_body(), MAX_METRICS_BYTES)
         .collect()
         .await
-        .map_err(|e| format!("GET {uri}: body: {e}"))?
+        .map_err(|e| (format!("GET {uri}: body: {e}"), false))?
         .to_bytes();
-    String::from_utf8(body.to_vec()).map_err(|_| format!("GET {uri}: not UTF-8"))
+    String::from_utf8(body.to_vec()).map_err(|_| (format!("GET {uri}: not UTF-8"), false))
 }
 
 #[cfg(test)]
@@ -412,10 +434,19 @@ vllm:prompt_tokens_total{model_name="m"} 12345
         assert_eq!(signals.fresh(), None, "never scraped");
         signals.record(PodLoad { waiting: 4, running: 2, kv_cache_usage: None });
         assert_eq!(signals.fresh().map(|l| l.waiting), Some(4));
-        assert!(signals.fail("refused".into()), "the first failure is news");
-        assert!(!signals.fail("refused".into()));
+        assert!(signals.fail("slow".into(), false), "the first failure is news");
+        assert!(!signals.fail("refused".into(), true));
         let view = signals.view();
         assert_eq!((view.consecutive_failures, view.requests_waiting), (2, Some(4)));
+        assert!(!view.unreachable, "one refusal is not a dead pod");
+        assert!(!signals.fail("refused".into(), true));
+        assert!(signals.unreachable(), "two in a row are");
+        signals.fail("slow".into(), false);
+        assert!(!signals.unreachable(), "a connection made, however slow, is a pod that is there");
+        signals.fail("refused".into(), true);
+        signals.fail("refused".into(), true);
+        signals.record(PodLoad::default());
+        assert!(!signals.unreachable(), "a good scrape brings it back");
         // Three intervals without a good scrape: stale.
         signals.interval_ms.store(1, Ordering::Relaxed);
         signals.scraped_at_ms.store(1, Ordering::Relaxed);

@@ -40,17 +40,45 @@ pub const MIN_SAMPLES: u32 = 5;
 const DEADLINE_MULTIPLIER: f32 = 3.0;
 /// ...and never shorter than this (connection setup, pauses, a cold cache).
 const DEADLINE_FLOOR_MS: f32 = 2_000.0;
-/// Load buckets by requests in flight at dispatch (this one included): 1, 2-3, 4-7, 8-15,
-/// 16-31, 32 and more.
-pub const LOAD_BUCKETS: usize = 6;
+/// Load buckets by requests in flight at dispatch (this one included): one per load up to
+/// [`SINGLE_LOADS`], where small backends fill their batch and start to queue (a queue of one
+/// behind a batch of four is a different backend than a batch of four), then half octaves:
+/// 17-24, 25-32, 33-48, 49-64, 65-96, 97 and more.
+pub const LOAD_BUCKETS: usize = 22;
+/// Loads with a bucket of their own.
+pub const SINGLE_LOADS: u32 = 16;
 /// Bucket labels, for `/config`.
-pub const LOAD_BUCKET_NAMES: [&str; LOAD_BUCKETS] = ["1", "2-3", "4-7", "8-15", "16-31", "32+"];
+pub const LOAD_BUCKET_NAMES: [&str; LOAD_BUCKETS] = [
+    "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17-24", "25-32", "33-48",
+    "49-64", "65-96", "97+",
+];
 
 const EMPTY: u64 = u64::MAX;
 
 /// The load bucket of `in_flight` requests (at least 1).
 pub fn load_bucket(in_flight: u32) -> usize {
-    (in_flight.max(1).ilog2() as usize).min(LOAD_BUCKETS - 1)
+    let load = in_flight.max(1);
+    if load <= SINGLE_LOADS {
+        return (load - 1) as usize;
+    }
+    // 17..=32 is octave 4 of load - 1 (16..=31), split in halves by its next bit.
+    let above = load - 1;
+    let octave = above.ilog2();
+    let half = (above >> (octave - 1)) & 1;
+    ((SINGLE_LOADS + 2 * (octave - 4) + half) as usize).min(LOAD_BUCKETS - 1)
+}
+
+/// The loads bucket `bucket` holds, lowest and highest (the last bucket's highest is taken as
+/// 128: its loads are open-ended).
+pub fn bucket_loads(bucket: usize) -> (u32, u32) {
+    let bucket = bucket.min(LOAD_BUCKETS - 1) as u32;
+    if bucket < SINGLE_LOADS {
+        return (bucket + 1, bucket + 1);
+    }
+    let octave = 4 + (bucket - SINGLE_LOADS) / 2;
+    let half_width = 1 << (octave - 1);
+    let low = (1 << octave) + (bucket - SINGLE_LOADS) % 2 * half_width + 1;
+    (low, low + half_width - 1)
 }
 
 /// What an estimator says.
@@ -240,15 +268,26 @@ impl LatencyModel {
         self.ttft[bucket].observe(ttft_ms);
     }
 
-    /// A stream's first token arrived `ttft` after dispatch at load bucket `bucket`; then
-    /// `tokens` tokens in all arrived by `decode` after the first.
+    /// A stream's first token arrived `ttft` after dispatch at load bucket `bucket`, for a
+    /// prompt of `prompt_tokens`.
+    pub fn observe_first_token(&self, bucket: usize, ttft: Duration, prompt_tokens: u64) {
+        self.observe_ttft(bucket.min(LOAD_BUCKETS - 1), ttft.as_secs_f32() * 1000.0, prompt_tokens);
+    }
+
+    /// A stream dispatched at load bucket `bucket` delivered `tokens` tokens in all, the last
+    /// `decode` after the first.
+    pub fn observe_decode(&self, bucket: usize, decode: Duration, tokens: u64) {
+        if tokens > 1 {
+            self.tpot[bucket.min(LOAD_BUCKETS - 1)].observe(decode.as_secs_f32() * 1000.0 / (tokens - 1) as f32);
+        }
+    }
+
+    /// Both of the above: a stream's first token after `ttft`, then `decode` (`None`: it did
+    /// not end well) for `tokens` tokens in all.
     pub fn observe_stream(&self, bucket: usize, ttft: Duration, decode: Option<(Duration, u64)>, prompt_tokens: u64) {
-        let bucket = bucket.min(LOAD_BUCKETS - 1);
-        self.observe_ttft(bucket, ttft.as_secs_f32() * 1000.0, prompt_tokens);
-        if let Some((decode, tokens)) = decode
-            && tokens > 1
-        {
-            self.tpot[bucket].observe(decode.as_secs_f32() * 1000.0 / (tokens - 1) as f32);
+        self.observe_first_token(bucket, ttft, prompt_tokens);
+        if let Some((decode, tokens)) = decode {
+            self.observe_decode(bucket, decode, tokens);
         }
     }
 
@@ -358,9 +397,19 @@ mod tests {
     }
 
     #[test]
-    fn load_buckets_double() {
-        let buckets: Vec<usize> = [0, 1, 2, 3, 4, 7, 8, 31, 32, 1000].into_iter().map(load_bucket).collect();
-        assert_eq!(buckets, [0, 0, 1, 1, 2, 2, 3, 4, 5, 5]);
+    fn load_buckets_are_single_loads_then_half_octaves() {
+        let loads = [0, 1, 2, 16, 17, 24, 25, 32, 33, 48, 49, 64, 65, 96, 97, 128, 129, 100_000];
+        let buckets: Vec<usize> = loads.into_iter().map(load_bucket).collect();
+        assert_eq!(buckets, [0, 0, 1, 15, 16, 16, 17, 17, 18, 18, 19, 19, 20, 20, 21, 21, 21, 21]);
+        for (bucket, name) in LOAD_BUCKET_NAMES.iter().enumerate() {
+            let (low, high) = bucket_loads(bucket);
+            assert!(low <= high, "bucket {bucket}");
+            assert_eq!((load_bucket(low), load_bucket(high)), (bucket, bucket), "bucket {bucket}: {low}-{high}");
+            if bucket + 1 < LOAD_BUCKETS {
+                assert_eq!(bucket_loads(bucket + 1).0, high + 1, "buckets {bucket} and {} meet", bucket + 1);
+            }
+            assert!(name.starts_with(&low.to_string()), "{name} names bucket {bucket}");
+        }
         let model = LatencyModel::default();
         model.observe_stream(0, Duration::from_millis(50), Some((Duration::from_millis(90), 10)), 100);
         model.observe_stream(5, Duration::from_millis(500), None, 100);

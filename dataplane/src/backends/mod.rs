@@ -80,8 +80,12 @@ pub struct BackendState {
     last_answer: AtomicU64,
     /// Requests in flight still waiting for its first byte.
     awaiting: AtomicU32,
-    /// When `awaiting` last rose from zero (ms since `epoch`).
+    /// When the present wait for a first byte began (ms since `epoch`): when `awaiting` last
+    /// rose from zero, unless the wait before ended in a first-token timeout with no answer
+    /// since (within [`STALL_MEMORY_MS`]): then the silence goes on.
     awaiting_since: AtomicU64,
+    /// When an attempt last gave up waiting for its first byte (ms since `epoch`; 0: never).
+    timed_out_at: AtomicU64,
     /// The last SLO hints a request brought here (see [`RecentHints`]).
     pub recent_hints: RecentHints,
     /// Whether `health` has anything to forget on a success.
@@ -91,6 +95,12 @@ pub struct BackendState {
     /// A pool pod's scraped load.
     pub pod: Option<Arc<PodSignals>>,
 }
+
+/// How long a first-token timeout keeps a backend's silence going when nothing answered since.
+pub const STALL_MEMORY_MS: u64 = 30_000;
+/// How long a due half-open probe waits for a request without tight hints before any request
+/// may claim it.
+pub const PROBE_GRACE_MS: u64 = 5_000;
 
 impl BackendState {
     fn new(
@@ -114,6 +124,7 @@ impl BackendState {
             last_answer: AtomicU64::new(0),
             awaiting: AtomicU32::new(0),
             awaiting_since: AtomicU64::new(0),
+            timed_out_at: AtomicU64::new(0),
             recent_hints: RecentHints::default(),
             troubled: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
@@ -191,13 +202,21 @@ impl BackendState {
 
     /// Whether a request may go to it now; may claim its half-open probe (then this request
     /// must try it first, and the claim lapses after [`health::PROBE_HOLD_MS`] if it does not).
-    pub fn eligibility(&self) -> Eligibility {
+    /// A probe may wait a whole first-token timeout on a backend that is still broken, so it is
+    /// left to a request that can afford it (`may_probe`: one without tight hints) for
+    /// [`PROBE_GRACE_MS`] after it is due; after that any request claims it.
+    /// A pool pod whose metrics cannot be reached ([`PodSignals::unreachable`]) is left out as
+    /// if ejected, until a scrape connects again.
+    pub fn eligibility(&self, may_probe: bool) -> Eligibility {
+        if self.pod.as_ref().is_some_and(|p| p.unreachable()) {
+            return Eligibility::Ejected;
+        }
         let until = self.ejected_until.load(Ordering::Acquire);
         if until == 0 {
             return Eligibility::Eligible;
         }
         let now = self.now_ms();
-        if now < until {
+        if now < until || (!may_probe && now < until + PROBE_GRACE_MS) {
             return Eligibility::Ejected;
         }
         let hold = now + health::PROBE_HOLD_MS;
@@ -216,7 +235,16 @@ impl BackendState {
         let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.in_flight_tokens.fetch_add(tokens, Ordering::Relaxed);
         if self.awaiting.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.awaiting_since.store(self.now_ms(), Ordering::Relaxed);
+            let now = self.now_ms();
+            let timed_out = self.timed_out_at.load(Ordering::Relaxed);
+            // Requests that gave up on a silent backend do not end its silence: only an answer
+            // does (or STALL_MEMORY_MS passing), so a hung backend stays stalled after its
+            // first-token timeouts instead of looking idle and fresh again.
+            let silent_still =
+                timed_out > self.last_answer.load(Ordering::Relaxed) && now.saturating_sub(timed_out) < STALL_MEMORY_MS;
+            if !silent_still {
+                self.awaiting_since.store(now, Ordering::Relaxed);
+            }
         }
         Attempt {
             state: self.clone(),
@@ -228,6 +256,7 @@ impl BackendState {
             expected: Expected::default(),
             tpot_bin: None,
             awaiting: true,
+            first_token_seen: false,
         }
     }
 
@@ -300,6 +329,7 @@ impl BackendState {
             })
             .collect();
         let state = match until {
+            _ if self.pod.as_ref().is_some_and(|p| p.unreachable()) => "unreachable",
             0 => "healthy",
             u if now < u => "ejected",
             _ => "probe_due",
@@ -343,6 +373,8 @@ pub struct Attempt {
     tpot_bin: Option<usize>,
     /// Still waiting for the backend's first byte.
     awaiting: bool,
+    /// Its stream's first token is measured already ([`Attempt::first_token`]).
+    first_token_seen: bool,
 }
 
 /// What the router expected of an attempt, to be compared with what it got.
@@ -412,6 +444,17 @@ impl Attempt {
         self.state.answered();
     }
 
+    /// Notes that its stream's first event arrived at `first`: the latency model learns this
+    /// time to first token now rather than when the stream ends, so a cold backend is measured
+    /// by its first few streams' first tokens (not their last ones) and a slowdown shows a
+    /// stream's length sooner.
+    pub fn first_token(&mut self, first: Instant) {
+        if !std::mem::replace(&mut self.first_token_seen, true) {
+            let ttft = first.saturating_duration_since(self.started);
+            self.state.latency.observe_first_token(self.bucket, ttft, self.expected.prompt_tokens);
+        }
+    }
+
     fn stop_awaiting(&mut self) {
         if std::mem::replace(&mut self.awaiting, false) {
             self.state.awaiting.fetch_sub(1, Ordering::Relaxed);
@@ -430,7 +473,12 @@ impl Attempt {
         }
         let latency = &self.state.latency;
         let verdict = match outcome {
-            Outcome::Missed(verdict) => verdict,
+            Outcome::Missed(verdict) => {
+                if verdict == Verdict::Timeout && self.awaiting {
+                    self.state.timed_out_at.fetch_max(self.state.now_ms(), Ordering::Relaxed);
+                }
+                verdict
+            }
             Outcome::Whole { head, tokens } => {
                 if let Some(tokens) = tokens {
                     let elapsed = head.saturating_duration_since(self.started);
@@ -441,7 +489,12 @@ impl Attempt {
             Outcome::Stream { first, end, tokens, verdict } => {
                 let ttft = first.saturating_duration_since(self.started);
                 let decode = (verdict == Verdict::Success).then(|| (end.saturating_duration_since(first), tokens));
-                latency.observe_stream(self.bucket, ttft, decode, self.expected.prompt_tokens);
+                if !std::mem::replace(&mut self.first_token_seen, true) {
+                    latency.observe_first_token(self.bucket, ttft, self.expected.prompt_tokens);
+                }
+                if let Some((decode, tokens)) = decode {
+                    latency.observe_decode(self.bucket, decode, tokens);
+                }
                 self.judge(ttft, decode);
                 verdict
             }
@@ -659,7 +712,8 @@ pub struct BackendView {
     pub consecutive_failures: u32,
     /// The tightest per-token SLO hint among the requests in flight (rounded down), ms.
     pub tightest_tpot_hint_ms: Option<u32>,
-    /// `healthy`, `ejected` or `probe_due`.
+    /// `healthy`, `ejected`, `probe_due`, or `unreachable` (a pool pod whose metrics cannot
+    /// be reached).
     pub health: &'static str,
     /// Ejections in a row.
     pub ejections: u32,
@@ -699,16 +753,56 @@ mod tests {
     fn a_timeout_ejects_and_the_probe_brings_it_back() {
         let state = BackendState::detached("ns/p", "m");
         state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
-        assert_eq!(state.eligibility(), Eligibility::Ejected);
+        assert_eq!(state.eligibility(true), Eligibility::Ejected);
         assert_eq!(state.view().health, "ejected");
         // Time is up: one request claims the probe, the next waits for it.
         state.ejected_until.store(1, Ordering::Release);
-        assert_eq!(state.eligibility(), Eligibility::Probe);
-        assert_eq!(state.eligibility(), Eligibility::Ejected);
+        assert_eq!(state.eligibility(true), Eligibility::Probe);
+        assert_eq!(state.eligibility(true), Eligibility::Ejected);
         let now = Instant::now();
         state.start(1, true).report(Outcome::Whole { head: now, tokens: Some(3) });
-        assert_eq!(state.eligibility(), Eligibility::Eligible);
+        assert_eq!(state.eligibility(true), Eligibility::Eligible);
         assert_eq!(state.view().health, "healthy");
+    }
+
+    #[test]
+    fn a_due_probe_waits_for_a_request_that_can_afford_it() {
+        let state = BackendState::detached("ns/p", "m");
+        state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
+        // Just due: a tight request passes it by, a loose one claims it.
+        let due = state.now_ms();
+        state.ejected_until.store(due, Ordering::Release);
+        assert_eq!(state.eligibility(false), Eligibility::Ejected);
+        assert_eq!(state.eligibility(true), Eligibility::Probe);
+        // Due for longer than the grace: any request claims it. (A state whose clock started
+        // a minute ago, so that "longer than the grace" is in its past.)
+        let key = BackendKey { provider: "ns/p".into(), model: "m".into(), pod: None };
+        let epoch = Instant::now().checked_sub(Duration::from_secs(60)).expect("a minute ago");
+        let state = Arc::new(BackendState::new(key, (epoch, Timestamp::now()), BackendMetrics::default(), None));
+        state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
+        let overdue = state.now_ms() - PROBE_GRACE_MS - 1;
+        state.ejected_until.store(overdue, Ordering::Release);
+        assert_eq!(state.eligibility(false), Eligibility::Probe);
+    }
+
+    #[test]
+    fn a_silence_that_ended_in_timeouts_goes_on_until_an_answer() {
+        let state = BackendState::detached("ns/p", "m");
+        let hung = state.start(1, false);
+        std::thread::sleep(Duration::from_millis(30));
+        let waited = state.silent_ms(state.now_ms());
+        // Whole milliseconds on both ends: 30 ms of sleep reads as 29 at least.
+        assert!(waited >= 29, "{waited}");
+        hung.report(Outcome::Missed(Verdict::Timeout));
+        assert_eq!(state.silent_ms(state.now_ms()), 0, "nobody waits");
+        // The next request does not start the silence afresh: the backend never answered.
+        let mut next = state.start(1, false);
+        assert!(state.silent_ms(state.now_ms()) >= waited, "the silence goes on");
+        next.answered();
+        drop(next);
+        // After an answer, a new wait starts from zero.
+        let _fresh = state.start(1, false);
+        assert!(state.silent_ms(state.now_ms()) < 30);
     }
 
     #[test]
@@ -716,9 +810,9 @@ mod tests {
         let state = BackendState::detached("ns/p", "m");
         state.start(1, false).report(Outcome::Missed(Verdict::Timeout));
         state.ejected_until.store(1, Ordering::Release);
-        assert_eq!(state.eligibility(), Eligibility::Probe);
+        assert_eq!(state.eligibility(true), Eligibility::Probe);
         drop(state.start(1, true));
-        assert_eq!(state.eligibility(), Eligibility::Probe, "the next request may probe");
+        assert_eq!(state.eligibility(true), Eligibility::Probe, "the next request may probe");
     }
 
     #[test]

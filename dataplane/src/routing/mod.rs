@@ -62,8 +62,16 @@ pub use self::predict::{Predicted, predict};
 
 /// Models with up to this many backends are planned without a heap allocation.
 pub const INLINE: usize = 8;
-/// Share of `sloAware` requests sent first to a backend not predicted to meet their hints.
+/// Share of `sloAware` requests sent first to a backend not predicted to meet their hints that
+/// has answered no one for [`EXPLORE_IDLE_MS`].
 pub const EXPLORE_SHARE: f64 = 0.03;
+/// A backend that answered someone this recently is being measured: exploring it would only
+/// spend a request on a predicted miss.
+pub const EXPLORE_IDLE_MS: u64 = 1_000;
+/// How long a request looser than the model's tightest recent hints may be predicted to wait
+/// for its first token at a backend those hints do not need before it takes a needed one's
+/// slot, ms (see the module's comment on packing).
+pub const LOOSE_WAIT_MS: f32 = 2_000.0;
 /// Requests in flight an unmeasured backend takes optimistically.
 const COLD_TRIALS: u32 = 2;
 /// Output tokens assumed for pricing when a request sets no `max_tokens`.
@@ -177,6 +185,9 @@ pub struct Candidate {
     pub measured: bool,
     /// The tightest TPOT hint running on it, ms.
     pub tightest_tpot_ms: Option<u32>,
+    /// Predicted time per output token at its present load (without this request): a running
+    /// hint it misses already is not one this request could break.
+    pub tpot_now: Option<Predicted>,
     /// This request's price there (relative).
     pub price: f64,
     /// Requests it runs at once before they queue ([`predict::capacity`], or a pod's scraped
@@ -186,6 +197,8 @@ pub struct Candidate {
     pub error_rate: f32,
     /// Keeps requests waiting past their predicted first token without answering anyone.
     pub stalled: bool,
+    /// Answered no one for [`EXPLORE_IDLE_MS`]: unmeasured lately, worth exploring.
+    pub idle: bool,
     /// The last TTFT hint a request brought there lately, ms.
     pub recent_ttft_hint_ms: Option<u32>,
     /// The last TPOT hint a request brought there lately, ms.
@@ -209,6 +222,17 @@ impl Candidate {
     /// A recent error rate or a stall ranks it after the healthy ones.
     fn degraded(&self) -> bool {
         self.stalled || self.error_rate >= DEGRADED_ERROR_RATE
+    }
+
+    /// Whether a looser request may go there while packing: a backend kept for the tight hints
+    /// while this request would not queue there; any other while its first token is predicted
+    /// within [`LOOSE_WAIT_MS`] (a short queue there costs the loose request little and keeps
+    /// the fast backends for the requests that need them).
+    fn room_for_loose(&self) -> bool {
+        match self.ttft {
+            Some(first) if !self.reserved => first.mean <= LOOSE_WAIT_MS,
+            _ => self.relative_load() <= 1.0,
+        }
     }
 }
 
@@ -321,8 +345,7 @@ fn slo_rank(group: &mut [Candidate], request: &RouteRequest, draws: Draws) -> Ra
                 .then_with(|| {
                     // Packing: room first, then the backends not needed for the tightest hints.
                     if packs {
-                        let full = |c: &Candidate| c.relative_load() > 1.0;
-                        full(a).cmp(&full(b)).then(a.reserved.cmp(&b.reserved))
+                        b.room_for_loose().cmp(&a.room_for_loose()).then(a.reserved.cmp(&b.reserved))
                     } else {
                         Ordering::Equal
                     }
@@ -337,12 +360,14 @@ fn slo_rank(group: &mut [Candidate], request: &RouteRequest, draws: Draws) -> Ra
             .then(b.draw.total_cmp(&a.draw))
     });
     let Some(first) = group.first().copied() else { return Ranked::Route(DecisionReason::Policy) };
-    // Explore a backend not predicted to meet the hints.
-    let unsure = group.iter().skip(1).filter(|c| c.fit != Fit::Meets).count();
+    // Explore a backend not predicted to meet the hints that nothing measures lately; a stalled
+    // one (it may hold the request for a whole first-token timeout) only with a loose request.
+    let loose = packs || (request.ttft_hint_ms.is_none() && request.tpot_hint_ms.is_none());
+    let explorable = |c: &Candidate| c.fit != Fit::Meets && c.idle && (loose || !c.stalled);
+    let unsure = group.iter().skip(1).filter(|c| explorable(c)).count();
     if unsure > 0 && draws.explore < EXPLORE_SHARE {
         let nth = ((draws.pick * unsure as f64) as usize).min(unsure - 1);
-        if let Some(at) = group.iter().enumerate().skip(1).filter(|(_, c)| c.fit != Fit::Meets).nth(nth).map(|(i, _)| i)
-        {
+        if let Some(at) = group.iter().enumerate().skip(1).filter(|(_, c)| explorable(c)).nth(nth).map(|(i, _)| i) {
             group[..=at].rotate_right(1);
             return Ranked::Route(DecisionReason::Explore);
         }
@@ -365,7 +390,9 @@ fn fit(c: &Candidate, request: &RouteRequest) -> Fit {
     if !c.measured {
         return if c.load < COLD_TRIALS { Fit::Cold } else { Fit::Unknown };
     }
-    let tpot_hint = match (request.tpot_hint_ms, c.tightest_tpot_ms) {
+    // The tightest running hint is protected only while the backend meets it.
+    let running = c.tightest_tpot_ms.filter(|&ms| c.tpot_now.is_none_or(|now| now.mean <= ms as f32));
+    let tpot_hint = match (request.tpot_hint_ms, running) {
         (Some(own), Some(running)) => Some(own.min(running)),
         (own, running) => own.or(running),
     };
@@ -454,6 +481,7 @@ pub fn predict_next(state: &BackendState, request: &RouteRequest) -> (Option<Pre
 struct Observed {
     ttft: Option<Predicted>,
     tpot: Option<Predicted>,
+    tpot_now: Option<Predicted>,
     capacity: Option<u32>,
     stalled: bool,
 }
@@ -468,7 +496,10 @@ fn observe(state: &BackendState, request: &RouteRequest, now_ms: u64) -> Observe
         prefill: model.prefill_slope(),
     };
     let ttft_buckets = model.ttft.each_ref().map(|e| e.get());
-    let (mut ttft, tpot) = predict::predict_request(&ttft_buckets, &model.tpot.each_ref().map(|e| e.get()), &signals);
+    let tpot_buckets = model.tpot.each_ref().map(|e| e.get());
+    let (mut ttft, tpot) = predict::predict_request(&ttft_buckets, &tpot_buckets, &signals);
+    let batch = signals.in_flight.max(pod.map_or(0, |p| p.running));
+    let tpot_now = if batch > 0 { predict::predict(&tpot_buckets, batch) } else { None };
     let late = ttft.and_then(|first| predict::overdue(first, state.silent_ms(now_ms) as f32));
     if late.is_some() {
         ttft = late;
@@ -479,7 +510,7 @@ fn observe(state: &BackendState, request: &RouteRequest, now_ms: u64) -> Observe
         (Some(learned), Some(running)) => Some(learned.min(running)),
         (learned, running) => learned.or(running),
     };
-    Observed { ttft, tpot, capacity, stalled: late.is_some() }
+    Observed { ttft, tpot, tpot_now, capacity, stalled: late.is_some() }
 }
 
 /// What the router expects of an attempt on `state`, for its report and the response header.
@@ -501,10 +532,12 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
     let now_ms = if predicting { backends.first().map_or(0, |b| b.state.now_ms()) } else { 0 };
     let mut candidates: Inline<Candidate> = Inline::with_capacity(backends.len());
     let mut any_eligible = false;
+    // A probe may cost a whole first-token timeout: requests without hints take it first.
+    let may_probe = !predicting || (request.ttft_hint_ms.is_none() && request.tpot_hint_ms.is_none());
     // Each backend's eligibility is read once: reading may claim its probe.
     let mut eligibility: Inline<Eligibility> = Inline::with_capacity(backends.len());
     for b in backends {
-        let e = b.state.eligibility();
+        let e = b.state.eligibility(may_probe);
         any_eligible |= e != Eligibility::Ejected;
         eligibility.push(e);
     }
@@ -526,10 +559,12 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
             tpot,
             measured: ttft.is_some(),
             tightest_tpot_ms: if predicting { b.state.tpot_hints.tightest() } else { None },
+            tpot_now: seen.tpot_now,
             price: if predicting { price(b.pricing.as_ref(), request) } else { 0.0 },
             capacity: seen.capacity,
             error_rate: if predicting { b.state.error_rate(now_ms).unwrap_or(0.0) } else { 0.0 },
             stalled: seen.stalled,
+            idle: predicting && !b.state.answered_since(now_ms.saturating_sub(EXPLORE_IDLE_MS)),
             recent_ttft_hint_ms,
             recent_tpot_hint_ms,
             affinity_id: b.state.affinity_id,
@@ -723,6 +758,28 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_whose_metrics_cannot_be_reached_is_left_out_until_they_can() {
+        let (m, signals) = pool(2);
+        let mut rng = StdRng::seed_from_u64(3);
+        let request = RouteRequest::default();
+        let tried = |rng: &mut StdRng| indices(planned(&m, RoutingPolicy::SloAware, rng));
+        signals[0].fail("connection refused".into(), true);
+        assert_eq!(tried(&mut rng).len(), 2, "one refusal: still tried");
+        signals[0].fail("connection refused".into(), true);
+        for _ in 0..20 {
+            assert_eq!(tried(&mut rng), [1], "unreachable: left out");
+        }
+        assert_eq!(m.backends[0].state.view().health, "unreachable");
+        // Both unreachable: both are tried (one backend always stays eligible).
+        signals[1].fail("connection refused".into(), true);
+        signals[1].fail("connection refused".into(), true);
+        assert_eq!(tried(&mut rng).len(), 2);
+        // A scrape that connects brings the pod back.
+        signals[0].record(crate::scrape::PodLoad::default());
+        assert_eq!(plan(&m, RoutingPolicy::SloAware, &request, &mut rng).expect("plan").steps()[0].index, 0);
+    }
+
+    #[test]
     fn priorities_fail_over_in_order() {
         let m = model(&[(1, 0), (1, 0), (5, 1), (1, 2)]);
         let mut rng = StdRng::seed_from_u64(7);
@@ -864,6 +921,14 @@ mod tests {
         assert_eq!(first(vec![busy, other], &batch).0, 1);
         busy.tightest_tpot_ms = Some(30);
         assert_eq!(first(vec![busy, other], &batch).0, 0);
+        // A running hint the backend misses already (35 ms a token now against 20) is not
+        // protected: a slow backend an interactive request strayed onto still takes batch work.
+        let mut slow = measured(0, 3, 100.0, 36.0);
+        slow.tightest_tpot_ms = Some(20);
+        slow.tpot_now = Some(Predicted { mean: 35.0, high: 37.0 });
+        assert_eq!(first(vec![slow, other], &batch).0, 0);
+        slow.tpot_now = Some(Predicted { mean: 19.0, high: 20.0 });
+        assert_eq!(first(vec![slow, other], &batch).0, 1, "met now: protected");
     }
 
     #[test]
@@ -924,9 +989,12 @@ mod tests {
         let loose = hints(5_000, 200);
         assert_eq!(first(vec![fast, slow], &loose).0, 1);
         assert_eq!(first(vec![fast, slow], &hints(400, 30)).0, 0);
-        // Full, the slow backend gives way: a queue is worse than the fast backend's headroom.
-        let full = sized(1, 63, 450.0, 35.0, 63);
-        assert_eq!(first(vec![fast, full], &batch).0, 0);
+        // Past its batch, the slow backend still takes loose requests while their predicted
+        // first token stays within LOOSE_WAIT_MS; beyond that it gives way.
+        let queued = sized(1, 70, 1_500.0, 35.0, 63);
+        assert_eq!(first(vec![fast, queued], &batch).0, 1, "a 1.5 s wait keeps the fast backend free");
+        let full = sized(1, 90, 2_500.0, 35.0, 63);
+        assert_eq!(first(vec![fast, full], &batch).0, 0, "a 2.5 s wait is worse than the fast backend's headroom");
         // With no hinted traffic lately there is nothing to keep: the lower relative load.
         let quiet = |c: Candidate| Candidate { recent_ttft_hint_ms: None, recent_tpot_hint_ms: None, ..c };
         assert_eq!(first(vec![quiet(fast), quiet(slow)], &batch).0, 0, "1/4 against 21/63");
@@ -1010,7 +1078,7 @@ mod tests {
         let idle = observe(&state, &request, now);
         assert!(!idle.stalled);
         assert_eq!(idle.ttft.map(|p| p.mean), Some(50.0));
-        assert_eq!(idle.capacity, Some(3), "only load 1 seen: trusted up to 3");
+        assert_eq!(idle.capacity, Some(2), "only load 1 seen: trusted one further");
         // Two requests sent, no first byte: fine at first, overdue two seconds later.
         let mut hung = state.start(1, false);
         let _also = state.start(1, false);
@@ -1046,7 +1114,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(17);
         let (mut explored, n) = (0, 20_000);
         for _ in 0..n {
-            let mut group = vec![measured(0, 0, 50.0, 10.0), measured(1, 0, 900.0, 10.0), measured(2, 0, 60.0, 10.0)];
+            let idle = Candidate { idle: true, ..measured(1, 0, 900.0, 10.0) };
+            let mut group = vec![measured(0, 0, 50.0, 10.0), idle, measured(2, 0, 60.0, 10.0)];
             let draws = Draws { explore: rng.random(), pick: rng.random(), turn: 0 };
             if rank(&mut group, RoutingPolicy::SloAware, &hints(300, 50), draws)
                 == Ranked::Route(DecisionReason::Explore)
@@ -1057,6 +1126,14 @@ mod tests {
         }
         let share = f64::from(explored) / f64::from(n);
         assert!(share > 0.015 && share < 0.05, "explored {share}");
+        // A backend answering others is measured already: no request is spent exploring it.
+        let mut busy = vec![measured(0, 0, 50.0, 10.0), measured(1, 0, 900.0, 10.0)];
+        let always = Draws { explore: 0.0, pick: 0.0, turn: 0 };
+        assert_eq!(
+            rank(&mut busy, RoutingPolicy::SloAware, &hints(300, 50), always),
+            Ranked::Route(DecisionReason::SloMet)
+        );
+        assert_eq!(busy[0].index, 0);
         // Nothing to explore when every backend meets the hints.
         let mut all_good = vec![measured(0, 0, 50.0, 10.0), measured(1, 0, 60.0, 10.0)];
         let draws = Draws { explore: 0.0, pick: 0.0, turn: 0 };

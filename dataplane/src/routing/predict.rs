@@ -29,7 +29,7 @@
 //!   twice at a full cache. The factor is a judgement, not a measurement: it orders a full pod
 //!   after an equal one with room, which is what routing needs.
 
-use crate::backends::latency::{Estimate, LOAD_BUCKETS, MIN_SAMPLES, load_bucket};
+use crate::backends::latency::{Estimate, LOAD_BUCKETS, MIN_SAMPLES, bucket_loads, load_bucket};
 use crate::scrape::PodLoad;
 
 /// A predicted time, ms.
@@ -41,53 +41,84 @@ pub struct Predicted {
     pub high: f32,
 }
 
-/// Share of extra load that shows as extra latency when extrapolating.
+/// Share of extra load that shows as extra latency when extrapolating with one measured load.
 const EXTRAPOLATION_SLOPE: f32 = 0.5;
 
-/// The largest load in bucket `bucket`.
-fn bucket_top(bucket: usize) -> f32 {
-    ((1u32 << (bucket + 1)) - 1) as f32
+/// The load a bucket's estimate stands for: the middle of its loads.
+fn bucket_load(bucket: usize) -> f32 {
+    let (low, high) = bucket_loads(bucket);
+    (low + high) as f32 / 2.0
 }
 
 /// Predicts the time at `load` requests in flight (this one included) from per-bucket
 /// estimates; `None` while fewer than [`MIN_SAMPLES`] samples were seen in all.
+///
+/// The bucket of `load` when measured; else a line between the nearest measured buckets below
+/// and above; else, above every measured load, the line through the two highest measured loads
+/// (a queue grows the first token linearly with the requests ahead), at least
+/// [`EXTRAPOLATION_SLOPE`] of the relative extra load and at most all of it (load x time: a
+/// queue of whole requests); below every measured load, the lowest measured one's (a lower load
+/// is not slower).
 pub fn predict(buckets: &[Option<Estimate>; LOAD_BUCKETS], load: u32) -> Option<Predicted> {
     let samples: u32 = buckets.iter().flatten().map(|e| e.samples).sum();
     if samples < MIN_SAMPLES {
         return None;
     }
     let target = load_bucket(load);
-    let at = |e: &Estimate, factor: f32| Predicted { mean: e.mean * factor, high: (e.mean + e.deviation) * factor };
+    let at = |e: &Estimate| Predicted { mean: e.mean, high: e.mean + e.deviation };
     if let Some(e) = &buckets[target] {
-        return Some(at(e, 1.0));
+        return Some(at(e));
     }
-    if let Some((below, e)) = buckets[..target].iter().enumerate().rev().find_map(|(i, e)| e.as_ref().map(|e| (i, e))) {
-        let factor = 1.0 + EXTRAPOLATION_SLOPE * (load as f32 / bucket_top(below) - 1.0).max(0.0);
-        return Some(at(e, factor));
+    let mut below = buckets[..target].iter().enumerate().rev().filter_map(|(i, e)| e.as_ref().map(|e| (i, e)));
+    let above = buckets[target..].iter().enumerate().find_map(|(i, e)| e.as_ref().map(|e| (target + i, e)));
+    let load = load as f32;
+    match (below.next(), above) {
+        (Some((i, low)), Some((j, high))) => {
+            let share = ((load - bucket_load(i)) / (bucket_load(j) - bucket_load(i))).clamp(0.0, 1.0);
+            let (low, high) = (at(low), at(high));
+            let line = |a: f32, b: f32| (a + share * (b - a)).max(a);
+            Some(Predicted { mean: line(low.mean, high.mean), high: line(low.high, high.high) })
+        }
+        (Some((i, top)), None) => {
+            let x = bucket_load(i);
+            let least = 1.0 + EXTRAPOLATION_SLOPE * (load / x - 1.0).max(0.0);
+            // A line from two noisy means may run steep; twice a queue of whole requests at most.
+            let most = 2.0 * (load / x).max(1.0);
+            let lined = below.next().map_or(least, |(k, next)| {
+                let slope = (top.mean - next.mean) / (x - bucket_load(k));
+                1.0 + slope * (load - x) / top.mean.max(1.0)
+            });
+            let factor = lined.clamp(least, most);
+            let p = at(top);
+            Some(Predicted { mean: p.mean * factor, high: p.high * factor })
+        }
+        (None, Some((_, e))) => Some(at(e)),
+        (None, None) => None,
     }
-    buckets[target..].iter().flatten().next().map(|e| at(e, 1.0))
 }
 
 /// A first token this many times slower than at the next lower load measured means requests
-/// queue behind a full batch: between two load buckets a fuller batch slows vLLM and the
-/// simulator by well under 2x, a queue by the length of whole requests.
+/// queue behind a full batch: between two loads a fuller batch slows vLLM and the simulator by
+/// well under 2x, a queue by the length of whole requests.
 pub const QUEUE_RATIO: f32 = 2.5;
 
 /// How many requests a backend runs at once before they queue, from its first-token times by
-/// load: the top of the highest bucket reached before the first bucket whose TTFT is more than
-/// [`QUEUE_RATIO`] times the previous measured bucket's. When no bucket jumps so, the backend
-/// is trusted one bucket further than it was seen (so a backend given more work shows how much
-/// it takes: capacity is learned by using it). `None` while nothing is measured.
+/// load: the highest load measured before the first whose TTFT is more than [`QUEUE_RATIO`]
+/// times the previous measured load's. When no load jumps so, the backend is trusted one
+/// bucket further than it was seen (so a backend given more work shows how much it takes:
+/// capacity is learned by using it). `None` while nothing is measured. A queue of one behind a
+/// large batch moves the first token too little to show here; such a backend's capacity is
+/// what it was seen to take, and the TTFT prediction by load carries its queue.
 pub fn capacity(ttft: &[Option<Estimate>; LOAD_BUCKETS]) -> Option<u32> {
     let mut measured = ttft.iter().enumerate().filter_map(|(i, e)| e.map(|e| (i, e.mean)));
     let (mut good, mut previous) = measured.next()?;
     for (bucket, mean) in measured {
         if mean > QUEUE_RATIO * previous.max(1.0) {
-            return Some(bucket_top(good) as u32);
+            return Some(bucket_loads(good).1);
         }
         (good, previous) = (bucket, mean);
     }
-    Some(bucket_top(good + 1) as u32)
+    Some(bucket_loads((good + 1).min(LOAD_BUCKETS - 1)).1)
 }
 
 /// Silence (ms) below which a backend is never taken for hung.
@@ -156,18 +187,33 @@ mod tests {
     }
 
     #[test]
-    fn a_measured_bucket_is_the_prediction() {
+    fn a_measured_load_is_the_prediction_and_between_two_a_line() {
+        // Measured at loads 1 and 3.
         let b = buckets(&[(0, 40.0, 5.0, 10), (2, 90.0, 10.0, 10)]);
         assert_eq!(predict(&b, 1), Some(Predicted { mean: 40.0, high: 45.0 }));
-        assert_eq!(predict(&b, 5), Some(Predicted { mean: 90.0, high: 100.0 }));
+        assert_eq!(predict(&b, 3), Some(Predicted { mean: 90.0, high: 100.0 }));
+        assert_eq!(predict(&b, 2), Some(Predicted { mean: 65.0, high: 72.5 }), "halfway");
     }
 
     #[test]
     fn unmeasured_loads_extrapolate_up_and_never_down() {
         let b = buckets(&[(1, 100.0, 0.0, 10)]);
-        // Bucket 1 tops at 3 in flight; 12 is four times that: 1 + 0.5 x 3 = 2.5x.
-        assert_eq!(predict(&b, 12).map(|p| p.mean), Some(250.0));
+        // One load measured (2): 12 is six times that, 1 + 0.5 x 5 = 3.5x.
+        assert_eq!(predict(&b, 12).map(|p| p.mean), Some(350.0));
         assert_eq!(predict(&b, 1).map(|p| p.mean), Some(100.0), "lower load: the higher bucket's estimate");
+        // Two loads measured (1 and 4): the line through them, 10 ms a request.
+        let two = buckets(&[(0, 50.0, 0.0, 10), (3, 80.0, 0.0, 10)]);
+        assert_eq!(predict(&two, 8).map(|p| p.mean), Some(120.0));
+        // A queue behind a batch of 4 (80 ms at 4, 400 at 5): each request ahead adds 320 ms.
+        let queue = buckets(&[(3, 80.0, 0.0, 10), (4, 400.0, 0.0, 10)]);
+        assert_eq!(predict(&queue, 7).map(|p| p.mean), Some(1_040.0));
+        // A line falling with load is no reason to predict less than half the extra load.
+        let noisy = buckets(&[(0, 90.0, 0.0, 10), (1, 60.0, 0.0, 10)]);
+        assert_eq!(predict(&noisy, 4).map(|p| p.mean), Some(90.0), "1 + 0.5 x (4 / 2 - 1) = 1.5x of 60");
+        // A steep line from two close, noisy means (100 ms at 16, 400 at 17-24, taken as 20.5)
+        // is bounded by twice a queue of whole requests: at 41, 2 x 41 / 20.5 = 4x of 400.
+        let steep = buckets(&[(15, 100.0, 0.0, 10), (16, 400.0, 0.0, 10)]);
+        assert_eq!(predict(&steep, 41).map(|p| p.mean), Some(1_600.0));
     }
 
     #[test]
@@ -179,17 +225,18 @@ mod tests {
 
     #[test]
     fn capacity_is_where_first_tokens_start_queueing() {
-        // 50 ms up to 3 in flight, 80 ms at 4-7 (a fuller batch), 400 ms at 8-15 (a queue).
+        // 50 ms at 1 in flight, 60 at 2, 80 at 3 (a fuller batch), 400 at 4 (a queue).
         let queued = buckets(&[(0, 50.0, 5.0, 10), (1, 60.0, 5.0, 10), (2, 80.0, 5.0, 10), (3, 400.0, 9.0, 10)]);
-        assert_eq!(capacity(&queued), Some(7));
-        // A batch slowing each bucket 1.5x is no queue, however far it goes.
+        assert_eq!(capacity(&queued), Some(3));
+        // A batch slowing each load 1.5x is no queue, however far it goes.
         let slowing = buckets(&[(0, 100.0, 5.0, 10), (1, 150.0, 5.0, 10), (2, 225.0, 5.0, 10), (3, 340.0, 5.0, 10)]);
-        assert_eq!(capacity(&slowing), Some(31));
+        assert_eq!(capacity(&slowing), Some(5));
         // Never seen queueing: trusted one bucket beyond the highest seen.
-        assert_eq!(capacity(&buckets(&[(0, 400.0, 5.0, 10), (2, 700.0, 5.0, 10)])), Some(15));
-        assert_eq!(capacity(&buckets(&[(0, 50.0, 5.0, 10)])), Some(3));
+        assert_eq!(capacity(&buckets(&[(0, 400.0, 5.0, 10), (2, 700.0, 5.0, 10)])), Some(4));
+        assert_eq!(capacity(&buckets(&[(0, 50.0, 5.0, 10)])), Some(2));
+        assert_eq!(capacity(&buckets(&[(16, 50.0, 5.0, 10)])), Some(32), "17-24 seen: up to 32 trusted");
         assert_eq!(capacity(&buckets(&[])), None);
-        // A queue already at the second bucket: capacity 1.
+        // A queue already at the second load: capacity 1.
         assert_eq!(capacity(&buckets(&[(0, 50.0, 5.0, 10), (1, 500.0, 5.0, 10)])), Some(1));
     }
 
