@@ -15,15 +15,17 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{
-    ApiKey, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, ModelPricing, Project, Provider, ProviderRef,
-    ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
+    ApiKey, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, ModelPricing, PodScheme, Project, Provider, ProviderRef,
+    ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
 };
 use crate::config::{
-    AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, Credential, EndpointConfig,
-    GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig, ProjectConfig, ProviderConfig,
-    ProviderModelConfig, ServiceConfig, SimulationConfig, TierConfig, hash_key,
+    AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, Credential,
+    EndpointConfig, GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig, ProjectConfig,
+    ProviderConfig, ProviderModelConfig, ServiceConfig, SimulationConfig, TierConfig, UpstreamTls,
+    default_parameter_problems, hash_key,
 };
-use crate::objects::{Object, ObjectRef, SecretData, namespace_of};
+use crate::objects::{ConfigMapData, Object, ObjectRef, SecretData, namespace_of};
+use crate::upstream_tls::{self, ClientCertificateError};
 
 /// Namespace of the platform's shared Providers unless told otherwise.
 pub const DEFAULT_SHARED_NAMESPACE: &str = "sluice-system";
@@ -240,6 +242,7 @@ struct Index<'a> {
     providers: BTreeMap<(String, String), &'a Provider>,
     tiers: BTreeMap<String, &'a ServiceTier>,
     secrets: HashMap<(String, String), &'a SecretData>,
+    config_maps: HashMap<(String, String), &'a ConfigMapData>,
     duplicates: Vec<CompileError>,
 }
 
@@ -252,6 +255,7 @@ impl<'a> Index<'a> {
             providers: BTreeMap::new(),
             tiers: BTreeMap::new(),
             secrets: HashMap::new(),
+            config_maps: HashMap::new(),
             duplicates: Vec::new(),
         };
         let mut seen = BTreeSet::new();
@@ -278,6 +282,9 @@ impl<'a> Index<'a> {
                 Object::Secret(s) => {
                     index.secrets.insert((s.namespace.clone(), s.name.clone()), s);
                 }
+                Object::ConfigMap(c) => {
+                    index.config_maps.insert((c.namespace.clone(), c.name.clone()), c);
+                }
             }
         }
         // Deterministic order whatever the input order.
@@ -299,6 +306,18 @@ impl<'a> Index<'a> {
             .get(&(namespace.to_owned(), name.to_owned()))
             .ok_or_else(|| format!("no Secret {name:?} in namespace {namespace}"))?;
         secret.data.get(key).map(Vec::as_slice).ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))
+    }
+
+    fn config_map_value(&self, namespace: &str, name: &str, key: &str) -> Result<&'a [u8], String> {
+        let config_map = self
+            .config_maps
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .ok_or_else(|| format!("no ConfigMap {name:?} in namespace {namespace}"))?;
+        config_map
+            .data
+            .get(key)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("ConfigMap {namespace}/{name} has no key {key:?}"))
     }
 }
 
@@ -762,10 +781,35 @@ fn endpoint_config(
 
     // Aliases of a model left out name nothing.
     aliases.retain(|_, alias: &mut AliasConfig| models.contains_key(&alias.target));
-    let apis: BTreeSet<ApiKind> = match &spec.apis {
-        Some(list) => list.iter().copied().collect(),
-        None => ApiKind::ALL.into_iter().collect(),
-    };
+    let apis = ApiKind::served(spec.apis.as_deref());
+    if let Some(default) = &spec.default_model
+        && !names.contains_key(default.as_str())
+    {
+        let known: Vec<&str> = names.keys().copied().collect();
+        problems.add(
+            "spec.defaultModel",
+            format!("{default:?} is not a model or alias of this Endpoint (it has: {})", known.join(", ")),
+        );
+    }
+    let default_parameters = spec.default_parameters.clone().unwrap_or_default();
+    for (field, problem) in default_parameter_problems(&default_parameters) {
+        let at = field.map_or_else(String::new, |f| format!(".{f}"));
+        problems.add(format!("spec.defaultParameters{at}"), problem);
+    }
+    if let Some(cap) = spec.limits.max_tokens {
+        for name in ["max_tokens", "max_completion_tokens"] {
+            if let Some(asked) = default_parameters.get(name).and_then(serde_json::Value::as_u64)
+                && asked > u64::from(cap)
+            {
+                problems.add(
+                    format!("spec.defaultParameters.{name}"),
+                    format!(
+                        "{asked} is above spec.limits.maxTokens ({cap}): every request relying on it would be refused"
+                    ),
+                );
+            }
+        }
+    }
     Some(EndpointConfig {
         id: format!("{namespace}/{}", endpoint.name_any()),
         tier: spec.tier.clone(),
@@ -773,6 +817,10 @@ fn endpoint_config(
         max_body_bytes: spec.limits.max_body_bytes,
         max_tokens: spec.limits.max_tokens,
         apis: apis.into_iter().collect(),
+        // A model left out (its Providers are gone) is no default: such requests are refused
+        // for naming no model, and the Endpoint reports the backends left out.
+        default_model: spec.default_model.clone().filter(|m| models.contains_key(m) || aliases.contains_key(m)),
+        default_parameters,
         models,
         aliases,
     })
@@ -892,6 +940,22 @@ fn provider_config(
             },
         }
     });
+    let tls = spec.tls.as_ref().and_then(|tls| {
+        if spec.provider_type == ProviderType::Simulated {
+            problems.add("spec.tls", "type simulated runs inside the gateway: it has no TLS");
+            return None;
+        }
+        let https = base_url.iter().chain(&pods).any(|url| url.starts_with("https://"))
+            || spec.service.as_ref().is_some_and(|s| s.scheme == PodScheme::Https);
+        if !https {
+            problems.add(
+                "spec.tls",
+                "the upstream is called over plain http: TLS settings need an https URL \
+                 (spec.baseUrl, spec.addresses or spec.service.scheme)",
+            );
+        }
+        upstream_tls_config(tls, &namespace, index, &mut problems)
+    });
     for (name, value) in &spec.headers {
         let lower = name.to_ascii_lowercase();
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
@@ -929,6 +993,7 @@ fn provider_config(
         credential,
         headers: spec.headers.clone(),
         connect_timeout_ms: spec.connect_timeout_ms,
+        tls,
         models,
         simulation: spec.simulation.as_ref().map(|s| SimulationConfig {
             prefill_overhead_ms: s.prefill_overhead_ms,
@@ -945,6 +1010,99 @@ fn provider_config(
             .metrics
             .as_ref()
             .map(|m| PodMetricsConfig { path: m.path.clone(), interval_ms: m.interval_ms }),
+    })
+}
+
+/// The Secret keys of a client certificate (a `kubernetes.io/tls` Secret).
+const TLS_CERT_KEY: &str = "tls.crt";
+/// See [`TLS_CERT_KEY`].
+const TLS_KEY_KEY: &str = "tls.key";
+
+/// A Provider's `spec.tls` with its CA bundle and client certificate read and checked; `None`
+/// (with problems) when any part is missing or not valid PEM.
+fn upstream_tls_config(
+    tls: &ProviderTls,
+    namespace: &str,
+    index: &Index<'_>,
+    problems: &mut Problems<'_>,
+) -> Option<UpstreamTls> {
+    let before = problems.errors.len();
+    let ca_bundle = tls.ca_bundle.as_ref().and_then(|source| {
+        let (field, kind, selector, value) = match (&source.secret_key_ref, &source.config_map_key_ref) {
+            (Some(selector), None) => (
+                "spec.tls.caBundle.secretKeyRef",
+                "Secret",
+                selector,
+                index.secret_value(namespace, &selector.name, &selector.key),
+            ),
+            (None, Some(selector)) => (
+                "spec.tls.caBundle.configMapKeyRef",
+                "ConfigMap",
+                selector,
+                index.config_map_value(namespace, &selector.name, &selector.key),
+            ),
+            _ => {
+                problems.add("spec.tls.caBundle", "set exactly one of secretKeyRef and configMapKeyRef");
+                return None;
+            }
+        };
+        let checked = value.and_then(|bytes| {
+            upstream_tls::check_ca_bundle(bytes)
+                .map_err(|message| format!("{kind} {namespace}/{} key {:?} {message}", selector.name, selector.key))
+        });
+        checked.map_err(|message| problems.add(field, message)).ok()
+    });
+    let client_certificate = tls.client_certificate.as_ref().and_then(|reference| {
+        let field = "spec.tls.clientCertificate.secretName";
+        let name = &reference.secret_name;
+        let read = |key: &str| {
+            index.secret_value(namespace, name, key).map_err(|message| {
+                if message.starts_with("no Secret") {
+                    message
+                } else {
+                    format!("{message} (a kubernetes.io/tls Secret holds {TLS_CERT_KEY} and {TLS_KEY_KEY})")
+                }
+            })
+        };
+        let (chain, key) = match (read(TLS_CERT_KEY), read(TLS_KEY_KEY)) {
+            (Ok(chain), Ok(key)) => (chain, key),
+            (Err(message), _) | (_, Err(message)) => {
+                problems.add(field, message);
+                return None;
+            }
+        };
+        match upstream_tls::check_client_certificate(chain, key) {
+            Ok((certificate_chain, private_key)) => {
+                Some(ClientCertificate { certificate_chain, private_key: Credential::new(private_key) })
+            }
+            Err(ClientCertificateError::Chain(message)) => {
+                problems.add(field, format!("Secret {namespace}/{name} key {TLS_CERT_KEY:?} {message}"));
+                None
+            }
+            Err(ClientCertificateError::Key) => {
+                problems.add(
+                    field,
+                    format!(
+                        "Secret {namespace}/{name} key {TLS_KEY_KEY:?} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)"
+                    ),
+                );
+                None
+            }
+        }
+    });
+    if let Some(name) = &tls.server_name
+        && let Err(message) = upstream_tls::check_server_name(name)
+    {
+        problems.add("spec.tls.serverName", message);
+    }
+    if problems.errors.len() > before {
+        return None;
+    }
+    Some(UpstreamTls {
+        ca_bundle,
+        system_roots: tls.system_roots,
+        client_certificate,
+        server_name: tls.server_name.clone(),
     })
 }
 

@@ -107,6 +107,9 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, String>,
     /// Connect timeout.
     pub connect_timeout_ms: u32,
+    /// Trust and client certificate for `https` upstreams, beyond the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// Models offered, by upstream name.
     pub models: BTreeMap<String, ProviderModelConfig>,
     /// Simulator knobs for `simulated`.
@@ -169,9 +172,68 @@ pub struct PodMetricsConfig {
     pub interval_ms: u32,
 }
 
-/// A secret value (an upstream API key). Serialises as the plain string, since the configuration
-/// is itself stored as a Secret, but never shows in `Debug` output or logs.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+/// How the gateway sets up TLS with an upstream. Without it: the public (webpki) roots, no client
+/// certificate, the URL's host as the name. Everything here is already validated PEM. Upstreams
+/// with equal settings (and connect timeouts) share one connection pool, so a reload that keeps
+/// them keeps the pool warm.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM certificates trusted besides the public roots (a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// Also trust the operating system's store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system_roots: bool,
+    /// Presented to the upstream (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
+    /// The name the upstream's certificate must be valid for, instead of the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTls {
+    /// Checks the PEM material and the name again (the file may not come from this compiler).
+    fn check(&self, path: &str, problems: &mut Vec<String>) {
+        use crate::upstream_tls::{
+            ClientCertificateError, check_ca_bundle, check_client_certificate, check_server_name,
+        };
+        if let Some(Err(message)) = self.ca_bundle.as_ref().map(|pem| check_ca_bundle(pem.as_bytes())) {
+            problems.push(format!("{path}.caBundle: {message}"));
+        }
+        if let Some(client) = &self.client_certificate {
+            match check_client_certificate(client.certificate_chain.as_bytes(), client.private_key.expose().as_bytes())
+            {
+                Ok(_) => {}
+                Err(ClientCertificateError::Chain(message)) => {
+                    problems.push(format!("{path}.clientCertificate.certificateChain: {message}"));
+                }
+                Err(ClientCertificateError::Key) => {
+                    problems.push(format!("{path}.clientCertificate.privateKey: not a PEM private key"));
+                }
+            }
+        }
+        if let Some(Err(message)) = self.server_name.as_deref().map(check_server_name) {
+            problems.push(format!("{path}.serverName: {message}"));
+        }
+    }
+}
+
+/// A client certificate and its private key, PEM.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// The certificate chain, leaf first.
+    pub certificate_chain: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1); redacted in `Debug`.
+    pub private_key: Credential,
+}
+
+/// A secret value (an upstream API key, a client certificate's private key). Serialises as the
+/// plain string, since the configuration is itself stored as a Secret, but never shows in `Debug`
+/// output or logs.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Hash)]
 #[serde(transparent)]
 pub struct Credential(String);
 
@@ -272,6 +334,63 @@ pub struct EndpointConfig {
     /// Aliases, by alias name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, AliasConfig>,
+    /// The model (a key of `models` or `aliases`) a request that names none gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_model: Option<String>,
+    /// Parameters a chat request gets for each field it does not send itself
+    /// ([`default_parameter_problems`] says which are accepted).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub default_parameters: BTreeMap<String, serde_json::Value>,
+}
+
+/// Most fields `defaultParameters` may set.
+pub const MAX_DEFAULT_PARAMETERS: usize = 32;
+/// Largest `defaultParameters`, as compact JSON.
+pub const MAX_DEFAULT_PARAMETERS_BYTES: usize = 4096;
+/// Request fields that are no parameter: the model has `defaultModel`, the rest is the request.
+const NOT_DEFAULTABLE: &[&str] = &["model", "messages", "prompt", "input", "stream", "stream_options"];
+
+/// What is wrong with an endpoint's default parameters, each as (the field's name, or `None` for
+/// the whole object; the problem). A default is a top-level field of a chat completions request
+/// (snake_case, as OpenAI names them) whose value is a number, string, boolean or a list of
+/// those; at most [`MAX_DEFAULT_PARAMETERS`] of them in [`MAX_DEFAULT_PARAMETERS_BYTES`].
+pub fn default_parameter_problems(parameters: &BTreeMap<String, serde_json::Value>) -> Vec<(Option<&str>, String)> {
+    use serde_json::Value;
+    let mut problems = Vec::new();
+    if parameters.len() > MAX_DEFAULT_PARAMETERS {
+        problems.push((None, format!("{} fields; at most {MAX_DEFAULT_PARAMETERS}", parameters.len())));
+    }
+    let size = serde_json::to_vec(parameters).map_or(usize::MAX, |json| json.len());
+    if size > MAX_DEFAULT_PARAMETERS_BYTES {
+        problems.push((None, format!("{size} bytes of JSON; at most {MAX_DEFAULT_PARAMETERS_BYTES}")));
+    }
+    let scalar = |value: &Value| matches!(value, Value::Bool(_) | Value::Number(_) | Value::String(_));
+    for (name, value) in parameters {
+        let bytes = name.as_bytes();
+        let well_formed = !bytes.is_empty()
+            && bytes.len() <= 64
+            && !bytes[0].is_ascii_digit()
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        if !well_formed {
+            problems
+                .push((Some(name.as_str()), "not a request field name (letters, digits and '_', at most 64)".into()));
+        } else if name == "model" {
+            problems.push((Some(name.as_str()), "the model a request gets is spec.defaultModel".into()));
+        } else if NOT_DEFAULTABLE.contains(&name.as_str()) {
+            problems.push((Some(name.as_str()), "part of the request itself, not a parameter".into()));
+        }
+        let fits = match value {
+            Value::Array(items) => items.iter().all(scalar),
+            other => scalar(other),
+        };
+        if !fits {
+            problems.push((Some(name.as_str()), "must be a number, string, boolean or a list of those".into()));
+        }
+    }
+    if parameters.contains_key("max_tokens") && parameters.contains_key("max_completion_tokens") {
+        problems.push((Some("max_completion_tokens"), "set max_tokens or max_completion_tokens, not both".into()));
+    }
+    problems
 }
 
 /// An exposed model.
@@ -384,6 +503,22 @@ impl GatewayConfig {
         serde_json::to_vec(self)
     }
 
+    /// A copy with every secret value (upstream API keys, client certificates' private keys)
+    /// replaced by `<redacted>`, for showing.
+    pub fn redacted(&self) -> Self {
+        let redacted = || Credential::new("<redacted>");
+        let mut copy = self.clone();
+        for provider in copy.providers.values_mut() {
+            if let Some(credential) = provider.credential.as_mut() {
+                *credential = redacted();
+            }
+            if let Some(client) = provider.tls.as_mut().and_then(|tls| tls.client_certificate.as_mut()) {
+                client.private_key = redacted();
+            }
+        }
+        copy
+    }
+
     /// `sha256:<hex>` of the canonical bytes: equal configurations have equal hashes.
     pub fn content_hash(&self) -> Result<String, serde_json::Error> {
         Ok(crate::config_secret::content_hash(&self.to_canonical_json()?))
@@ -433,6 +568,16 @@ impl GatewayConfig {
                     problems.push(format!("endpoints.{slug}.aliases.{alias}: also the name of a model"));
                 }
             }
+            if let Some(model) = endpoint.default_model.as_deref()
+                && !endpoint.models.contains_key(model)
+                && !endpoint.aliases.contains_key(model)
+            {
+                problems.push(format!("endpoints.{slug}.defaultModel: no model or alias {model:?}"));
+            }
+            for (field, problem) in default_parameter_problems(&endpoint.default_parameters) {
+                let at = field.map_or_else(String::new, |f| format!(".{f}"));
+                problems.push(format!("endpoints.{slug}.defaultParameters{at}: {problem}"));
+            }
         }
         for (id, provider) in &self.providers {
             let pool = provider.is_pool();
@@ -449,6 +594,9 @@ impl GatewayConfig {
             }
             if provider.pod_metrics.is_some() && !pool {
                 problems.push(format!("providers.{id}.podMetrics: only for a pool"));
+            }
+            if let Some(tls) = &provider.tls {
+                tls.check(&format!("providers.{id}.tls"), &mut problems);
             }
         }
         let mut seen_hashes = std::collections::HashSet::new();
@@ -470,5 +618,45 @@ impl GatewayConfig {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(json: serde_json::Value) -> Vec<String> {
+        let parameters: BTreeMap<String, serde_json::Value> = serde_json::from_value(json).expect("an object");
+        default_parameter_problems(&parameters)
+            .into_iter()
+            .map(|(field, problem)| format!("{}: {problem}", field.unwrap_or("*")))
+            .collect()
+    }
+
+    #[test]
+    fn default_parameters_are_scalars_or_lists_of_scalars_of_request_fields() {
+        let ok =
+            serde_json::json!({"temperature": 0.2, "max_tokens": 512, "stop": ["\n\n"], "user": "x", "logprobs": true});
+        assert_eq!(problems(ok), Vec::<String>::new());
+        assert_eq!(
+            problems(serde_json::json!({"model": "m", "messages": [], "response_format": {"type": "json_object"},
+                "stop": [["x"]], "bad-name": 1, "seed": null})),
+            [
+                "bad-name: not a request field name (letters, digits and '_', at most 64)",
+                "messages: part of the request itself, not a parameter",
+                "model: the model a request gets is spec.defaultModel",
+                "response_format: must be a number, string, boolean or a list of those",
+                "seed: must be a number, string, boolean or a list of those",
+                "stop: must be a number, string, boolean or a list of those",
+            ]
+        );
+        assert_eq!(
+            problems(serde_json::json!({"max_tokens": 1, "max_completion_tokens": 2})),
+            ["max_completion_tokens: set max_tokens or max_completion_tokens, not both"]
+        );
+        let long = serde_json::json!({"user": "x".repeat(5000)});
+        assert_eq!(problems(long), ["*: 5011 bytes of JSON; at most 4096"]);
+        let many: BTreeMap<String, serde_json::Value> = (0..33).map(|i| (format!("p{i}"), 1.into())).collect();
+        assert_eq!(default_parameter_problems(&many).len(), 1);
     }
 }

@@ -12,6 +12,7 @@ pub mod crd_manifests;
 pub mod manifests;
 pub mod objects;
 pub mod schema_validation;
+pub mod upstream_tls;
 
 use std::path::Path;
 
@@ -50,7 +51,7 @@ pub struct Loaded {
     pub warnings: Vec<LoadError>,
 }
 
-/// Reads a folder or file of manifests (Sluice objects and Secrets, or compiled
+/// Reads a folder or file of manifests (Sluice objects, Secrets and ConfigMaps, or compiled
 /// `GatewayConfig` documents, or both), compiles the objects and validates the result.
 pub fn load_and_compile(path: &Path, options: &CompileOptions) -> Result<Loaded> {
     let manifests = manifests::load_path(path)?;

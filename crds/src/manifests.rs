@@ -2,7 +2,8 @@
 //! would take it, so a standalone gateway runs the same declarations as a cluster.
 //!
 //! Sluice kinds are checked against their CRD schema (the same rules the API server applies) and
-//! then parsed strictly; Secrets are decoded; other Kubernetes kinds are skipped with a warning.
+//! then parsed strictly; Secrets are decoded and ConfigMaps read (Providers' credentials and CA
+//! bundles); other Kubernetes kinds are skipped with a warning.
 //! Errors name the file, the document (1-based) and its first line.
 
 use std::collections::BTreeMap;
@@ -10,12 +11,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde_json::Value;
 
 use crate::api::API_VERSION;
 use crate::config::{CONFIG_API_VERSION, CONFIG_KIND, GatewayConfig};
-use crate::objects::{Object, SecretData};
+use crate::objects::{ConfigMapData, Object, SecretData};
 use crate::schema_validation;
 
 /// Where a document came from.
@@ -73,7 +74,7 @@ impl std::error::Error for LoadErrors {}
 /// What a folder of manifests holds.
 #[derive(Clone, Debug, Default)]
 pub struct Manifests {
-    /// Sluice objects and Secrets, in file and document order.
+    /// Sluice objects, Secrets and ConfigMaps, in file and document order.
     pub objects: Vec<Object>,
     /// Already-compiled configurations found among the documents.
     pub compiled: Vec<GatewayConfig>,
@@ -244,6 +245,10 @@ fn load_value(value: Value, source: &Source, manifests: &mut Manifests, errors: 
             Ok(secret) => manifests.objects.push(Object::Secret(SecretData::from(&secret))),
             Err(e) => fail(format!("Secret: {e}")),
         },
+        ("", "ConfigMap") => match serde_json::from_value::<ConfigMap>(value) {
+            Ok(config_map) => manifests.objects.push(Object::ConfigMap(ConfigMapData::from(&config_map))),
+            Err(e) => fail(format!("ConfigMap: {e}")),
+        },
         ("sluice.dev", CONFIG_KIND) if api_version == CONFIG_API_VERSION => {
             match serde_json::from_value::<GatewayConfig>(value) {
                 Ok(config) => manifests.compiled.push(config),
@@ -260,7 +265,7 @@ fn load_value(value: Value, source: &Source, manifests: &mut Manifests, errors: 
         },
         _ => manifests.warnings.push(LoadError {
             source: source.clone(),
-            message: format!("skipped {api_version} {kind}: not a Sluice kind or a Secret"),
+            message: format!("skipped {api_version} {kind}: not a Sluice kind, a Secret or a ConfigMap"),
         }),
     }
 }

@@ -1,9 +1,10 @@
-//! The objects the compiler reads: the five Sluice kinds and the Secrets they reference.
+//! The objects the compiler reads: the five Sluice kinds and the Secrets and ConfigMaps they
+//! reference.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::ResourceExt;
 
 use crate::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
@@ -21,8 +22,10 @@ pub enum Object {
     Provider(Provider),
     /// A class of service.
     ServiceTier(ServiceTier),
-    /// Credentials and key material.
+    /// Credentials and key material (and upstream CA bundles and client certificates).
     Secret(SecretData),
+    /// Upstream CA bundles.
+    ConfigMap(ConfigMapData),
 }
 
 impl Object {
@@ -35,6 +38,9 @@ impl Object {
             Self::Provider(o) => ObjectRef::namespaced("Provider", o),
             Self::ServiceTier(o) => ObjectRef { kind: "ServiceTier", namespace: None, name: o.name_any() },
             Self::Secret(s) => ObjectRef { kind: "Secret", namespace: Some(s.namespace.clone()), name: s.name.clone() },
+            Self::ConfigMap(c) => {
+                ObjectRef { kind: "ConfigMap", namespace: Some(c.namespace.clone()), name: c.name.clone() }
+            }
         }
     }
 }
@@ -100,5 +106,27 @@ impl From<&Secret> for SecretData {
             data.insert(k.clone(), v.clone().into_bytes());
         }
         Self { namespace: namespace_of(secret), name: secret.name_any(), data }
+    }
+}
+
+/// A ConfigMap reduced to what the compiler needs: `data` and `binaryData` in one map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigMapData {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Values by key.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+impl From<&ConfigMap> for ConfigMapData {
+    fn from(config_map: &ConfigMap) -> Self {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            config_map.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        for (k, v) in config_map.data.iter().flatten() {
+            data.insert(k.clone(), v.clone().into_bytes());
+        }
+        Self { namespace: namespace_of(config_map), name: config_map.name_any(), data }
     }
 }

@@ -193,7 +193,7 @@ fn other_kubernetes_kinds_are_skipped_with_a_warning() {
     assert_eq!(manifests.warnings.len(), 1);
     assert_eq!(
         manifests.warnings[0].to_string(),
-        "test.yaml (document 8, line 52): skipped apps/v1 Deployment: not a Sluice kind or a Secret"
+        "test.yaml (document 8, line 52): skipped apps/v1 Deployment: not a Sluice kind, a Secret or a ConfigMap"
     );
 }
 
@@ -273,4 +273,58 @@ fn compiled_config_round_trips_and_rejects_unknown_fields() {
     let error = serde_json::from_value::<sluice_crds::config::GatewayConfig>(value).expect_err("strict");
     assert!(error.to_string().contains("unknown field `retries`"), "{error}");
     assert!(!format!("{config:?}").contains("sk-upstream-secret-value"), "credentials leak through Debug");
+}
+
+#[test]
+fn endpoint_defaults_compile_into_the_config() {
+    let text = variant(
+        "  slug: chat\n",
+        "  slug: chat\n  apis: [chatCompletions]\n  defaultModel: chat-latest\n  defaultParameters: {temperature: 0.2, max_tokens: 512, stop: [\"END\"]}\n",
+        "",
+    );
+    let manifests = load_str(Path::new("test.yaml"), &text).expect("loads");
+    let config = compile(&manifests.objects, &CompileOptions::default()).expect("compiles").remove(0);
+    let endpoint = &config.endpoints["chat"];
+    assert_eq!(endpoint.default_model.as_deref(), Some("chat-latest"));
+    assert_eq!(
+        serde_json::to_value(&endpoint.default_parameters).expect("json"),
+        serde_json::json!({"max_tokens": 512, "stop": ["END"], "temperature": 0.2})
+    );
+    use sluice_crds::api::ApiKind::{ChatCompletions, Gemini, Messages, Responses};
+    assert_eq!(endpoint.apis, [ChatCompletions, Messages, Responses, Gemini], "a list from before the new values");
+    assert!(config.validate().is_ok());
+}
+
+#[test]
+fn endpoint_defaults_name_an_endpoint_model_and_request_parameters() {
+    let text = variant(
+        "  slug: chat\n",
+        "  slug: chat\n  limits: {maxTokens: 100}\n  defaultModel: nope\n  defaultParameters: {temperature: 0.2, max_tokens: 512, model: chat, tools: [{type: function}]}\n",
+        "",
+    );
+    assert_eq!(
+        compile_errors(&text),
+        [
+            "Endpoint team-a/chat: spec.defaultModel: \"nope\" is not a model or alias of this Endpoint (it has: chat, chat-latest)",
+            "Endpoint team-a/chat: spec.defaultParameters.max_tokens: 512 is above spec.limits.maxTokens (100): every request relying on it would be refused",
+            "Endpoint team-a/chat: spec.defaultParameters.model: the model a request gets is spec.defaultModel",
+            "Endpoint team-a/chat: spec.defaultParameters.tools: must be a number, string, boolean or a list of those",
+        ]
+    );
+}
+
+#[test]
+fn a_config_whose_default_model_is_gone_is_invalid() {
+    let manifests = load_str(Path::new("test.yaml"), MINIMAL).expect("loads");
+    let mut config = compile(&manifests.objects, &CompileOptions::default()).expect("compiles").remove(0);
+    let endpoint = config.endpoints.get_mut("chat").expect("endpoint");
+    endpoint.default_model = Some("gone".into());
+    endpoint.default_parameters.insert("stream".into(), true.into());
+    assert_eq!(
+        config.validate(),
+        Err(vec![
+            "endpoints.chat.defaultModel: no model or alias \"gone\"".to_owned(),
+            "endpoints.chat.defaultParameters.stream: part of the request itself, not a parameter".to_owned(),
+        ])
+    );
 }

@@ -20,7 +20,8 @@ fn quickstart_compiles_to_one_project_with_the_documented_key() {
     let [config] = loaded.configs.as_slice() else { panic!("one project expected, got {}", loaded.configs.len()) };
     assert_eq!(config.project.slug, "demo");
     let endpoint = &config.endpoints["assistant"];
-    assert_eq!(endpoint.models.keys().collect::<Vec<_>>(), ["demo-chat", "demo-embed"]);
+    assert_eq!(endpoint.models.keys().collect::<Vec<_>>(), ["demo-chat", "demo-embed", "demo-image"]);
+    assert_eq!(endpoint.default_model.as_deref(), Some("demo-chat"));
     assert_eq!(endpoint.aliases["demo-chat-latest"].target, "demo-chat");
     assert_eq!(endpoint.apis, ApiKind::ALL);
     assert!(config.providers.values().all(|p| p.provider_type == ProviderType::Simulated));

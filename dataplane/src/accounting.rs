@@ -18,7 +18,9 @@ use crate::metrics::{Metrics, ModelMetrics, upstream_error};
 use crate::protocol::AnswerFormat;
 use crate::protocol::openai::Usage;
 use crate::protocol::sse::SseTap;
+use crate::route::Api;
 use crate::snapshot::{Backend, Model, Tier};
+use crate::traces::RequestTrace;
 use crate::usage_api::UsageBook;
 use crate::usage_api::book::Settled;
 
@@ -104,11 +106,17 @@ pub struct Admitted {
     /// The period of the key's counters (its budget's; monthly without one).
     key_period: sluice_crds::api::BudgetPeriod,
     settled: bool,
+    /// The API called, for the GenAI metrics' operation.
+    api: Api,
+    /// The request's trace, told the usage and cost.
+    trace: RequestTrace,
 }
 
 /// The backend that answered.
 struct Served {
     backend: Arc<str>,
+    /// Its index in the model's backends (for its metric series).
+    index: usize,
     provider: Arc<str>,
     pricing: Option<PricingConfig>,
     first_byte: Instant,
@@ -164,7 +172,16 @@ impl Admitted {
             usage,
             key_period: caller.key.budget.as_ref().map_or(sluice_crds::api::BudgetPeriod::Monthly, |b| b.period),
             settled: false,
+            api: Api::ChatCompletions,
+            trace: RequestTrace::default(),
         }
+    }
+
+    /// The account of a call to `api`, reporting to the request's `trace`.
+    pub fn observed(mut self, api: Api, trace: RequestTrace) -> Self {
+        self.api = api;
+        self.trace = trace;
+        self
     }
 
     /// Settles a request that got no answer: every backend failed, with `status`.
@@ -217,13 +234,35 @@ impl Admitted {
         if billable {
             self.metrics.tokens_in.inc_by(usage.prompt_tokens);
             self.metrics.tokens_out.inc_by(usage.completion_tokens);
+            self.metrics.tokens_cached.inc_by(usage.cached_tokens.min(usage.prompt_tokens));
+            self.metrics.cost_usd.inc_by(cost);
         }
         let ttft = served.map(|s| s.first_byte.duration_since(self.started));
-        if let Some(ttft) = ttft {
+        let genai = served
+            .and_then(|s| self.metrics.backends.get(s.index))
+            .map(|b| b.genai(&self.all_metrics, self.api, streamed));
+        if let Some(genai) = genai {
+            genai.request_duration.observe(elapsed.as_secs_f64());
+            if billable {
+                genai.input_tokens.observe(usage.prompt_tokens as f64);
+                genai.output_tokens.observe(usage.completion_tokens as f64);
+            }
+        }
+        self.trace.settled(&usage, cost, ttft, end.cut_short.map(CutShort::as_str));
+        // Time to first token means something for streams only (a whole answer's first byte is
+        // its last).
+        if let (Some(ttft), true) = (ttft, streamed && (200..300).contains(&status)) {
             self.metrics.ttft.observe(ttft.as_secs_f64());
-            if streamed && usage.completion_tokens > 1 && end.cut_short.is_none() {
+            if let Some(histogram) = genai.and_then(|g| g.ttft.as_ref()) {
+                histogram.observe(ttft.as_secs_f64());
+            }
+            if usage.completion_tokens > 1 && end.cut_short.is_none() {
                 let decode = elapsed.saturating_sub(ttft).as_secs_f64();
-                self.metrics.tpot.observe(decode / (usage.completion_tokens - 1) as f64);
+                let tpot = decode / (usage.completion_tokens - 1) as f64;
+                self.metrics.tpot.observe(tpot);
+                if let Some(histogram) = genai.and_then(|g| g.tpot.as_ref()) {
+                    histogram.observe(tpot);
+                }
             }
         }
         if let (Some(CutShort::UpstreamError), Some(served)) = (end.cut_short, served) {
@@ -272,6 +311,7 @@ impl Accounting {
     pub fn new(
         admitted: Admitted,
         backend: &Backend,
+        index: usize,
         attempt: Attempt,
         first_byte: Instant,
         status: StatusCode,
@@ -279,6 +319,7 @@ impl Accounting {
     ) -> Self {
         let served = Served {
             backend: backend.label.clone(),
+            index,
             provider: backend.upstream.id.clone(),
             pricing: backend.pricing.clone(),
             first_byte,
@@ -357,11 +398,12 @@ pub fn refused(
     request_id: &RequestId,
     at: Option<(&str, &str)>,
     status: u16,
-    code: &str,
+    code: &'static str,
     started: Instant,
 ) {
     let (project, endpoint) = at.unwrap_or_default();
     metrics.count_unrouted(project, endpoint, status);
+    metrics.rejection(project, endpoint, code);
     tracing::info!(target: "sluice::access", request_id = %request_id, project,
         endpoint, status, error = code,
         duration_ms = started.elapsed().as_millis() as u64, "request refused");

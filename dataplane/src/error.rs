@@ -85,6 +85,10 @@ pub enum ApiError {
     /// The upstream rate-limited us and no other backend could take the request.
     #[error("The upstream for model '{model}' is rate limiting requests.")]
     UpstreamRateLimited { model: String, retry_after: Option<HeaderValue> },
+    /// The TLS handshake with the upstream failed (after failover ran out): its certificate is
+    /// not trusted, or it refused the gateway's client certificate.
+    #[error("TLS with the upstream for model '{model}' failed: {reason}.")]
+    UpstreamTls { model: String, reason: &'static str },
     /// The upstream did not answer in time.
     #[error("The upstream for model '{0}' timed out.")]
     UpstreamTimeout(String),
@@ -124,6 +128,7 @@ impl ApiError {
             Self::Shed { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "slo_unattainable"),
             Self::NoHealthyBackend(_) => (S::SERVICE_UNAVAILABLE, "api_error", "no_healthy_backend"),
             Self::UpstreamStatus { .. } => (S::BAD_GATEWAY, "api_error", "upstream_error"),
+            Self::UpstreamTls { .. } => (S::BAD_GATEWAY, "api_error", "upstream_tls_error"),
             Self::UpstreamRateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited"),
             Self::UpstreamTimeout(_) => (S::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout"),
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", "not_ready"),

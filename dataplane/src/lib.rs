@@ -25,7 +25,8 @@
 //! Beside the path: [`backends`] is every backend's live load, latency and health, which
 //! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
 //! stages read it, kept current by [`reload`] from [`config_source`]; [`admin`], [`metrics`],
-//! [`logging`] and [`usage_report`] make the gateway observable; [`settings`] are its flags.
+//! [`logging`], [`traces`] and [`usage_report`] make the gateway observable ([`genai`] names
+//! what traces and metrics share); [`settings`] are its flags.
 
 // The request path, in the order listed above (blank lines keep rustfmt from sorting it).
 pub mod server;
@@ -59,12 +60,14 @@ pub mod admin;
 pub mod backends;
 pub mod config_source;
 pub mod error;
+pub mod genai;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
 pub mod scrape;
 pub mod settings;
 pub mod snapshot;
+pub mod traces;
 pub mod usage_report;
 
 use std::net::SocketAddr;
@@ -119,20 +122,25 @@ pub struct Gateway {
     pub limiter: limits::Limiter,
     /// Usage per key, endpoint and model, for `/v1/usage` and the per-key metrics.
     pub usage: Arc<usage_api::UsageBook>,
+    /// Request traces (off unless `--otlp-endpoint` is given).
+    pub traces: traces::Traces,
 }
 
 impl Gateway {
     /// A gateway with no configuration yet.
     pub fn new(shared_namespace: &str, max_header_bytes: usize) -> Arc<Self> {
-        Self::with_limiter(shared_namespace, max_header_bytes, Arc::new(Metrics::new()), limits::Limiter::default())
+        let (metrics, limiter) = (Arc::new(Metrics::new()), limits::Limiter::default());
+        Self::with_limiter(shared_namespace, max_header_bytes, metrics, limiter, traces::Traces::off())
     }
 
-    /// A gateway with no configuration yet whose admissions go through `limiter`.
+    /// A gateway with no configuration yet whose admissions go through `limiter` and whose
+    /// requests are traced by `traces`.
     pub fn with_limiter(
         shared_namespace: &str,
         max_header_bytes: usize,
         metrics: Arc<Metrics>,
         limiter: limits::Limiter,
+        traces: traces::Traces,
     ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -146,6 +154,7 @@ impl Gateway {
             usage: Arc::new(usage_api::UsageBook::new(metrics.clone(), limiter.redis().is_some())),
             metrics,
             limiter,
+            traces,
         })
     }
 
@@ -224,7 +233,9 @@ pub async fn start(
 ) -> Result<Running, Error> {
     let metrics = Arc::new(Metrics::new());
     let limiter = limits::Limiter::from_settings(&settings, &metrics.limits).map_err(Error::Config)?;
-    let gateway = Gateway::with_limiter(&settings.shared_namespace, settings.max_header_bytes, metrics, limiter);
+    let traces = traces::export::from_settings(&settings).map_err(Error::Config)?;
+    let gateway =
+        Gateway::with_limiter(&settings.shared_namespace, settings.max_header_bytes, metrics, limiter, traces);
     if let Some(redis) = gateway.limiter.redis() {
         tracing::info!(redis = %redis.describe(), replicas_hint = settings.replicas_hint, "limits are shared through Redis");
         tokio::spawn(redis.clone().maintain());

@@ -46,11 +46,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(
             base_url = %format!("http://{}/demo/assistant/v1", running.api_addr),
             api_key = "sl_demo_quickstartkey",
-            models = "demo-chat, demo-embed",
+            models = "demo-chat, demo-embed, demo-image",
             "serving the embedded quickstart"
         );
     }
     running.done.await?;
+    // The spans of the last requests leave before the process does.
+    let traces = running.gateway.traces.clone();
+    tokio::task::spawn_blocking(move || traces.shutdown()).await?;
     Ok(())
 }
 
@@ -65,15 +68,7 @@ fn check(settings: &Settings) -> anyhow::Result<()> {
     };
     if settings.print_config {
         for config in &configs {
-            let mut value = serde_json::to_value(config)?;
-            if let Some(providers) = value.get_mut("providers").and_then(|p| p.as_object_mut()) {
-                for provider in providers.values_mut() {
-                    if let Some(credential) = provider.get_mut("credential") {
-                        *credential = serde_json::Value::String("<redacted>".into());
-                    }
-                }
-            }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            println!("{}", serde_json::to_string_pretty(&config.redacted())?);
         }
     } else {
         for config in &configs {

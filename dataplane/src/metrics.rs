@@ -3,6 +3,14 @@
 //! never from client input or key material, so cardinality is bounded by what the operator
 //! declared. The per-key families (`sluice_key_*`) have one series per key that has been used. Per-model handles are resolved when a
 //! snapshot is built, so the request path increments atomics without hashing labels.
+//!
+//! Beside the `sluice_*` families, the histograms the OpenTelemetry GenAI semantic conventions
+//! define are exposed under their names (`gen_ai.server.request.duration` as
+//! `gen_ai_server_request_duration_seconds`, `gen_ai.client.token.usage` as
+//! `gen_ai_client_token_usage`...), with the conventions' buckets and attributes as labels
+//! (operation, provider type, requested and upstream model) plus project, endpoint and stream.
+//! Their series are made on a backend's first use for an (operation, stream) pair, then kept in
+//! [`ModelMetrics`] like the others. Every label value is a configured name or one of a fixed set.
 
 use std::sync::atomic::AtomicU64;
 
@@ -118,6 +126,38 @@ struct PodScrapeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    project: String,
+    endpoint: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AttemptLabels {
+    provider: String,
+    model: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiLabels {
+    project: String,
+    endpoint: String,
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: String,
+    gen_ai_response_model: String,
+    stream: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenAiTokenLabels {
+    #[prometheus(flatten)]
+    call: GenAiLabels,
+    gen_ai_token_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
 }
@@ -160,9 +200,149 @@ pub struct KeyMetrics {
     pub cost_usd: Counter<f64, AtomicU64>,
 }
 
+/// The GenAI conventions' histograms, in a registry of their own (no `sluice` prefix).
+struct GenAi {
+    registry: Registry,
+    request_duration: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    ttft: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    tpot: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    token_usage: Family<GenAiTokenLabels, Histogram, fn() -> Histogram>,
+}
+
+/// `gen_ai.server.request.duration`'s buckets, seconds.
+fn genai_duration_histogram() -> Histogram {
+    Histogram::new([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92])
+}
+
+/// `gen_ai.server.time_to_first_token`'s buckets, seconds.
+fn genai_ttft_histogram() -> Histogram {
+    Histogram::new([0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
+}
+
+/// `gen_ai.server.time_per_output_token`'s buckets, seconds.
+fn genai_tpot_histogram() -> Histogram {
+    Histogram::new([0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5])
+}
+
+/// `gen_ai.client.token.usage`'s buckets, tokens.
+fn genai_token_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 4.0, 14))
+}
+
+impl GenAi {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let request_duration = Family::new_with_constructor(genai_duration_histogram as fn() -> Histogram);
+        registry.register(
+            "gen_ai_server_request_duration_seconds",
+            "GenAI server request duration (gen_ai.server.request.duration)",
+            request_duration.clone(),
+        );
+        let ttft = Family::new_with_constructor(genai_ttft_histogram as fn() -> Histogram);
+        registry.register(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first token of a stream (gen_ai.server.time_to_first_token)",
+            ttft.clone(),
+        );
+        let tpot = Family::new_with_constructor(genai_tpot_histogram as fn() -> Histogram);
+        registry.register(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Time per output token of a stream after the first (gen_ai.server.time_per_output_token)",
+            tpot.clone(),
+        );
+        let token_usage = Family::new_with_constructor(genai_token_histogram as fn() -> Histogram);
+        registry.register(
+            "gen_ai_client_token_usage",
+            "Tokens per request by type, as the upstream reported them (gen_ai.client.token.usage)",
+            token_usage.clone(),
+        );
+        Self { registry, request_duration, ttft, tpot, token_usage }
+    }
+}
+
+/// The GenAI histograms of one backend for one (operation, stream) pair.
+#[derive(Clone, Debug)]
+pub struct GenAiSeries {
+    /// `gen_ai_server_request_duration_seconds`.
+    pub request_duration: Histogram,
+    /// `gen_ai_server_time_to_first_token_seconds` (streams only: no series otherwise).
+    pub ttft: Option<Histogram>,
+    /// `gen_ai_server_time_per_output_token_seconds` (streams only).
+    pub tpot: Option<Histogram>,
+    /// `gen_ai_client_token_usage{gen_ai_token_type="input"}`.
+    pub input_tokens: Histogram,
+    /// `gen_ai_client_token_usage{gen_ai_token_type="output"}`.
+    pub output_tokens: Histogram,
+}
+
+/// The outcomes of an upstream attempt (`sluice_upstream_attempts_total{outcome}`): success,
+/// then the kinds of [`upstream_error`].
+pub const ATTEMPT_OUTCOMES: [&str; 8] = [
+    "success",
+    upstream_error::CONNECT,
+    upstream_error::TLS,
+    upstream_error::TIMEOUT,
+    upstream_error::STATUS_5XX,
+    upstream_error::STATUS_429,
+    upstream_error::REQUEST,
+    "untranslatable",
+];
+
+/// Handles for one backend of one model: its attempts, and its GenAI histograms, made on first
+/// use for each (operation, stream) pair.
+#[derive(Debug)]
+pub struct BackendSeries {
+    labels: GenAiLabels,
+    attempts: [Counter; ATTEMPT_OUTCOMES.len()],
+    /// Attempt duration (to the answer's head, or first event of a stream, or the failure),
+    /// succeeded and failed.
+    attempt_duration: [Histogram; 2],
+    genai: [[std::sync::OnceLock<GenAiSeries>; 2]; 5],
+}
+
+impl BackendSeries {
+    /// Counts an attempt that ended with `outcome` (one of [`ATTEMPT_OUTCOMES`]) after `took`.
+    pub fn attempt(&self, outcome: &str, took: std::time::Duration) {
+        let index = ATTEMPT_OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(ATTEMPT_OUTCOMES.len() - 1);
+        self.attempts[index].inc();
+        self.attempt_duration[usize::from(index != 0)].observe(took.as_secs_f64());
+    }
+
+    /// The GenAI histograms for calls of `api`, streamed or not.
+    pub fn genai(&self, metrics: &Metrics, api: crate::route::Api, stream: bool) -> &GenAiSeries {
+        let operation = crate::route::Api::ALL.iter().position(|a| *a == api).unwrap_or_default();
+        self.genai[operation.min(4)][usize::from(stream)].get_or_init(|| {
+            let labels = GenAiLabels {
+                gen_ai_operation_name: crate::genai::operation(api),
+                stream: if stream { "true" } else { "false" },
+                ..self.labels.clone()
+            };
+            let tokens = |gen_ai_token_type| {
+                metrics
+                    .genai
+                    .token_usage
+                    .get_or_create_owned(&GenAiTokenLabels { call: labels.clone(), gen_ai_token_type })
+            };
+            GenAiSeries {
+                request_duration: metrics.genai.request_duration.get_or_create_owned(&labels),
+                ttft: stream.then(|| metrics.genai.ttft.get_or_create_owned(&labels)),
+                tpot: stream.then(|| metrics.genai.tpot.get_or_create_owned(&labels)),
+                input_tokens: tokens("input"),
+                output_tokens: tokens("output"),
+            }
+        })
+    }
+}
+
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
+    genai: GenAi,
+    rejections: Family<RejectionLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
+    attempt_duration: Family<AttemptLabels, Histogram, fn() -> Histogram>,
+    cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
+    cached_tokens: Family<ModelLabels, Counter>,
     key_requests: Family<KeyLabels, Counter>,
     key_tokens: Family<KeyTokenLabels, Counter>,
     key_cost: Family<KeyLabels, Counter<f64, AtomicU64>>,
@@ -214,6 +394,12 @@ pub struct ModelMetrics {
     pub in_flight: Gauge,
     /// Requests of a sheddable tier refused because no backend could meet their hints.
     pub sheds: Counter,
+    /// Cost in US dollars.
+    pub cost_usd: Counter<f64, AtomicU64>,
+    /// Prompt tokens the upstream served from its cache.
+    pub tokens_cached: Counter,
+    /// Each backend's series, in the model's backend order.
+    pub backends: std::sync::Arc<[BackendSeries]>,
 }
 
 impl ModelMetrics {
@@ -377,8 +563,10 @@ fn tpot_histogram() -> Histogram {
 
 /// The kinds of upstream failure counted in `sluice_upstream_errors_total`.
 pub mod upstream_error {
-    /// Connection refused, DNS or TLS failure, connect timeout.
+    /// Connection refused, DNS failure, connect timeout.
     pub const CONNECT: &str = "connect";
+    /// A failed TLS handshake (an untrusted certificate, a refused client certificate).
+    pub const TLS: &str = "tls";
     /// No first byte in time.
     pub const TIMEOUT: &str = "timeout";
     /// A 5xx answer.
@@ -402,7 +590,7 @@ impl Metrics {
         let ttft = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register(
             "time_to_first_token_seconds",
-            "Time from request to the first byte of the answer",
+            "Time from request to the first event of a successful stream",
             ttft.clone(),
         );
         let tpot = Family::new_with_constructor(tpot_histogram as fn() -> Histogram);
@@ -475,6 +663,24 @@ impl Metrics {
         registry.register("key_tokens", "Tokens billed per API key id, by direction", key_tokens.clone());
         let key_cost = Family::default();
         registry.register("key_cost_usd", "Cost in US dollars per API key id", key_cost.clone());
+        let rejections = Family::default();
+        registry.register(
+            "rejections",
+            "Requests refused before reaching a backend, by reason (the OpenAI error code)",
+            rejections.clone(),
+        );
+        let attempts = Family::default();
+        registry.register("upstream_attempts", "Upstream attempts by outcome", attempts.clone());
+        let attempt_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "upstream_attempt_duration_seconds",
+            "Upstream attempt duration (to the answer's head or a stream's first event), by outcome",
+            attempt_duration.clone(),
+        );
+        let cost = Family::default();
+        registry.register("cost_usd", "Cost in US dollars", cost.clone());
+        let cached_tokens = Family::default();
+        registry.register("cached_tokens", "Prompt tokens served from the upstream's cache", cached_tokens.clone());
         let limits = LimiterMetrics::default();
         registry.register("limits_redis_up", "1 while Redis answers for shared limits", limits.redis_up.clone());
         registry.register(
@@ -490,6 +696,12 @@ impl Metrics {
         registry.register("limits_redis_errors", "Failed Redis calls by kind", limits.redis_errors.clone());
         Self {
             registry,
+            genai: GenAi::new(),
+            rejections,
+            attempts,
+            attempt_duration,
+            cost,
+            cached_tokens,
             key_requests,
             key_tokens,
             key_cost,
@@ -546,10 +758,55 @@ impl Metrics {
             tokens_out: tokens("output"),
             failovers: self.failovers.get_or_create_owned(&labels),
             sheds: self.sheds.get_or_create_owned(&labels),
+            cost_usd: self.cost.get_or_create_owned(&labels),
+            tokens_cached: self.cached_tokens.get_or_create_owned(&labels),
+            backends: std::sync::Arc::new([]),
             in_flight: self
                 .in_flight
                 .get_or_create_owned(&EndpointLabels { project: project.into(), endpoint: endpoint.into() }),
         }
+    }
+
+    /// Resolves the series of `model`'s backends, each `(provider id, provider type, upstream
+    /// model)`, for its handles.
+    pub fn model_backends<'b>(
+        &self,
+        model: &mut ModelMetrics,
+        project: &str,
+        endpoint: &str,
+        name: &str,
+        backends: impl IntoIterator<Item = (&'b str, sluice_crds::api::ProviderType, &'b str)>,
+    ) {
+        model.backends = backends
+            .into_iter()
+            .map(|(provider, kind, upstream_model)| {
+                let attempt =
+                    |outcome| AttemptLabels { provider: provider.into(), model: upstream_model.into(), outcome };
+                BackendSeries {
+                    labels: GenAiLabels {
+                        project: project.into(),
+                        endpoint: endpoint.into(),
+                        gen_ai_operation_name: "",
+                        gen_ai_provider_name: crate::genai::provider(kind),
+                        gen_ai_request_model: name.into(),
+                        gen_ai_response_model: upstream_model.into(),
+                        stream: "",
+                    },
+                    attempts: ATTEMPT_OUTCOMES.map(|outcome| self.attempts.get_or_create_owned(&attempt(outcome))),
+                    attempt_duration: ["success", "failure"]
+                        .map(|outcome| self.attempt_duration.get_or_create_owned(&attempt(outcome))),
+                    genai: Default::default(),
+                }
+            })
+            .collect();
+    }
+
+    /// Counts a request refused before it reached a backend, by its error code. `project` and
+    /// `endpoint` must be configured slugs or empty.
+    pub fn rejection(&self, project: &str, endpoint: &str, reason: &'static str) {
+        self.rejections
+            .get_or_create(&RejectionLabels { project: project.into(), endpoint: endpoint.into(), reason })
+            .inc();
     }
 
     /// Resolves the handles of one API key (by its id, never its material).
@@ -664,9 +921,12 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.genai.registry);
+        let _ = encode_eof(&mut out);
         out
     }
 }

@@ -18,11 +18,13 @@ pub enum Api {
     Embeddings,
     /// `/rerank`
     Rerank,
+    /// `/images/generations`
+    Images,
 }
 
 impl Api {
     /// Every API, in a fixed order (an index into per-API tables).
-    pub const ALL: [Self; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank];
+    pub const ALL: [Self; 5] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank, Self::Images];
 
     /// Path below `.../v1`.
     pub fn suffix(self) -> &'static str {
@@ -31,6 +33,7 @@ impl Api {
             Self::Completions => "/completions",
             Self::Embeddings => "/embeddings",
             Self::Rerank => "/rerank",
+            Self::Images => "/images/generations",
         }
     }
 
@@ -41,6 +44,7 @@ impl Api {
             Self::Completions => "/v1/completions",
             Self::Embeddings => "/v1/embeddings",
             Self::Rerank => "/v1/rerank",
+            Self::Images => "/v1/images/generations",
         }
     }
 
@@ -57,6 +61,7 @@ impl Api {
             Self::Completions => ApiKind::Completions,
             Self::Embeddings => ApiKind::Embeddings,
             Self::Rerank => ApiKind::Rerank,
+            Self::Images => ApiKind::Images,
         }
     }
 
@@ -68,6 +73,7 @@ impl Api {
             Self::Completions => Capability::Completions,
             Self::Embeddings => Capability::Embeddings,
             Self::Rerank => Capability::Rerank,
+            Self::Images => Capability::Images,
         }
     }
 }
@@ -87,8 +93,8 @@ pub enum Route<'p> {
     GetModel(&'p str),
     /// `POST /v1/responses`: OpenAI's Responses API, served as a chat completion.
     Responses,
-    /// `POST /v1beta/models/{model}:{method}`: Gemini's API, served as a chat completion (or
-    /// answered by the gateway, for `countTokens`).
+    /// `POST /v1beta/models/{model}:{method}`: Gemini's API, served as a chat completion (or as
+    /// embeddings, for `embedContent`; or answered by the gateway, for `countTokens`).
     Gemini {
         /// The model in the path (without `models/`).
         model: &'p str,
@@ -110,6 +116,10 @@ pub enum GeminiMethod {
     StreamGenerate,
     /// `:countTokens`: answered by the gateway.
     CountTokens,
+    /// `:embedContent`: one embedding.
+    EmbedContent,
+    /// `:batchEmbedContents`: several embeddings.
+    BatchEmbedContents,
 }
 
 impl Route<'_> {
@@ -147,7 +157,9 @@ impl Wire {
             Self::Responses
         } else if path.contains("/v1beta/")
             || path.ends_with("/v1beta")
-            || [":generateContent", ":streamGenerateContent", ":countTokens"].iter().any(|m| path.ends_with(m))
+            || [":generateContent", ":streamGenerateContent", ":countTokens", ":embedContent", ":batchEmbedContents"]
+                .iter()
+                .any(|m| path.ends_with(m))
         {
             Self::Gemini
         } else {
@@ -183,6 +195,7 @@ pub fn parse_path(path: &str) -> Option<Target<'_>> {
         "completions" => Route::Api(Api::Completions),
         "embeddings" => Route::Api(Api::Embeddings),
         "rerank" => Route::Api(Api::Rerank),
+        "images/generations" => Route::Api(Api::Images),
         "messages" => Route::Messages,
         "messages/count_tokens" => Route::CountTokens,
         "responses" => Route::Responses,
@@ -252,6 +265,8 @@ fn gemini_route(rest: &str) -> Option<Route<'_>> {
         "generateContent" => GeminiMethod::Generate,
         "streamGenerateContent" => GeminiMethod::StreamGenerate,
         "countTokens" => GeminiMethod::CountTokens,
+        "embedContent" => GeminiMethod::EmbedContent,
+        "batchEmbedContents" => GeminiMethod::BatchEmbedContents,
         _ => return None,
     };
     (!model.is_empty()).then_some(Route::Gemini { model, method })
@@ -301,7 +316,10 @@ mod tests {
         assert_eq!(split("/p/e/v1beta/models/m-ok:generateContent"), gemini("m-ok", GeminiMethod::Generate));
         assert_eq!(split("/p/e/v1beta/models/a/b:streamGenerateContent"), gemini("a/b", GeminiMethod::StreamGenerate));
         assert_eq!(split("/p/e/v1beta/models/m:countTokens"), gemini("m", GeminiMethod::CountTokens));
-        assert_eq!(split("/p/e/v1beta/models/m:embedContent"), None);
+        assert_eq!(split("/p/e/v1beta/models/m:embedContent"), gemini("m", GeminiMethod::EmbedContent));
+        assert_eq!(split("/p/e/v1/models/m:batchEmbedContents"), gemini("m", GeminiMethod::BatchEmbedContents));
+        assert_eq!(Wire::of_path("/p/e/v1/models/m:batchEmbedContents"), Wire::Gemini);
+        assert_eq!(split("/p/e/v1beta/models/m:predict"), None);
         assert_eq!(split("/p/e/v1beta/models/:generateContent"), None);
         assert_eq!(split("/p/e/v1beta/models"), Some(("p", "e", Route::GeminiListModels)));
         assert_eq!(split("/p/e/v1beta/models/m"), Some(("p", "e", Route::GeminiGetModel("m"))));

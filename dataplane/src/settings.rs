@@ -32,6 +32,58 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
+/// The OTLP transport for traces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (a collector's port 4317).
+    #[value(name = "grpc")]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (a collector's port 4318, path `/v1/traces`).
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Which requests are traced, as `OTEL_TRACES_SAMPLER` names the samplers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TraceSampler {
+    /// Every request.
+    #[value(name = "always_on")]
+    AlwaysOn,
+    /// None.
+    #[value(name = "always_off")]
+    AlwaysOff,
+    /// The share of requests given by the sampler argument.
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    /// The client's decision when its `traceparent` has one, else every request.
+    #[value(name = "parentbased_always_on")]
+    ParentBasedAlwaysOn,
+    /// The client's decision when its `traceparent` has one, else none.
+    #[value(name = "parentbased_always_off")]
+    ParentBasedAlwaysOff,
+    /// The client's decision when its `traceparent` has one, else the sampler argument's share.
+    #[value(name = "parentbased_traceidratio")]
+    ParentBasedTraceIdRatio,
+}
+
+/// OTLP headers (`key=value,...`), which may hold a collector's token: `<redacted>` in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OtlpHeaders(pub String);
+
+impl std::str::FromStr for OtlpHeaders {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for OtlpHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// `sluice-gateway`: the Sluice data plane.
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -158,6 +210,38 @@ pub struct Settings {
     /// A ceiling on tokens per minute over all keys of a project (each project served).
     #[arg(long, env = "SLUICE_PROJECT_TOKENS_PER_MINUTE", value_name = "N")]
     pub project_tokens_per_minute: Option<u64>,
+
+    /// Send traces (a span per request, with its stages and upstream attempts) to this OTLP
+    /// endpoint, e.g. `http://otel-collector:4317` (gRPC) or `http://otel-collector:4318`
+    /// (HTTP, to which `/v1/traces` is added). Without it no span is made.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// The OTLP transport.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_PROTOCOL", value_enum, default_value = "http/protobuf")]
+    pub otlp_protocol: OtlpProtocol,
+
+    /// Headers sent with every export (`key=value,...`, values percent-encoded), e.g. a
+    /// collector's token. Never logged.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_name = "KEY=VALUE,...", hide_env_values = true)]
+    pub otlp_headers: Option<OtlpHeaders>,
+
+    /// Which requests are traced.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value = "parentbased_always_on")]
+    pub traces_sampler: TraceSampler,
+
+    /// The share of requests traced (0 to 1) by the `traceidratio` samplers.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO", default_value_t = 1.0)]
+    pub traces_sampler_arg: f64,
+
+    /// `service.name` of the traces.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "sluice-gateway")]
+    pub otel_service_name: String,
+
+    /// More resource attributes of the traces (`key=value,...`, e.g.
+    /// `deployment.environment.name=prod,k8s.pod.name=$(POD_NAME)`).
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_name = "KEY=VALUE,...")]
+    pub otel_resource_attributes: Option<String>,
 
     /// Validate the configuration, print a summary and exit (status 1 on errors).
     #[arg(long)]

@@ -12,13 +12,13 @@ pub type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
-use sluice_crds::api::{Capability, RoutingPolicy, Scope};
+use sluice_crds::api::{ApiKind, Capability, RoutingPolicy, Scope};
 use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, TierConfig};
 
 use crate::backends::{BackendKey, BackendRegistry, BackendState};
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
-use crate::route::Api;
+use crate::protocol::defaults::RequestDefaults;
 use crate::scrape::{PodTarget, Scrapes};
 use crate::upstream::client::{SharedUpstream, UpstreamPool};
 
@@ -81,6 +81,9 @@ pub struct Project {
     pub endpoints: FastMap<String, Endpoint>,
     /// Keys, addressed by [`Snapshot::key`].
     pub keys: Vec<Key>,
+    /// `host[:port]` of each Provider's base URL, by Provider id, for traces (`server.address`;
+    /// a pool's pods name theirs in their backend's label).
+    pub servers: FastMap<String, String>,
 }
 
 /// An endpoint.
@@ -90,14 +93,16 @@ pub struct Endpoint {
     pub slug: Arc<str>,
     /// Its tier, if it names one.
     pub tier: Option<Arc<Tier>>,
-    /// Which APIs it serves, indexed by [`Api::index`].
-    pub apis: [bool; 4],
+    /// Which APIs it serves, indexed by [`ApiKind`] (see [`Endpoint::serves`]).
+    apis: [bool; ApiKind::ALL.len()],
     /// Largest body.
     pub max_body_bytes: u64,
     /// Largest `max_tokens`.
     pub max_tokens: Option<u64>,
     /// Backend choice within a priority.
     pub routing: RoutingPolicy,
+    /// The model and parameters a request that sends none of its own gets.
+    pub defaults: RequestDefaults,
     /// Models in name order.
     pub models: Vec<Model>,
     names: FastMap<String, NameTarget>,
@@ -232,8 +237,9 @@ impl Endpoint {
     }
 
     /// Whether the endpoint serves `api`.
-    pub fn serves(&self, api: Api) -> bool {
-        self.apis[api.index()]
+    pub fn serves(&self, api: ApiKind) -> bool {
+        // `ApiKind::ALL` lists every kind in declaration order, so its discriminant indexes it.
+        self.apis[api as usize]
     }
 }
 
@@ -392,6 +398,9 @@ pub fn build(
                     }
                 }
                 backends.sort_by_key(|b| b.priority);
+                let mut model_metrics = metrics.model(&slug, endpoint_slug, name);
+                let series = backends.iter().map(|b| (&*b.upstream.id, b.upstream.kind, b.model.as_str()));
+                metrics.model_backends(&mut model_metrics, &slug, endpoint_slug, name, series);
                 names.insert(name.clone(), NameTarget::Model(index));
                 models.push(Model {
                     name: name.as_str().into(),
@@ -406,7 +415,7 @@ pub fn build(
                         .filter(|(_, a)| a.target == *name)
                         .map(|(alias, a)| (alias.clone(), a.sunset))
                         .collect(),
-                    metrics: metrics.model(&slug, endpoint_slug, name),
+                    metrics: model_metrics,
                     turn: std::sync::atomic::AtomicUsize::new(0),
                 });
             }
@@ -420,9 +429,11 @@ pub fn build(
                     NameTarget::Alias { model: index, deprecated: target.deprecated, sunset: target.sunset },
                 );
             }
-            let mut apis = [false; 4];
-            for api in Api::ALL {
-                apis[api.index()] = endpoint.apis.contains(&api.kind());
+            // A configuration written before the translated protocols had kinds of their own
+            // serves them with chatCompletions, as it did.
+            let mut apis = [false; ApiKind::ALL.len()];
+            for api in ApiKind::served(Some(&endpoint.apis)) {
+                apis[api as usize] = true;
             }
             endpoints.insert(
                 endpoint_slug.clone(),
@@ -433,6 +444,7 @@ pub fn build(
                     max_body_bytes: u64::from(endpoint.max_body_bytes),
                     max_tokens: endpoint.max_tokens.map(u64::from),
                     routing: endpoint.routing,
+                    defaults: RequestDefaults::new(endpoint.default_model.as_deref(), &endpoint.default_parameters),
                     models,
                     names,
                 },
@@ -486,6 +498,11 @@ pub fn build(
             default_tier: tier(&config.project.default_tier)?,
             endpoints,
             keys: project_keys,
+            servers: config
+                .providers
+                .iter()
+                .filter_map(|(id, provider)| Some((id.clone(), pod_host(provider.base_url.as_deref()?).to_owned())))
+                .collect(),
         };
         if projects.insert(slug.clone(), project).is_some() {
             return Err(fail("two configurations for this project".into()));
@@ -496,6 +513,7 @@ pub fn build(
     *registries.retries.lock().unwrap_or_else(PoisonError::into_inner) = live_retries;
     let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
     registries.upstreams.retain_simulators(&live);
+    registries.upstreams.retain_clients(configs.iter().flat_map(|config| config.providers.values()));
     registries.backends.retain(&live_backends);
     registries.scrapes.sync(&live_pods, metrics);
     Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
@@ -564,6 +582,20 @@ spec: {{slug: chat, models: [{{name: chat, backends: [{{providerRef: {{name: poo
         // Named again, pod 1 starts afresh.
         let third = build(&configs, 3, &registries, &metrics).expect("snapshot");
         assert!(!Arc::ptr_eq(&backends(&first)[0].state, &backends(&third)[0].state));
+    }
+
+    #[test]
+    fn a_config_from_before_the_protocol_kinds_still_serves_them_with_chat() {
+        for (index, kind) in ApiKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index, "Endpoint::serves indexes by discriminant");
+        }
+        let mut configs = pool_config(&["http://10.0.0.1:8000/v1"]);
+        configs[0].endpoints.get_mut("chat").expect("endpoint").apis = vec![ApiKind::ChatCompletions];
+        let snapshot = build(&configs, 1, &Registries::default(), &Metrics::new()).expect("snapshot");
+        let endpoint = &snapshot.projects["t"].endpoints["chat"];
+        let served: Vec<ApiKind> = ApiKind::ALL.into_iter().filter(|kind| endpoint.serves(*kind)).collect();
+        assert_eq!(served, [ApiKind::ChatCompletions, ApiKind::Messages, ApiKind::Responses, ApiKind::Gemini]);
+        assert!(endpoint.defaults.is_empty());
     }
 
     #[test]

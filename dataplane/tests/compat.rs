@@ -1,10 +1,11 @@
 //! Official client SDKs, used exactly as their docs show, against the real gateway: in front of
 //! sluice-sim providers of each type (`openai`, `anthropic`, `gemini`) on a real socket, and on
-//! the embedded quickstart. Python `google-genai` (Gemini inbound) and `openai` (Responses); Node
-//! `openai` (chat completions, embeddings) and `@anthropic-ai/sdk` (Messages); Go `openai-go`
-//! (chat completions). Each client lives under `tests/compat/<lang>/`, asserts what the SDK must
-//! be able to do, and prints what it saw; this driver checks that against the gateway's access
-//! log. A missing tool fails the test naming the setup script.
+//! the embedded quickstart. Python `google-genai` (Gemini inbound, embeddings included) and
+//! `openai` (Responses, image generation); Node `openai` (chat completions, embeddings) and
+//! `@anthropic-ai/sdk` (Messages); Go `openai-go` (chat completions). Each client lives under
+//! `tests/compat/<lang>/`, asserts what the SDK must be able to do, and prints what it saw; this
+//! driver checks that against the gateway's access log. A missing tool fails the test naming the
+//! setup script.
 
 mod support;
 
@@ -45,6 +46,9 @@ spec:
     - name: embed-model
       capabilities: [embeddings]
       pricing: {{inputPerMillion: 0.1}}
+    - name: image-model
+      capabilities: [images]
+      pricing: {{inputPerMillion: 5.0, outputPerMillion: 40.0}}
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: Provider
@@ -78,6 +82,8 @@ spec:
       backends: [{{providerRef: {{name: primary}}, model: up-model}}]
     - name: m-embed
       backends: [{{providerRef: {{name: primary}}, model: embed-model}}]
+    - name: m-image
+      backends: [{{providerRef: {{name: primary}}, model: image-model}}]
     - name: claude
       backends: [{{providerRef: {{name: claude}}, model: claude-up}}]
     - name: gemini
@@ -142,7 +148,7 @@ fn assert_accounted(gateway: &Gateway, id: &str, input: &Value, output: &Value) 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn python_google_genai_generates_streams_and_counts() {
+async fn python_google_genai_generates_streams_counts_and_embeds() {
     let python = tool("SLUICE_PYTHON", "python.sh");
     let (_sim, _dir, gateway) = start().await;
     let mut command = Command::new(python);
@@ -153,6 +159,9 @@ async fn python_google_genai_generates_streams_and_counts() {
         assert_accounted(&gateway, id, &seen[name]["prompt"], &seen[name]["output"]);
     }
     assert!(seen["count"].as_u64().is_some_and(|n| n > 0), "{seen}");
+    let embed = &seen["embed"];
+    assert_eq!((embed["count"].as_u64(), embed["dimensions"].as_u64()), (Some(2), Some(16)), "{seen}");
+    assert_accounted(&gateway, "genai-embed", &embed["prompt"], &json!(0));
     assert_eq!(seen["not_found"], "NOT_FOUND");
 }
 
@@ -173,6 +182,19 @@ async fn python_openai_responses_create_and_stream() {
     assert_eq!(events.first(), Some(&"response.created"), "{events:?}");
     assert_eq!(events.last(), Some(&"response.incomplete"), "cut by max_output_tokens: {events:?}");
     assert_eq!(seen["previous"], "unsupported_parameter");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_openai_images_generate() {
+    let python = tool("SLUICE_PYTHON", "python.sh");
+    let (_sim, _dir, gateway) = start().await;
+    let mut command = Command::new(python);
+    command.arg(script("python", "openai_images.py")).args([&gateway.url("/acme/chat/v1"), KEY]);
+    let seen = run(&gateway, command);
+    assert_eq!(seen["image"]["count"], 1, "{seen}");
+    assert_accounted(&gateway, "py-image", &seen["image"]["input"], &seen["image"]["output"]);
+    assert_eq!(seen["urls"], 2, "{seen}");
+    assert_eq!(seen["chat_model"], "model_not_supported", "{seen}");
 }
 
 /// Where a client's requests should land: the model it asks for, the backend the access log

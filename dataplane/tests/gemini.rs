@@ -1,8 +1,9 @@
 //! Gemini's API on the gateway (`/v1beta/models/{model}:generateContent` and the rest), raw:
 //! served by an OpenAI-compatible upstream (translated both ways) and by a Gemini upstream (the
-//! client's body passed through), both sluice-sim on a real socket. Errors must take Google's
-//! shape, and a key sent as `?key=` must never reach the log. The `google-genai` SDK is driven
-//! in `compat.rs`.
+//! client's body passed through), both sluice-sim on a real socket; `:embedContent` and
+//! `:batchEmbedContents` by an OpenAI embeddings upstream. Errors must take Google's shape, and
+//! a key sent as `?key=` must never reach the log. The `google-genai` SDK is driven in
+//! `compat.rs`.
 
 mod support;
 
@@ -26,6 +27,17 @@ spec:
       pricing: {{inputPerMillion: 1.0, outputPerMillion: 2.0}}
 ---
 apiVersion: sluice.dev/v1alpha1
+kind: Provider
+metadata: {{name: vectors, namespace: acme}}
+spec:
+  type: openai
+  baseUrl: {sim}/v1
+  models:
+    - name: embed-up
+      capabilities: [embeddings]
+      pricing: {{inputPerMillion: 0.1}}
+---
+apiVersion: sluice.dev/v1alpha1
 kind: Endpoint
 metadata: {{name: chat, namespace: acme}}
 spec:
@@ -35,6 +47,18 @@ spec:
       backends: [{{providerRef: {{name: primary}}, model: up-model}}]
     - name: gem
       backends: [{{providerRef: {{name: gem}}, model: gemini-up}}]
+    - name: m-embed
+      backends: [{{providerRef: {{name: vectors}}, model: embed-up}}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: openai-vectors, namespace: acme}}
+spec:
+  slug: openai-vectors
+  apis: [embeddings]
+  models:
+    - name: m-embed
+      backends: [{{providerRef: {{name: vectors}}, model: embed-up}}]
 ---
 {}
 "#,
@@ -209,7 +233,8 @@ async fn tokens_are_counted_and_models_listed_in_geminis_shape() {
         .expect("json");
     let names: Vec<&str> =
         list["models"].as_array().expect("models").iter().filter_map(|m| m["name"].as_str()).collect();
-    assert_eq!(names, ["models/gem", "models/m-ok"], "{list}");
+    assert_eq!(names, ["models/gem", "models/m-embed", "models/m-ok"], "{list}");
+    assert_eq!(list["models"][1]["supportedGenerationMethods"], json!(["embedContent", "batchEmbedContents"]));
     let one: Value = client()
         .get(gateway.url("/acme/chat/v1beta/models/m-ok"))
         .header("x-goog-api-key", KEY)
@@ -275,4 +300,94 @@ async fn a_gemini_backend_gets_the_clients_own_body_and_answers_as_it_came() {
     assert!(last["usageMetadata"]["promptTokenCount"].as_u64().is_some(), "{last}");
     let line = access_line(&gateway, "gem-native-stream");
     assert_eq!(line["fields"]["prompt_tokens"], last["usageMetadata"]["promptTokenCount"], "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embed_content_is_served_by_an_embeddings_upstream_and_metered() {
+    let (_sim, _dir, gateway) = start().await;
+    let response = client()
+        .post(gateway.url("/acme/chat/v1beta/models/m-embed:embedContent"))
+        .header("x-goog-api-key", KEY)
+        .header("x-request-id", "gem-embed")
+        .json(&json!({"content": {"parts": [{"text": "The quick brown fox"}]}, "taskType": "RETRIEVAL_QUERY",
+            "outputDimensionality": 16}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-sluice-backend"], "acme/vectors/embed-up");
+    let body: Value = response.json().await.expect("json");
+    let values = body["embedding"]["values"].as_array().expect("values");
+    assert_eq!(values.len(), 16, "{body}");
+    assert!(values.iter().all(Value::is_f64), "{body}");
+    let prompt = body["usageMetadata"]["promptTokenCount"].as_u64().expect("usage");
+    assert!(prompt > 0, "{body}");
+    let line = access_line(&gateway, "gem-embed");
+    assert_eq!(line["fields"]["prompt_tokens"], prompt, "metered like other embeddings: {line}");
+    assert_eq!(line["fields"]["completion_tokens"], 0, "{line}");
+    assert_eq!(line["fields"]["model"], "m-embed", "{line}");
+
+    // A batch, with the key in the query (the SDK's way for embed_content): one vector per
+    // request, in order, and no key in the log.
+    let url = gateway.url(&format!("/acme/chat/v1beta/models/m-embed:batchEmbedContents?key={KEY}"));
+    let batch = json!({"requests": [
+        {"model": "models/m-embed", "content": {"parts": [{"text": "first"}]}},
+        {"model": "models/m-embed", "content": {"parts": [{"text": "second text"}]}}
+    ]});
+    let response = client().post(&url).header("x-request-id", "gem-batch").json(&batch).send().await.expect("send");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let embeddings = body["embeddings"].as_array().expect("embeddings");
+    assert_eq!(embeddings.len(), 2, "{body}");
+    assert_ne!(embeddings[0], embeddings[1]);
+    let line = access_line(&gateway, "gem-batch");
+    assert_eq!(line["fields"]["prompt_tokens"], body["usageMetadata"]["promptTokenCount"], "{line}");
+    assert!(!gateway.log_text().contains(KEY), "the key reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedding_refusals_take_googles_shape() {
+    let (_sim, _dir, gateway) = start().await;
+    let post =
+        |path: &str, body: Value| client().post(gateway.url(path)).header("x-goog-api-key", KEY).json(&body).send();
+    let text = json!({"content": {"parts": [{"text": "hi"}]}});
+    let cases = [
+        // A chat model has no embeddings.
+        (post("/acme/chat/v1beta/models/m-ok:embedContent", text.clone()).await, 400, "INVALID_ARGUMENT", "m-ok"),
+        (post("/acme/chat/v1beta/models/nope:embedContent", text.clone()).await, 404, "NOT_FOUND", "nope"),
+        (
+            post(
+                "/acme/chat/v1beta/models/m-embed:embedContent",
+                json!({"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "AA"}}]}}),
+            )
+            .await,
+            400,
+            "INVALID_ARGUMENT",
+            "only text parts",
+        ),
+        (
+            post(
+                "/acme/chat/v1beta/models/m-embed:batchEmbedContents",
+                json!({"requests": [{"model": "models/m-ok", "content": {"parts": [{"text": "a"}]}}]}),
+            )
+            .await,
+            400,
+            "INVALID_ARGUMENT",
+            "not the model in the URL",
+        ),
+        // An endpoint that lists its APIs without gemini does not serve Gemini's paths.
+        (
+            post("/acme/openai-vectors/v1beta/models/m-embed:embedContent", text).await,
+            404,
+            "NOT_FOUND",
+            "does not serve",
+        ),
+    ];
+    for (response, status, name, says) in cases {
+        let response = response.expect("send");
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["status"], name, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains(says)), "{says}: {body}");
+    }
 }

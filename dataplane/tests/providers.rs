@@ -6,13 +6,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use sluice_sim::Profile;
-use support::{Gateway, Manifests, Sim, apikey, client, dead_url};
+use support::{Gateway, Manifests, Sim, apikey, client, dead_url, recorder};
 
 const KEY: &str = "sl_acme_providers_00000001";
 const UPSTREAM_KEY: &str = "upstream-provider-secret";
@@ -267,43 +265,6 @@ async fn the_anthropic_sdk_is_passed_through_to_anthropic_upstreams() {
     let (prompt, cached, completion) = anthropic_usage(gemini);
     assert_eq!(completion, 5);
     assert_accounted(&gateway, "anth-gemini", prompt, cached, completion, GEMINI_PRICES);
-}
-
-/// One request as an upstream received it.
-#[derive(Clone, Debug)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-/// A stand-in upstream that records what it receives and answers with `answer`.
-async fn recorder(answer: Value) -> (String, Arc<Mutex<Vec<Received>>>) {
-    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let record = seen.clone();
-    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let record = record.clone();
-        let answer = answer.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
-            let headers = parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
-                .collect();
-            let path = parts.uri.path_and_query().map(ToString::to_string).unwrap_or_default();
-            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            record.lock().unwrap_or_else(|e| e.into_inner()).push(Received { path, headers, body });
-            axum::Json(answer)
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (format!("http://{addr}"), seen)
 }
 
 #[tokio::test(flavor = "multi_thread")]

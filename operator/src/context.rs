@@ -19,6 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
+use sluice_crds::objects::{ConfigMapData, Object, SecretData};
 
 use crate::error::{Error, Result};
 use crate::labels::FIELD_MANAGER;
@@ -50,6 +51,9 @@ pub struct Caches {
     pub secrets: Store<Secret>,
     /// Config Secrets in the data-plane namespace.
     pub config_secrets: Store<Secret>,
+    /// ConfigMaps in the watched and the shared namespace (Providers' CA bundles; usage
+    /// ConfigMaps excluded).
+    pub config_maps: Store<ConfigMap>,
     /// Gateway Deployments in the data-plane namespace.
     pub deployments: Store<Deployment>,
     /// Usage ConfigMaps in the data-plane namespace.
@@ -90,6 +94,23 @@ impl Caches {
     /// A Secret from the cache.
     pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// A ConfigMap from the cache.
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.config_maps.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The Secrets and ConfigMaps `provider` reads that the caches hold, as compiler input.
+    pub fn provider_reads(&self, provider: &Provider) -> Vec<Object> {
+        let namespace = provider.namespace().unwrap_or_default();
+        let secrets = provider.spec.secret_names().into_iter().filter_map(|name| self.secret(&namespace, name));
+        let config_maps =
+            provider.spec.config_map_names().into_iter().filter_map(|name| self.config_map(&namespace, name));
+        secrets
+            .map(|s| Object::Secret(SecretData::from(s.as_ref())))
+            .chain(config_maps.map(|c| Object::ConfigMap(ConfigMapData::from(c.as_ref()))))
+            .collect()
     }
 }
 

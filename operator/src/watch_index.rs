@@ -1,6 +1,6 @@
 //! Who refers to what, kept from the watches: which Projects a change to an Endpoint, ApiKey,
-//! Provider, ServiceTier or Secret concerns, which ApiKeys and Providers a Secret holds material
-//! for, and which Projects claim a namespace or a slug.
+//! Provider, ServiceTier, Secret or ConfigMap concerns, which ApiKeys and Providers a Secret (or
+//! ConfigMap) holds material for, and which Projects claim a namespace or a slug.
 //!
 //! The informers of Projects, Endpoints, ApiKeys and Providers feed it every object they apply
 //! or delete ([`crate::cache::Informer::on_change`]) before any controller hears of the change,
@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider};
@@ -75,6 +75,13 @@ struct Names {
 /// `(namespace, name)`.
 type Key = (String, String);
 
+/// The Secrets and ConfigMaps (in its namespace) a Provider reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ProviderReads {
+    secrets: Vec<String>,
+    config_maps: Vec<String>,
+}
+
 /// The index. See the module documentation.
 #[derive(Debug, Default)]
 pub struct WatchIndex {
@@ -85,14 +92,17 @@ pub struct WatchIndex {
     slugs: HashMap<String, BTreeSet<Key>>,
     endpoints: HashMap<Key, Names>,
     apikeys: HashMap<Key, Names>,
-    /// The credentials Secret of each Provider that has one.
-    providers: HashMap<Key, String>,
+    /// The Secrets and ConfigMaps each Provider reads (credentials, CA bundle, client
+    /// certificate), if any.
+    providers: HashMap<Key, ProviderReads>,
     /// Namespaces whose objects name each ServiceTier, with how many objects do.
     tier_users: HashMap<String, BTreeMap<String, usize>>,
     /// Namespaces whose Endpoints name each shared Provider, with how many Endpoints do.
     shared_provider_users: HashMap<String, BTreeMap<String, usize>>,
-    /// Providers by the Secret of their credentials.
-    credential_users: HashMap<Key, BTreeSet<String>>,
+    /// Providers by the Secrets they read.
+    provider_secret_users: HashMap<Key, BTreeSet<String>>,
+    /// Providers by the ConfigMaps they read.
+    provider_config_map_users: HashMap<Key, BTreeSet<String>>,
     /// ApiKeys by the Secret their `secretRef` names.
     key_secret_users: HashMap<Key, BTreeSet<String>>,
 }
@@ -188,11 +198,11 @@ impl WatchIndex {
     }
 
     /// Projects whose configuration may read `secret`: key Secrets (generated or brought), and
-    /// Provider credentials.
+    /// Providers' credentials, CA bundles and client certificates.
     pub fn projects_using_secret(&self, secret: &Secret) -> Vec<ObjectRef<Project>> {
         let Some(namespace) = secret.namespace() else { return Vec::new() };
         let key = (namespace.clone(), secret.name_any());
-        let providers = self.credential_users.get(&key).into_iter().flatten();
+        let providers = self.provider_secret_users.get(&key).into_iter().flatten();
         let mut projects: Vec<ObjectRef<Project>> =
             providers.flat_map(|provider| self.projects_using_provider(&namespace, provider)).collect();
         let key_secret = secret.owner_references().iter().any(|o| o.kind == "ApiKey")
@@ -213,11 +223,27 @@ impl WatchIndex {
         names.iter().map(|name| ObjectRef::new(name).within(&namespace)).collect()
     }
 
-    /// Providers whose credentials are in `secret`.
+    /// Providers that read `secret` (credentials, CA bundle, client certificate).
     pub fn providers_using_secret(&self, secret: &Secret) -> Vec<ObjectRef<Provider>> {
         let Some(namespace) = secret.namespace() else { return Vec::new() };
-        let users = self.credential_users.get(&(namespace.clone(), secret.name_any())).into_iter().flatten();
+        let users = self.provider_secret_users.get(&(namespace.clone(), secret.name_any())).into_iter().flatten();
         users.map(|name| ObjectRef::new(name).within(&namespace)).collect()
+    }
+
+    /// Providers whose CA bundle is in `config_map`.
+    pub fn providers_using_config_map(&self, config_map: &ConfigMap) -> Vec<ObjectRef<Provider>> {
+        let Some(namespace) = config_map.namespace() else { return Vec::new() };
+        let key = (namespace.clone(), config_map.name_any());
+        let users = self.provider_config_map_users.get(&key).into_iter().flatten();
+        users.map(|name| ObjectRef::new(name).within(&namespace)).collect()
+    }
+
+    /// Projects whose configuration may read `config_map` (a Provider's CA bundle).
+    pub fn projects_using_config_map(&self, config_map: &ConfigMap) -> Vec<ObjectRef<Project>> {
+        let Some(namespace) = config_map.namespace() else { return Vec::new() };
+        let key = (namespace.clone(), config_map.name_any());
+        let providers = self.provider_config_map_users.get(&key).into_iter().flatten();
+        providers.flat_map(|provider| self.projects_using_provider(&namespace, provider)).collect()
     }
 
     fn forget_project(&mut self, namespace: &str, name: &str) {
@@ -264,17 +290,24 @@ impl WatchIndex {
         }
     }
 
-    fn set_credentials(&mut self, key: Key, secret: Option<String>) {
-        let old = match &secret {
-            Some(secret) => self.providers.insert(key.clone(), secret.clone()),
-            None => self.providers.remove(&key),
+    fn set_provider_reads(&mut self, key: Key, reads: ProviderReads) {
+        let old = if reads == ProviderReads::default() {
+            self.providers.remove(&key)
+        } else {
+            self.providers.insert(key.clone(), reads.clone())
         };
         let (namespace, name) = key;
-        if let Some(old) = old {
-            remove_from(&mut self.credential_users, &(namespace.clone(), old), &name);
+        for secret in old.iter().flat_map(|o| &o.secrets) {
+            remove_from(&mut self.provider_secret_users, &(namespace.clone(), secret.clone()), &name);
         }
-        if let Some(secret) = secret {
-            self.credential_users.entry((namespace, secret)).or_default().insert(name);
+        for config_map in old.iter().flat_map(|o| &o.config_maps) {
+            remove_from(&mut self.provider_config_map_users, &(namespace.clone(), config_map.clone()), &name);
+        }
+        for secret in reads.secrets {
+            self.provider_secret_users.entry((namespace.clone(), secret)).or_default().insert(name.clone());
+        }
+        for config_map in reads.config_maps {
+            self.provider_config_map_users.entry((namespace.clone(), config_map)).or_default().insert(name.clone());
         }
     }
 }
@@ -367,12 +400,15 @@ impl Indexed for ApiKey {
 
 impl Indexed for Provider {
     fn apply_to(&self, index: &mut WatchIndex) {
-        let secret = self.spec.credentials.as_ref().map(|c| c.secret_key_ref.name.clone());
-        index.set_credentials(key_of(self), secret);
+        let reads = ProviderReads {
+            secrets: self.spec.secret_names().into_iter().map(str::to_owned).collect(),
+            config_maps: self.spec.config_map_names().into_iter().map(str::to_owned).collect(),
+        };
+        index.set_provider_reads(key_of(self), reads);
     }
 
     fn delete_from(&self, index: &mut WatchIndex) {
-        index.set_credentials(key_of(self), None);
+        index.set_provider_reads(key_of(self), ProviderReads::default());
     }
 }
 
@@ -607,6 +643,38 @@ mod tests {
         assert!(index.providers_using_secret(&tenant_creds).is_empty());
         index.delete(&provider(SHARED, "openai", Some("creds")));
         assert!(index.projects_using_secret(&shared_creds).is_empty());
+    }
+
+    #[test]
+    fn a_providers_ca_bundle_and_client_certificate_concern_it_and_its_projects() {
+        let mut index = tenants();
+        let with_tls = |tls: serde_json::Value| -> Provider {
+            let mut provider = provider("team-b", "vllm", Some("creds"));
+            provider.spec.tls = Some(serde_json::from_value(tls).expect("tls"));
+            provider
+        };
+        index.apply(&with_tls(serde_json::json!({
+            "caBundle": {"configMapKeyRef": {"name": "llm-ca"}},
+            "clientCertificate": {"secretName": "gateway-client"},
+        })));
+        let config_map = |name: &str| ConfigMap {
+            metadata: ObjectMeta { name: Some(name.into()), namespace: Some("team-b".into()), ..ObjectMeta::default() },
+            ..ConfigMap::default()
+        };
+        assert_eq!(names(index.providers_using_config_map(&config_map("llm-ca"))), ["team-b/vllm"]);
+        assert_eq!(names(index.projects_using_config_map(&config_map("llm-ca"))), ["team-b/team-b"]);
+        let client = secret("team-b", "gateway-client", None);
+        assert_eq!(names(index.providers_using_secret(&client)), ["team-b/vllm"]);
+        assert_eq!(names(index.projects_using_secret(&client)), ["team-b/team-b"]);
+        assert_eq!(names(index.providers_using_secret(&secret("team-b", "creds", None))), ["team-b/vllm"]);
+
+        // The bundle moves to a Secret: the ConfigMap concerns nobody any more.
+        index.apply(&with_tls(serde_json::json!({"caBundle": {"secretKeyRef": {"name": "llm-ca"}}})));
+        assert!(index.projects_using_config_map(&config_map("llm-ca")).is_empty());
+        assert!(index.providers_using_secret(&client).is_empty());
+        assert_eq!(names(index.providers_using_secret(&secret("team-b", "llm-ca", None))), ["team-b/vllm"]);
+        index.delete(&with_tls(serde_json::json!({})));
+        assert!(index.providers_using_secret(&secret("team-b", "llm-ca", None)).is_empty());
     }
 
     #[test]

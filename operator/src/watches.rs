@@ -36,6 +36,9 @@ pub struct Watches {
     pub secrets: Informer<Secret>,
     /// Config Secrets in the data-plane namespace.
     pub config_secrets: Informer<Secret>,
+    /// ConfigMaps that Providers may reference (CA bundles) in the watched and the shared
+    /// namespace (the gateways' usage ConfigMaps excluded).
+    pub config_maps: Informer<ConfigMap>,
     /// Gateway Deployments.
     pub deployments: Informer<Deployment>,
     /// Watched only to repair drift (someone deleted or edited them).
@@ -91,6 +94,11 @@ impl Watches {
             providers,
             tiers: Informer::cluster(client, plain),
             secrets: Informer::namespaced(client, with_shared.as_deref(), tenant_secrets),
+            config_maps: Informer::namespaced(
+                client,
+                with_shared.as_deref(),
+                watcher::Config::default().labels(&format!("!{PROJECT_LABEL}")),
+            ),
             config_secrets: Informer::namespaced(client, Some(&dataplane), managed.clone()),
             deployments: Informer::namespaced(client, Some(&dataplane), managed.clone()),
             services: Informer::namespaced(client, Some(&dataplane), managed.clone()),
@@ -127,6 +135,7 @@ impl Watches {
             tiers: self.tiers.store(),
             secrets: self.secrets.store(),
             config_secrets: self.config_secrets.store(),
+            config_maps: self.config_maps.store(),
             deployments: self.deployments.store(),
             usage_config_maps: self.usage_config_maps.store(),
             gateway_pods: self.gateway_pods.store(),
@@ -146,6 +155,7 @@ impl Watches {
             self.tiers.synced(),
             self.secrets.synced(),
             self.config_secrets.synced(),
+            self.config_maps.synced(),
             self.deployments.synced(),
             self.usage_config_maps.synced(),
             self.gateway_pods.synced(),
@@ -159,6 +169,7 @@ impl Watches {
         running.spawn(self.tiers.run());
         running.spawn(self.secrets.run());
         running.spawn(self.config_secrets.run());
+        running.spawn(self.config_maps.run());
         running.spawn(self.deployments.run());
         running.spawn(self.services.run());
         running.spawn(self.service_accounts.run());
@@ -200,6 +211,12 @@ pub fn ready_addresses(slice: &EndpointSlice) -> Vec<String> {
     addresses.sort();
     addresses.dedup();
     addresses
+}
+
+/// Fingerprint of a ConfigMap's data: what the controllers that read CA bundles react to.
+pub fn config_map_fingerprint(config_map: &ConfigMap) -> u64 {
+    let binary: Vec<(&String, &Vec<u8>)> = config_map.binary_data.iter().flatten().map(|(k, v)| (k, &v.0)).collect();
+    fingerprint((&config_map.data, binary))
 }
 
 /// Fingerprint of a Secret's data: what the controllers that read Secrets react to.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -39,6 +40,17 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax), logs go to stderr.
     #[arg(long, env = "SLUICE_SIM_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Every backend
+    /// of a fleet uses it.
+    #[arg(long, env = "SLUICE_SIM_TLS_CERT", global = true, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "SLUICE_SIM_TLS_KEY", global = true, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these PEM certificate authorities (mutual TLS);
+    /// needs --tls-cert.
+    #[arg(long, env = "SLUICE_SIM_TLS_CLIENT_CA", global = true, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Profile knobs.
     #[command(flatten)]
     pub knobs: ProfileArgs,
@@ -188,6 +200,17 @@ impl ProfileArgs {
 }
 
 impl Cli {
+    /// The TLS configuration the `--tls-*` flags describe; `None` serves plain HTTP.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::tls::server_config_from_files(cert, key, self.tls_client_ca.as_deref()).map(Some)
+            }
+            // clap requires both or neither.
+            _ => Ok(None),
+        }
+    }
+
     /// The fleet this command line describes: the fleet config, or one backend named `default`
     /// from `--profile` and the knob flags.
     pub fn fleet(&self) -> Result<FleetConfig> {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -92,6 +93,8 @@ pub struct BoundBackend {
     /// Its engine (for in-process control: faults, reset, metrics).
     pub simulator: Simulator,
     listener: TcpListener,
+    /// Served over TLS with this configuration; plain HTTP without.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl BoundBackend {
@@ -100,7 +103,19 @@ impl BoundBackend {
         let simulator = Simulator::new(profile)?;
         let listener = TcpListener::bind(listen).await.map_err(|source| Error::Bind { addr: listen, source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: listen, source })?;
-        Ok(Self { name: name.to_owned(), addr, simulator, listener })
+        Ok(Self { name: name.to_owned(), addr, simulator, listener, tls: None })
+    }
+
+    /// Serves it over TLS ([`crate::tls::server_config`]).
+    #[must_use]
+    pub fn with_tls(self, config: Arc<rustls::ServerConfig>) -> Self {
+        Self { tls: Some(config), ..self }
+    }
+
+    /// Its base URL (append `/v1`): `https://` when served over TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 }
 
@@ -120,7 +135,7 @@ pub struct ReadyBackend {
     pub name: String,
     /// `ip:port`.
     pub addr: SocketAddr,
-    /// `http://ip:port`, the base URL (append `/v1`).
+    /// `http://ip:port` (`https://` over TLS), the base URL (append `/v1`).
     pub url: String,
 }
 
@@ -138,10 +153,7 @@ pub async fn bind_fleet(config: &FleetConfig) -> Result<Vec<BoundBackend>> {
 pub fn ready_report(backends: &[BoundBackend]) -> Ready {
     Ready {
         ready: true,
-        backends: backends
-            .iter()
-            .map(|b| ReadyBackend { name: b.name.clone(), addr: b.addr, url: format!("http://{}", b.addr) })
-            .collect(),
+        backends: backends.iter().map(|b| ReadyBackend { name: b.name.clone(), addr: b.addr, url: b.url() }).collect(),
     }
 }
 
@@ -155,10 +167,15 @@ pub async fn serve_fleet(
     let mut servers = JoinSet::new();
     for backend in backends {
         let mut stop = stop_rx.clone();
-        servers.spawn(backend.simulator.serve_with_shutdown(backend.listener, async move {
+        let stopped = async move {
             // Either a stop signal or the sender gone: both mean shut down.
             let _ = stop.wait_for(|stop| *stop).await;
-        }));
+        };
+        let BoundBackend { simulator, listener, tls, .. } = backend;
+        match tls {
+            None => servers.spawn(simulator.serve_with_shutdown(listener, stopped)),
+            Some(config) => servers.spawn(simulator.serve_tls_with_shutdown(listener, config, stopped)),
+        };
     }
     tokio::spawn(async move {
         shutdown.await;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod faults;
 pub mod fleet;
 pub mod profile;
+pub mod tls;
 pub mod tokenizer;
 
 mod admin;

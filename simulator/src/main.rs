@@ -21,7 +21,11 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let fleet = cli.fleet()?;
-    let backends = bind_fleet(&fleet).await?;
+    let tls = cli.tls()?;
+    let mut backends = bind_fleet(&fleet).await?;
+    if let Some(config) = tls {
+        backends = backends.into_iter().map(|backend| backend.with_tls(config.clone())).collect();
+    }
     let ready = ready_report(&backends);
     for backend in &ready.backends {
         tracing::info!(name = backend.name, url = backend.url, "backend listening");

@@ -1,7 +1,9 @@
 //! The HTTP surface: every route of one simulated backend in an axum `Router` (usable
-//! in-process with `tower::ServiceExt::oneshot`), and serving it on a TCP listener.
+//! in-process with `tower::ServiceExt::oneshot`), and serving it on a TCP listener, in plain
+//! HTTP or over TLS.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -14,7 +16,8 @@ use tokio::net::TcpListener;
 use crate::admin;
 use crate::engine::Simulator;
 use crate::error::{Error, Result};
-use crate::protocol::{Dialect, anthropic, completions, embeddings, error_response, gemini, openai};
+use crate::protocol::{Dialect, anthropic, completions, embeddings, error_response, gemini, images, openai};
+use crate::tls::TlsListener;
 
 /// Largest request body accepted (long prompts are the point of prefix-cache tests).
 const MAX_BODY_BYTES: usize = 64 << 20;
@@ -23,8 +26,8 @@ impl Simulator {
     /// Every route of this backend:
     ///
     /// - OpenAI: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/embeddings`,
-    ///   `POST /v1/rerank` (also `/rerank`, `/v2/rerank`), `GET /v1/models`,
-    ///   `GET /v1/models/{id}`
+    ///   `POST /v1/rerank` (also `/rerank`, `/v2/rerank`), `POST /v1/images/generations`,
+    ///   `GET /v1/models`, `GET /v1/models/{id}`
     /// - Anthropic: `POST /v1/messages`
     /// - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`
     /// - `GET /metrics`, `GET /health`, and the admin API under `/_sim/`
@@ -37,6 +40,7 @@ impl Simulator {
             .route("/v1/rerank", post(embeddings::rerank))
             .route("/v2/rerank", post(embeddings::rerank))
             .route("/rerank", post(embeddings::rerank))
+            .route("/v1/images/generations", post(images::generations))
             .route("/v1/models", get(openai::list_models))
             .route("/v1/models/{*id}", get(openai::get_model))
             .route("/v1/messages", post(anthropic::messages))
@@ -70,6 +74,18 @@ impl Simulator {
                 tracing::warn!("cannot set TCP_NODELAY: {e}");
             }
         });
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)
+    }
+
+    /// Serves this backend over TLS with `config` ([`crate::tls::server_config`]) until
+    /// `shutdown` completes, then lets in-flight requests finish.
+    pub async fn serve_tls_with_shutdown(
+        self,
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let listener = TlsListener::new(listener, config).map_err(Error::Serve)?;
         axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await.map_err(Error::Serve)
     }
 }

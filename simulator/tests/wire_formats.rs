@@ -221,6 +221,28 @@ async fn openai_completions_embeddings_rerank_models() {
 }
 
 #[tokio::test]
+async fn openai_image_generations_answer_a_tiny_png() {
+    let sim = Sim::start(&[FAST, &["--models", "painter"]].concat());
+    let url = sim.at("/v1/images/generations");
+    let (status, body) = post_json(&url, &json!({"model": "painter", "prompt": "a red pixel", "n": 2})).await;
+    assert_eq!(status, 200, "{body}");
+    let images = body["data"].as_array().expect("data");
+    assert_eq!(images.len(), 2);
+    assert!(images[0]["b64_json"].as_str().is_some_and(|png| png.starts_with("iVBORw0KGgo")), "{body}");
+    assert_eq!(body["usage"]["output_tokens"], 170, "{body}");
+    assert!(body["usage"]["input_tokens"].as_u64().is_some_and(|n| n > 0), "{body}");
+    let (_, body) = post_json(&url, &json!({"model": "painter", "prompt": "x", "response_format": "url"})).await;
+    assert!(body["data"][0]["url"].as_str().is_some_and(|u| u.starts_with("data:image/png;base64,")), "{body}");
+    for bad in [json!({"model": "painter", "prompt": "x", "n": 11}), json!({"model": "painter", "prompt": " "})] {
+        let (status, body) = post_json(&url, &bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+    let (status, _) = post_json(&url, &json!({"model": "sculptor", "prompt": "x"})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
 async fn anthropic_messages_plain_stream_tools_and_errors() {
     let sim = Sim::start(&[FAST, &["--api-key", "secret"]].concat());
     let url = sim.at("/v1/messages");

@@ -18,6 +18,10 @@
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, update]
+# Providers' CA bundles (spec.tls.caBundle.configMapKeyRef): read only.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

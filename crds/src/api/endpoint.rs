@@ -1,6 +1,9 @@
 //! `Endpoint`: a URL under a project that exposes models, each backed by one or more Providers.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use kube::{CustomResource, KubeSchema};
+use schemars::{Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 use super::{Condition, ProviderRef, status::conditions_schema};
@@ -52,10 +55,37 @@ pub struct EndpointSpec {
     /// Limits on requests to this endpoint.
     #[serde(default)]
     pub limits: EndpointLimits,
-    /// APIs this endpoint serves. Absent: all of them. `GET /v1/models` is always served.
+    /// APIs this endpoint serves. Absent: all of them. `GET /v1/models` is always served. A list
+    /// that names none of `messages`, `responses` and `gemini` serves them with
+    /// `chatCompletions`, as before they had values of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 16))]
     pub apis: Option<Vec<ApiKind>>,
+    /// The model a request that names none gets: a name or alias of `models`. Absent: a request
+    /// without `model` is refused with `400`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$"), length(min = 1, max = 256))]
+    pub default_model: Option<String>,
+    /// Parameters a chat request gets for each field it does not send itself, by OpenAI's
+    /// names, like `{"temperature": 0.2, "max_tokens": 512}`. They fill in the chat completions
+    /// request: the client's own, or the gateway's translation of a Messages, Responses or
+    /// Gemini request. Values are numbers, strings, booleans or lists of them; at most 32
+    /// fields and 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "default_parameters_schema")]
+    pub default_parameters: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// Schema of `spec.defaultParameters` (its description is the field's doc comment): an object of
+/// any JSON values. The compiler checks that they are scalars or lists of scalars, which a
+/// structural schema cannot say.
+fn default_parameters_schema(_: &mut SchemaGenerator) -> Schema {
+    let mut schema = Schema::default();
+    schema.insert("type".into(), "object".into());
+    schema.insert("nullable".into(), true.into());
+    schema.insert("maxProperties".into(), 32.into());
+    schema.insert("additionalProperties".into(), serde_json::json!({"x-kubernetes-preserve-unknown-fields": true}));
+    schema
 }
 
 /// A model as clients see it.
@@ -202,11 +232,47 @@ pub enum ApiKind {
     Embeddings,
     /// `POST /v1/rerank`
     Rerank,
+    /// Anthropic's Messages API: `POST /v1/messages` and `/v1/messages/count_tokens`.
+    Messages,
+    /// OpenAI's Responses API: `POST /v1/responses`.
+    Responses,
+    /// Gemini's API: `/v1beta/models/{model}:generateContent`, `:streamGenerateContent`,
+    /// `:countTokens`, `:embedContent` and `:batchEmbedContents`.
+    Gemini,
+    /// `POST /v1/images/generations`
+    Images,
 }
 
 impl ApiKind {
-    /// Every API, in path order.
-    pub const ALL: [Self; 4] = [Self::ChatCompletions, Self::Completions, Self::Embeddings, Self::Rerank];
+    /// Every API, in declaration order.
+    pub const ALL: [Self; 8] = [
+        Self::ChatCompletions,
+        Self::Completions,
+        Self::Embeddings,
+        Self::Rerank,
+        Self::Messages,
+        Self::Responses,
+        Self::Gemini,
+        Self::Images,
+    ];
+
+    /// The client protocols the gateway serves by translating them into chat completions. Before
+    /// they had values of their own, an endpoint served them when it served `chatCompletions`.
+    pub const TRANSLATED: [Self; 3] = [Self::Messages, Self::Responses, Self::Gemini];
+
+    /// The APIs an endpoint whose `apis` is `listed` serves: all of them when it is absent;
+    /// otherwise those listed, and, when the list names none of [`ApiKind::TRANSLATED`] (it was
+    /// written before they had values), those too if it names `chatCompletions`. Applying it to
+    /// its own result changes nothing.
+    pub fn served(listed: Option<&[Self]>) -> BTreeSet<Self> {
+        let Some(listed) = listed else { return Self::ALL.into_iter().collect() };
+        let mut served: BTreeSet<Self> = listed.iter().copied().collect();
+        let names_translated = Self::TRANSLATED.iter().any(|kind| served.contains(kind));
+        if !names_translated && served.contains(&Self::ChatCompletions) {
+            served.extend(Self::TRANSLATED);
+        }
+        served
+    }
 }
 
 /// Observed state of an Endpoint.
@@ -227,4 +293,34 @@ pub struct EndpointStatus {
     /// The ServiceTier its requests get: `spec.tier`, else its Project's `defaultTier`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_completions_alone_still_serves_the_translated_protocols() {
+        use ApiKind::*;
+        let served = |listed: &[ApiKind]| ApiKind::served(Some(listed)).into_iter().collect::<Vec<_>>();
+        assert_eq!(ApiKind::served(None).into_iter().collect::<Vec<_>>(), ApiKind::ALL);
+        assert_eq!(served(&[ChatCompletions]), [ChatCompletions, Messages, Responses, Gemini]);
+        assert_eq!(served(&[Embeddings]), [Embeddings]);
+        assert_eq!(served(&[ChatCompletions, Messages]), [ChatCompletions, Messages], "naming one names them all");
+        assert_eq!(served(&[Gemini, Embeddings]), [Embeddings, Gemini]);
+        let once: Vec<ApiKind> = served(&[ChatCompletions, Images]);
+        assert_eq!(served(&once), once, "idempotent");
+    }
+
+    #[test]
+    fn new_values_have_their_documented_spellings() {
+        let names: Vec<String> = ApiKind::ALL
+            .iter()
+            .map(|k| serde_json::to_value(k).ok().and_then(|v| Some(v.as_str()?.to_owned())).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            ["chatCompletions", "completions", "embeddings", "rerank", "messages", "responses", "gemini", "images"]
+        );
+    }
 }

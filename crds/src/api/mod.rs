@@ -23,8 +23,9 @@ pub use endpoint::{
 };
 pub use project::{AutoscalingSpec, DataPlaneSpec, Project, ProjectSpec, ProjectStatus};
 pub use provider::{
-    Capability, ModelPricing, PodMetrics, PodScheme, Provider, ProviderCredentials, ProviderModel, ProviderService,
-    ProviderSpec, ProviderStatus, ProviderType, SimulationSpec,
+    BundleKeySelector, CaBundleSource, Capability, ClientCertificateRef, ModelPricing, PodMetrics, PodScheme, Provider,
+    ProviderCredentials, ProviderModel, ProviderService, ProviderSpec, ProviderStatus, ProviderTls, ProviderType,
+    SimulationSpec, default_ca_key,
 };
 pub use reference_types::{ProviderRef, SecretKeySelector};
 pub use service_tier::{

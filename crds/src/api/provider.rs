@@ -72,6 +72,11 @@ pub struct ProviderSpec {
     /// Not for secrets: put those in `credentials`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// TLS to the upstream beyond the public certificate authorities: a private CA bundle, the
+    /// operating system's trust store, a client certificate for mutual TLS, and the name the
+    /// upstream's certificate is checked against. Only used for `https` URLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ProviderTls>,
     /// Longest wait to open a connection to the upstream, in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     #[schemars(range(min = 10, max = 60_000))]
@@ -86,6 +91,26 @@ pub struct ProviderSpec {
 
 fn default_connect_timeout_ms() -> u32 {
     5_000
+}
+
+impl ProviderSpec {
+    /// The Secrets (in the Provider's namespace) the compiler reads for it: the credentials, the
+    /// CA bundle and the client certificate.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let tls = self.tls.as_ref();
+        let mut names: Vec<&str> = self.credentials.iter().map(|c| c.secret_key_ref.name.as_str()).collect();
+        names.extend(tls.and_then(|t| t.ca_bundle.as_ref()?.secret_key_ref.as_ref()).map(|s| s.name.as_str()));
+        names.extend(tls.and_then(|t| t.client_certificate.as_ref()).map(|c| c.secret_name.as_str()));
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// The ConfigMaps (in the Provider's namespace) the compiler reads for it: the CA bundle.
+    pub fn config_map_names(&self) -> Vec<&str> {
+        let bundle = self.tls.as_ref().and_then(|t| t.ca_bundle.as_ref());
+        bundle.and_then(|b| b.config_map_key_ref.as_ref()).map(|s| s.name.as_str()).into_iter().collect()
+    }
 }
 
 /// The Kubernetes Service in front of a self-hosted pool.
@@ -190,6 +215,71 @@ pub struct ProviderCredentials {
     pub secret_key_ref: SecretKeySelector,
 }
 
+/// TLS settings for calling an upstream. The public certificate authorities (the Mozilla set the
+/// gateway ships) are always trusted; `caBundle` and `systemRoots` add to them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderTls {
+    /// PEM certificates of the certificate authorities that sign the upstream's certificate (a
+    /// private CA of a self-hosted backend), from a Secret or a ConfigMap in the Provider's
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleSource>,
+    /// Also trust the certificate authorities of the gateway's operating system trust store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system_roots: bool,
+    /// A client certificate the gateway presents to the upstream (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificateRef>,
+    /// The name the upstream's certificate must be valid for (and the SNI sent), instead of the
+    /// host of its URL: for a backend called by IP address whose certificate names a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+}
+
+/// Where a CA bundle is: exactly one of `secretKeyRef` and `configMapKeyRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("set exactly one of secretKeyRef and configMapKeyRef"))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaBundleSource {
+    /// A key of a Secret in the Provider's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<BundleKeySelector>,
+    /// A key of a ConfigMap in the Provider's namespace (`data` or `binaryData`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<BundleKeySelector>,
+}
+
+/// One key of a Secret or ConfigMap in the Provider's namespace that holds PEM certificates.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BundleKeySelector {
+    /// Name of the Secret or ConfigMap.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key that holds the PEM certificates.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The key cert-manager and `kubectl create secret tls` use for a CA certificate.
+pub fn default_ca_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// A client certificate for mutual TLS.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCertificateRef {
+    /// A Secret of type `kubernetes.io/tls` in the Provider's namespace: the PEM certificate
+    /// chain in `tls.crt`, the PEM private key in `tls.key` (what `kubectl create secret tls`
+    /// and cert-manager write).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
 /// One model an upstream serves.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -255,6 +345,8 @@ pub enum Capability {
     Vision,
     /// JSON mode and structured outputs.
     Json,
+    /// Image generation (`/v1/images/generations`).
+    Images,
 }
 
 /// Knobs of the built-in simulator (`type: simulated`). Every field has a default; see

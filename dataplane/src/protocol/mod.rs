@@ -1,11 +1,13 @@
 //! Wire formats: what the gateway reads from request bodies and upstream responses, without
-//! deserialising or re-serialising more than a field that must change; Anthropic's Messages
-//! API, translated whole to and from OpenAI's chat completions for clients that speak it and
-//! for Anthropic upstreams; Gemini's `generateContent`, both ways too; and OpenAI's Responses
-//! API, translated to and from chat completions for clients that speak it.
+//! deserialising or re-serialising more than a field that must change; an endpoint's defaults
+//! written into requests that lack them; Anthropic's Messages API, translated whole to and from
+//! OpenAI's chat completions for clients that speak it and for Anthropic upstreams; Gemini's
+//! `generateContent`, both ways too, and its `embedContent` into OpenAI's embeddings; and
+//! OpenAI's Responses API, translated to and from chat completions for clients that speak it.
 
 pub mod anthropic;
 pub mod completion;
+pub mod defaults;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

@@ -261,13 +261,17 @@ pub struct Usage {
 /// bytes `"usage"` followed by `:` can only be an object key, since quotes inside strings are
 /// escaped. After it, three integers are read by their keys (their first occurrences after the
 /// `usage` key are inside its object), so the rest of the body is never parsed. This runs once
-/// per response on the hot path, hence the prebuilt searchers.
+/// per response on the hot path, hence the prebuilt searchers. A usage with neither
+/// `prompt_tokens` nor `completion_tokens` is read from `input_tokens` and `output_tokens`
+/// instead (image generation counts them so).
 pub fn read_usage(json: &[u8]) -> Option<Usage> {
     use memchr::memmem::Finder;
     static USAGE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
     static PROMPT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"prompt_tokens\""));
     static COMPLETION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"completion_tokens\""));
     static CACHED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cached_tokens\""));
+    static INPUT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"input_tokens\""));
+    static OUTPUT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"output_tokens\""));
     // The forward search is several times faster than the reverse one; the key is rare.
     let keys: Vec<usize> = USAGE.find_iter(json).collect();
     for &at in keys.iter().rev() {
@@ -283,8 +287,10 @@ pub fn read_usage(json: &[u8]) -> Option<Usage> {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
         };
-        let prompt_tokens = integer(&PROMPT);
-        let completion_tokens = integer(&COMPLETION);
+        let (mut prompt_tokens, mut completion_tokens) = (integer(&PROMPT), integer(&COMPLETION));
+        if prompt_tokens.is_none() && completion_tokens.is_none() {
+            (prompt_tokens, completion_tokens) = (integer(&INPUT), integer(&OUTPUT));
+        }
         if prompt_tokens.is_none() && completion_tokens.is_none() {
             return None;
         }
@@ -317,6 +323,8 @@ mod usage_tests {
             br#"{"usage":{"prompt_tokens_details":{"cached_tokens":3},"prompt_tokens":7,"completion_tokens":1}}"#;
         assert_eq!(read_usage(nested), Some(Usage { prompt_tokens: 7, completion_tokens: 1, cached_tokens: 3 }));
         assert_eq!(read_usage(br#"{"usage":{"total_tokens":5}}"#), None, "no counts, no usage");
+        let image = br#"{"created":1,"data":[{"b64_json":"iVBO"}],"usage":{"total_tokens":95,"input_tokens":10,"output_tokens":85,"input_tokens_details":{"text_tokens":10,"image_tokens":0}}}"#;
+        assert_eq!(read_usage(image), Some(Usage { prompt_tokens: 10, completion_tokens: 85, cached_tokens: 0 }));
     }
 }
 

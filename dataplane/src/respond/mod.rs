@@ -142,6 +142,11 @@ pub enum Translation {
     Messages(Vec<String>),
     /// Gemini's `GenerateContentResponse`.
     Gemini,
+    /// Gemini's `embedContent` answer, or `batchEmbedContents`'s with `batch`.
+    GeminiEmbed {
+        /// A batch of embeddings.
+        batch: bool,
+    },
     /// OpenAI's Responses, with what the response object repeats.
     Responses(Echo),
 }
@@ -152,7 +157,9 @@ impl Translation {
     pub fn stream(self, estimated_prompt: u64, created_at: i64) -> Box<dyn ClientStream> {
         match self {
             Self::Messages(stop_sequences) => Box::new(StreamTranslator::new(stop_sequences, estimated_prompt)),
-            Self::Gemini => Box::new(GeminiStream::new()),
+            // Embeddings are never streamed (their request asks for no stream): this is only
+            // for completeness, and would end such a stream in Google's shape.
+            Self::Gemini | Self::GeminiEmbed { .. } => Box::new(GeminiStream::new()),
             Self::Responses(echo) => Box::new(ResponsesStream::new(echo, created_at)),
         }
     }
@@ -167,22 +174,34 @@ pub fn translate_whole(
 ) -> (StatusCode, Bytes) {
     match translation {
         Translation::Messages(stop_sequences) => anthropic_whole(status, bytes, stop_sequences),
-        Translation::Gemini => gemini_whole(status, bytes),
+        Translation::Gemini => gemini_whole(status, bytes, gemini::response::response_from_openai, "a chat completion"),
+        Translation::GeminiEmbed { batch } => gemini_whole(
+            status,
+            bytes,
+            |body| gemini::embed::response_from_openai(body, *batch),
+            "a list of embeddings",
+        ),
         Translation::Responses(echo) => responses_whole(status, bytes, echo, created_at),
     }
 }
 
 /// A whole upstream answer to a Gemini request: a chat completion becomes a
-/// `GenerateContentResponse`, an error answer Google's error, and a success that is no chat
-/// completion a `502`.
-fn gemini_whole(status: StatusCode, bytes: &[u8]) -> (StatusCode, Bytes) {
+/// `GenerateContentResponse` (embeddings an `embedContent` answer), an error answer Google's
+/// error, and a success that is not `expected` a `502`.
+fn gemini_whole(
+    status: StatusCode,
+    bytes: &[u8],
+    translate: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+    expected: &str,
+) -> (StatusCode, Bytes) {
     if !status.is_success() {
         return (status, Bytes::from(gemini::error::from_upstream(status, bytes)));
     }
-    match gemini::response::response_from_openai(bytes) {
+    match translate(bytes) {
         Some(body) => (status, Bytes::from(body)),
         None => {
-            let body = gemini::error::body(StatusCode::BAD_GATEWAY, "The upstream's answer is not a chat completion.");
+            let message = format!("The upstream's answer is not {expected}.");
+            let body = gemini::error::body(StatusCode::BAD_GATEWAY, &message);
             (StatusCode::BAD_GATEWAY, Bytes::from(body.to_string()))
         }
     }

@@ -6,8 +6,10 @@
 //! request as soon as its body is read and its answer translated back, so every stage between
 //! sees an OpenAI request; only an Anthropic backend (for Messages) or a Gemini backend (for
 //! Gemini) takes the client's own body instead, and its answer then goes back as it came. An
-//! OpenAI request is never translated. Gemini's `?key=` leaves the URI before anything else
-//! looks at it.
+//! OpenAI request is never translated. Gemini's `embedContent` becomes an embeddings request
+//! the same way. The endpoint's default model and parameters are written into the body as
+//! soon as it is read (parameters into the chat request, after a translation). Gemini's
+//! `?key=` leaves the URI before anything else looks at it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, Response};
 use jiff::Timestamp;
+use sluice_crds::api::ApiKind;
 
 use crate::Gateway;
 use crate::accounting::{self, Accounting, Admitted, RequestId};
@@ -35,6 +38,7 @@ use crate::respond::{self, Translation, body::ResponseBody, body::StreamBody};
 use crate::route::{self, Api, GeminiMethod, Route, Wire};
 use crate::slo;
 use crate::snapshot::Snapshot;
+use crate::traces::RequestTrace;
 use crate::upstream::failover::{Answer, Call};
 use crate::upstream::outbound::Native;
 use crate::usage_api;
@@ -79,13 +83,18 @@ pub async fn handle(
     let started = Instant::now();
     let query_key = super::take_query_key(&mut request);
     let request_id = gateway.request_id(request.headers());
+    let trace = gateway.traces.start(request.method(), request.uri().path(), request.headers(), &request_id);
     let snapshot = gateway.snapshot();
     let wire = Wire::of_path(request.uri().path());
-    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), remote, started, &request_id).await;
+    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), remote, started, &request_id, &trace).await;
     let mut response = match served {
         Ok(response) => response,
-        Err(rejection) => refuse(&gateway.metrics, wire, rejection, &request_id, started),
+        Err(rejection) => {
+            trace.refused(rejection.error.parts().2);
+            refuse(&gateway.metrics, wire, rejection, &request_id, started)
+        }
     };
+    trace.responded(response.status().as_u16());
     respond::set_request_id(&mut response, request_id);
     response
 }
@@ -110,6 +119,7 @@ fn refuse(
 }
 
 /// Everything up to the route: the head, the path, the caller.
+#[allow(clippy::too_many_arguments)] // each is one thing the stages need; a struct would only rename them
 async fn serve<'s>(
     gateway: &Gateway,
     snapshot: &'s Snapshot,
@@ -118,6 +128,7 @@ async fn serve<'s>(
     remote: SocketAddr,
     started: Instant,
     request_id: &RequestId,
+    trace: &RequestTrace,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     super::check_head(&request, gateway.max_header_bytes)?;
     let unknown_path =
@@ -127,7 +138,10 @@ async fn serve<'s>(
             return Err(ApiError::NotReady.into());
         }
         let now = Timestamp::now();
-        let caller = auth::identify_key(snapshot, &request, query_key, target.project, remote.ip(), now, unknown_path)?;
+        let mut span = trace.stage("sluice.auth");
+        let caller = auth::identify_key(snapshot, &request, query_key, target.project, remote.ip(), now, unknown_path)
+            .inspect_err(|error| span.fail(error.parts().2))?;
+        span.end();
         target.route.check_method(request.method())?;
         let (query, headers) = (request.uri().query(), request.headers());
         return Ok(usage_api::answer(gateway, caller, target.route, query, headers, now, request_id).await?);
@@ -137,21 +151,34 @@ async fn serve<'s>(
         return Err(ApiError::NotReady.into());
     }
     let now = Timestamp::now();
-    let caller = auth::identify(snapshot, &request, query_key, &target, remote.ip(), now, unknown_path)?;
+    let mut span = trace.stage("sluice.auth");
+    let caller = auth::identify(snapshot, &request, query_key, &target, remote.ip(), now, unknown_path)
+        .inspect_err(|refused| span.fail(refused.error.parts().2))?;
+    span.end();
+    trace.caller(&caller);
     let reject = |error| Rejection::at(&caller, error);
     target.route.check_method(request.method()).map_err(reject)?;
     let chat = Api::ChatCompletions;
     match target.route {
-        Route::Api(api) => call_model(gateway, caller, api, Format::OpenAi, request, started, now, request_id).await,
-        Route::Messages => call_model(gateway, caller, chat, Format::Messages, request, started, now, request_id).await,
+        Route::Api(api) => {
+            call_model(gateway, caller, api, Format::OpenAi, request, started, now, request_id, trace).await
+        }
+        Route::Messages => {
+            call_model(gateway, caller, chat, Format::Messages, request, started, now, request_id, trace).await
+        }
         Route::Responses => {
-            call_model(gateway, caller, chat, Format::Responses, request, started, now, request_id).await
+            call_model(gateway, caller, chat, Format::Responses, request, started, now, request_id, trace).await
         }
         Route::Gemini { model, method: method @ (GeminiMethod::Generate | GeminiMethod::StreamGenerate) } => {
             // The model is read from the path, which goes with the request.
             let model = model.to_owned();
             let format = Format::Gemini { model: &model, stream: method == GeminiMethod::StreamGenerate };
-            call_model(gateway, caller, chat, format, request, started, now, request_id).await
+            call_model(gateway, caller, chat, format, request, started, now, request_id, trace).await
+        }
+        Route::Gemini { model, method: method @ (GeminiMethod::EmbedContent | GeminiMethod::BatchEmbedContents) } => {
+            let model = model.to_owned();
+            let format = Format::GeminiEmbed { model: &model, batch: method == GeminiMethod::BatchEmbedContents };
+            call_model(gateway, caller, Api::Embeddings, format, request, started, now, request_id, trace).await
         }
         Route::CountTokens => count_tokens(gateway, caller, Format::Messages, request, started, now, request_id).await,
         Route::Gemini { model, method: GeminiMethod::CountTokens } => {
@@ -189,6 +216,9 @@ enum Format<'p> {
     Messages,
     /// Gemini's `generateContent` for the model in the path (streamed or not).
     Gemini { model: &'p str, stream: bool },
+    /// Gemini's `embedContent` (or `batchEmbedContents`) for the model in the path, translated
+    /// into embeddings.
+    GeminiEmbed { model: &'p str, batch: bool },
     /// OpenAI's Responses.
     Responses,
 }
@@ -200,7 +230,19 @@ impl Format<'_> {
             Self::OpenAi => api.display(),
             Self::Messages => "/v1/messages",
             Self::Gemini { .. } => "/v1beta/models/{model}:generateContent",
+            Self::GeminiEmbed { batch: false, .. } => "/v1beta/models/{model}:embedContent",
+            Self::GeminiEmbed { batch: true, .. } => "/v1beta/models/{model}:batchEmbedContents",
             Self::Responses => "/v1/responses",
+        }
+    }
+
+    /// What an endpoint's `apis` must name to serve a call to `api` in this format.
+    fn kind(self, api: Api) -> ApiKind {
+        match self {
+            Self::OpenAi => api.kind(),
+            Self::Messages => ApiKind::Messages,
+            Self::Gemini { .. } | Self::GeminiEmbed { .. } => ApiKind::Gemini,
+            Self::Responses => ApiKind::Responses,
         }
     }
 }
@@ -217,10 +259,11 @@ async fn call_model<'s>(
     started: Instant,
     now: Timestamp,
     request_id: &RequestId,
+    trace: &RequestTrace,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
     let shown = format.shown(api);
-    if !caller.endpoint.serves(api) {
+    if !caller.endpoint.serves(format.kind(api)) {
         return Err(reject(ApiError::ApiNotEnabled(shown)));
     }
     caller.check_scope(Need::Inference(shown)).map_err(reject)?;
@@ -228,6 +271,15 @@ async fn call_model<'s>(
     let (parts, body) = request.into_parts();
     let slo = slo::hints(&parts.headers, &caller.tier.config).map_err(reject)?;
     let body = super::read_body(body, &parts.headers, caller.endpoint.max_body_bytes).await.map_err(reject)?;
+    // The endpoint's default model goes into a body that names none (a Gemini body's model is
+    // its URL's), its default parameters into chat completions requests only.
+    let defaults = &caller.endpoint.defaults;
+    let chat = api == Api::ChatCompletions;
+    let body = match format {
+        Format::OpenAi => defaults.fill(&body, chat),
+        Format::Messages | Format::Responses => defaults.fill(&body, false),
+        Format::Gemini { .. } | Format::GeminiEmbed { .. } => body,
+    };
     // The chat request, how its answer goes back, and the client's own body for a backend that
     // speaks its format.
     let (body, translation, original) = match format {
@@ -242,11 +294,18 @@ async fn call_model<'s>(
             let translated = gemini::request::to_openai(&body, model, stream).map_err(reject)?;
             (translated, Some(Translation::Gemini), Some((body, AnswerFormat::Gemini)))
         }
+        Format::GeminiEmbed { model, batch } => {
+            let translated = gemini::embed::to_openai(&body, model, batch).map_err(reject)?;
+            (translated, Some(Translation::GeminiEmbed { batch }), None)
+        }
         Format::Responses => {
             let translated = responses::request::to_openai(&body).map_err(reject)?;
             (translated.body, Some(Translation::Responses(translated.echo)), None)
         }
     };
+    // A translated chat request gets the default parameters too, where its translation left a
+    // field unset.
+    let body = if chat && translation.is_some() { defaults.fill(&body, true) } else { body };
     let fields = openai::read_fields(&body).map_err(reject)?;
     // A Messages body names its model (to rewrite); a Gemini body does not (it is in the URL).
     let original_fields = match &original {
@@ -259,6 +318,7 @@ async fn call_model<'s>(
         format: *format,
     });
     let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
+    trace.model_call(api, &fields.model, fields.stream, fields.max_tokens, &slo);
 
     let tier = caller.tier;
     let estimated_prompt = openai::estimate_prompt_tokens(body.len());
@@ -273,10 +333,16 @@ async fn call_model<'s>(
         now: started,
         wall: now,
     };
-    let admission = gateway.limiter.admit(ask).await.map_err(|refusal| Rejection {
-        headers: respond::refusal_headers(resolved.deprecation, Some((&refusal.report, tier))),
-        ..reject(refusal.error)
-    })?;
+    let mut span = trace.stage("sluice.limits");
+    let admission = gateway.limiter.admit(ask).await.map_err(|refusal| {
+        span.fail(refusal.error.parts().2);
+        Rejection {
+            headers: respond::refusal_headers(resolved.deprecation, Some((&refusal.report, tier))),
+            ..reject(refusal.error)
+        }
+    });
+    span.end();
+    let admission = admission?;
     tier.retries.deposit(tier.config.retry_percent);
     let report = admission.report;
     let admitted = Admitted::new(
@@ -288,7 +354,8 @@ async fn call_model<'s>(
         estimated_prompt,
         gateway.metrics.clone(),
         gateway.usage.clone(),
-    );
+    )
+    .observed(api, trace.clone());
 
     let deadline = started + Duration::from_millis(u64::from(tier.config.total_ms));
     let call = Call {
@@ -303,12 +370,14 @@ async fn call_model<'s>(
         request_id,
         metrics: &gateway.metrics,
         slo,
+        trace,
     };
     match call.run().await {
         Ok(answered) => {
             let accounting = Accounting::new(
                 admitted,
                 answered.backend,
+                answered.index,
                 answered.attempt,
                 answered.first_byte,
                 answered.status,
@@ -365,11 +434,11 @@ async fn count_tokens<'s>(
     request_id: &RequestId,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
-    let shown = match format {
-        Format::Gemini { .. } => "/v1beta/models/{model}:countTokens",
-        _ => "/v1/messages/count_tokens",
+    let (shown, kind) = match format {
+        Format::Gemini { .. } => ("/v1beta/models/{model}:countTokens", ApiKind::Gemini),
+        _ => ("/v1/messages/count_tokens", ApiKind::Messages),
     };
-    if !caller.endpoint.serves(Api::ChatCompletions) {
+    if !caller.endpoint.serves(kind) {
         return Err(reject(ApiError::ApiNotEnabled(shown)));
     }
     caller.check_scope(Need::Inference(shown)).map_err(reject)?;
@@ -384,6 +453,7 @@ async fn count_tokens<'s>(
             (count.body, count.total_tokens, serde_json::json!({"totalTokens": count.total_tokens}))
         }
         _ => {
+            let body = caller.endpoint.defaults.fill(&body, false);
             let count = anthropic::request::count_tokens(&body).map_err(reject)?;
             (count.body, count.input_tokens, serde_json::json!({"input_tokens": count.input_tokens}))
         }

@@ -22,7 +22,8 @@ use crate::protocol::sse::SseTap;
 use crate::route::Api;
 use crate::routing::{self, RouteRequest};
 use crate::slo::SloHints;
-use crate::snapshot::{Backend, Model};
+use crate::snapshot::{Backend, Model, Project};
+use crate::traces::{RequestTrace, StageSpan};
 use crate::upstream::client::{UpstreamBody, UpstreamError};
 use crate::upstream::outbound::{self, Native, Reading, Unfit};
 
@@ -56,12 +57,16 @@ pub struct Call<'a> {
     pub metrics: &'a Metrics,
     /// The request's SLO hints, for the router.
     pub slo: SloHints,
+    /// The request's trace: the routing decision and each attempt are spans of it.
+    pub trace: &'a RequestTrace,
 }
 
 /// The backend that answered, and its answer so far.
 pub struct Answered<'a> {
     /// The backend.
     pub backend: &'a Backend,
+    /// Its index in the model's backends.
+    pub index: usize,
     /// The attempt that answered: in flight on the backend until the account reports it.
     pub attempt: Attempt,
     /// Upstream status.
@@ -96,6 +101,11 @@ pub enum Answer {
 /// Why one backend did not answer.
 enum Miss {
     Connect(String),
+    /// A failed TLS handshake: why for the client, and the whole error for the log.
+    Tls {
+        reason: &'static str,
+        detail: String,
+    },
     Timeout,
     Request(String),
     Status {
@@ -113,7 +123,7 @@ impl Miss {
     fn verdict(&self) -> Verdict {
         match self {
             Self::Timeout => Verdict::Timeout,
-            Self::Connect(_) | Self::Request(_) => Verdict::Failure,
+            Self::Connect(_) | Self::Tls { .. } | Self::Request(_) => Verdict::Failure,
             Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => Verdict::Neutral,
             Self::Status { .. } => Verdict::Failure,
             Self::Unsupported | Self::Untranslatable(_) => Verdict::Neutral,
@@ -126,16 +136,22 @@ impl<'a> Call<'a> {
     pub async fn run(&self) -> Result<Answered<'a>, ApiError> {
         let Caller { project, endpoint, tier, .. } = *self.caller;
         let request = self.route_request(endpoint.routing, tier.config.priority < 0);
+        let mut span = self.trace.stage("sluice.route");
         let plan = match routing::plan(self.model, endpoint.routing, &request, &mut rand::rng()) {
             Ok(plan) => plan,
             Err(shed) => {
+                span.fail("shed");
                 self.model.metrics.sheds.inc();
                 return Err(ApiError::Shed { model: self.model.name.to_string(), retry_after: shed.retry_after });
             }
         };
         let order = plan.steps();
+        let first = order.first().map(|step| &*self.model.backends[step.index].label);
+        span.routed(endpoint.routing, plan.reason, order.len(), first);
+        span.end();
         let tokens = request.prompt_tokens + self.fields.max_tokens.unwrap_or(0);
         let mut last_miss = None;
+        let mut tried = 0;
         for (attempt, &routing::Step { index, probe }) in order.iter().enumerate() {
             if attempt > 0 && !tier.retries.withdraw(tier.config.min_retries_per_second, Instant::now()) {
                 tracing::warn!(request_id = %self.request_id, "retry budget spent; no more failover");
@@ -146,21 +162,40 @@ impl<'a> Call<'a> {
                 break;
             }
             let backend = &self.model.backends[index];
+            tried = attempt + 1;
             let expected = routing::expected(&backend.state, &request);
             // Dropped with this future (the client went away), the attempt still leaves.
             let mut in_flight = backend.state.start(tokens, probe);
             in_flight.expect(expected);
-            let result = self.try_backend(backend).await;
-            if !matches!(result, Err(Miss::Timeout | Miss::Connect(_) | Miss::Unsupported | Miss::Untranslatable(_))) {
+            let server = if self.trace.is_on() { server_address(project, backend) } else { None };
+            let mut span = self.trace.attempt(self.api, backend, attempt, server, expected.ttft_ms);
+            let attempt_started = Instant::now();
+            let result = self.try_backend(backend, &span).await;
+            let series = self.model.metrics.backends.get(index);
+            if !matches!(
+                result,
+                Err(Miss::Timeout | Miss::Connect(_) | Miss::Tls { .. } | Miss::Unsupported | Miss::Untranslatable(_))
+            ) {
                 in_flight.answered();
             }
             let miss = match result {
                 Ok((status, headers, body, first_byte, reading)) => {
+                    if self.fields.stream && status.is_success() {
+                        in_flight.first_token(first_byte);
+                    }
                     if attempt > 0 {
                         self.model.metrics.failovers.inc();
                     }
+                    if let Some(series) = series {
+                        series.attempt("success", attempt_started.elapsed());
+                    }
+                    span.answered(status.as_u16());
+                    span.end();
+                    self.trace.retries(attempt);
+                    self.trace.served(backend, server, expected.ttft_ms);
                     return Ok(Answered {
                         backend,
+                        index,
                         attempt: in_flight,
                         status,
                         headers,
@@ -177,19 +212,32 @@ impl<'a> Call<'a> {
                 // The client's request, not the backend, is at fault: no upstream error.
                 tracing::debug!(request_id = %self.request_id, backend = %backend.label, error = %error,
                     "request not translatable for this backend");
+                span.fail("untranslatable");
+                if let Some(series) = series {
+                    series.attempt("untranslatable", attempt_started.elapsed());
+                }
                 last_miss = Some(miss);
                 continue;
             }
             let kind = match &miss {
                 Miss::Connect(_) => upstream_error::CONNECT,
+                Miss::Tls { .. } => upstream_error::TLS,
                 Miss::Timeout => upstream_error::TIMEOUT,
                 Miss::Request(_) | Miss::Unsupported | Miss::Untranslatable(_) => upstream_error::REQUEST,
                 Miss::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => upstream_error::STATUS_429,
                 Miss::Status { .. } => upstream_error::STATUS_5XX,
             };
             self.metrics.upstream_error(&project.slug, &endpoint.slug, &backend.upstream.id, kind);
+            if let Some(series) = series {
+                series.attempt(kind, attempt_started.elapsed());
+            }
+            if let Miss::Status { status, .. } = &miss {
+                span.answered(status.as_u16());
+            }
+            span.fail(kind);
+            drop(span);
             let detail = match &miss {
-                Miss::Connect(e) | Miss::Request(e) => e.clone(),
+                Miss::Connect(e) | Miss::Request(e) | Miss::Tls { detail: e, .. } => e.clone(),
                 Miss::Status { status, .. } => format!("status {status}"),
                 Miss::Timeout => "no first byte in time".into(),
                 Miss::Unsupported => format!("{} cannot serve {}", backend.upstream.kind.as_str(), self.api.display()),
@@ -199,6 +247,7 @@ impl<'a> Call<'a> {
                 remaining = order.len() - attempt - 1, "backend failed before the first byte");
             last_miss = Some(miss);
         }
+        self.trace.retries(tried.saturating_sub(1));
         let name = self.model.name.to_string();
         Err(match last_miss {
             Some(Miss::Timeout) => ApiError::UpstreamTimeout(name),
@@ -207,6 +256,7 @@ impl<'a> Call<'a> {
             }
             Some(Miss::Status { status, .. }) => ApiError::UpstreamStatus { model: name, status: status.as_u16() },
             Some(Miss::Request(_)) => ApiError::UpstreamStatus { model: name, status: 502 },
+            Some(Miss::Tls { reason, .. }) => ApiError::UpstreamTls { model: name, reason },
             Some(Miss::Untranslatable(error)) => error,
             Some(Miss::Connect(_) | Miss::Unsupported) | None => ApiError::NoHealthyBackend(name),
         })
@@ -253,7 +303,11 @@ impl<'a> Call<'a> {
     }
 
     /// One backend: sends, waits for the first bytes (or the whole answer when not streaming).
-    async fn try_backend(&self, backend: &Backend) -> Result<(StatusCode, HeaderMap, Answer, Instant, Reading), Miss> {
+    async fn try_backend(
+        &self,
+        backend: &Backend,
+        span: &StageSpan,
+    ) -> Result<(StatusCode, HeaderMap, Answer, Instant, Reading), Miss> {
         let strip_usage = self.fields.stream && !self.fields.include_usage;
         let outbound = outbound::prepare(self.api, backend, self.body, self.fields, self.native, strip_usage).map_err(
             |unfit| match unfit {
@@ -280,8 +334,11 @@ impl<'a> Call<'a> {
             );
             (self.deadline, Some((wait, (now + wait).min(self.deadline))))
         };
+        // With tracing on, the attempt's own `traceparent` goes upstream in place of the client's.
+        let propagated = span.propagate(self.client_headers);
+        let client_headers = propagated.as_ref().unwrap_or(self.client_headers);
         let call = async {
-            let sent = backend.upstream.send(outbound.target, self.client_headers, outbound.body, outbound.origin);
+            let sent = backend.upstream.send(outbound.target, client_headers, outbound.body, outbound.origin);
             let response = match head_at {
                 None => sent.await,
                 Some((wait, head_at)) => self.await_head(backend, sent, wait, head_at).await?,
@@ -289,6 +346,7 @@ impl<'a> Call<'a> {
             let response = response.map_err(|e| match e {
                 UpstreamError::Connect(e) => Miss::Connect(e),
                 UpstreamError::Request(e) => Miss::Request(e),
+                UpstreamError::Tls { reason, detail } => Miss::Tls { reason, detail },
             })?;
             let headers_at = Instant::now();
             let (parts, mut body) = response.into_parts();
@@ -335,6 +393,14 @@ impl<'a> Call<'a> {
             Ok(result) => result,
             Err(_) => Err(Miss::Timeout),
         }
+    }
+}
+
+/// `host[:port]` of the upstream `backend` calls: its pod's, or its Provider's base URL's.
+fn server_address<'p>(project: &'p Project, backend: &'p Backend) -> Option<&'p str> {
+    match backend.label.split_once('@') {
+        Some((_, pod)) => Some(pod),
+        None => project.servers.get(&*backend.upstream.id).map(String::as_str),
     }
 }
 

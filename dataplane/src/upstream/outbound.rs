@@ -75,7 +75,8 @@ pub enum Unfit {
 }
 
 /// The request for `backend`: `body` (OpenAI's) with `fields`, or the client's `native` body.
-/// `include_usage` asks an OpenAI upstream's stream for its usage chunk.
+/// `include_usage` asks an OpenAI upstream's stream for its usage chunk (chat and text
+/// completions only: no other API takes `stream_options`).
 pub fn prepare<'a>(
     api: Api,
     backend: &'a Backend,
@@ -86,6 +87,7 @@ pub fn prepare<'a>(
 ) -> Result<Outbound<'a>, Unfit> {
     let model = backend.model.as_str();
     let rename = |requested: &str| (requested != model).then_some(model);
+    let include_usage = include_usage && matches!(api, Api::ChatCompletions | Api::Completions);
     match (backend.upstream.kind, api) {
         (ProviderType::Openai | ProviderType::Simulated, _) => Ok(Outbound {
             target: Target::Api(api),

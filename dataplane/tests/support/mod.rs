@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -287,24 +288,30 @@ pub fn chat_body(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8})
 }
 
+/// Tier `standard` (5 s to the first token, 20 s in all) and Project `acme` in namespace `acme`:
+/// the start of the tenants the protocol, upstream-TLS and tracing tests build.
+#[allow(dead_code)] // Each test binary uses a different part.
+pub const ACME_PROJECT: &str = "apiVersion: sluice.dev/v1alpha1
+kind: ServiceTier
+metadata: {name: standard}
+spec:
+  timeouts: {firstTokenMs: 5000, totalMs: 20000, idleStreamMs: 5000}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Project
+metadata: {name: acme, namespace: acme}
+spec: {slug: acme, defaultTier: standard}
+---
+";
+
 /// Tier `standard`, Project `acme` and Provider `primary` (type openai at the simulator `sim`,
 /// model `up-model`, chat and tools, priced): the tenant the protocol tests add their own
 /// Providers, Endpoints and keys to.
 #[allow(dead_code)] // Each test binary uses a different part.
 pub fn acme_tenant(sim: &str) -> String {
+    let acme = ACME_PROJECT;
     format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: ServiceTier
-metadata: {{name: standard}}
-spec:
-  timeouts: {{firstTokenMs: 5000, totalMs: 20000, idleStreamMs: 5000}}
----
-apiVersion: sluice.dev/v1alpha1
-kind: Project
-metadata: {{name: acme, namespace: acme}}
-spec: {{slug: acme, defaultTier: standard}}
----
-apiVersion: sluice.dev/v1alpha1
+        r#"{acme}apiVersion: sluice.dev/v1alpha1
 kind: Provider
 metadata: {{name: primary, namespace: acme}}
 spec:
@@ -317,4 +324,45 @@ spec:
 ---
 "#
     )
+}
+
+/// One request as a [`recorder`] received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: serde_json::Value,
+}
+
+/// What a [`recorder`] has received, in order.
+pub type Recorded = Arc<Mutex<Vec<Received>>>;
+
+/// A stand-in upstream on a loopback socket that records what it receives and answers every
+/// request with `answer`; returns its base address (`http://127.0.0.1:<port>`).
+pub async fn recorder(answer: serde_json::Value) -> (String, Recorded) {
+    let seen: Recorded = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        let answer = answer.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+                .collect();
+            let path = parts.uri.path_and_query().map(ToString::to_string).unwrap_or_default();
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            record.lock().unwrap_or_else(|e| e.into_inner()).push(Received { path, headers, body });
+            axum::Json(answer)
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
 }

@@ -1,5 +1,5 @@
-//! The Provider controller: checks each Provider on its own (its credentials Secret, headers,
-//! models) and reports the result in its status. Projects that use it are requeued by the
+//! The Provider controller: checks each Provider on its own (its credentials Secret, its TLS
+//! CA bundle and client certificate, headers, models) and reports the result in its status. Projects that use it are requeued by the
 //! Project controller's own watch.
 //!
 //! A Provider that Endpoints use is not deleted under them: its finalizer holds the deletion,
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::EventType;
@@ -20,7 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{Endpoint, Provider, ProviderStatus};
 use sluice_crds::compile::{CompileOptions, compile};
-use sluice_crds::objects::{Object, SecretData};
+use sluice_crds::objects::Object;
 
 use super::{CONCURRENCY, log_result};
 use crate::cache::spec_fingerprint;
@@ -28,32 +28,37 @@ use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
 use crate::context::{Context, apply_status, error_policy, observe, set_finalizer};
 use crate::error::{Error, Result};
 use crate::labels::PROVIDER_FINALIZER;
-use crate::watches::{Watches, secret_fingerprint};
+use crate::watches::{Watches, config_map_fingerprint, secret_fingerprint};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "provider";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(1800);
 
-/// Problems of `provider` alone, given the Secret its credentials name (if found).
-pub fn check(provider: &Provider, credentials: Option<&Secret>) -> Vec<String> {
+/// Problems of `provider` alone, given the Secrets and ConfigMaps it reads that were found
+/// ([`crate::context::Caches::provider_reads`]).
+pub fn check(provider: &Provider, reads: Vec<Object>) -> Vec<String> {
     let mut objects = vec![Object::Provider(provider.clone())];
-    objects.extend(credentials.map(|s| Object::Secret(SecretData::from(s))));
+    objects.extend(reads);
     match compile(&objects, &CompileOptions::default()) {
         Ok(_) => Vec::new(),
         Err(errors) => errors.0.into_iter().map(|e| format!("{}: {}", e.field, e.message)).collect(),
     }
 }
 
-/// The Provider controller: its own changes, its credentials Secret's, and those of the
-/// Endpoints that may name it (a deletion waits for them).
+/// The Provider controller: its own changes, those of the Secrets and ConfigMaps it reads, and
+/// those of the Endpoints that may name it (a deletion waits for them).
 pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Output = ()> + use<> {
-    let (caches, deleting) = (ctx.caches.clone(), ctx.caches.providers.clone());
+    let (caches, by_config_map, deleting) = (ctx.caches.clone(), ctx.caches.clone(), ctx.caches.providers.clone());
     let shared = ctx.settings.shared_namespace.clone();
     Controller::for_shared_stream(watches.providers.subscribe_changes(spec_fingerprint), caches.providers.clone())
         .watches_shared_stream(watches.secrets.subscribe_changes(secret_fingerprint), move |s: Arc<Secret>| {
             caches.index().providers_using_secret(&s)
         })
+        .watches_shared_stream(
+            watches.config_maps.subscribe_changes(config_map_fingerprint),
+            move |c: Arc<ConfigMap>| by_config_map.index().providers_using_config_map(&c),
+        )
         // An Endpoint that changes or goes may release a Provider whose deletion waits: the
         // new spec no longer names it, so every waiting one it could have used looks again.
         .watches_shared_stream(watches.endpoints.subscribe_changes(spec_fingerprint), move |e: Arc<Endpoint>| {
@@ -106,9 +111,7 @@ async fn reconcile(provider: Arc<Provider>, ctx: Arc<Context>) -> Result<Action>
         if !has_finalizer {
             set_finalizer(&api, provider.as_ref(), PROVIDER_FINALIZER, true).await?;
         }
-        let credentials =
-            provider.spec.credentials.as_ref().and_then(|c| ctx.caches.secret(&namespace, &c.secret_key_ref.name));
-        let problems = check(&provider, credentials.as_deref());
+        let problems = check(&provider, ctx.caches.provider_reads(&provider));
         let verdicts = if problems.is_empty() {
             vec![
                 Verdict::yes(

@@ -6,6 +6,7 @@ pub(crate) mod anthropic;
 pub(crate) mod completions;
 pub(crate) mod embeddings;
 pub(crate) mod gemini;
+pub(crate) mod images;
 pub(crate) mod openai;
 
 use axum::body::Body;

@@ -2,7 +2,7 @@
 
 Usage: python gemini_genai.py BASE_URL KEY
   BASE_URL  e.g. http://127.0.0.1:8080/acme/chat (the SDK adds /v1beta/models/...)
-  KEY       a key that may use model m-ok
+  KEY       a key that may use models m-ok and m-embed
 
 Asserts what the SDK itself must be able to do (parse every response and chunk, raise its
 error classes), and prints one JSON object of what it saw for the Rust test to check against
@@ -55,6 +55,24 @@ seen["stream"] = {"text": text, **usage_of(last.usage_metadata)}
 count = client.models.count_tokens(model="m-ok", contents="How many tokens is this sentence?")
 assert count.total_tokens > 0, count
 seen["count"] = count.total_tokens
+
+# Embeddings, served by the endpoint's OpenAI embeddings model (the SDK calls batchEmbedContents).
+result = client.models.embed_content(
+    model="m-embed",
+    contents=["What is the meaning of life?", "What is the purpose of existence?"],
+    config=types.EmbedContentConfig(
+        output_dimensionality=16,
+        http_options=types.HttpOptions(headers={"x-request-id": "genai-embed"}),
+    ),
+)
+assert len(result.embeddings) == 2, result
+assert all(len(embedding.values) == 16 for embedding in result.embeddings), result
+assert result.embeddings[0].values != result.embeddings[1].values, result
+seen["embed"] = {
+    "count": len(result.embeddings),
+    "dimensions": len(result.embeddings[0].values),
+    "prompt": result.usage_metadata.prompt_token_count,
+}
 
 # The SDK's default API version is v1, where the gateway serves generateContent and countTokens;
 # listing models in Gemini's shape is under v1beta (/v1/models is OpenAI's list).

@@ -58,7 +58,7 @@ assert embedding.data[0].embedding != embedding.data[1].embedding
 # Models.
 models = client.models.list()
 ids = sorted(m.id for m in models.data)
-assert ids == ["demo-chat", "demo-embed"], ids
+assert ids == ["demo-chat", "demo-embed", "demo-image"], ids
 assert client.models.retrieve("demo-chat-latest").id == "demo-chat"
 
 # Errors users catch by class.

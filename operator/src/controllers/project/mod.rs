@@ -29,7 +29,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
 use sluice_crds::compile::generated_key_secret_name;
-use sluice_crds::objects::{Object, SecretData};
+use sluice_crds::objects::{ConfigMapData, Object, SecretData};
 
 pub use self::plan::{Inputs, Plan, WrittenConfig, plan};
 use super::log_result;
@@ -40,7 +40,7 @@ use crate::data_plane::workload_name;
 use crate::error::Result;
 use crate::labels::{CONFIG_HASH_ANNOTATION, PROJECT_LABEL};
 use crate::watch_index::owner_of;
-use crate::watches::{SERVICE_NAME_LABEL, Watches, ready_addresses, secret_fingerprint};
+use crate::watches::{SERVICE_NAME_LABEL, Watches, config_map_fingerprint, ready_addresses, secret_fingerprint};
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "project";
@@ -75,8 +75,15 @@ impl State {
 /// of the data-plane objects it wrote.
 pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Output = ()> + use<> {
     let caches = &ctx.caches;
-    let (by_endpoint, by_key, by_provider, by_tier, by_secret, by_slice) =
-        (caches.clone(), caches.clone(), caches.clone(), caches.clone(), caches.clone(), caches.clone());
+    let (by_endpoint, by_key, by_provider, by_tier, by_secret, by_slice, by_config_map) = (
+        caches.clone(),
+        caches.clone(),
+        caches.clone(),
+        caches.clone(),
+        caches.clone(),
+        caches.clone(),
+        caches.clone(),
+    );
     let in_namespace = |caches: &Caches, namespace: Option<String>| {
         namespace.map(|ns| caches.index().projects_in(&ns)).unwrap_or_default()
     };
@@ -126,6 +133,10 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
         .watches_shared_stream(watches.secrets.subscribe_changes(secret_fingerprint), move |s: Arc<Secret>| {
             by_secret.index().projects_using_secret(&s)
         })
+        .watches_shared_stream(
+            watches.config_maps.subscribe_changes(config_map_fingerprint),
+            move |c: Arc<ConfigMap>| by_config_map.index().projects_using_config_map(&c),
+        )
         .watches_shared_stream(
             watches
                 .config_secrets
@@ -245,11 +256,13 @@ fn gather(project: &Project, namespace: &str, ctx: &Context) -> Vec<Object> {
         .providers
         .state_filter(|p| matches!(p.namespace().as_deref(), Some(ns) if ns == namespace || ns == shared));
 
+    // Each once, however many objects read it.
     let mut secrets: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut config_maps: BTreeSet<(String, String)> = BTreeSet::new();
     for provider in &providers {
-        if let Some(credentials) = &provider.spec.credentials {
-            secrets.insert((provider.namespace().unwrap_or_default(), credentials.secret_key_ref.name.clone()));
-        }
+        let ns = provider.namespace().unwrap_or_default();
+        secrets.extend(provider.spec.secret_names().into_iter().map(|name| (ns.clone(), name.to_owned())));
+        config_maps.extend(provider.spec.config_map_names().into_iter().map(|name| (ns.clone(), name.to_owned())));
     }
     for apikey in &apikeys {
         let name = match &apikey.spec.secret_ref {
@@ -268,6 +281,11 @@ fn gather(project: &Project, namespace: &str, ctx: &Context) -> Vec<Object> {
     for (ns, name) in &secrets {
         if let Some(secret) = caches.secret(ns, name) {
             objects.push(Object::Secret(SecretData::from(secret.as_ref())));
+        }
+    }
+    for (ns, name) in &config_maps {
+        if let Some(config_map) = caches.config_map(ns, name) {
+            objects.push(Object::ConfigMap(ConfigMapData::from(config_map.as_ref())));
         }
     }
     objects

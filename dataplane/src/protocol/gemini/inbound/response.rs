@@ -83,14 +83,20 @@ pub fn response_from_openai(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Gemini's `Model` for one entry of the gateway's `/v1/models` answer: chat models offer
-/// `generateContent`, `streamGenerateContent` and `countTokens`.
+/// `generateContent`, `streamGenerateContent` and `countTokens`, embeddings models
+/// `embedContent` and `batchEmbedContents`.
 fn model_from_openai(model: &Value) -> Value {
     let id = model.get("id").and_then(Value::as_str).unwrap_or_default();
-    let chat = model
-        .get("capabilities")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c.as_str() == Some("chat")));
-    let methods: &[&str] = if chat { &["generateContent", "streamGenerateContent", "countTokens"] } else { &[] };
+    let capable = |name: &str| {
+        model.get("capabilities").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c.as_str() == Some(name)))
+    };
+    let mut methods: Vec<&str> = Vec::new();
+    if capable("chat") {
+        methods.extend(["generateContent", "streamGenerateContent", "countTokens"]);
+    }
+    if capable("embeddings") {
+        methods.extend(["embedContent", "batchEmbedContents"]);
+    }
     let mut out = json!({
         "name": format!("models/{id}"),
         "baseModelId": id,
@@ -155,7 +161,7 @@ mod tests {
         assert_eq!(out["models"][0]["name"], "models/chat");
         assert_eq!(out["models"][0]["inputTokenLimit"], 8192);
         assert_eq!(out["models"][0]["supportedGenerationMethods"][0], "generateContent");
-        assert_eq!(out["models"][1]["supportedGenerationMethods"], json!([]));
+        assert_eq!(out["models"][1]["supportedGenerationMethods"], json!(["embedContent", "batchEmbedContents"]));
         let one: Value = serde_json::from_str(&models_from_openai(r#"{"id":"chat"}"#)).expect("json");
         assert_eq!(one["name"], "models/chat");
     }

@@ -1,0 +1,483 @@
+//! Traces over OTLP: the real gateway binary exports to a real OTLP/HTTP receiver (protobuf
+//! bodies decoded with the official definitions, `opentelemetry-proto`), and stand-in
+//! upstreams record the `traceparent` each attempt carries. Checked: the spans of a streamed
+//! request and of a failed-over one (names, kinds, parent-child links, GenAI and Sluice
+//! attributes), the client's trace continued, each attempt's own context sent upstream, and no
+//! prompt text or key anywhere in what was exported.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message;
+use serde_json::json;
+use support::{Gateway, Manifests, Recorded, apikey, client, eventually};
+
+const KEY: &str = "sl_acme_tracing_0000000000001";
+const UPSTREAM_SECRET: &str = "upstream-secret-trace";
+const PROMPT: &str = "PROMPT-MARKER-7f3a: tell me about the weather";
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// What the receiver got: every export request, raw and decoded.
+#[derive(Clone, Default)]
+struct Receiver {
+    raw: Arc<Mutex<Vec<Vec<u8>>>>,
+    spans: Arc<Mutex<Vec<Span>>>,
+    resources: Arc<Mutex<Vec<HashMap<String, String>>>>,
+}
+
+impl Receiver {
+    /// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on a loopback port.
+    async fn start() -> (String, Self) {
+        let receiver = Self::default();
+        let state = receiver.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/x-protobuf"[..]));
+                    assert_eq!(headers.get("x-collector-token").map(|v| v.as_bytes()), Some(&b"t0ken"[..]));
+                    let request = ExportTraceServiceRequest::decode(body.clone()).expect("an OTLP trace request");
+                    state.record(request, body.to_vec());
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    ([("content-type", "application/x-protobuf")], answer)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (format!("http://{addr}"), receiver)
+    }
+
+    /// An OTLP/gRPC receiver (the generated `TraceService`, served by tonic) on a loopback port.
+    async fn start_grpc() -> (String, Self) {
+        let receiver = Self::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(async move {
+            let incoming = connections(listener);
+            let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+        });
+        (format!("http://{addr}"), receiver)
+    }
+
+    fn record(&self, request: ExportTraceServiceRequest, raw: Vec<u8>) {
+        self.raw.lock().unwrap().push(raw);
+        for resource_spans in request.resource_spans {
+            let resource = resource_spans.resource.map(|r| attributes(&r.attributes)).unwrap_or_default();
+            self.resources.lock().unwrap().push(resource);
+            for scope in resource_spans.scope_spans {
+                self.spans.lock().unwrap().extend(scope.spans);
+            }
+        }
+    }
+
+    /// The spans of trace `trace_id` once `count` of them have arrived.
+    async fn trace(&self, trace_id: &str, count: usize) -> Vec<Span> {
+        let of_trace = || -> Vec<Span> {
+            self.spans.lock().unwrap().iter().filter(|s| hex(&s.trace_id) == trace_id).cloned().collect()
+        };
+        eventually(Duration::from_secs(10), || async { of_trace().len() >= count }).await;
+        let spans = of_trace();
+        assert_eq!(spans.len(), count, "spans of {trace_id}: {:#?}", names(&spans));
+        spans
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let token = request.metadata().get("x-collector-token").map(|v| v.as_bytes().to_vec());
+        assert_eq!(token.as_deref(), Some(&b"t0ken"[..]));
+        let request = request.into_inner();
+        let raw = request.encode_to_vec();
+        self.record(request, raw);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// The connections `listener` accepts, as tonic takes them.
+fn connections(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn names(spans: &[Span]) -> Vec<&str> {
+    spans.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn attributes(list: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> HashMap<String, String> {
+    list.iter()
+        .map(|kv| {
+            let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(AnyValue::StringValue(s)) => s.clone(),
+                Some(AnyValue::IntValue(i)) => i.to_string(),
+                Some(AnyValue::DoubleValue(d)) => d.to_string(),
+                Some(AnyValue::BoolValue(b)) => b.to_string(),
+                other => format!("{other:?}"),
+            };
+            (kv.key.clone(), value)
+        })
+        .collect()
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no span {name:?} in {:?}", names(spans)))
+}
+
+/// A stand-in OpenAI upstream that records each request's headers and answers a stream (when
+/// asked for one) or a whole completion, or fails with `fail` when set.
+async fn upstream(fail: Option<u16>) -> (String, Recorded) {
+    let seen: Recorded = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let path = parts.uri.path().to_owned();
+            let stream = body["stream"] == true;
+            record.lock().unwrap().push(support::Received { path, headers, body });
+            let response = axum::response::Response::builder();
+            if let Some(status) = fail {
+                return response
+                    .status(status)
+                    .body(axum::body::Body::from(r#"{"error":{"message":"down"}}"#))
+                    .unwrap();
+            }
+            if stream {
+                let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                    json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                };
+                let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+                    "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}});
+                let events = [
+                    chunk(json!({"role": "assistant", "content": "COMPLETION-"}), json!(null)),
+                    chunk(json!({"content": "MARKER"}), json!(null)),
+                    chunk(json!({}), json!("stop")),
+                    usage,
+                ];
+                let mut text: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+                text.push_str("data: [DONE]\n\n");
+                return response
+                    .header("content-type", "text/event-stream")
+                    .body(axum::body::Body::from(text))
+                    .unwrap();
+            }
+            let whole = json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "up-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "COMPLETION-MARKER"},
+                    "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}});
+            response.header("content-type", "application/json").body(axum::body::Body::from(whole.to_string())).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn manifests(good: &str, bad: &str) -> String {
+    let provider = |name: &str, url: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Provider\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  \
+type: openai\n  baseUrl: {url}/v1\n  credentials: {{secretKeyRef: {{name: upstream, key: token}}}}\n  models:\n    \
+- name: up-model\n      capabilities: [chat]\n      pricing: {{inputPerMillion: 1.0, outputPerMillion: 2.0}}\n---\n"
+        )
+    };
+    let acme = support::ACME_PROJECT;
+    format!(
+        r#"{acme}apiVersion: v1
+kind: Secret
+metadata: {{name: upstream, namespace: acme}}
+stringData: {{token: {UPSTREAM_SECRET}}}
+---
+{}{}apiVersion: sluice.dev/v1alpha1
+kind: Endpoint
+metadata: {{name: chat, namespace: acme}}
+spec:
+  slug: chat
+  models:
+    - name: m-stream
+      backends: [{{providerRef: {{name: good}}, model: up-model}}]
+    - name: m-failover
+      backends:
+        - {{providerRef: {{name: bad}}, model: up-model, priority: 0}}
+        - {{providerRef: {{name: good}}, model: up-model, priority: 1}}
+---
+{}
+"#,
+        provider("good", good),
+        provider("bad", bad),
+        apikey("acme", "full", KEY, ""),
+    )
+}
+
+struct Setup {
+    receiver: Receiver,
+    good: Recorded,
+    bad: Recorded,
+    good_url: String,
+    _manifests: Manifests,
+    gateway: Gateway,
+}
+
+async fn start() -> Setup {
+    start_with("http/protobuf").await
+}
+
+async fn start_with(protocol: &str) -> Setup {
+    let (collector, receiver) = if protocol == "grpc" { Receiver::start_grpc().await } else { Receiver::start().await };
+    let (good_url, good) = upstream(None).await;
+    let (bad_url, bad) = upstream(Some(503)).await;
+    let dir = Manifests::new();
+    dir.write("acme.yaml", &manifests(&good_url, &bad_url));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-gateway"));
+    command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"]);
+    command.arg("--config").arg(dir.path());
+    command
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-token=t0ken")
+        .env("OTEL_SERVICE_NAME", "gateway-under-test")
+        .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+    let gateway = Gateway::spawn(command);
+    Setup { receiver, good, bad, good_url, _manifests: dir, gateway }
+}
+
+/// The `traceparent` an upstream got: (trace id, parent span id).
+fn upstream_parent(recorded: &Recorded, index: usize) -> (String, String) {
+    let seen = recorded.lock().unwrap();
+    let value = seen[index].headers.get("traceparent").cloned().expect("a traceparent upstream");
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[3]), (4, "00", "01"), "{value}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_of_a_stream_and_a_failover_follow_the_genai_conventions() {
+    let setup = start().await;
+
+    // A streamed request, continuing the client's trace.
+    let response = client()
+        .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .json(&json!({"model": "m-stream", "stream": true, "max_tokens": 20,
+            "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("stream");
+    assert!(text.contains("COMPLETION-") && text.contains("[DONE]"), "{text}");
+
+    let spans = setup.receiver.trace(CLIENT_TRACE, 5).await;
+    let request = named(&spans, "chat m-stream");
+    assert_eq!(request.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&request.parent_span_id), CLIENT_SPAN, "the client's span is the parent");
+    let attrs = attributes(&request.attributes);
+    for (key, value) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "m-stream"),
+        ("gen_ai.response.model", "up-model"),
+        ("gen_ai.provider.name", "openai"),
+        ("gen_ai.usage.input_tokens", "11"),
+        ("gen_ai.usage.output_tokens", "3"),
+        ("gen_ai.request.max_tokens", "20"),
+        ("server.address", "127.0.0.1"),
+        ("sluice.project", "acme"),
+        ("sluice.endpoint", "chat"),
+        ("sluice.key_id", "acme/full"),
+        ("sluice.tier", "standard"),
+        ("sluice.backend", "acme/good/up-model"),
+        ("sluice.stream", "true"),
+        ("sluice.retries", "0"),
+        ("http.response.status_code", "200"),
+        ("http.request.method", "POST"),
+    ] {
+        assert_eq!(attrs.get(key).map(String::as_str), Some(value), "{key} in {attrs:#?}");
+    }
+    assert!(attrs.get("sluice.ttft_ms").and_then(|v| v.parse::<f64>().ok()).is_some(), "{attrs:#?}");
+    let port = setup.good_url.rsplit(':').next().expect("port");
+    assert_eq!(attrs.get("server.port").map(String::as_str), Some(port));
+    for stage in ["sluice.auth", "sluice.limits", "sluice.route"] {
+        let span = named(&spans, stage);
+        assert_eq!(span.parent_span_id, request.span_id, "{stage} is a child of the request");
+        assert_eq!(span.kind, SpanKind::Internal as i32, "{stage}");
+    }
+    let route = attributes(&named(&spans, "sluice.route").attributes);
+    assert_eq!(route.get("sluice.routing.strategy").map(String::as_str), Some("sloAware"), "{route:#?}");
+    assert_eq!(route.get("sluice.routing.candidates").map(String::as_str), Some("1"), "{route:#?}");
+    let attempt = named(&spans, "chat up-model");
+    assert_eq!(attempt.kind, SpanKind::Client as i32);
+    assert_eq!(attempt.parent_span_id, request.span_id);
+    let attempt_attrs = attributes(&attempt.attributes);
+    assert_eq!(attempt_attrs.get("gen_ai.request.model").map(String::as_str), Some("up-model"));
+    assert_eq!(attempt_attrs.get("http.response.status_code").map(String::as_str), Some("200"));
+    // The upstream was called in the attempt's context.
+    assert_eq!(upstream_parent(&setup.good, 0), (CLIENT_TRACE.to_owned(), hex(&attempt.span_id)));
+
+    // A request failed over from a 503 to the good backend, in a trace of its own.
+    let response = client()
+        .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "m-failover", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let (trace_id, _) = upstream_parent(&setup.bad, 0);
+    let spans = setup.receiver.trace(&trace_id, 6).await;
+    let request = named(&spans, "chat m-failover");
+    assert!(request.parent_span_id.is_empty(), "a new trace starts at the gateway");
+    let attrs = attributes(&request.attributes);
+    assert_eq!(attrs.get("sluice.retries").map(String::as_str), Some("1"), "{attrs:#?}");
+    assert_eq!(attrs.get("sluice.backend").map(String::as_str), Some("acme/good/up-model"));
+    assert_eq!(attrs.get("gen_ai.usage.output_tokens").map(String::as_str), Some("2"));
+    let mut attempts: Vec<&Span> = spans.iter().filter(|s| s.name == "chat up-model").collect();
+    attempts.sort_by_key(|s| attributes(&s.attributes)["sluice.attempt"].clone());
+    assert_eq!(attempts.len(), 2, "{:?}", names(&spans));
+    let (first, second) = (attributes(&attempts[0].attributes), attributes(&attempts[1].attributes));
+    assert!(attempts.iter().all(|a| a.parent_span_id == request.span_id));
+    assert_eq!(first.get("sluice.backend").map(String::as_str), Some("acme/bad/up-model"));
+    assert_eq!(first.get("error.type").map(String::as_str), Some("status_5xx"));
+    assert_eq!(first.get("http.response.status_code").map(String::as_str), Some("503"));
+    assert_eq!(attempts[0].status.as_ref().map(|s| s.code), Some(2), "the failed attempt's status is Error");
+    assert_eq!(second.get("sluice.backend").map(String::as_str), Some("acme/good/up-model"));
+    assert!(!second.contains_key("error.type"));
+    // Each upstream saw its own attempt's span as the parent.
+    assert_eq!(upstream_parent(&setup.bad, 0), (trace_id.clone(), hex(&attempts[0].span_id)));
+    assert_eq!(upstream_parent(&setup.good, 1), (trace_id, hex(&attempts[1].span_id)));
+
+    // The same requests in the metrics: GenAI histograms by operation, provider, models and
+    // stream (time to first token for the stream only), attempts by outcome, cost.
+    let metrics = metrics(&setup.gateway).await;
+    let call = |model: &str, stream: bool| {
+        format!(
+            "project=\"acme\",endpoint=\"chat\",gen_ai_operation_name=\"chat\",gen_ai_provider_name=\"openai\",\
+gen_ai_request_model=\"{model}\",gen_ai_response_model=\"up-model\",stream=\"{stream}\""
+        )
+    };
+    for line in [
+        format!("gen_ai_server_time_to_first_token_seconds_count{{{}}} 1", call("m-stream", true)),
+        format!("gen_ai_server_request_duration_seconds_count{{{}}} 1", call("m-failover", false)),
+        format!("gen_ai_client_token_usage_sum{{{},gen_ai_token_type=\"input\"}} 11.0", call("m-stream", true)),
+        format!("gen_ai_client_token_usage_sum{{{},gen_ai_token_type=\"output\"}} 2.0", call("m-failover", false)),
+        "sluice_upstream_attempts_total{provider=\"acme/bad\",model=\"up-model\",outcome=\"status_5xx\"} 1".into(),
+        "sluice_upstream_attempts_total{provider=\"acme/good\",model=\"up-model\",outcome=\"success\"} 2".into(),
+        "sluice_upstream_attempt_duration_seconds_count{provider=\"acme/bad\",model=\"up-model\",outcome=\"failure\"} 1"
+            .into(),
+        "sluice_time_to_first_token_seconds_count{project=\"acme\",endpoint=\"chat\",model=\"m-failover\"} 0".into(),
+        "sluice_cost_usd_total{project=\"acme\",endpoint=\"chat\",model=\"m-stream\"} 0.000017".into(),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(&format!("gen_ai_server_time_to_first_token_seconds_count{{{}}}", call("m-failover", false)))
+    );
+
+    // The resource, and nothing secret anywhere in what was exported.
+    let resources = setup.receiver.resources.lock().unwrap().clone();
+    assert!(resources.iter().all(|r| r.get("service.name").map(String::as_str) == Some("gateway-under-test")));
+    assert!(resources.iter().all(|r| r.get("deployment.environment.name").map(String::as_str) == Some("test")));
+    let raw = setup.receiver.raw.lock().unwrap().concat();
+    for secret in ["PROMPT-MARKER", "COMPLETION-", KEY, UPSTREAM_SECRET, "weather"] {
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret:?} was exported");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_is_a_span_too() {
+    let setup = start().await;
+    let response = client()
+        .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth("sl_acme_not_a_key_000000000000")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&json!({"model": "m-stream", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 401);
+    let spans = setup.receiver.trace("0af7651916cd43dd8448eb211c80319c", 2).await;
+    let request = named(&spans, "POST");
+    let attrs = attributes(&request.attributes);
+    assert_eq!(attrs.get("error.type").map(String::as_str), Some("invalid_api_key"), "{attrs:#?}");
+    assert_eq!(attrs.get("http.response.status_code").map(String::as_str), Some("401"));
+    let auth = named(&spans, "sluice.auth");
+    assert_eq!(auth.parent_span_id, request.span_id);
+    assert_eq!(attributes(&auth.attributes).get("error.type").map(String::as_str), Some("invalid_api_key"));
+    assert!(setup.good.lock().unwrap().is_empty() && setup.bad.lock().unwrap().is_empty());
+    let metrics = metrics(&setup.gateway).await;
+    let line = "sluice_rejections_total{project=\"\",endpoint=\"\",reason=\"invalid_api_key\"} 1";
+    assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+}
+
+async fn metrics(gateway: &Gateway) -> String {
+    client().get(gateway.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_go_over_grpc_too() {
+    let setup = start_with("grpc").await;
+    let response = client()
+        .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", "00-11111111111111111111111111111111-2222222222222222-01")
+        .json(&json!({"model": "m-stream", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), 200);
+    let spans = setup.receiver.trace("11111111111111111111111111111111", 5).await;
+    let request = named(&spans, "chat m-stream");
+    assert_eq!(hex(&request.parent_span_id), "2222222222222222");
+    let attrs = attributes(&request.attributes);
+    assert_eq!(attrs.get("gen_ai.usage.input_tokens").map(String::as_str), Some("9"), "{attrs:#?}");
+    assert_eq!(named(&spans, "chat up-model").parent_span_id, request.span_id);
+}
+
+#[test]
+fn tracing_is_off_without_an_endpoint() {
+    let dir = Manifests::new();
+    dir.write("acme.yaml", &manifests("http://127.0.0.1:9", "http://127.0.0.1:9"));
+    let gateway = Gateway::start(Some(dir.path()), &[]);
+    assert!(!gateway.log_text().contains("exporting traces"), "{}", gateway.log_text());
+}
