@@ -827,6 +827,26 @@ mod tests {
     }
 
     #[test]
+    fn a_streams_first_token_is_learned_when_it_arrives_and_once() {
+        let state = BackendState::detached("ns/p", "m");
+        let mut attempt = state.start(1, false);
+        let first = attempt.started() + Duration::from_millis(40);
+        attempt.first_token(first);
+        let learned = state.latency.ttft[0].get().expect("learned before the stream ends");
+        assert_eq!((learned.mean, learned.samples), (40.0, 1));
+        attempt.first_token(first + Duration::from_millis(500));
+        attempt.report(Outcome::Stream {
+            first,
+            end: first + Duration::from_millis(90),
+            tokens: 10,
+            verdict: Verdict::Success,
+        });
+        let after = state.latency.ttft[0].get().expect("learned");
+        assert_eq!((after.mean, after.samples), (40.0, 1), "the end of the stream does not count it again");
+        assert_eq!(state.latency.tpot[0].get().map(|e| e.mean), Some(10.0), "the decode is learned at the end");
+    }
+
+    #[test]
     fn running_tpot_hints_are_seen_until_their_attempts_leave() {
         let state = BackendState::detached("ns/p", "m");
         assert_eq!(state.tpot_hints.tightest(), None);
