@@ -21,7 +21,7 @@ use crate::api::{
 use crate::config::{
     AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, Credential,
     EndpointConfig, GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig, ProjectConfig,
-    ProviderConfig, ProviderModelConfig, ServiceConfig, SimulationConfig, TierConfig, UpstreamTls,
+    ProviderConfig, ProviderModelConfig, ServiceConfig, SigningSecretConfig, SimulationConfig, TierConfig, UpstreamTls,
     default_parameter_problems, hash_key,
 };
 use crate::objects::{ConfigMapData, Object, ObjectRef, SecretData, namespace_of};
@@ -439,6 +439,8 @@ struct Pass<'a> {
     providers: BTreeMap<String, (&'a Provider, Option<ProviderConfig>)>,
     /// Backends left out of their model because their Provider is missing or has problems.
     dropped: Vec<DroppedBackend>,
+    /// The response-signing secrets, current first.
+    signing: Vec<SigningSecretConfig>,
 }
 
 /// A backend whose Provider is missing or has problems: the partial compile serves its model
@@ -486,6 +488,7 @@ impl<'a> Pass<'a> {
     fn new(project: &'a Project, index: &Index<'a>, options: &CompileOptions) -> Self {
         let namespace = namespace_of(project);
         let mut errors = Vec::new();
+        let signing;
         {
             let mut problems = Problems {
                 object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: project.name_any() },
@@ -501,6 +504,7 @@ impl<'a> Pass<'a> {
                 );
             }
             check_tier(&project.spec.default_tier, "spec.defaultTier", index, &mut problems);
+            signing = signing_config(project, index, options, &mut problems);
         }
 
         let mut endpoints = Vec::new();
@@ -550,7 +554,7 @@ impl<'a> Pass<'a> {
             keys.push(KeyPass { apikey, object, config });
         }
 
-        Pass { project, namespace, errors, endpoints, keys, providers, dropped }
+        Pass { project, namespace, errors, endpoints, keys, providers, dropped, signing }
     }
 
     /// The configuration of everything but `left_out`.
@@ -584,6 +588,7 @@ impl<'a> Pass<'a> {
                 namespace: self.namespace,
                 name: project.name_any(),
                 default_tier: project.spec.default_tier.clone(),
+                signing: self.signing,
             },
             tiers,
             providers,
@@ -591,6 +596,70 @@ impl<'a> Pass<'a> {
             keys,
         }
     }
+}
+
+/// Secret data keys of a response-signing Secret: the current secret, and during a rotation the
+/// previous one with the instant it stops signing.
+pub const SIGNING_SECRET_FIELD: &str = "secret";
+/// See [`SIGNING_SECRET_FIELD`].
+pub const PREVIOUS_SIGNING_SECRET_FIELD: &str = "previousSecret";
+/// See [`SIGNING_SECRET_FIELD`].
+pub const PREVIOUS_SIGNING_EXPIRES_FIELD: &str = "previousSecretExpiresAt";
+/// Shortest signing secret accepted: 32 characters (a 128-bit secret in hex, with room).
+pub const MIN_SIGNING_SECRET_LENGTH: usize = 32;
+
+/// The Project's response-signing secrets from the Secret `spec.signing` names.
+fn signing_config(
+    project: &Project,
+    index: &Index<'_>,
+    options: &CompileOptions,
+    problems: &mut Problems<'_>,
+) -> Vec<SigningSecretConfig> {
+    let Some(spec) = &project.spec.signing else { return Vec::new() };
+    let (namespace, name) = (namespace_of(project), &spec.secret_name);
+    let field = "spec.signing.secretName";
+    let secret = |key: &str| -> Result<String, String> {
+        let bytes = index.secret_value(&namespace, name, key)?;
+        let text = std::str::from_utf8(bytes)
+            .ok()
+            .map(str::trim)
+            .filter(|t| t.len() >= MIN_SIGNING_SECRET_LENGTH && t.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| {
+                format!(
+                    "Secret {namespace}/{name} key {key:?} must hold at least {MIN_SIGNING_SECRET_LENGTH} printable \
+                     characters without spaces (e.g. `openssl rand -hex 32`)"
+                )
+            })?;
+        Ok(text.to_owned())
+    };
+    let mut signing = Vec::new();
+    match secret(SIGNING_SECRET_FIELD) {
+        Ok(current) => signing.push(SigningSecretConfig { secret: Credential::new(current), expires_at: None }),
+        Err(message) => problems.add(field, message),
+    }
+    if index.secret_value(&namespace, name, PREVIOUS_SIGNING_SECRET_FIELD).is_ok() {
+        let expiry = index
+            .secret_value(&namespace, name, PREVIOUS_SIGNING_EXPIRES_FIELD)
+            .ok()
+            .and_then(|raw| std::str::from_utf8(raw).ok())
+            .and_then(|text| text.trim().parse::<Timestamp>().ok());
+        match (secret(PREVIOUS_SIGNING_SECRET_FIELD), expiry) {
+            (Ok(previous), Some(until)) => {
+                if options.now.is_none_or(|now| until > now) {
+                    signing.push(SigningSecretConfig { secret: Credential::new(previous), expires_at: Some(until) });
+                }
+            }
+            (Err(message), _) => problems.add(field, message),
+            (Ok(_), None) => problems.add(
+                field,
+                format!(
+                    "Secret {namespace}/{name} has {PREVIOUS_SIGNING_SECRET_FIELD:?} without a valid RFC 3339 \
+                     {PREVIOUS_SIGNING_EXPIRES_FIELD:?}"
+                ),
+            ),
+        }
+    }
+    signing
 }
 
 /// `<namespace>/<name>` of an ApiKey, as configurations name keys.

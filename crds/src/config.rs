@@ -52,6 +52,20 @@ pub struct ProjectConfig {
     pub name: String,
     /// Tier of keys and endpoints that name none.
     pub default_tier: String,
+    /// Secrets that sign the project's responses, the current one first; empty: unsigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing: Vec<SigningSecretConfig>,
+}
+
+/// One response-signing secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningSecretConfig {
+    /// The HMAC key (its UTF-8 bytes).
+    pub secret: Credential,
+    /// When it stops signing (a previous secret in its grace period); `None`: the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A service tier's numbers.
@@ -508,6 +522,9 @@ impl GatewayConfig {
     pub fn redacted(&self) -> Self {
         let redacted = || Credential::new("<redacted>");
         let mut copy = self.clone();
+        for signing in &mut copy.project.signing {
+            signing.secret = redacted();
+        }
         for provider in copy.providers.values_mut() {
             if let Some(credential) = provider.credential.as_mut() {
                 *credential = redacted();

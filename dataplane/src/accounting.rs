@@ -3,6 +3,7 @@
 //! end, timed out, upstream crash, every backend failed, client gone): [`Admitted`] from the
 //! moment the limits let it in, [`Accounting`] once a backend has answered.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,6 +94,8 @@ pub struct Admitted {
     endpoint: Arc<str>,
     model: Arc<str>,
     key_id: Arc<str>,
+    /// The client's address.
+    client: IpAddr,
     started: Instant,
     /// Prompt tokens estimated before the call (used when the answer reports none).
     estimated_prompt_tokens: u64,
@@ -162,6 +165,7 @@ impl Admitted {
             endpoint: caller.endpoint.slug.clone(),
             model: model.name.clone(),
             key_id: caller.key.id.clone(),
+            client: caller.client,
             started,
             estimated_prompt_tokens,
             key_state: caller.key.state.clone(),
@@ -275,6 +279,7 @@ impl Admitted {
             endpoint = %self.endpoint,
             model = %self.model,
             key = %self.key_id,
+            client = %self.client,
             backend = %served.map_or("", |s| &*s.backend),
             status,
             duration_ms = elapsed.as_millis() as u64,
@@ -397,6 +402,7 @@ pub fn refused(
     metrics: &Metrics,
     request_id: &RequestId,
     at: Option<(&str, &str)>,
+    client: IpAddr,
     status: u16,
     code: &'static str,
     started: Instant,
@@ -405,7 +411,7 @@ pub fn refused(
     metrics.count_unrouted(project, endpoint, status);
     metrics.rejection(project, endpoint, code);
     tracing::info!(target: "sluice::access", request_id = %request_id, project,
-        endpoint, status, error = code,
+        endpoint, client = %client, status, error = code,
         duration_ms = started.elapsed().as_millis() as u64, "request refused");
 }
 
@@ -414,7 +420,7 @@ pub fn models_listed(metrics: &Metrics, request_id: &RequestId, caller: &Caller<
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        key = %caller.key.id, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+        key = %caller.key.id, client = %caller.client, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
 }
 
 /// Counts and logs a `count_tokens` answer (made by the gateway, charged to no limit).
@@ -429,7 +435,7 @@ pub fn tokens_counted(
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        model = %model.name, key = %caller.key.id, status = 200, input_tokens,
+        model = %model.name, key = %caller.key.id, client = %caller.client, status = 200, input_tokens,
         duration_ms = started.elapsed().as_millis() as u64, "tokens counted");
 }
 

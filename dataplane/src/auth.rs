@@ -31,6 +31,8 @@ pub struct Caller<'s> {
     pub key: &'s Key,
     /// The key's tier, else the endpoint's, else the project's default.
     pub tier: &'s Arc<Tier>,
+    /// The client's address (behind trusted proxies, the one they name).
+    pub client: IpAddr,
 }
 
 /// Why [`identify`] turned a request away.
@@ -58,6 +60,8 @@ pub enum Need {
     ListModels,
     /// Reading the project's usage (`/v1/usage`).
     UsageRead,
+    /// Reading the project's security settings (`/v1/security/...`).
+    Management,
 }
 
 /// A caller of a project-level API: the key and the project it opens (no endpoint is named).
@@ -106,7 +110,7 @@ pub fn identify<'s, B>(
     check_source(key, ip).map_err(refused)?;
     check_endpoint(key, &endpoint.slug).map_err(refused)?;
     let tier = key.tier.as_ref().or(endpoint.tier.as_ref()).unwrap_or(&project.default_tier);
-    Ok(Caller { project, endpoint, key, tier })
+    Ok(Caller { project, endpoint, key, tier, client: ip })
 }
 
 /// Finds the key the client presented for a project-level API (`/<project>/v1/...`): valid
@@ -224,6 +228,9 @@ fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
         Need::UsageRead if !has(Scope::UsageRead) => {
             Err(ApiError::ScopeInsufficient { needed: Scope::UsageRead.as_str(), api: "/v1/usage" })
         }
+        Need::Management if !has(Scope::Management) => {
+            Err(ApiError::ScopeInsufficient { needed: Scope::Management.as_str(), api: "/v1/security" })
+        }
         _ => Ok(()),
     }
 }
@@ -311,6 +318,9 @@ mod tests {
     #[test]
     fn only_usage_read_reads_the_projects_usage() {
         assert!(check_scope(&key(&[Scope::UsageRead]), Need::UsageRead).is_ok());
+        assert!(check_scope(&key(&[Scope::Management]), Need::Management).is_ok());
+        assert!(check_scope(&key(&[Scope::Inference, Scope::UsageRead]), Need::Management).is_err());
+        assert!(check_scope(&key(&[Scope::Management]), Need::Inference("/v1/chat/completions")).is_err());
         match check_scope(&key(&[Scope::Inference, Scope::ModelsRead]), Need::UsageRead) {
             Err(ApiError::ScopeInsufficient { needed, api }) => assert_eq!((needed, api), ("usage.read", "/v1/usage")),
             other => panic!("expected scope_insufficient, got {other:?}"),

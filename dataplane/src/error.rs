@@ -95,6 +95,9 @@ pub enum ApiError {
     /// The gateway has no configuration yet.
     #[error("The gateway has not loaded a configuration yet.")]
     NotReady,
+    /// The project does not sign its responses, so it has no signing secret to read.
+    #[error("This project does not sign its responses: set spec.signing on the Project.")]
+    SigningNotEnabled,
 }
 
 impl ApiError {
@@ -132,6 +135,7 @@ impl ApiError {
             Self::UpstreamRateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limit_error", "upstream_rate_limited"),
             Self::UpstreamTimeout(_) => (S::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout"),
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", "not_ready"),
+            Self::SigningNotEnabled => (S::NOT_FOUND, "invalid_request_error", "signing_not_enabled"),
         }
     }
 

@@ -26,7 +26,8 @@
 //! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
 //! stages read it, kept current by [`reload`] from [`config_source`]; [`admin`], [`metrics`],
 //! [`logging`], [`traces`] and [`usage_report`] make the gateway observable ([`genai`] names
-//! what traces and metrics share); [`settings`] are its flags.
+//! what traces and metrics share); [`signing`] signs a project's responses; [`settings`] are
+//! its flags.
 
 // The request path, in the order listed above (blank lines keep rustfmt from sorting it).
 pub mod server;
@@ -66,6 +67,7 @@ pub mod metrics;
 pub mod reload;
 pub mod scrape;
 pub mod settings;
+pub mod signing;
 pub mod snapshot;
 pub mod traces;
 pub mod usage_report;
@@ -124,23 +126,27 @@ pub struct Gateway {
     pub usage: Arc<usage_api::UsageBook>,
     /// Request traces (off unless `--otlp-endpoint` is given).
     pub traces: traces::Traces,
+    /// Proxies whose forwarding headers name the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<server::client::TrustedProxies>,
 }
 
 impl Gateway {
     /// A gateway with no configuration yet.
     pub fn new(shared_namespace: &str, max_header_bytes: usize) -> Arc<Self> {
         let (metrics, limiter) = (Arc::new(Metrics::new()), limits::Limiter::default());
-        Self::with_limiter(shared_namespace, max_header_bytes, metrics, limiter, traces::Traces::off())
+        let trusted = Arc::default();
+        Self::with_limiter(shared_namespace, max_header_bytes, metrics, limiter, traces::Traces::off(), trusted)
     }
 
-    /// A gateway with no configuration yet whose admissions go through `limiter` and whose
-    /// requests are traced by `traces`.
+    /// A gateway with no configuration yet whose admissions go through `limiter`, whose
+    /// requests are traced by `traces` and whose clients are found behind `trusted_proxies`.
     pub fn with_limiter(
         shared_namespace: &str,
         max_header_bytes: usize,
         metrics: Arc<Metrics>,
         limiter: limits::Limiter,
         traces: traces::Traces,
+        trusted_proxies: Arc<server::client::TrustedProxies>,
     ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -155,6 +161,7 @@ impl Gateway {
             metrics,
             limiter,
             traces,
+            trusted_proxies,
         })
     }
 
@@ -234,8 +241,27 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let limiter = limits::Limiter::from_settings(&settings, &metrics.limits).map_err(Error::Config)?;
     let traces = traces::export::from_settings(&settings).map_err(Error::Config)?;
-    let gateway =
-        Gateway::with_limiter(&settings.shared_namespace, settings.max_header_bytes, metrics, limiter, traces);
+    if settings.proxy_protocol != server::proxy_protocol::ProxyProtocol::Off && settings.trusted_proxies.is_empty() {
+        return Err(Error::Config(
+            "--proxy-protocol needs --trusted-proxies: the load balancer's addresses (0.0.0.0/0,::/0 when \
+             nothing but the load balancer can reach the API port)"
+                .to_owned(),
+        ));
+    }
+    let proxies =
+        server::Proxies { protocol: settings.proxy_protocol, trusted: Arc::new(settings.trusted_proxies.clone()) };
+    let gateway = Gateway::with_limiter(
+        &settings.shared_namespace,
+        settings.max_header_bytes,
+        metrics,
+        limiter,
+        traces,
+        proxies.trusted.clone(),
+    );
+    if !proxies.trusted.is_empty() {
+        tracing::info!(trusted_proxies = %proxies.trusted, proxy_protocol = ?settings.proxy_protocol,
+            "client addresses are read from forwarding headers of trusted proxies");
+    }
     if let Some(redis) = gateway.limiter.redis() {
         tracing::info!(redis = %redis.describe(), replicas_hint = settings.replicas_hint, "limits are shared through Redis");
         tokio::spawn(redis.clone().maintain());
@@ -297,8 +323,8 @@ pub async fn start(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let api_task =
-        tokio::spawn(server::serve(api, limits, server::api_handler(gateway.clone()), stopped(stop_rx.clone()), grace));
+    let api_handler = server::api_handler(gateway.clone());
+    let api_task = tokio::spawn(server::serve(api, limits, proxies, api_handler, stopped(stop_rx.clone()), grace));
     let admin_gateway = gateway.clone();
     let admin_handler = move |request: hyper::Request<hyper::body::Incoming>, _remote| {
         let gateway = admin_gateway.clone();
@@ -311,8 +337,14 @@ pub async fn start(
         })
             as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<respond::body::ResponseBody>> + Send>>
     };
-    let admin_task =
-        tokio::spawn(server::serve(admin, limits, admin_handler, stopped(stop_rx), Duration::from_secs(1)));
+    let admin_task = tokio::spawn(server::serve(
+        admin,
+        limits,
+        server::Proxies::default(),
+        admin_handler,
+        stopped(stop_rx),
+        Duration::from_secs(1),
+    ));
     let done = tokio::spawn(async move {
         let _ = api_task.await;
         let _ = admin_task.await;

@@ -68,7 +68,13 @@ mod tests {
         let snapshot = test_snapshot();
         let project = &snapshot.projects["acme"];
         let key = project.keys.iter().find(|k| &*k.id == "acme/reader").expect("key");
-        let caller = Caller { project, endpoint: &project.endpoints["chat"], key, tier: &project.default_tier };
+        let caller = Caller {
+            project,
+            endpoint: &project.endpoints["chat"],
+            key,
+            tier: &project.default_tier,
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+        };
         let now: Timestamp = "2026-06-01T00:00:00Z".parse().expect("time");
         let list: serde_json::Value =
             serde_json::from_str(&answer(&snapshot, &caller, Route::ListModels, now).expect("list")).expect("json");

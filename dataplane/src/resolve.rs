@@ -84,7 +84,13 @@ mod tests {
     fn caller<'s>(snapshot: &'s Snapshot, key: &str) -> Caller<'s> {
         let project = &snapshot.projects["acme"];
         let key = project.keys.iter().find(|k| &*k.id == key).expect("key");
-        Caller { project, endpoint: &project.endpoints["chat"], key, tier: &project.default_tier }
+        Caller {
+            project,
+            endpoint: &project.endpoints["chat"],
+            key,
+            tier: &project.default_tier,
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
     }
 
     fn now() -> Timestamp {

@@ -216,6 +216,8 @@ pub enum ProjectRoute {
     KeySelf,
     /// `GET /<project>/v1/usage`: the project's usage by key, endpoint and model.
     Usage,
+    /// `GET /<project>/v1/security/signing-secret`: the secrets that sign its responses.
+    SigningSecret,
 }
 
 impl ProjectRoute {
@@ -224,10 +226,11 @@ impl ProjectRoute {
         match self {
             Self::KeySelf => "/v1/keys/self",
             Self::Usage => "/v1/usage",
+            Self::SigningSecret => "/v1/security/signing-secret",
         }
     }
 
-    /// Both are read with `GET`.
+    /// All are read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
         if *method == Method::GET { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
     }
@@ -242,13 +245,15 @@ pub struct ProjectTarget<'p> {
     pub route: ProjectRoute,
 }
 
-/// Splits `/<project>/v1/keys/self` and `/<project>/v1/usage`; `None` for any other path.
+/// Splits `/<project>/v1/keys/self`, `/<project>/v1/usage` and
+/// `/<project>/v1/security/signing-secret`; `None` for any other path.
 pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
     let rest = path.strip_prefix('/')?;
     let (project, rest) = rest.split_once('/')?;
     let route = match rest {
         "v1/keys/self" => ProjectRoute::KeySelf,
         "v1/usage" => ProjectRoute::Usage,
+        "v1/security/signing-secret" => ProjectRoute::SigningSecret,
         _ => return None,
     };
     (!project.is_empty()).then_some(ProjectTarget { project, route })
@@ -340,6 +345,8 @@ mod tests {
         let project = |path| parse_project_path(path).map(|t| (t.project, t.route));
         assert_eq!(project("/demo/v1/keys/self"), Some(("demo", ProjectRoute::KeySelf)));
         assert_eq!(project("/demo/v1/usage"), Some(("demo", ProjectRoute::Usage)));
+        assert_eq!(project("/demo/v1/security/signing-secret"), Some(("demo", ProjectRoute::SigningSecret)));
+        assert_eq!(project("/demo/v1/security/other"), None);
         assert_eq!(project("//v1/usage"), None);
         assert_eq!(project("/demo/v1/keys/other"), None);
         assert_eq!(project("/demo/chat/v1/usage"), None, "below an endpoint it is no project API");

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::server::client::TrustedProxies;
+use crate::server::proxy_protocol::ProxyProtocol;
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -210,6 +213,22 @@ pub struct Settings {
     /// A ceiling on tokens per minute over all keys of a project (each project served).
     #[arg(long, env = "SLUICE_PROJECT_TOKENS_PER_MINUTE", value_name = "N")]
     pub project_tokens_per_minute: Option<u64>,
+
+    /// Proxies in front of the gateway (CIDRs or addresses, comma-separated, IPv4 and IPv6):
+    /// from these peers the client's address is read from `Forwarded` or `X-Forwarded-For`,
+    /// right to left, skipping every trusted hop (and from the PROXY protocol header, with
+    /// --proxy-protocol). Key IP allow-lists, the access log and the audit log use that address.
+    /// Empty (the default): the TCP peer is the client and those headers are ignored.
+    #[arg(long, env = "SLUICE_TRUSTED_PROXIES", value_name = "CIDR,...", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
+
+    /// PROXY protocol (v1 and v2) on the API listener, for TCP load balancers that write the
+    /// client's address before the first byte: `optional` reads it when a trusted proxy sends
+    /// one, `required` closes every connection that is not from a trusted proxy with one.
+    /// Needs --trusted-proxies (the load balancer's addresses; `0.0.0.0/0,::/0` when nothing but
+    /// the load balancer can reach the port).
+    #[arg(long, env = "SLUICE_PROXY_PROTOCOL", value_enum, default_value = "off")]
+    pub proxy_protocol: ProxyProtocol,
 
     /// Send traces (a span per request, with its stages and upstream attempts) to this OTLP
     /// endpoint, e.g. `http://otel-collector:4317` (gRPC) or `http://otel-collector:4318`

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use sluice_crds::api::{ApiKind, Capability, RoutingPolicy, Scope};
-use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, TierConfig};
+use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, SigningSecretConfig, TierConfig};
 
 use crate::backends::{BackendKey, BackendRegistry, BackendState};
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::protocol::defaults::RequestDefaults;
 use crate::scrape::{PodTarget, Scrapes};
+use crate::signing::SigningKeys;
 use crate::upstream::client::{SharedUpstream, UpstreamPool};
 
 /// One loaded configuration set.
@@ -34,6 +35,8 @@ pub struct Snapshot {
     keys: FastMap<[u8; 32], KeyRef>,
     /// What `/config` shows about each project (no secrets).
     pub summaries: Vec<ProjectSummary>,
+    /// Whether any project signs its responses (when none does, no request looks).
+    pub signs_responses: bool,
 }
 
 #[derive(Debug)]
@@ -84,6 +87,20 @@ pub struct Project {
     /// `host[:port]` of each Provider's base URL, by Provider id, for traces (`server.address`;
     /// a pool's pods name theirs in their backend's label).
     pub servers: FastMap<String, String>,
+    /// Response-signing secrets, the current one first (empty: responses are not signed).
+    pub signing: Vec<SigningSecretConfig>,
+}
+
+impl Project {
+    /// The secrets that sign a response sent `now` (a previous one only until its expiry);
+    /// `None` when the project's responses are not signed.
+    pub fn signing_keys(&self, now: Timestamp) -> Option<SigningKeys> {
+        if self.signing.is_empty() {
+            return None;
+        }
+        let live = self.signing.iter().filter(|s| s.expires_at.is_none_or(|until| until > now));
+        SigningKeys::new(live.map(|s| s.secret.expose().as_bytes()))
+    }
 }
 
 /// An endpoint.
@@ -214,7 +231,17 @@ impl Snapshot {
             projects: FastMap::default(),
             keys: FastMap::default(),
             summaries: Vec::new(),
+            signs_responses: false,
         }
+    }
+
+    /// The project of a path (`/<project>/...`) when it signs its responses.
+    pub fn signing_project(&self, path: &str) -> Option<&Project> {
+        if !self.signs_responses {
+            return None;
+        }
+        let slug = path.strip_prefix('/')?.split('/').next()?;
+        self.projects.get(slug).filter(|p| !p.signing.is_empty())
     }
 
     /// The key whose material hashes to `hash`.
@@ -503,6 +530,7 @@ pub fn build(
                 .iter()
                 .filter_map(|(id, provider)| Some((id.clone(), pod_host(provider.base_url.as_deref()?).to_owned())))
                 .collect(),
+            signing: config.project.signing.clone(),
         };
         if projects.insert(slug.clone(), project).is_some() {
             return Err(fail("two configurations for this project".into()));
@@ -516,7 +544,8 @@ pub fn build(
     registries.upstreams.retain_clients(configs.iter().flat_map(|config| config.providers.values()));
     registries.backends.retain(&live_backends);
     registries.scrapes.sync(&live_pods, metrics);
-    Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries })
+    let signs_responses = projects.values().any(|p| !p.signing.is_empty());
+    Ok(Snapshot { generation, loaded_at: Timestamp::now(), projects, keys, summaries, signs_responses })
 }
 
 /// A pod's host and port (its base URL's authority), to name it in `x-sluice-backend`.

@@ -49,6 +49,17 @@ struct Cli {
     #[arg(long, env = "SLUICE_GATEWAY_IMAGE_PULL_POLICY")]
     gateway_image_pull_policy: Option<String>,
 
+    /// Proxies in front of every gateway (CIDRs or addresses, comma-separated): the gateways read
+    /// the client's address from their forwarding headers (and PROXY protocol headers). Set it
+    /// to the pod network when the operator's Ingress or HTTPRoute publishes the gateways.
+    #[arg(long, env = "SLUICE_GATEWAY_TRUSTED_PROXIES", value_name = "CIDR,...")]
+    gateway_trusted_proxies: Option<String>,
+
+    /// PROXY protocol on the gateways' API port: off, optional or required (needs
+    /// --gateway-trusted-proxies).
+    #[arg(long, env = "SLUICE_GATEWAY_PROXY_PROTOCOL", value_parser = ["off", "optional", "required"])]
+    gateway_proxy_protocol: Option<String>,
+
     /// How `/<project>/` is published: an Ingress, a Gateway API HTTPRoute, or nothing.
     #[arg(long, env = "SLUICE_ROUTE_KIND", value_enum, default_value_t = RouteKindArg::Ingress)]
     route_kind: RouteKindArg,
@@ -212,6 +223,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             image: cli.gateway_image,
             image_pull_policy: cli.gateway_image_pull_policy,
             redis: cli.gateway_redis_secret,
+            trusted_proxies: cli.gateway_trusted_proxies.filter(|list| !list.trim().is_empty()),
+            proxy_protocol: cli.gateway_proxy_protocol.filter(|mode| mode != "off"),
             pod: match &cli.gateway_pod_defaults {
                 Some(path) => PodDefaults::read(path).map_err(anyhow::Error::msg).context("--gateway-pod-defaults")?,
                 None => PodDefaults::default(),

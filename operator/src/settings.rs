@@ -125,11 +125,22 @@ pub struct GatewaySettings {
     /// Limits shared through Redis by every project's gateways; `None`: each replica limits on
     /// its own.
     pub redis: Option<RedisSettings>,
+    /// `SLUICE_TRUSTED_PROXIES` of every gateway (comma-separated CIDRs); `None`: none trusted.
+    pub trusted_proxies: Option<String>,
+    /// `SLUICE_PROXY_PROTOCOL` of every gateway (`optional` or `required`); `None`: off.
+    pub proxy_protocol: Option<String>,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { image: default_gateway_image(), image_pull_policy: None, pod: PodDefaults::default(), redis: None }
+        Self {
+            image: default_gateway_image(),
+            image_pull_policy: None,
+            pod: PodDefaults::default(),
+            redis: None,
+            trusted_proxies: None,
+            proxy_protocol: None,
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub struct ProjectClaim {
     pub uid: Option<String>,
     /// Whether it is being deleted.
     pub deleting: bool,
+    /// The Secret holding its response-signing secret (`spec.signing.secretName`).
+    pub signing_secret: Option<String>,
 }
 
 impl ProjectClaim {
@@ -47,6 +49,7 @@ impl ProjectClaim {
             created: project.creation_timestamp().map(|t| t.0),
             uid: project.uid(),
             deleting: project.meta().deletion_timestamp.is_some(),
+            signing_secret: project.spec.signing.as_ref().map(|s| s.secret_name.clone()),
         }
     }
 
@@ -197,8 +200,8 @@ impl WatchIndex {
         users.flat_map(|ns| self.projects_in(ns)).collect()
     }
 
-    /// Projects whose configuration may read `secret`: key Secrets (generated or brought), and
-    /// Providers' credentials, CA bundles and client certificates.
+    /// Projects whose configuration may read `secret`: key Secrets (generated or brought),
+    /// Providers' credentials, CA bundles and client certificates, and signing secrets.
     pub fn projects_using_secret(&self, secret: &Secret) -> Vec<ObjectRef<Project>> {
         let Some(namespace) = secret.namespace() else { return Vec::new() };
         let key = (namespace.clone(), secret.name_any());
@@ -210,6 +213,10 @@ impl WatchIndex {
         if key_secret {
             projects.extend(self.projects_in(&namespace));
         }
+        let signing = self.claims_in(&namespace).into_iter().filter(|c| c.signing_secret.as_deref() == Some(&key.1));
+        projects.extend(signing.map(ProjectClaim::object_ref));
+        projects.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        projects.dedup();
         projects
     }
 

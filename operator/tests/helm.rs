@@ -174,6 +174,9 @@ async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<(
     assert_eq!(defaults, serde_json::json!({"topologySpread": true}), "empty values left out");
     assert!(args.contains(&"--gateway-pod-defaults=/etc/sluice-operator/gateway-pod.json".to_owned()));
     assert!(args.contains(&"--network-policy=false".to_owned()));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--gateway-trusted-proxies") || a.starts_with("--gateway-proxy-protocol"))
+    );
 
     // The apiserver accepts everything (dry run: the data-plane namespace is not created).
     let objects: Vec<Value> = objects.into_iter().filter(|o| o["kind"] != "Namespace").collect();
@@ -285,6 +288,9 @@ fn a_bad_values_file_is_refused_by_the_schema() -> anyhow::Result<()> {
         ("route:\n  kind: ingres\n", "value must be one of"),
         ("dataPlane:\n  gateway:\n    pod:\n      nodeSelecter: {a: b}\n", "'nodeSelecter' not allowed"),
         ("watchNamespaces: [Team_A]\n", "does not match pattern"),
+        ("dataPlane:\n  gateway:\n    proxyProtocol: v3\n", "value must be one of"),
+        ("dataPlane:\n  gateway:\n    trustedProxies: [everyone]\n", "does not match pattern"),
+        ("dataPlane:\n  gateway:\n    proxyProtocol: required\n", "needs dataPlane.gateway.trustedProxies"),
     ] {
         let file = dir.join("values.yaml");
         std::fs::write(&file, values)?;
@@ -297,9 +303,13 @@ fn a_bad_values_file_is_refused_by_the_schema() -> anyhow::Result<()> {
     std::fs::write(
         &file,
         "operator: {replicas: 3, logFormat: text}\nroute: {kind: none}\n\
-         dataPlane: {redis: {secretName: limits-redis}, gateway: {pod: {topologySpread: false, terminationGracePeriodSeconds: 60}}}\n",
+         dataPlane: {redis: {secretName: limits-redis}, gateway: {pod: {topologySpread: false, terminationGracePeriodSeconds: 60}, \
+         trustedProxies: [10.244.0.0/16, \"fd00::/8\"], proxyProtocol: optional}}\n",
     )?;
     helm(env, &["lint", chart, "--strict", "-f", file.to_str().context("path")?])?;
+    let rendered = helm(env, &["template", "good", chart, "-f", file.to_str().context("path")?])?;
+    assert!(rendered.contains("--gateway-trusted-proxies=10.244.0.0/16,fd00::/8"), "{rendered}");
+    assert!(rendered.contains("--gateway-proxy-protocol=optional"));
     Ok(())
 }
 

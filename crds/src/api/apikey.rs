@@ -89,6 +89,10 @@ pub enum Scope {
     /// Read the usage of every key of the project, by endpoint and model (`/v1/usage`).
     #[serde(rename = "usage.read")]
     UsageRead,
+    /// Read the project's security settings, such as the response-signing secret
+    /// (`/v1/security/signing-secret`). Grants nothing else.
+    #[serde(rename = "management")]
+    Management,
 }
 
 impl Scope {
@@ -98,6 +102,7 @@ impl Scope {
             Self::Inference => "inference",
             Self::ModelsRead => "models.read",
             Self::UsageRead => "usage.read",
+            Self::Management => "management",
         }
     }
 }

@@ -45,6 +45,22 @@ pub struct ProjectSpec {
     /// The project's gateway pods.
     #[serde(default)]
     pub data_plane: DataPlaneSpec,
+    /// Sign every response of the project's keys (`X-Sluice-Timestamp`, `X-Sluice-Signature`,
+    /// and a closing SSE comment on streams) with an HMAC-SHA256 secret that keys with the
+    /// `management` scope read at `/<slug>/v1/security/signing-secret`. Absent: not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningSpec>,
+}
+
+/// Response signing: where the secret is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SigningSpec {
+    /// A Secret in the Project's namespace holding the secret in `secret` (at least 32
+    /// characters) and, during a rotation, the previous one in `previousSecret` with the instant
+    /// it stops signing in `previousSecretExpiresAt` (RFC 3339): both sign until then.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
 }
 
 /// Settings of a project's data plane. Fields left out take the platform's defaults (the

@@ -14,6 +14,7 @@ use tokio::time::Sleep;
 
 use crate::accounting::{Accounting, CutShort};
 use crate::protocol::sse::SseTap;
+use crate::signing::StreamSigner;
 use crate::upstream::client::UpstreamBody;
 
 use super::stream_error_event;
@@ -63,7 +64,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
-            Self::Stream(stream) => stream.ended,
+            Self::Stream(stream) => stream.ended && stream.signer.is_none(),
         }
     }
 
@@ -87,6 +88,9 @@ pub struct StreamBody {
     ended: bool,
     /// For a request in another format: what turns the upstream's events into the client's.
     translator: Option<Box<dyn ClientStream>>,
+    /// For a project that signs its responses: what signs every byte sent, and closes the
+    /// stream with the signature.
+    signer: Option<StreamSigner>,
 }
 
 impl StreamBody {
@@ -109,7 +113,13 @@ impl StreamBody {
             accounting,
             ended: false,
             translator: None,
+            signer: None,
         }
+    }
+
+    /// Signs every byte the client gets and ends the stream with the signature comment.
+    pub fn sign(&mut self, signer: StreamSigner) {
+        self.signer = Some(signer);
     }
 
     /// The same stream, sent to the client in its own format (Messages, Gemini or Responses
@@ -142,6 +152,19 @@ impl StreamBody {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let next = self.poll_events(cx);
+        let Some(signer) = &mut self.signer else { return next };
+        match next {
+            Poll::Ready(Some(bytes)) => {
+                signer.update(&bytes);
+                Poll::Ready(Some(bytes))
+            }
+            Poll::Ready(None) => Poll::Ready(self.signer.take().map(StreamSigner::trailer)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(first) = self.pending.take() {
             return Poll::Ready(Some(first));
         }

@@ -23,6 +23,7 @@ use crate::protocol::gemini::inbound::{self as gemini, stream::GeminiStream};
 use crate::protocol::responses::{self, Echo, stream::ResponsesStream};
 use crate::resolve::Deprecation;
 use crate::route::Wire;
+use crate::signing::{self, SigningKeys};
 use crate::snapshot::{Backend, Tier};
 
 use self::body::{ClientStream, ResponseBody};
@@ -290,6 +291,19 @@ pub fn refusal_headers(deprecation: Option<Deprecation<'_>>, limits: Option<(&Li
         limit_headers(&mut headers, report, tier);
     }
     headers
+}
+
+/// Signs `response` for a project that signs its responses: the timestamp header, and the
+/// signature header for a whole body or the closing comment for a stream.
+pub fn sign(response: &mut Response<ResponseBody>, keys: &SigningKeys, timestamp: i64) {
+    response.headers_mut().insert(signing::TIMESTAMP.clone(), HeaderValue::from(timestamp));
+    match response.body_mut() {
+        ResponseBody::Full(bytes) => {
+            let signature = keys.sign(timestamp, bytes.as_deref().unwrap_or_default());
+            response.headers_mut().insert(signing::SIGNATURE.clone(), signature);
+        }
+        ResponseBody::Stream(stream) => stream.sign(keys.stream(timestamp)),
+    }
 }
 
 /// Every response carries the request's id.

@@ -11,7 +11,7 @@
 //! soon as it is read (parameters into the chat request, after a translation). Gemini's
 //! `?key=` leaves the URI before anything else looks at it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,14 +86,25 @@ pub async fn handle(
     let trace = gateway.traces.start(request.method(), request.uri().path(), request.headers(), &request_id);
     let snapshot = gateway.snapshot();
     let wire = Wire::of_path(request.uri().path());
-    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), remote, started, &request_id, &trace).await;
-    let mut response = match served {
-        Ok(response) => response,
+    let client = gateway.trusted_proxies.client(remote.ip(), request.headers());
+    let signing = snapshot.signing_project(request.uri().path());
+    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), client, started, &request_id, &trace).await;
+    // Signed: whatever the project's keys are answered (a refusal before a key opened the
+    // project is not, so a stranger learns nothing of it).
+    let (mut response, signed) = match served {
+        Ok(response) => (response, true),
         Err(rejection) => {
             trace.refused(rejection.error.parts().2);
-            refuse(&gateway.metrics, wire, rejection, &request_id, started)
+            let opened = rejection.at.is_some();
+            (refuse(&gateway.metrics, wire, rejection, &request_id, client, started), opened)
         }
     };
+    if let (Some(project), true) = (signing, signed) {
+        let now = Timestamp::now();
+        if let Some(keys) = project.signing_keys(now) {
+            respond::sign(&mut response, &keys, now.as_second());
+        }
+    }
     trace.responded(response.status().as_u16());
     respond::set_request_id(&mut response, request_id);
     response
@@ -105,13 +116,14 @@ fn refuse(
     wire: Wire,
     rejection: Rejection<'_>,
     request_id: &RequestId,
+    client: IpAddr,
     started: Instant,
 ) -> Response<ResponseBody> {
     let Rejection { error, at, admitted, headers } = rejection;
     let (status, _, code) = error.parts();
     match admitted {
         Some(admitted) => admitted.refused(status.as_u16()),
-        None => accounting::refused(metrics, request_id, at, status.as_u16(), code, started),
+        None => accounting::refused(metrics, request_id, at, client, status.as_u16(), code, started),
     }
     let mut response = respond::error_response(wire, error);
     response.headers_mut().extend(headers);
@@ -125,7 +137,7 @@ async fn serve<'s>(
     snapshot: &'s Snapshot,
     request: Request<Incoming>,
     query_key: Option<&[u8]>,
-    remote: SocketAddr,
+    client: IpAddr,
     started: Instant,
     request_id: &RequestId,
     trace: &RequestTrace,
@@ -139,7 +151,7 @@ async fn serve<'s>(
         }
         let now = Timestamp::now();
         let mut span = trace.stage("sluice.auth");
-        let caller = auth::identify_key(snapshot, &request, query_key, target.project, remote.ip(), now, unknown_path)
+        let caller = auth::identify_key(snapshot, &request, query_key, target.project, client, now, unknown_path)
             .inspect_err(|error| span.fail(error.parts().2))?;
         span.end();
         target.route.check_method(request.method())?;
@@ -152,7 +164,7 @@ async fn serve<'s>(
     }
     let now = Timestamp::now();
     let mut span = trace.stage("sluice.auth");
-    let caller = auth::identify(snapshot, &request, query_key, &target, remote.ip(), now, unknown_path)
+    let caller = auth::identify(snapshot, &request, query_key, &target, client, now, unknown_path)
         .inspect_err(|refused| span.fail(refused.error.parts().2))?;
     span.end();
     trace.caller(&caller);

@@ -3,7 +3,9 @@
 //! limits on what a client sends ([`check_head`], [`read_body`]). Each API request is run
 //! through the stages by [`handle`].
 
+pub mod client;
 mod handle;
+pub mod proxy_protocol;
 
 pub use handle::handle;
 
@@ -27,6 +29,8 @@ use tokio::net::TcpListener;
 use crate::Gateway;
 use crate::error::ApiError;
 use crate::respond::body::ResponseBody;
+use crate::server::client::TrustedProxies;
+use crate::server::proxy_protocol::ProxyProtocol;
 
 /// Limits on what a client may send before the gateway reads the body.
 #[derive(Clone, Copy, Debug)]
@@ -37,11 +41,22 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
 }
 
+/// Who may connect through a proxy, and how a listener learns a client's address from it.
+#[derive(Clone, Debug, Default)]
+pub struct Proxies {
+    /// PROXY protocol headers on this listener.
+    pub protocol: ProxyProtocol,
+    /// Peers whose PROXY headers (and forwarding headers) are believed.
+    pub trusted: Arc<TrustedProxies>,
+}
+
 /// Serves connections from `listener` with `handler` until `shutdown` resolves, then lets
-/// in-flight requests finish for up to `grace`.
+/// in-flight requests finish for up to `grace`. The handler is given the client's address:
+/// the TCP peer's, or the one a trusted peer's PROXY header names.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: ConnectionLimits,
+    proxies: Proxies,
     handler: H,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
@@ -76,15 +91,41 @@ pub async fn serve<H, F>(
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let service = service_fn(move |request| {
+                let service = move |remote: SocketAddr| service_fn(move |request| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(request, remote).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let proxied = proxies.protocol != ProxyProtocol::Off && proxies.trusted.contains(remote.ip());
+                if !proxied {
+                    if proxies.protocol == ProxyProtocol::Required {
+                        tracing::warn!(%remote, "connection refused: not from a trusted proxy, and this listener requires the PROXY protocol");
+                        continue;
+                    }
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(remote)).into_owned();
+                    let connection = graceful.watch(connection);
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%error, %remote, "connection ended with an error");
+                        }
+                    });
+                    continue;
+                }
+                // The header is read on the connection's own task: a slow proxy holds up no one.
+                let (builder, watcher, mode) = (builder.clone(), graceful.watcher(), proxies.protocol);
                 tokio::spawn(async move {
+                    let mut stream = stream;
+                    let (read, client) = match proxy_protocol::read_header(&mut stream, mode, limits.header_read_timeout).await {
+                        Ok(read) => read,
+                        Err(error) => {
+                            tracing::warn!(%error, proxy = %remote, "connection closed: bad PROXY protocol header");
+                            return;
+                        }
+                    };
+                    let client = client.unwrap_or(remote);
+                    let io = TokioIo::new(proxy_protocol::Prefixed::new(read, stream));
+                    let connection = watcher.watch(builder.serve_connection(io, service(client)).into_owned());
                     if let Err(error) = connection.await {
-                        tracing::debug!(%error, %remote, "connection ended with an error");
+                        tracing::debug!(%error, %client, proxy = %remote, "connection ended with an error");
                     }
                 });
             }

@@ -27,6 +27,7 @@ use crate::limits::budget_period;
 use crate::limits::shared::{PublishedUsage, SharedLimits, UsageFigures};
 use crate::respond::{self, body::ResponseBody};
 use crate::route::ProjectRoute;
+use crate::snapshot::Project;
 
 /// Answers a project-level API for `caller`; `query` and `headers` are the request's.
 pub async fn answer(
@@ -54,11 +55,41 @@ pub async fn answer(
                 respond::json(usage_json(&caller.project.slug, which, &report).to_string())
             }
         }
+        ProjectRoute::SigningSecret => {
+            caller.check_scope(Need::Management)?;
+            let mut response = respond::json(signing_secret_json(caller.project, now)?.to_string());
+            // A secret: no cache between here and the client may keep it.
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
     };
     gateway.metrics.count_unrouted(&caller.project.slug, "", StatusCode::OK.as_u16());
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %caller.project.slug,
         key = %caller.key.id, api = route.display(), status = 200, "usage read");
     Ok(response)
+}
+
+/// The secrets that sign the project's responses now, the current one first.
+fn signing_secret_json(project: &Project, now: Timestamp) -> Result<Value, ApiError> {
+    let live: Vec<_> = project.signing.iter().filter(|s| s.expires_at.is_none_or(|until| until > now)).collect();
+    if live.is_empty() {
+        return Err(ApiError::SigningNotEnabled);
+    }
+    let secrets: Vec<_> = live
+        .iter()
+        .map(|s| {
+            json!({
+                "secret": s.secret.expose(),
+                "expires_at": s.expires_at.map(|t| t.to_string()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "object": "signing_secret",
+        "project": &*project.slug,
+        "algorithm": "HMAC-SHA256",
+        "secrets": secrets,
+    }))
 }
 
 /// `?period=current|previous`, and CSV for `?format=csv` or `Accept: text/csv` (the query wins).

@@ -560,6 +560,21 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_and_the_proxy_protocol_reach_the_pods() {
+        let env = |settings: &Settings| {
+            pod(&build(&input(&three(), 0), settings)).containers[0].env.clone().unwrap_or_default()
+        };
+        let value =
+            |settings: &Settings, name: &str| env(settings).into_iter().find(|e| e.name == name).and_then(|e| e.value);
+        assert_eq!(value(&Settings::default(), "SLUICE_TRUSTED_PROXIES"), None, "none trusted by default");
+        let mut settings = Settings::default();
+        settings.gateway.trusted_proxies = Some("10.244.0.0/16,fd00::/8".to_owned());
+        settings.gateway.proxy_protocol = Some("optional".to_owned());
+        assert_eq!(value(&settings, "SLUICE_TRUSTED_PROXIES").as_deref(), Some("10.244.0.0/16,fd00::/8"));
+        assert_eq!(value(&settings, "SLUICE_PROXY_PROTOCOL").as_deref(), Some("optional"));
+    }
+
+    #[test]
     fn an_autoscaled_project_gets_an_autoscaler_and_leaves_replicas_to_it() {
         let fixed = build(&input(&three(), 0), &Settings::default());
         assert!(fixed.autoscaler.is_none());

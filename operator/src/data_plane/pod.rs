@@ -139,10 +139,10 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
     }
 }
 
-/// The gateway's environment: its pod's name (its entry in the usage ConfigMap), and with
+/// The gateway's environment: its pod's name (its entry in the usage ConfigMap), with
 /// shared limits the Redis URL from the platform's Secret and the replica count each replica
 /// divides the limits by while Redis is away (the most replicas there may be: a fallback that
-/// admits less, never more).
+/// admits less, never more), and the proxies whose forwarding headers name clients.
 fn env(input: &DataPlaneInput<'_>, gateway: &GatewaySettings) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "POD_NAME".to_owned(),
@@ -178,6 +178,13 @@ fn env(input: &DataPlaneInput<'_>, gateway: &GatewaySettings) -> Vec<EnvVar> {
             value: Some(format!("sluice:{}", input.slug)),
             value_from: None,
         });
+    }
+    let plain =
+        [("SLUICE_TRUSTED_PROXIES", &gateway.trusted_proxies), ("SLUICE_PROXY_PROTOCOL", &gateway.proxy_protocol)];
+    for (name, value) in plain {
+        if let Some(value) = value {
+            env.push(EnvVar { name: name.to_owned(), value: Some(value.clone()), value_from: None });
+        }
     }
     env
 }

@@ -271,6 +271,9 @@ fn gather(project: &Project, namespace: &str, ctx: &Context) -> Vec<Object> {
         };
         secrets.insert((namespace.to_owned(), name));
     }
+    if let Some(signing) = &project.spec.signing {
+        secrets.insert((namespace.to_owned(), signing.secret_name.clone()));
+    }
 
     let mut objects = Vec::with_capacity(1 + endpoints.len() + apikeys.len() * 2 + providers.len());
     objects.push(Object::Project(project.clone()));
