@@ -742,7 +742,7 @@ impl Runner {
             let dir = self.env.work_dir.join(format!("memory-{keys}"));
             let manifests = dir.join("manifests");
             let compiled = dir.join("compiled");
-            crate::project::write_manifests(&manifests, &self.env.backends, keys, None)?;
+            crate::project::write_manifests(&manifests, &self.env.backends, keys, crate::project::Options::default())?;
             crate::project::write_compiled(&manifests, &compiled)?;
             let mut r = MemoryResult {
                 keys,

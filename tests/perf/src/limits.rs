@@ -342,7 +342,7 @@ fn throughput(
     let sluice = |id: &str, label: &str| SystemDef {
         id: id.into(),
         label: label.into(),
-        kind: Kind::Sluice { log: "info".into(), binary: None, routing: None },
+        kind: Kind::Sluice { log: "info".into(), binary: None, routing: None, feature: None },
     };
     let systems = [
         (SystemDef { id: "bare".into(), label: "bare hyper proxy".into(), kind: Kind::Bare }, &env),

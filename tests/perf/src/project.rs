@@ -43,9 +43,22 @@ pub fn key(i: usize) -> String {
     format!("sl_bench_{i:07}{x:016x}{:09}", i % 1_000_000_000)
 }
 
-/// The manifests of the benchmark project with `keys` API keys, as one YAML stream. `routing`
-/// is the Endpoint's `routing.policy` (`weighted`, ...); none: the default (`sloAware`).
-pub fn manifests(backends: &Backends, keys: usize, routing: Option<&str>) -> String {
+/// How the benchmark project differs from its defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// The Endpoint's `routing.policy` (`weighted`, ...); none: the default (`sloAware`).
+    pub routing: Option<&'a str>,
+    /// Every response signed (`spec.signing`, with a Secret of its own).
+    pub signing: bool,
+}
+
+/// The signing secret of the benchmark project when it signs.
+pub const SIGNING_SECRET: &str = "bench-signing-secret-0123456789abcdef0123456789";
+
+/// The manifests of the benchmark project with `keys` API keys, as one YAML stream.
+pub fn manifests(backends: &Backends, keys: usize, options: Options<'_>) -> String {
+    let Options { routing, signing } = options;
+    let signing_spec = if signing { "\n  signing:\n    secretName: bench-signing" } else { "" };
     let mut yaml = String::new();
     yaml.push_str(&format!(
         r#"apiVersion: sluice.dev/v1alpha1
@@ -70,7 +83,15 @@ metadata:
   namespace: {PROJECT}
 spec:
   slug: {PROJECT}
-  defaultTier: bench
+  defaultTier: bench{signing_spec}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: bench-signing
+  namespace: {PROJECT}
+stringData:
+  secret: {SIGNING_SECRET}
 ---
 apiVersion: v1
 kind: Secret
@@ -187,9 +208,9 @@ spec:
 }
 
 /// Writes the manifests into `dir/project.yaml`.
-pub fn write_manifests(dir: &Path, backends: &Backends, keys: usize, routing: Option<&str>) -> anyhow::Result<()> {
+pub fn write_manifests(dir: &Path, backends: &Backends, keys: usize, options: Options<'_>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("project.yaml"), manifests(backends, keys, routing))
+    std::fs::write(dir.join("project.yaml"), manifests(backends, keys, options))
         .with_context(|| format!("{}", dir.display()))
 }
 
@@ -220,7 +241,8 @@ mod tests {
     fn the_project_compiles_with_every_key() -> anyhow::Result<()> {
         let addr: SocketAddr = "127.0.0.1:9".parse()?;
         let dir = std::env::temp_dir().join(format!("sluice-bench-test-{}", std::process::id()));
-        write_manifests(&dir, &Backends { instant: addr, slow: addr, paced: addr }, 25, Some("weighted"))?;
+        let options = Options { routing: Some("weighted"), signing: true };
+        write_manifests(&dir, &Backends { instant: addr, slow: addr, paced: addr }, 25, options)?;
         let loaded = sluice_crds::load_and_compile(&dir, &sluice_crds::compile::CompileOptions::default());
         let _ = std::fs::remove_dir_all(&dir);
         let loaded = loaded.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -229,6 +251,8 @@ mod tests {
         assert_eq!(config.keys.len(), 25);
         assert_eq!(config.endpoints[ENDPOINT].models.len(), 4);
         assert_eq!(config.endpoints[ENDPOINT].routing, sluice_crds::api::RoutingPolicy::Weighted);
+        assert_eq!(config.project.signing.len(), 1, "signing on");
+        assert_eq!(config.project.signing[0].secret.expose(), SIGNING_SECRET);
         Ok(())
     }
 }

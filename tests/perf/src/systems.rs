@@ -154,6 +154,9 @@ pub enum Kind {
         /// The Endpoint's `routing.policy`; absent: the default (`sloAware`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         routing: Option<String>,
+        /// A part that is off by default, on (to measure what it costs); absent: none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        feature: Option<Feature>,
     },
     /// LiteLLM proxy (PyPI).
     Litellm,
@@ -161,6 +164,20 @@ pub enum Kind {
     Portkey,
     /// crabllm (crates.io).
     Crabllm,
+}
+
+/// A part of Sluice that is off by default, turned on to measure its cost per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feature {
+    /// Every response signed (the Project's `spec.signing`).
+    Signing,
+    /// OTLP/HTTP traces of this share of requests, in per mille, exported to a sink that keeps
+    /// nothing (`sluice-bench-proxy --sink`).
+    Traces {
+        /// Requests traced per thousand.
+        per_mille: u32,
+    },
 }
 
 /// A system to measure.
@@ -181,12 +198,23 @@ impl SystemDef {
         vec![
             def("direct", "direct to simulator", Kind::Direct),
             def("bare", "bare hyper proxy", Kind::Bare),
-            def("sluice", "Sluice (log info)", Kind::Sluice { log: "info".into(), binary: None, routing: None }),
-            def("sluice-warn", "Sluice (log warn)", Kind::Sluice { log: "warn".into(), binary: None, routing: None }),
+            def("sluice", "Sluice (log info)", Self::sluice("info", None, None)),
+            def("sluice-warn", "Sluice (log warn)", Self::sluice("warn", None, None)),
+            def("sluice-weighted", "Sluice (log info, routing weighted)", Self::sluice("info", Some("weighted"), None)),
             def(
-                "sluice-weighted",
-                "Sluice (log info, routing weighted)",
-                Kind::Sluice { log: "info".into(), binary: None, routing: Some("weighted".into()) },
+                "sluice-signed",
+                "Sluice (log info, responses signed)",
+                Self::sluice("info", None, Some(Feature::Signing)),
+            ),
+            def(
+                "sluice-traces-1pct",
+                "Sluice (log info, 1% of requests traced)",
+                Self::sluice("info", None, Some(Feature::Traces { per_mille: 10 })),
+            ),
+            def(
+                "sluice-traces-100pct",
+                "Sluice (log info, every request traced)",
+                Self::sluice("info", None, Some(Feature::Traces { per_mille: 1000 })),
             ),
             def("litellm", "LiteLLM proxy", Kind::Litellm),
             def("portkey", "Portkey gateway", Kind::Portkey),
@@ -194,12 +222,22 @@ impl SystemDef {
         ]
     }
 
+    /// This build's gateway with `log`, an Endpoint `routing` policy and an optional `feature` on.
+    fn sluice(log: &str, routing: Option<&str>, feature: Option<Feature>) -> Kind {
+        Kind::Sluice { log: log.into(), binary: None, routing: routing.map(Into::into), feature }
+    }
+
     /// Sluice as built elsewhere (`sluice-ref`), measured beside this build in the same run.
     pub fn reference(bin_dir: &Path) -> Self {
         Self {
             id: "sluice-ref".into(),
             label: "Sluice reference build (log info)".into(),
-            kind: Kind::Sluice { log: "info".into(), binary: Some(bin_dir.join("sluice-gateway")), routing: None },
+            kind: Kind::Sluice {
+                log: "info".into(),
+                binary: Some(bin_dir.join("sluice-gateway")),
+                routing: None,
+                feature: None,
+            },
         }
     }
 
@@ -382,10 +420,10 @@ pub fn start(def: &SystemDef, env: &Env) -> anyhow::Result<Running> {
                 "hyper 1 http1 server + hyper-util legacy client, TCP_NODELAY, tokio multi-thread (default workers), no logs".into(),
             ))
         }
-        Kind::Sluice { log, binary, routing } => {
+        Kind::Sluice { log, binary, routing, feature } => {
             let binary = binary.clone().unwrap_or_else(|| env.bin_dir.join("sluice-gateway"));
             let dir = env.work_dir.join(format!("sluice-{}", def.id));
-            start_sluice(env, &binary, log, routing.as_deref(), env.keys, &dir)
+            start_sluice(env, &binary, log, routing.as_deref(), *feature, env.keys, &dir)
                 .map(|(procs, api, note)| running(procs, api, gateway_version(&binary), note))
         }
         Kind::Litellm => start_litellm(env).map(|(procs, api, note)| running(procs, api, LITELLM_VERSION.into(), note)),
@@ -404,32 +442,69 @@ fn gateway_version(binary: &Path) -> String {
 
 type Started = (Vec<Proc>, Api, String);
 
-/// Starts `binary` (a sluice-gateway) on the benchmark project with `keys` keys and the
-/// Endpoint's `routing` policy, from manifests written under `dir`.
+/// Starts `binary` (a sluice-gateway) on the benchmark project with `keys` keys, the
+/// Endpoint's `routing` policy and `feature` on, from manifests written under `dir`.
 fn start_sluice(
     env: &Env,
     binary: &Path,
     log: &str,
     routing: Option<&str>,
+    feature: Option<Feature>,
     keys: usize,
     dir: &Path,
 ) -> anyhow::Result<Started> {
-    project::write_manifests(dir, &env.backends, keys, routing)?;
+    let signing = feature == Some(Feature::Signing);
+    project::write_manifests(dir, &env.backends, keys, project::Options { routing, signing })?;
     let (port, admin_port) = (free_port()?, free_port()?);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
+    let mut procs = Vec::new();
     let mut command = env.command(binary);
     command.arg("--config").arg(dir).args(["--listen", &addr.to_string(), "--admin-listen", &admin.to_string()]);
     command.args(["--log", log]).args(&env.sluice_args);
+    let mut feature_note = String::new();
+    if let Some(Feature::Traces { per_mille }) = feature {
+        let (sink, sink_addr) = start_sink(env)?;
+        procs.push(sink);
+        let ratio = f64::from(per_mille) / 1000.0;
+        command.args(["--otlp-endpoint", &format!("http://{sink_addr}"), "--otlp-protocol", "http/protobuf"]);
+        command.args(["--traces-sampler", "traceidratio", "--traces-sampler-arg", &ratio.to_string()]);
+        feature_note = format!("; traces of {ratio} of requests over OTLP/HTTP to a sink that keeps nothing");
+    }
+    if signing {
+        feature_note.push_str("; every response signed (HMAC-SHA256)");
+    }
     let mut proc = Proc::spawn("sluice-gateway", command)?;
     proc.wait_ready(Duration::from_secs(120), || http_get_status(admin, "/readyz") == Some(200))?;
+    procs.insert(0, proc);
     let policy = routing.unwrap_or("sloAware (default)");
     let note = format!(
         "sluice-gateway --config <manifests: 1 tier (limits far above the load), 1 project, 1 endpoint (routing {policy}), \
-         3 openai Providers at the simulator, {keys} ApiKeys> --log {log}; auth, limits, routing, usage and metrics on"
+         3 openai Providers at the simulator, {keys} ApiKeys> --log {log}; auth, limits, routing, usage and metrics on\
+         {feature_note}"
     );
     let keys = (0..keys.min(10)).map(project::key).collect();
-    Ok((vec![proc], Api::Sluice { addr, admin, keys }, note))
+    Ok((procs, Api::Sluice { addr, admin, keys }, note))
+}
+
+/// Starts `sluice-bench-proxy --sink`: an OTLP/HTTP receiver that keeps nothing.
+fn start_sink(env: &Env) -> anyhow::Result<(Proc, SocketAddr)> {
+    let mut command = env.command(env.bin_dir.join("sluice-bench-proxy"));
+    command.args(["--sink", "127.0.0.1:0"]);
+    let mut proc = Proc::spawn("otlp-sink", command)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        proc.check_alive()?;
+        if let Some(line) = proc.log().lines().find(|l| l.contains("\"ready\"")) {
+            let ready: serde_json::Value = serde_json::from_str(line)?;
+            let addr = ready["sinks"][0].as_str().context("ready line without a sink")?.parse()?;
+            return Ok((proc, addr));
+        }
+        if Instant::now() > deadline {
+            bail!("sluice-bench-proxy --sink printed no ready line:\n{}", proc.log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts Sluice for the memory scenario: `source` is a folder of manifests or of a compiled

@@ -2,6 +2,9 @@
 //! any proxy on the machine. Each `--map LISTEN=UPSTREAM` listener forwards every request to its
 //! upstream unchanged (only the URI's authority and `Host` change) over a pooled `TCP_NODELAY`
 //! client, and streams the answer back frame by frame. No parsing, no auth, no metrics, no logs.
+//! `--sink LISTEN` is a listener that reads every request and answers `200` with an empty body:
+//! an OTLP/HTTP receiver that keeps nothing (an empty protobuf is a valid export response), so
+//! the benchmark can measure what exporting traces costs the gateway.
 #![allow(clippy::print_stdout)] // Its one line of output, the ready line, is read by sluice-bench.
 
 use std::sync::Arc;
@@ -26,8 +29,11 @@ use tokio::net::TcpListener;
 #[command(name = "sluice-bench-proxy")]
 struct Args {
     /// `LISTEN=UPSTREAM`, e.g. `127.0.0.1:0=http://127.0.0.1:8000`; repeatable.
-    #[arg(long = "map", value_name = "LISTEN=UPSTREAM", required = true)]
+    #[arg(long = "map", value_name = "LISTEN=UPSTREAM", required_unless_present = "sinks")]
     maps: Vec<String>,
+    /// A listener that answers every request `200` with an empty body; repeatable.
+    #[arg(long = "sink", value_name = "LISTEN")]
+    sinks: Vec<String>,
 }
 
 type Upstream = Arc<(Scheme, Authority)>;
@@ -51,7 +57,13 @@ async fn main() -> anyhow::Result<()> {
         listeners.push(serde_json::json!({ "addr": listener.local_addr()?.to_string(), "upstream": upstream }));
         tokio::spawn(serve(listener, client.clone(), Arc::new((scheme, authority))));
     }
-    println!("{}", serde_json::json!({ "ready": true, "listeners": listeners }));
+    let mut sinks = Vec::new();
+    for listen in &args.sinks {
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        sinks.push(listener.local_addr()?.to_string());
+        tokio::spawn(sink(listener));
+    }
+    println!("{}", serde_json::json!({ "ready": true, "listeners": listeners, "sinks": sinks }));
     // SIGTERM's default action ends the process; there is nothing to flush.
     std::future::pending::<()>().await;
     Ok(())
@@ -64,6 +76,25 @@ async fn serve(listener: TcpListener, client: Client<HttpConnector, Incoming>, u
         let (client, upstream) = (client.clone(), upstream.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| forward(client.clone(), upstream.clone(), request));
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn sink(listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let service = service_fn(|request: Request<Incoming>| async move {
+                // Read the whole export, as a collector would, then acknowledge it.
+                let _ = http_body_util::BodyExt::collect(request.into_body()).await;
+                let mut response = Response::new(Full::new(Bytes::new()));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/x-protobuf"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
