@@ -608,7 +608,20 @@ pub const PREVIOUS_SIGNING_EXPIRES_FIELD: &str = "previousSecretExpiresAt";
 /// Shortest signing secret accepted: 32 characters (a 128-bit secret in hex, with room).
 pub const MIN_SIGNING_SECRET_LENGTH: usize = 32;
 
-/// The Project's response-signing secrets from the Secret `spec.signing` names.
+/// The Secret (in the Project's namespace) that holds an operator-generated signing secret.
+pub fn generated_signing_secret_name(project_name: &str) -> String {
+    const PREFIX: &str = "sluice-signing-";
+    const MAX: usize = 253;
+    if PREFIX.len() + project_name.len() <= MAX {
+        format!("{PREFIX}{project_name}")
+    } else {
+        let hash = hash_key(project_name.as_bytes());
+        format!("{PREFIX}{}-{}", &project_name[..MAX - PREFIX.len() - 17], &hash[..16])
+    }
+}
+
+/// The Project's response-signing secrets from the Secret `spec.signing` names (or the
+/// operator generated).
 fn signing_config(
     project: &Project,
     index: &Index<'_>,
@@ -616,8 +629,23 @@ fn signing_config(
     problems: &mut Problems<'_>,
 ) -> Vec<SigningSecretConfig> {
     let Some(spec) = &project.spec.signing else { return Vec::new() };
-    let (namespace, name) = (namespace_of(project), &spec.secret_name);
+    let namespace = namespace_of(project);
     let field = "spec.signing.secretName";
+    let name = &match (&spec.secret_name, options.generated_keys) {
+        (Some(name), _) => name.clone(),
+        (None, GeneratedKeys::Unavailable) => {
+            problems.add(field, "required here: without the operator nothing generates signing secrets");
+            return Vec::new();
+        }
+        (None, GeneratedKeys::Operator) => {
+            let name = generated_signing_secret_name(&project.name_any());
+            if !index.secrets.contains_key(&(namespace.clone(), name.clone())) {
+                // Not generated yet (the Project controller writes it first): unsigned until it is.
+                return Vec::new();
+            }
+            name
+        }
+    };
     let secret = |key: &str| -> Result<String, String> {
         let bytes = index.secret_value(&namespace, name, key)?;
         let text = std::str::from_utf8(bytes)

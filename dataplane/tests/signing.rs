@@ -241,4 +241,18 @@ fn a_short_or_missing_signing_secret_is_a_config_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("spec.signing.secretName") && stderr.contains("at least 32"), "{stderr}");
     assert!(!stderr.contains("too-short"), "the secret's value is never printed: {stderr}");
+
+    // Without the operator nothing generates a secret: the Project must name its own.
+    let text =
+        manifests("http://127.0.0.1:9", &format!("  secret: {SECRET}\n")).replace("{secretName: acme-signing}", "{}");
+    dir.write("acme.yaml", &text);
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice-gateway"))
+        .arg("--config")
+        .arg(dir.path())
+        .arg("--check")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("spec.signing.secretName") && stderr.contains("required here"), "{stderr}");
 }

@@ -29,6 +29,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reports;
 pub mod settings;
+pub mod signing_secret;
 pub mod usage;
 pub mod watch_index;
 pub mod watches;

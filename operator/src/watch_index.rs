@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider};
+use sluice_crds::compile::generated_signing_secret_name;
 
 use crate::labels::OWNER_ANNOTATION;
 
@@ -49,7 +50,11 @@ impl ProjectClaim {
             created: project.creation_timestamp().map(|t| t.0),
             uid: project.uid(),
             deleting: project.meta().deletion_timestamp.is_some(),
-            signing_secret: project.spec.signing.as_ref().map(|s| s.secret_name.clone()),
+            signing_secret: project
+                .spec
+                .signing
+                .as_ref()
+                .map(|s| s.secret_name.clone().unwrap_or_else(|| generated_signing_secret_name(&project.name_any()))),
         }
     }
 

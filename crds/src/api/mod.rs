@@ -21,7 +21,10 @@ pub use endpoint::{
     ApiKind, Backend, Endpoint, EndpointLimits, EndpointSpec, EndpointStatus, ExposedModel, ModelAlias, RoutingPolicy,
     RoutingSpec,
 };
-pub use project::{AutoscalingSpec, DataPlaneSpec, Project, ProjectSpec, ProjectStatus, SigningSpec};
+pub use project::{
+    AutoscalingSpec, DEFAULT_SIGNING_GRACE_HOURS, DEFAULT_SIGNING_ROTATION_DAYS, DataPlaneSpec, Project, ProjectSpec,
+    ProjectStatus, SigningSpec,
+};
 pub use provider::{
     BundleKeySelector, CaBundleSource, Capability, ClientCertificateRef, ModelPricing, PodMetrics, PodScheme, Provider,
     ProviderCredentials, ProviderModel, ProviderService, ProviderSpec, ProviderStatus, ProviderTls, ProviderType,

@@ -52,16 +52,34 @@ pub struct ProjectSpec {
     pub signing: Option<SigningSpec>,
 }
 
-/// Response signing: where the secret is.
+/// Response signing: where the secret is, and how often the operator rotates one it generates.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SigningSpec {
     /// A Secret in the Project's namespace holding the secret in `secret` (at least 32
     /// characters) and, during a rotation, the previous one in `previousSecret` with the instant
-    /// it stops signing in `previousSecretExpiresAt` (RFC 3339): both sign until then.
+    /// it stops signing in `previousSecretExpiresAt` (RFC 3339): both sign until then. Absent:
+    /// the operator generates `sluice-signing-<project name>` and rotates it (required without
+    /// the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
+    /// Days between rotations of a generated secret; 0 never rotates. Default 30. Ignored with
+    /// `secretName` (you rotate your own Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 3650))]
+    pub rotation_days: Option<u32>,
+    /// Hours the previous generated secret keeps signing after a rotation, so clients can fetch
+    /// the new one. Default 24.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 8760))]
+    pub grace_hours: Option<u32>,
 }
+
+/// Days between rotations of a generated signing secret unless `rotationDays` says otherwise.
+pub const DEFAULT_SIGNING_ROTATION_DAYS: u32 = 30;
+/// Hours the previous generated signing secret keeps signing unless `graceHours` says otherwise.
+pub const DEFAULT_SIGNING_GRACE_HOURS: u32 = 24;
 
 /// Settings of a project's data plane. Fields left out take the platform's defaults (the
 /// chart's `gateway.pod` values); a field set here replaces the default, labels and annotations

@@ -15,7 +15,7 @@ pub mod plan;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -24,21 +24,26 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, ObjectMeta, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{ApiKey, Endpoint, Project, Provider, ServiceTier};
-use sluice_crds::compile::generated_key_secret_name;
+use sluice_crds::compile::{generated_key_secret_name, generated_signing_secret_name};
 use sluice_crds::objects::{ConfigMapData, Object, SecretData};
 
 pub use self::plan::{Inputs, Plan, WrittenConfig, plan};
 use super::log_result;
 use crate::cache::{fingerprint, spec_fingerprint};
 use crate::config_secret::{SHARDS_FIELD, primary_name};
-use crate::context::{Caches, Context, error_policy, observe};
+use crate::context::{Caches, Context, error_policy, is_conflict, observe};
 use crate::data_plane::workload_name;
 use crate::error::Result;
-use crate::labels::{CONFIG_HASH_ANNOTATION, PROJECT_LABEL};
+use crate::labels::{
+    COMPONENT_LABEL, CONFIG_HASH_ANNOTATION, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL, PROJECT_LABEL,
+};
+use crate::signing_secret::{self, Next, SigningSecret};
 use crate::watch_index::owner_of;
 use crate::watches::{SERVICE_NAME_LABEL, Watches, config_map_fingerprint, ready_addresses, secret_fingerprint};
 
@@ -164,9 +169,11 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
 /// Reconciles one Project: gather, plan, execute.
 async fn reconcile(project: Arc<Project>, state: Arc<State>) -> Result<Action> {
     observe(CONTROLLER, project.as_ref(), &state.ctx, async {
+        // The signing secret first: the compile below reads it.
+        let signing_wake = ensure_signing_secret(&project, &state.ctx).await?;
         // Gathering, compiling and serializing a project with tens of thousands of keys takes
         // CPU for a while: off the async workers, so other reconciles and watches keep going.
-        let plan = {
+        let mut plan = {
             let (project, state) = (project.clone(), state.clone());
             tokio::task::spawn_blocking(move || {
                 let inputs = inputs(project, &state, Timestamp::now());
@@ -174,9 +181,91 @@ async fn reconcile(project: Arc<Project>, state: Arc<State>) -> Result<Action> {
             })
             .await??
         };
+        if let Some(wake) = signing_wake {
+            let until = Duration::try_from(wake.duration_since(Timestamp::now())).unwrap_or_default();
+            let until = until + Duration::from_millis(50);
+            plan.requeue = Some(plan.requeue.map_or(until, |r| r.min(until)));
+        }
         execute::execute(plan, &project, &state).await
     })
     .await
+}
+
+/// Generates or rotates the Project's signing secret when it signs with one the operator
+/// makes (`spec.signing` without `secretName`); returns when to look again. A Secret of that
+/// name that another object owns is left alone (and used as it is).
+async fn ensure_signing_secret(project: &Project, ctx: &Context) -> Result<Option<Timestamp>> {
+    let Some(spec) = project.spec.signing.as_ref().filter(|s| s.secret_name.is_none()) else { return Ok(None) };
+    if project.meta().deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let namespace = project.namespace().unwrap_or_default();
+    let name = generated_signing_secret_name(&project.name_any());
+    let cached = ctx.caches.secret(&namespace, &name);
+    if let Some(secret) = cached.as_deref().filter(|s| !owned_by(s, project)) {
+        tracing::warn!(project = %ObjectRef::from_obj(project), secret = %secret.name_any(),
+            "the signing Secret exists and does not belong to this Project: using it as it is, never rotating it");
+        return Ok(None);
+    }
+    let current = cached.as_deref().and_then(|s| {
+        SigningSecret::parse(&s.data.clone().unwrap_or_default(), s.annotations(), s.creation_timestamp().map(|t| t.0))
+    });
+    let (rotation, grace) = signing_secret::schedule(spec);
+    let now = Timestamp::now();
+    let next = signing_secret::next(current.as_ref(), rotation, grace, now, &mut rand::rng());
+    match next {
+        Next::Keep(wake) => Ok(wake),
+        Next::Write(next, wake) => {
+            let what = match &current {
+                None => "generated",
+                Some(c) if c.secret != next.secret => "rotated",
+                Some(_) => "previous secret dropped",
+            };
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let mut labels = cached.as_ref().and_then(|s| s.metadata.labels.clone()).unwrap_or_default();
+            labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned());
+            labels.insert(PART_OF_LABEL.to_owned(), "sluice".to_owned());
+            labels.insert(COMPONENT_LABEL.to_owned(), "signing-secret".to_owned());
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.clone()),
+                    labels: Some(labels),
+                    annotations: Some(next.annotations()),
+                    owner_references: Some(project.controller_owner_ref(&()).into_iter().collect()),
+                    resource_version: cached.as_ref().and_then(|s| s.resource_version()),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("Opaque".to_owned()),
+                data: Some(next.data()),
+                ..Secret::default()
+            };
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PostParams::default() };
+            let written = match &cached {
+                None => api.create(&params, &secret).await.map(drop),
+                Some(_) => api.replace(&name, &params, &secret).await.map(drop),
+            };
+            match written {
+                Ok(()) => {
+                    tracing::info!(project = %ObjectRef::from_obj(project), secret = %name, what, "signing secret written");
+                    if what == "rotated" {
+                        let until = next.previous.as_ref().map_or_else(|| "now".to_owned(), |p| p.1.to_string());
+                        let note = format!("Signing secret {name} rotated; the previous one signs until {until}");
+                        ctx.event(project, EventType::Normal, "SigningSecretRotated", note).await;
+                    }
+                    Ok(wake)
+                }
+                // The cache was behind the apiserver: the watch brings the Secret and another pass.
+                Err(error) if is_conflict(&error) => Ok(None),
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}
+
+fn owned_by(secret: &Secret, project: &Project) -> bool {
+    let uid = project.uid();
+    secret.owner_references().iter().any(|o| o.kind == "Project" && Some(&o.uid) == uid.as_ref())
 }
 
 /// What the caches hold for `project`.
@@ -272,7 +361,8 @@ fn gather(project: &Project, namespace: &str, ctx: &Context) -> Vec<Object> {
         secrets.insert((namespace.to_owned(), name));
     }
     if let Some(signing) = &project.spec.signing {
-        secrets.insert((namespace.to_owned(), signing.secret_name.clone()));
+        let name = signing.secret_name.clone().unwrap_or_else(|| generated_signing_secret_name(&project.name_any()));
+        secrets.insert((namespace.to_owned(), name));
     }
 
     let mut objects = Vec::with_capacity(1 + endpoints.len() + apikeys.len() * 2 + providers.len());
