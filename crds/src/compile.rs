@@ -19,10 +19,10 @@ use crate::api::{
     ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
 };
 use crate::config::{
-    AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, Credential,
-    EndpointConfig, GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig, ProjectConfig,
-    ProviderConfig, ProviderModelConfig, ServiceConfig, SigningSecretConfig, SimulationConfig, TierConfig, UpstreamTls,
-    default_parameter_problems, hash_key,
+    AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, ContentRulesConfig,
+    Credential, EndpointConfig, GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig,
+    ProjectConfig, ProviderConfig, ProviderModelConfig, RedactionConfig, ServiceConfig, SigningSecretConfig,
+    SimulationConfig, TierConfig, UpstreamTls, default_parameter_problems, hash_key,
 };
 use crate::objects::{ConfigMapData, Object, ObjectRef, SecretData, namespace_of};
 use crate::upstream_tls::{self, ClientCertificateError};
@@ -907,7 +907,15 @@ fn endpoint_config(
             }
         }
     }
+    if let Some(rules) = &spec.content_rules {
+        for (field, problem) in rules.problems() {
+            let at = if field.is_empty() { field } else { format!(".{field}") };
+            problems.add(format!("spec.contentRules{at}"), problem);
+        }
+    }
     Some(EndpointConfig {
+        redaction: spec.redaction.as_ref().map(RedactionConfig::from_spec),
+        content_rules: spec.content_rules.as_ref().map(ContentRulesConfig::from_spec),
         id: format!("{namespace}/{}", endpoint.name_any()),
         tier: spec.tier.clone(),
         routing: spec.routing.policy,

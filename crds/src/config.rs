@@ -13,7 +13,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{ApiKind, BudgetPeriod, Capability, ProviderType, RoutingPolicy, Scope};
+use crate::api::{
+    ApiKind, BudgetPeriod, Capability, ContentRuleMode, ContentRulesSpec, ProviderType, RedactionKind, RedactionSpec,
+    RoutingPolicy, Scope, content_rule_problems,
+};
 
 /// `apiVersion` of the configuration format this crate reads and writes.
 pub const CONFIG_API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -355,6 +358,62 @@ pub struct EndpointConfig {
     /// ([`default_parameter_problems`] says which are accepted).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub default_parameters: BTreeMap<String, serde_json::Value>,
+    /// PII redaction in prompts; `None` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionConfig>,
+    /// Content rules on prompts; `None` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_rules: Option<ContentRulesConfig>,
+}
+
+/// An endpoint's PII redaction, with every default resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// The kinds redacted, sorted, without duplicates, never empty.
+    pub kinds: Vec<RedactionKind>,
+    /// Originals are put back into the answer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restore: bool,
+}
+
+impl RedactionConfig {
+    /// The configuration of `spec.redaction`: absent `kinds` is every kind.
+    pub fn from_spec(spec: &RedactionSpec) -> Self {
+        let mut kinds = spec.kinds.clone().unwrap_or_else(|| RedactionKind::ALL.to_vec());
+        kinds.sort_unstable();
+        kinds.dedup();
+        Self { kinds, restore: spec.restore }
+    }
+}
+
+/// An endpoint's content rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContentRulesConfig {
+    /// Refuse, or only count.
+    pub mode: ContentRuleMode,
+    /// Phrases, matched literally and case-insensitively.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
+    /// Regular expressions ([`crate::api::compile_pattern`] compiles them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// The gateway's prompt-injection heuristics apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prompt_injection: bool,
+}
+
+impl ContentRulesConfig {
+    /// The configuration of `spec.contentRules`.
+    pub fn from_spec(spec: &ContentRulesSpec) -> Self {
+        Self {
+            mode: spec.mode,
+            blocked: spec.blocked.clone(),
+            patterns: spec.patterns.clone(),
+            prompt_injection: spec.prompt_injection,
+        }
+    }
 }
 
 /// Most fields `defaultParameters` may set.
@@ -594,6 +653,15 @@ impl GatewayConfig {
             for (field, problem) in default_parameter_problems(&endpoint.default_parameters) {
                 let at = field.map_or_else(String::new, |f| format!(".{f}"));
                 problems.push(format!("endpoints.{slug}.defaultParameters{at}: {problem}"));
+            }
+            if endpoint.redaction.as_ref().is_some_and(|r| r.kinds.is_empty()) {
+                problems.push(format!("endpoints.{slug}.redaction.kinds: empty"));
+            }
+            if let Some(rules) = &endpoint.content_rules {
+                for (field, problem) in content_rule_problems(&rules.blocked, &rules.patterns, rules.prompt_injection) {
+                    let at = if field.is_empty() { field } else { format!(".{field}") };
+                    problems.push(format!("endpoints.{slug}.contentRules{at}: {problem}"));
+                }
             }
         }
         for (id, provider) in &self.providers {

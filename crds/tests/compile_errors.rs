@@ -328,3 +328,73 @@ fn a_config_whose_default_model_is_gone_is_invalid() {
         ])
     );
 }
+
+#[test]
+fn content_policies_compile_with_their_defaults_resolved() {
+    let text = variant(
+        "  slug: chat\n",
+        "  slug: chat\n  redaction: {restore: true}\n  contentRules: {blocked: [project falcon], patterns: ['(?i)\\bsecret\\b'], promptInjection: true}\n",
+        "",
+    );
+    let manifests = load_str(Path::new("test.yaml"), &text).expect("loads");
+    let config = compile(&manifests.objects, &CompileOptions::default()).expect("compiles").remove(0);
+    let endpoint = &config.endpoints["chat"];
+    let redaction = endpoint.redaction.as_ref().expect("redaction");
+    assert_eq!(redaction.kinds, sluice_crds::api::RedactionKind::ALL, "absent kinds: every kind");
+    assert!(redaction.restore);
+    let rules = endpoint.content_rules.as_ref().expect("rules");
+    assert_eq!(rules.mode, sluice_crds::api::ContentRuleMode::Enforce, "enforce unless told");
+    assert_eq!((rules.blocked.len(), rules.patterns.len(), rules.prompt_injection), (1, 1, true));
+    assert!(config.validate().is_ok());
+    let json = config.to_canonical_json().expect("json");
+    let back: sluice_crds::config::GatewayConfig = serde_json::from_slice(&json).expect("parses");
+    assert_eq!(back, config);
+
+    let text = variant("  slug: chat\n", "  slug: chat\n  redaction: {kinds: [email, ssn]}\n", "");
+    let errors = load_errors(&text);
+    assert!(errors.iter().any(|e| e.contains("ssn")), "{errors:?}");
+}
+
+#[test]
+fn content_rule_patterns_are_checked_at_compile_time_naming_endpoint_and_field() {
+    let text = variant(
+        "  slug: chat\n",
+        "  slug: chat\n  contentRules: {mode: dryRun, blocked: ['  '], patterns: ['ok', '(unclosed', 'x*']}\n",
+        "",
+    );
+    let errors = compile_errors(&text);
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert_eq!(
+        errors[0],
+        "Endpoint team-a/chat: spec.contentRules.blocked[0]: an empty phrase would match every request"
+    );
+    assert!(
+        errors[1].starts_with("Endpoint team-a/chat: spec.contentRules.patterns[1]: not a valid regular expression: "),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(
+        errors[2],
+        "Endpoint team-a/chat: spec.contentRules.patterns[2]: matches the empty text, so every request"
+    );
+    let empty = variant("  slug: chat\n", "  slug: chat\n  contentRules: {mode: enforce}\n", "");
+    assert_eq!(
+        compile_errors(&empty),
+        ["Endpoint team-a/chat: spec.contentRules: no rule: set blocked, patterns or promptInjection"]
+    );
+
+    // A configuration written by hand is checked again when loaded.
+    let manifests = load_str(Path::new("test.yaml"), MINIMAL).expect("loads");
+    let mut config = compile(&manifests.objects, &CompileOptions::default()).expect("compiles").remove(0);
+    config.endpoints.get_mut("chat").expect("endpoint").content_rules = Some(sluice_crds::config::ContentRulesConfig {
+        mode: sluice_crds::api::ContentRuleMode::Enforce,
+        blocked: Vec::new(),
+        patterns: vec!["[z-a]".into()],
+        prompt_injection: false,
+    });
+    let problems = config.validate().expect_err("invalid pattern");
+    assert!(
+        problems[0].starts_with("endpoints.chat.contentRules.patterns[0]: not a valid regular expression"),
+        "{problems:?}"
+    );
+}

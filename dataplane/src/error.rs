@@ -98,6 +98,10 @@ pub enum ApiError {
     /// The project does not sign its responses, so it has no signing secret to read.
     #[error("This project does not sign its responses: set spec.signing on the Project.")]
     SigningNotEnabled,
+    /// The prompt matched one of the endpoint's content rules (named by its place in the
+    /// configuration, never by what it matched).
+    #[error("This request was refused by the endpoint's content rule {rule} (content_rule_violation).")]
+    ContentRuleViolation { rule: String },
 }
 
 impl ApiError {
@@ -136,6 +140,9 @@ impl ApiError {
             Self::UpstreamTimeout(_) => (S::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout"),
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", "not_ready"),
             Self::SigningNotEnabled => (S::NOT_FOUND, "invalid_request_error", "signing_not_enabled"),
+            Self::ContentRuleViolation { .. } => {
+                (S::UNPROCESSABLE_ENTITY, "invalid_request_error", "content_rule_violation")
+            }
         }
     }
 

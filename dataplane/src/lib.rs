@@ -8,16 +8,18 @@
 //! 2. [`route`]: the path and method: project, endpoint and [`route::Api`].
 //! 3. [`auth`]: the key, its project, expiry, source address and endpoint, then its scope and
 //!    model allow-list: every access rule.
-//! 4. [`resolve`]: the model named in the body: aliases, deprecation, retirement, capability,
+//! 4. [`guard`]: the endpoint's content rules and PII redaction on the prompt (once the body is
+//!    read and translated), and the redacted originals put back into the answer.
+//! 5. [`resolve`]: the model named in the body: aliases, deprecation, retirement, capability,
 //!    the `max_tokens` cap. ([`models`] answers `/v1/models` from the same lookup.) [`slo`]
 //!    reads the request's SLO hints (before the body, since they are headers).
-//! 5. [`limits`]: admission under the tier's rates, concurrency and the key's budget.
-//! 6. [`routing`]: the order in which to try a model's backends, healthy ones only, by the
+//! 6. [`limits`]: admission under the tier's rates, concurrency and the key's budget.
+//! 7. [`routing`]: the order in which to try a model's backends, healthy ones only, by the
 //!    endpoint's strategy (SLO-aware by default: predicted latency, affinity, price, load).
-//! 7. [`upstream`]: the call, with failover until a first byte arrives.
-//! 8. [`protocol`]: the wire format, read and rewritten in place.
-//! 9. [`respond`]: the response: every error body and header, whole bodies and streams.
-//! 10. [`accounting`]: usage and cost, limits settled, metrics and the access log.
+//! 8. [`upstream`]: the call, with failover until a first byte arrives.
+//! 9. [`protocol`]: the wire format, read and rewritten in place.
+//! 10. [`respond`]: the response: every error body and header, whole bodies and streams.
+//! 11. [`accounting`]: usage and cost, limits settled, metrics and the access log.
 //!
 //! A project-level request (`/<project>/v1/keys/self`, `/<project>/v1/usage`) is routed and
 //! authenticated like the others, then answered by [`usage_api`] from what accounting recorded.
@@ -35,6 +37,8 @@ pub mod server;
 pub mod route;
 
 pub mod auth;
+
+pub mod guard;
 
 pub mod resolve;
 

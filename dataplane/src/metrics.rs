@@ -133,6 +133,21 @@ struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedactionLabels {
+    project: String,
+    endpoint: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ContentRuleLabels {
+    project: String,
+    endpoint: String,
+    rule_kind: &'static str,
+    mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AttemptLabels {
     provider: String,
     model: String,
@@ -339,6 +354,8 @@ pub struct Metrics {
     registry: Registry,
     genai: GenAi,
     rejections: Family<RejectionLabels, Counter>,
+    redactions: Family<RedactionLabels, Counter>,
+    content_rule_matches: Family<ContentRuleLabels, Counter>,
     attempts: Family<AttemptLabels, Counter>,
     attempt_duration: Family<AttemptLabels, Histogram, fn() -> Histogram>,
     cost: Family<ModelLabels, Counter<f64, AtomicU64>>,
@@ -669,6 +686,18 @@ impl Metrics {
             "Requests refused before reaching a backend, by reason (the OpenAI error code)",
             rejections.clone(),
         );
+        let redactions = Family::default();
+        registry.register(
+            "redactions",
+            "Values in prompts replaced by placeholders before leaving the gateway, by kind",
+            redactions.clone(),
+        );
+        let content_rule_matches = Family::default();
+        registry.register(
+            "content_rule_matches",
+            "Requests whose prompt matched an endpoint's content rule, by rule kind and mode",
+            content_rule_matches.clone(),
+        );
         let attempts = Family::default();
         registry.register("upstream_attempts", "Upstream attempts by outcome", attempts.clone());
         let attempt_duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
@@ -698,6 +727,8 @@ impl Metrics {
             registry,
             genai: GenAi::new(),
             rejections,
+            redactions,
+            content_rule_matches,
             attempts,
             attempt_duration,
             cost,
@@ -807,6 +838,33 @@ impl Metrics {
         self.rejections
             .get_or_create(&RejectionLabels { project: project.into(), endpoint: endpoint.into(), reason })
             .inc();
+    }
+
+    /// The counter of values of `kind` (a [`sluice_crds::api::RedactionKind`] name) redacted in
+    /// prompts to an endpoint, resolved when its configuration is loaded.
+    pub fn redactions(&self, project: &str, endpoint: &str, kind: &'static str) -> Counter {
+        self.redactions.get_or_create_owned(&RedactionLabels {
+            project: project.into(),
+            endpoint: endpoint.into(),
+            kind,
+        })
+    }
+
+    /// The counter of requests to an endpoint that matched a content rule of `rule_kind` in
+    /// `mode` (`enforce` or `dryRun`), resolved when its configuration is loaded.
+    pub fn content_rule_matches(
+        &self,
+        project: &str,
+        endpoint: &str,
+        rule_kind: &'static str,
+        mode: &'static str,
+    ) -> Counter {
+        self.content_rule_matches.get_or_create_owned(&ContentRuleLabels {
+            project: project.into(),
+            endpoint: endpoint.into(),
+            rule_kind,
+            mode,
+        })
     }
 
     /// Resolves the handles of one API key (by its id, never its material).

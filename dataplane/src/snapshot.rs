@@ -16,6 +16,7 @@ use sluice_crds::api::{ApiKind, Capability, RoutingPolicy, Scope};
 use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, SigningSecretConfig, TierConfig};
 
 use crate::backends::{BackendKey, BackendRegistry, BackendState};
+use crate::guard::Guard;
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::protocol::defaults::RequestDefaults;
@@ -120,6 +121,8 @@ pub struct Endpoint {
     pub routing: RoutingPolicy,
     /// The model and parameters a request that sends none of its own gets.
     pub defaults: RequestDefaults,
+    /// Content rules and PII redaction; `None` when the endpoint has neither.
+    pub guard: Option<Guard>,
     /// Models in name order.
     pub models: Vec<Model>,
     names: FastMap<String, NameTarget>,
@@ -472,6 +475,8 @@ pub fn build(
                     max_tokens: endpoint.max_tokens.map(u64::from),
                     routing: endpoint.routing,
                     defaults: RequestDefaults::new(endpoint.default_model.as_deref(), &endpoint.default_parameters),
+                    guard: Guard::new(endpoint, metrics, &slug, endpoint_slug)
+                        .map_err(|e| fail(format!("endpoint {endpoint_slug}: {e}")))?,
                     models,
                     names,
                 },

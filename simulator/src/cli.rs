@@ -123,6 +123,12 @@ pub struct ProfileArgs {
     /// Ids and `created` from seed + prompt, so identical requests give identical bytes. [default: false]
     #[arg(long, env = "SLUICE_SIM_DETERMINISTIC_IDS", num_args = 0..=1, default_missing_value = "true")]
     pub deterministic_ids: Option<bool>,
+    /// Answer text requests with their last user message, token by token. [default: false]
+    #[arg(long, env = "SLUICE_SIM_ECHO", num_args = 0..=1, default_missing_value = "true")]
+    pub echo: Option<bool>,
+    /// Keep the last N request bodies for GET /_sim/requests (0 = none). [default: 0]
+    #[arg(long, env = "SLUICE_SIM_RECORD_REQUESTS")]
+    pub record_requests: Option<u32>,
     /// Error fault STATUS=RATE, repeatable or comma-separated (e.g. 503=0.1,429=0.05). [default: none]
     #[arg(long = "fault-error", env = "SLUICE_SIM_FAULT_ERRORS", value_delimiter = ',', value_parser = parse_error_fault)]
     pub fault_errors: Option<Vec<ErrorFault>>,
@@ -186,6 +192,8 @@ impl ProfileArgs {
         set(&mut profile.prefix_cache_blocks, &self.prefix_cache_blocks);
         set(&mut profile.embedding_dimensions, &self.embedding_dimensions);
         set(&mut profile.deterministic_ids, &self.deterministic_ids);
+        set(&mut profile.echo, &self.echo);
+        set(&mut profile.record_requests, &self.record_requests);
         let faults = &mut profile.faults;
         set(&mut faults.errors, &self.fault_errors);
         set(&mut faults.retry_after_secs, &self.fault_retry_after_secs);

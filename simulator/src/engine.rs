@@ -2,10 +2,12 @@
 //! sequences with a FIFO queue beyond it, prefix-cache lookup, latency draws, and the live
 //! state behind `/metrics` and `/_sim/*`.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 // tokio's clock, so tests with a paused clock see the model's exact timings.
@@ -44,6 +46,17 @@ struct Shared {
     kv_blocks: AtomicU64,
     requests: AtomicU64,
     metrics: Metrics,
+    /// The last `recordRequests` inference requests, oldest first; `None` when none are kept.
+    recorded: Option<Mutex<VecDeque<RecordedRequest>>>,
+}
+
+/// An inference request as this backend received it (`GET /_sim/requests`).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    /// Path and query.
+    pub path: String,
+    /// The body, byte for byte.
+    pub body: Bytes,
 }
 
 /// A request that has arrived: its index, its clock and its random stream.
@@ -108,6 +121,8 @@ impl Simulator {
                 kv_blocks: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 metrics: Metrics::new(&model_name),
+                recorded: (profile.record_requests > 0)
+                    .then(|| Mutex::new(VecDeque::with_capacity(profile.record_requests as usize))),
                 profile,
             }),
         })
@@ -131,12 +146,44 @@ impl Simulator {
     }
 
     /// Back to the start: the profile's faults, an empty prefix cache, the request counter at 0
-    /// (so a seeded run replays). Metrics keep counting, as Prometheus counters must.
+    /// (so a seeded run replays), no recorded requests. Metrics keep counting, as Prometheus
+    /// counters must.
     pub fn reset(&self) {
         let shared = &self.shared;
         *shared.faults.write().unwrap_or_else(PoisonError::into_inner) = shared.profile.faults.clone();
         shared.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
         shared.requests.store(0, Ordering::Relaxed);
+        self.clear_recorded_requests();
+    }
+
+    /// Whether request bodies are recorded (`recordRequests` above 0).
+    pub fn records_requests(&self) -> bool {
+        self.shared.recorded.is_some()
+    }
+
+    /// Keeps an inference request (dropping the oldest beyond `recordRequests`); does nothing
+    /// when none are kept.
+    pub fn record_request(&self, path: &str, body: &Bytes) {
+        let Some(recorded) = &self.shared.recorded else { return };
+        let mut recorded = recorded.lock().unwrap_or_else(PoisonError::into_inner);
+        if recorded.len() == self.shared.profile.record_requests as usize {
+            recorded.pop_front();
+        }
+        recorded.push_back(RecordedRequest { path: path.to_owned(), body: body.clone() });
+    }
+
+    /// The inference requests kept, oldest first.
+    pub fn recorded_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorded.as_ref().map_or_else(Vec::new, |recorded| {
+            recorded.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+        })
+    }
+
+    /// Forgets the inference requests kept.
+    pub fn clear_recorded_requests(&self) {
+        if let Some(recorded) = &self.shared.recorded {
+            recorded.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 
     /// Requests in the batch now.

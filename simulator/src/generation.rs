@@ -17,6 +17,8 @@ pub(crate) enum OutputMode<'a> {
     Json(Option<&'a Value>),
     /// A call of the named tool with arguments following its parameter schema.
     Tool { name: &'a str, parameters: Option<&'a Value> },
+    /// The given text (the request's own, with the profile's `echo`).
+    Echo(&'a str),
 }
 
 /// Everything about a request that shapes its output.
@@ -99,6 +101,19 @@ pub(crate) fn generate(profile: &Profile, prompt_hash: u64, choice: usize, spec:
             let value = parameters.map_or_else(|| json!({}), |schema| value_for_schema(schema, &mut rng));
             (Tokens::from_text(value.to_string()), Some(name.to_owned()))
         }
+        OutputMode::Echo(text) => {
+            let mut tokens = Tokens::from_text(text.to_owned());
+            let mut finish = Finish::Stop;
+            if tokens.len() > limit {
+                tokens.truncate(limit);
+                finish = Finish::Length;
+            }
+            let mut output = Output { tokens, finish, tool: None, seed };
+            if let Some(which) = output.tokens.cut_at_stop(spec.stops) {
+                output.finish = Finish::StopSequence(which);
+            }
+            return output;
+        }
     };
     let finish = if tokens.len() > limit {
         tokens.truncate(limit);
@@ -175,6 +190,23 @@ mod tests {
         let cut = generate(&profile, 3, 0, &OutputSpec { max_tokens: Some(3), ..json_mode });
         assert_eq!(cut.finish, Finish::Length);
         assert_eq!(cut.tokens.len(), 3);
+    }
+
+    #[test]
+    fn echo_repeats_the_text_token_by_token_within_limits() {
+        let profile = Profile::default();
+        let text = "Mail [EMAIL_1] today";
+        let out = generate(&profile, 1, 0, &OutputSpec { mode: OutputMode::Echo(text), ..spec(None) });
+        assert_eq!(out.tokens.text(), text);
+        assert_eq!(out.finish, Finish::Stop);
+        assert!(out.tokens.len() >= 6, "a placeholder is several tokens: {}", out.tokens.len());
+        assert_eq!(out.tokens.token(1), " [", "punctuation is a token of its own");
+        let cut = generate(&profile, 1, 0, &OutputSpec { mode: OutputMode::Echo(text), ..spec(Some(2)) });
+        assert_eq!((cut.tokens.text(), cut.finish), ("Mail [", Finish::Length));
+        let stops = ["today".to_owned()];
+        let stopped =
+            generate(&profile, 1, 0, &OutputSpec { mode: OutputMode::Echo(text), stops: &stops, ..spec(None) });
+        assert_eq!((stopped.tokens.text(), stopped.finish), ("Mail [EMAIL_1] ", Finish::StopSequence(0)));
     }
 
     #[test]

@@ -39,8 +39,8 @@ mod server;
 mod streaming;
 mod textgen;
 
-pub use engine::{DETERMINISTIC_CREATED, Simulator};
+pub use engine::{DETERMINISTIC_CREATED, RecordedRequest, Simulator};
 pub use error::{Error, Result};
 pub use faults::{ErrorFault, FAULT_HEADER, Fault, FaultConfig};
 pub use fleet::{BoundBackend, FleetBackend, FleetConfig, Ready, ReadyBackend, bind_fleet, ready_report, serve_fleet};
-pub use profile::{DEFAULT_MODEL, Profile};
+pub use profile::{DEFAULT_MODEL, MAX_RECORDED_REQUESTS, Profile};

@@ -61,9 +61,22 @@ pub struct Profile {
     /// Response ids and `created` derived from the seed and the prompt instead of a clock and a
     /// counter, so identical requests give identical bytes. Default false.
     pub deterministic_ids: bool,
+    /// Answer text requests with their own last user message (chat, Messages, Gemini) or
+    /// prompt (completions) instead of generated text, token by token, so a test can follow a
+    /// prompt through a gateway and back, split over stream events as real answers are.
+    /// `max_tokens` and stop sequences still cut it; tools and JSON mode are unchanged; a request
+    /// with no user text gets generated text. Default false.
+    pub echo: bool,
+    /// Keep the last N inference request bodies received, for `GET /_sim/requests` (what a
+    /// gateway really sent upstream); 0 keeps none and costs nothing. At most
+    /// [`MAX_RECORDED_REQUESTS`]. Default 0.
+    pub record_requests: u32,
     /// Faults injected at start; `POST /_sim/faults` replaces them at run time. Default: none.
     pub faults: FaultConfig,
 }
+
+/// Most request bodies `recordRequests` may keep.
+pub const MAX_RECORDED_REQUESTS: u32 = 10_000;
 
 impl Default for Profile {
     fn default() -> Self {
@@ -84,6 +97,8 @@ impl Default for Profile {
             prefix_cache_blocks: 32_768,
             embedding_dimensions: 1536,
             deterministic_ids: false,
+            echo: false,
+            record_requests: 0,
             faults: FaultConfig::default(),
         }
     }
@@ -137,6 +152,7 @@ impl Profile {
             (self.prefix_cache_block_size >= 1, "prefixCacheBlockSize must be at least 1"),
             ((1..=65_536).contains(&self.embedding_dimensions), "embeddingDimensions must be 1-65536"),
             (self.models.iter().all(|m| !m.is_empty()), "models must not contain an empty name"),
+            (self.record_requests <= MAX_RECORDED_REQUESTS, "recordRequests must be at most 10000"),
         ];
         if let Some((_, message)) = checks.iter().find(|(ok, _)| !ok) {
             return Err(invalid("profile", *message));

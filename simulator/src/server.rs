@@ -20,7 +20,7 @@ use crate::protocol::{Dialect, anthropic, completions, embeddings, error_respons
 use crate::tls::TlsListener;
 
 /// Largest request body accepted (long prompts are the point of prefix-cache tests).
-const MAX_BODY_BYTES: usize = 64 << 20;
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 20;
 
 impl Simulator {
     /// Every route of this backend:
@@ -31,7 +31,8 @@ impl Simulator {
     /// - Anthropic: `POST /v1/messages`
     /// - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent`
     /// - `GET /metrics`, `GET /health`, and the admin API under `/_sim/`
-    ///   (`GET|POST /_sim/faults`, `POST /_sim/reset`, `GET /_sim/profile`, `GET /_sim/state`)
+    ///   (`GET|POST /_sim/faults`, `POST /_sim/reset`, `GET /_sim/profile`, `GET /_sim/state`,
+    ///   `GET|DELETE /_sim/requests`)
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/chat/completions", post(openai::chat_completions))
@@ -51,7 +52,9 @@ impl Simulator {
             .route("/_sim/reset", post(admin::reset))
             .route("/_sim/profile", get(admin::profile))
             .route("/_sim/state", get(admin::state))
+            .route("/_sim/requests", get(admin::requests).delete(admin::clear_requests))
             .fallback(unknown_route)
+            .layer(axum::middleware::from_fn_with_state(self.clone(), admin::record_requests))
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
     }

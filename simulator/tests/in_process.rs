@@ -181,3 +181,76 @@ async fn every_route_answers_in_process() {
     let (status, _) = call(&router, "/v1/chat/completions", &chat(json!({}))).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn echo_streams_the_last_user_message_token_by_token() {
+    let router = Simulator::new(Profile { echo: true, ..Profile::instant() }).expect("valid").router();
+    let asked = "Mail [EMAIL_1] please";
+    let body = json!({"model": "m", "stream": true, "messages": [
+        {"role": "system", "content": "ignored"}, {"role": "user", "content": asked}]});
+    let deltas: Vec<String> = frames(&router, "/v1/chat/completions", &body)
+        .await
+        .iter()
+        .flat_map(|(_, data)| String::from_utf8_lossy(data).split("\n\n").map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|event| serde_json::from_str::<Value>(event.strip_prefix("data: ")?).ok())
+        .filter_map(|chunk| chunk["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(deltas.concat(), asked);
+    assert!(deltas.iter().all(|d| !d.contains("[EMAIL_1]")), "the placeholder is split over events: {deltas:?}");
+    // Plain answers, Messages and Gemini echo too; tool calls are not echoes.
+    let (_, plain) = call(&router, "/v1/chat/completions", &chat(json!({}))).await;
+    let plain: Value = serde_json::from_slice(&plain).expect("json");
+    assert_eq!(plain["choices"][0]["message"]["content"], "Tell me a story.");
+    let messages = json!({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}]});
+    let (_, answer) = call(&router, "/v1/messages", &messages).await;
+    let answer: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(answer["content"][0]["text"], "Hi there");
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": "Hallo"}]}]});
+    let (_, answer) = call(&router, "/v1beta/models/m:generateContent", &gemini).await;
+    let answer: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(answer["candidates"][0]["content"]["parts"][0]["text"], "Hallo");
+    let tools =
+        chat(json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]}));
+    let (_, called) = call(&router, "/v1/chat/completions", &tools).await;
+    let called: Value = serde_json::from_slice(&called).expect("json");
+    assert_eq!(called["choices"][0]["finish_reason"], "tool_calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_requests_received_are_listed_and_bounded() {
+    let sim = Simulator::new(Profile { record_requests: 2, ..Profile::instant() }).expect("valid");
+    let router = sim.router();
+    for text in ["one", "two", "three"] {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": text}]});
+        let (status, _) = call(&router, "/v1/chat/completions", &body).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let get = |router: Router| async move {
+        let response =
+            router.oneshot(Request::get("/_sim/requests").body(Body::empty()).expect("request")).await.expect("ok");
+        let listed: Value =
+            serde_json::from_slice(&to_bytes(response.into_body(), usize::MAX).await.expect("body")).expect("json");
+        listed
+    };
+    let listed = get(router.clone()).await;
+    assert_eq!(listed["recording"], true);
+    let texts: Vec<&str> = listed["requests"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|r| {
+            assert_eq!(r["path"], "/v1/chat/completions");
+            r["body"]["messages"][0]["content"].as_str().expect("text")
+        })
+        .collect();
+    assert_eq!(texts, ["two", "three"], "the last two, oldest first");
+    let cleared = router.clone().oneshot(Request::delete("/_sim/requests").body(Body::empty()).expect("request")).await;
+    assert_eq!(cleared.expect("ok").status(), StatusCode::OK);
+    assert_eq!(get(router.clone()).await["requests"], json!([]));
+
+    // Off by default: nothing is kept, and the list says so.
+    let quiet = Simulator::new(Profile::instant()).expect("valid").router();
+    let _ = call(&quiet, "/v1/chat/completions", &chat(json!({}))).await;
+    let listed = get(quiet).await;
+    assert_eq!((listed["recording"].as_bool(), listed["requests"].as_array().map(Vec::len)), (Some(false), Some(0)));
+}

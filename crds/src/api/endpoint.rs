@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, ProviderRef, status::conditions_schema};
+use super::{Condition, ContentRulesSpec, ProviderRef, RedactionSpec, status::conditions_schema};
 
 /// A set of models served at `/<project>/<endpoint>/v1/...`. Each exposed model has aliases and
 /// an ordered list of backends (Provider models) with weights and failover priorities.
@@ -74,6 +74,14 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "default_parameters_schema")]
     pub default_parameters: Option<BTreeMap<String, serde_json::Value>>,
+    /// Personal data and secrets replaced by placeholders in prompts before they leave the
+    /// gateway, optionally restored in the answer. Absent: prompts go as they came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionSpec>,
+    /// Phrases, regular expressions and prompt-injection heuristics that refuse a request with
+    /// `422` (or, in `dryRun` mode, only count it). Absent: no content rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_rules: Option<ContentRulesSpec>,
 }
 
 /// Schema of `spec.defaultParameters` (its description is the field's doc comment): an object of

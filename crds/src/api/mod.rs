@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod apikey;
+mod content_policy;
 mod endpoint;
 mod project;
 mod provider;
@@ -16,6 +17,10 @@ mod status;
 
 pub use apikey::{
     ApiKey, ApiKeySpec, ApiKeyStatus, Budget, BudgetPeriod, KeyRotation, KeySecretRef, Scope, default_secret_key,
+};
+pub use content_policy::{
+    ContentRuleMode, ContentRulesSpec, PATTERN_SIZE_LIMIT, RedactionKind, RedactionSpec, compile_pattern,
+    content_rule_problems,
 };
 pub use endpoint::{
     ApiKind, Backend, Endpoint, EndpointLimits, EndpointSpec, EndpointStatus, ExposedModel, ModelAlias, RoutingPolicy,

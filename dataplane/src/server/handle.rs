@@ -8,7 +8,9 @@
 //! Gemini) takes the client's own body instead, and its answer then goes back as it came. An
 //! OpenAI request is never translated. Gemini's `embedContent` becomes an embeddings request
 //! the same way. The endpoint's default model and parameters are written into the body as
-//! soon as it is read (parameters into the chat request, after a translation). Gemini's
+//! soon as it is read (parameters into the chat request, after a translation). The endpoint's
+//! content guard then reads (and may redact) the request that will leave; with a guard, no
+//! client body is passed through, and the answer gets the redacted originals back. Gemini's
 //! `?key=` leaves the URI before anything else looks at it.
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +27,7 @@ use crate::Gateway;
 use crate::accounting::{self, Accounting, Admitted, RequestId};
 use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
+use crate::guard::restore::RestoringStream;
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::models;
@@ -34,7 +37,7 @@ use crate::protocol::gemini::inbound as gemini;
 use crate::protocol::openai;
 use crate::protocol::responses;
 use crate::resolve;
-use crate::respond::{self, Translation, body::ResponseBody, body::StreamBody};
+use crate::respond::{self, Translation, body::ClientStream, body::ResponseBody, body::StreamBody};
 use crate::route::{self, Api, GeminiMethod, Route, Wire};
 use crate::slo;
 use crate::snapshot::Snapshot;
@@ -318,6 +321,15 @@ async fn call_model<'s>(
     // A translated chat request gets the default parameters too, where its translation left a
     // field unset.
     let body = if chat && translation.is_some() { defaults.fill(&body, true) } else { body };
+    // The endpoint's content rules and redaction read the request as it will leave. With
+    // either, the client's own body is never passed through: it is not what they read.
+    let (body, original, restore) = match &caller.endpoint.guard {
+        None => (body, original, None),
+        Some(guard) => {
+            let guarded = guard.inspect(api, body).map_err(reject)?;
+            (guarded.body, None, guarded.restore)
+        }
+    };
     let fields = openai::read_fields(&body).map_err(reject)?;
     // A Messages body names its model (to rewrite); a Gemini body does not (it is in the URL).
     let original_fields = match &original {
@@ -401,6 +413,10 @@ async fn call_model<'s>(
             let body = match answered.body {
                 Answer::Whole(bytes) => {
                     accounting.finish_whole(&bytes, answered.reading.format());
+                    let bytes = match &restore {
+                        Some(restore) if status.is_success() => restore.whole(&bytes).unwrap_or(bytes),
+                        _ => bytes,
+                    };
                     match &translation {
                         None => ResponseBody::full(bytes),
                         Some(translation) => {
@@ -414,9 +430,17 @@ async fn call_model<'s>(
                 Answer::Stream { body, tap, first } => {
                     let idle = Duration::from_millis(u64::from(tier.config.idle_stream_ms));
                     let stream = StreamBody::new(body, tap, first, idle, deadline, accounting);
-                    let stream = match translation {
+                    let translator = translation.map(|t| t.stream(estimated_prompt, now.as_second()));
+                    // Originals go back into the OpenAI events, before any translation.
+                    let translator = match restore {
+                        None => translator,
+                        Some(restore) => {
+                            Some(Box::new(RestoringStream::new(restore, translator)) as Box<dyn ClientStream>)
+                        }
+                    };
+                    let stream = match translator {
                         None => stream,
-                        Some(translation) => stream.translated(translation.stream(estimated_prompt, now.as_second())),
+                        Some(translator) => stream.translated(translator),
                     };
                     ResponseBody::Stream(Box::new(stream))
                 }

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use super::openai::{plan_of, tool_call_id};
 use super::{
-    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, json_value_response, push_sse, stream_response,
+    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, content_text, echo_or, json_value_response, push_sse,
+    stream_response,
 };
 use crate::engine::Simulator;
 use crate::generation::{Finish, Output, OutputMode, OutputSpec, generate};
@@ -42,6 +43,22 @@ impl super::ModelRequest for MessagesRequest {
 struct Message {
     role: String,
     content: Value,
+}
+
+/// The text of the last user message (what the profile's `echo` repeats): its text blocks.
+fn last_user_text(messages: &[Message]) -> Option<String> {
+    let content = &messages.iter().rev().find(|m| m.role == "user")?.content;
+    let text_blocks = |blocks: &Vec<Value>| {
+        blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<String>()
+    };
+    match content {
+        Value::Array(blocks) => Some(text_blocks(blocks)),
+        other => Some(content_text(other)),
+    }
 }
 
 /// Adds Anthropic content (a string or a list of blocks) to a prompt.
@@ -209,6 +226,8 @@ pub(crate) async fn messages(
         Some((name, parameters)) => OutputMode::Tool { name, parameters },
         None => OutputMode::Text,
     };
+    let echo = sim.profile().echo.then(|| last_user_text(&request.messages)).flatten();
+    let mode = echo_or(&sim, mode, echo.as_deref());
     let spec = OutputSpec { max_tokens: Some(max_tokens), ignore_eos: sim.profile().ignore_eos, stops: &stops, mode };
     let output = generate(sim.profile(), prompt.hash, 0, &spec);
     let stop_sequence = match output.finish {

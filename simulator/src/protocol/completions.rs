@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::openai::{StreamOptions, Usage, check_max_tokens, choice_count, plan_of};
-use super::{ApiError, Dialect, accept, admit, bad_request, json_value_response, push_sse, stream_response};
+use super::{ApiError, Dialect, accept, admit, bad_request, echo_or, json_value_response, push_sse, stream_response};
 use crate::engine::Simulator;
 use crate::generation::{Output, OutputMode, OutputSpec, generate};
 use crate::prompt::{Prompt, PromptBuilder};
@@ -80,11 +80,16 @@ pub(crate) async fn completions(
     let max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
     check_max_tokens(Some(max_tokens))?;
     let stops = super::openai::Stop::into_vec(request.stop.take());
+    // An echo repeats the first prompt's text (a string prompt, or the first of a list).
+    let echo = match &request.prompt {
+        Value::Array(items) => items.first().and_then(Value::as_str),
+        other => other.as_str(),
+    };
     let spec = OutputSpec {
         max_tokens: Some(max_tokens),
         ignore_eos: request.ignore_eos.unwrap_or(sim.profile().ignore_eos),
         stops: &stops,
-        mode: OutputMode::Text,
+        mode: echo_or(&sim, OutputMode::Text, echo),
     };
     let salt = |hash: u64| request.seed.map_or(hash, |s| combine(hash, s));
     let outputs: Vec<Output> =

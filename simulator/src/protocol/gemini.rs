@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 
 use super::openai::plan_of;
 use super::{
-    ApiError, Dialect, IMAGE_TOKENS, admit, bad_request, check_model, json_value_response, parse_body, prelude,
-    stream_response,
+    ApiError, Dialect, IMAGE_TOKENS, admit, bad_request, check_model, echo_or, json_value_response, parse_body,
+    prelude, stream_response,
 };
 use crate::engine::Simulator;
 use crate::generation::{Finish, Output, OutputMode, OutputSpec, generate};
@@ -58,6 +58,12 @@ struct GenerationConfig {
     response_schema: Option<Value>,
     #[serde(alias = "response_json_schema")]
     response_json_schema: Option<Value>,
+}
+
+/// The text parts of the last user turn (what the profile's `echo` repeats).
+fn last_user_text(contents: &[Content]) -> Option<String> {
+    let turn = contents.iter().rev().find(|c| c.role.as_deref().is_none_or(|role| role == "user"))?;
+    Some(turn.parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect())
 }
 
 fn add_parts(builder: &mut PromptBuilder, parts: &[Value]) {
@@ -262,6 +268,8 @@ pub(crate) async fn models_action(
         }
         None => OutputMode::Text,
     };
+    let echo = sim.profile().echo.then(|| last_user_text(&request.contents)).flatten();
+    let mode = echo_or(&sim, mode, echo.as_deref());
     let spec = OutputSpec {
         // Function call arguments are whole objects in Gemini: never cut them.
         max_tokens: match mode {

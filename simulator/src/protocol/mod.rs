@@ -13,10 +13,11 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::engine::{Admission, Arrival, Simulator};
 use crate::faults::{FAULT_HEADER, Fault};
+use crate::generation::OutputMode;
 use crate::prompt::Prompt;
 use crate::streaming::{Renderer, StreamPlan, TimedStream, plain_body};
 
@@ -234,6 +235,24 @@ pub(crate) async fn accept<T: ModelRequest>(
     let request: T = parse_body(dialect, body)?;
     check_model(sim, dialect, request.model())?;
     Ok((accepted, request))
+}
+
+/// What a request asks for, or its own text when the profile echoes, the request asks for
+/// text (not a tool call or JSON) and `text` (its last user message) has any.
+pub(crate) fn echo_or<'a>(sim: &Simulator, mode: OutputMode<'a>, text: Option<&'a str>) -> OutputMode<'a> {
+    match (mode, text) {
+        (OutputMode::Text, Some(text)) if sim.profile().echo && !text.is_empty() => OutputMode::Echo(text),
+        (mode, _) => mode,
+    }
+}
+
+/// The text of message content that is a string or a list of parts (blocks) with `text`.
+pub(crate) fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|part| part.get("text").and_then(Value::as_str)).collect(),
+        _ => String::new(),
+    }
 }
 
 /// Waits for a batch slot.

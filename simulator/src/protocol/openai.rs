@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, error_response, json_value_response, push_sse,
-    stream_response,
+    ApiError, Dialect, IMAGE_TOKENS, accept, admit, bad_request, content_text, echo_or, error_response,
+    json_value_response, push_sse, stream_response,
 };
 use crate::engine::{DETERMINISTIC_CREATED, Simulator};
 use crate::generation::{Output, OutputMode, OutputSpec, generate};
@@ -164,6 +164,11 @@ fn output_mode(request: &ChatRequest) -> OutputMode<'_> {
     }
 }
 
+/// The text of the last user message (what the profile's `echo` repeats).
+fn last_user_text(messages: &[ChatMessage]) -> Option<String> {
+    messages.iter().rev().find(|m| m.role == "user")?.content.as_ref().map(content_text)
+}
+
 /// OpenAI's `usage` object.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Usage {
@@ -252,11 +257,12 @@ pub(crate) async fn chat_completions(
     let prompt = build_prompt(&sim, &request);
     let prompt_hash = request.seed.map_or(prompt.hash, |s| combine(prompt.hash, s));
     let stops = Stop::into_vec(request.stop.take());
+    let echo = sim.profile().echo.then(|| last_user_text(&request.messages)).flatten();
     let spec = OutputSpec {
         max_tokens,
         ignore_eos: request.ignore_eos.unwrap_or(sim.profile().ignore_eos),
         stops: &stops,
-        mode: output_mode(&request),
+        mode: echo_or(&sim, output_mode(&request), echo.as_deref()),
     };
     let outputs: Vec<Output> = (0..n).map(|choice| generate(sim.profile(), prompt_hash, choice, &spec)).collect();
     let plan = plan_of(&outputs, accepted.fault);
