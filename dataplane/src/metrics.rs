@@ -383,6 +383,8 @@ pub struct Metrics {
     /// Generation of the live configuration.
     pub config_generation: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    /// 1 while the last attempt to load the configuration succeeded, 0 after a refusal.
+    config_last_reload_successful: Gauge,
     /// Unix time of the last successful load.
     pub config_last_success: Gauge,
     /// API keys loaded.
@@ -662,6 +664,12 @@ impl Metrics {
         registry.register("config_generation", "Generation of the live configuration", config_generation.clone());
         let reloads = Family::default();
         registry.register("config_reloads", "Configuration loads by result", reloads.clone());
+        let config_last_reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 while the last configuration load succeeded, 0 while a refused one has the last good configuration serving",
+            config_last_reload_successful.clone(),
+        );
         let config_last_success = Gauge::default();
         registry.register(
             "config_last_success_timestamp_seconds",
@@ -755,6 +763,7 @@ impl Metrics {
             pod_scrapes,
             config_generation,
             reloads,
+            config_last_reload_successful,
             config_last_success,
             keys_loaded,
             limits,
@@ -975,6 +984,13 @@ impl Metrics {
     /// Counts a configuration load.
     pub fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ReloadLabels { result: if ok { "success" } else { "failure" } }).inc();
+        self.config_last_reload_successful.set(i64::from(ok));
+    }
+
+    /// Notes a load that found the live configuration unchanged (not counted as a reload): the
+    /// source is good again, as after a bad edit was reverted.
+    pub fn reload_unchanged(&self) {
+        self.config_last_reload_successful.set(1);
     }
 
     /// The Prometheus text exposition.
@@ -992,5 +1008,34 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_reload_gauge_follows_refusals_and_recoveries() {
+        let metrics = Metrics::new();
+        let gauge = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("sluice_config_last_reload_successful "))
+                .map(str::to_owned)
+                .expect("the gauge is exported")
+        };
+        metrics.reload(true);
+        assert_eq!(gauge(&metrics.render()), "1");
+        metrics.reload(false);
+        let text = metrics.render();
+        assert_eq!(gauge(&text), "0", "a refused configuration");
+        assert!(text.contains("sluice_config_reloads_total{result=\"failure\"} 1"), "{text}");
+        metrics.reload_unchanged();
+        let text = metrics.render();
+        assert_eq!(gauge(&text), "1", "the source was put back as it was");
+        assert!(
+            text.contains("sluice_config_reloads_total{result=\"success\"} 1"),
+            "an unchanged load is not a reload"
+        );
     }
 }

@@ -51,6 +51,8 @@ pub fn apply(gateway: &Gateway, origin: &str, result: Result<Vec<GatewayConfig>,
     match outcome {
         Ok(None) => {
             status.last_error = None;
+            drop(status);
+            gateway.metrics.reload_unchanged();
             false
         }
         Ok(Some((generation, hashes))) => {

@@ -1,6 +1,6 @@
 //! Hot reload of a folder of manifests: keys come and go within 2 seconds, a broken change is
-//! rejected while the last good configuration keeps serving, and reloads never fail requests in
-//! flight.
+//! rejected while the last good configuration keeps serving (and `/metrics` says so until the
+//! folder is good again), and reloads never fail requests in flight.
 
 mod support;
 
@@ -87,6 +87,39 @@ async fn a_broken_change_is_rejected_and_the_last_good_config_keeps_serving() {
     let fixed = eventually(Duration::from_secs(3), || async { status(&gateway, KEY_B).await == 200 }).await;
     assert!(fixed.is_some());
     assert!(admin(&gateway).await["lastError"].is_null());
+}
+
+/// The value of `sluice_config_last_reload_successful`, and how many loads succeeded.
+async fn reload_metrics(gateway: &Gateway) -> (String, String) {
+    let text = client().get(gateway.admin_url("/metrics")).send().await.expect("m").text().await.expect("text");
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{prefix}: {text}"))
+    };
+    (value("sluice_config_last_reload_successful "), value("sluice_config_reloads_total{result=\"success\"} "))
+}
+
+#[tokio::test]
+async fn a_reverted_broken_change_clears_the_failing_gauge() {
+    let manifests = Manifests::new();
+    manifests.write("tenant.yaml", &tenant(0));
+    manifests.write("key-a.yaml", &apikey("shop", "a", KEY_A, ""));
+    let gateway = Gateway::start(Some(manifests.path()), &[]);
+    assert_eq!(reload_metrics(&gateway).await, ("1".to_owned(), "1".to_owned()));
+
+    manifests.write("key-b.yaml", &apikey("shop", "b", KEY_B, "  scopess: [inference]\n"));
+    let refused = eventually(Duration::from_secs(3), || async { reload_metrics(&gateway).await.0 == "0" }).await;
+    assert!(refused.is_some(), "the refusal does not show in /metrics");
+
+    // Taking the bad file away leaves the folder as the live configuration already is: nothing
+    // is reloaded, and the source is good again.
+    manifests.remove("key-b.yaml");
+    let cleared = eventually(Duration::from_secs(3), || async { reload_metrics(&gateway).await.0 == "1" }).await;
+    assert!(cleared.is_some(), "the gauge stayed at 0 after the folder was put back");
+    assert_eq!(reload_metrics(&gateway).await.1, "1", "an unchanged configuration is not counted as a reload");
+    assert_eq!(admin(&gateway).await["generation"], 1);
 }
 
 #[tokio::test]

@@ -114,6 +114,8 @@ async fn run_controllers(client: Client, settings: Settings, metrics: Arc<Metric
     let reporter = Reporter { controller: labels::MANAGER.to_owned(), instance: Some(settings.identity.clone()) };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client, settings, watches.caches(), reports, recorder, metrics.clone()));
+    let budgets: Arc<dyn metrics::KeyBudgets> = ctx.clone();
+    metrics.follow_key_budgets(Arc::downgrade(&budgets));
 
     let (usage_nudge, usage_changed) = futures::channel::mpsc::unbounded();
     let usage_follower = usage::follow(ctx.clone(), watches.usage_config_maps.subscribe(), usage_nudge);

@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use sluice_operator::Settings;
 use sluice_operator::settings::{
-    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, ParentRef,
-    PodDefaults, RedisSettings, RouteKind, RouteSettings, WatchedNamespaces, default_gateway_image,
+    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, OtlpProtocol,
+    ParentRef, PodDefaults, RedisSettings, RouteKind, RouteSettings, SecretKeyRef, TraceSampler, TracingSettings,
+    WatchedNamespaces, default_gateway_image,
 };
 
 /// Reconciles Sluice's Projects, Endpoints, ApiKeys, Providers and ServiceTiers into one gateway
@@ -119,6 +120,40 @@ struct Cli {
     #[arg(long, env = "SLUICE_GATEWAY_REDIS_SECRET")]
     gateway_redis_secret: Option<RedisSettings>,
 
+    /// Send every gateway's traces to this OTLP endpoint (`http://otel-collector.observability:4318`),
+    /// passed to the pods as OTEL_EXPORTER_OTLP_ENDPOINT. Absent: no traces, and the other
+    /// --gateway-otlp-* and --gateway-traces-* flags are ignored.
+    #[arg(long, env = "SLUICE_GATEWAY_OTLP_ENDPOINT")]
+    gateway_otlp_endpoint: Option<String>,
+
+    /// The gateways' OTLP transport: grpc (port 4317) or http/protobuf (port 4318).
+    #[arg(long, env = "SLUICE_GATEWAY_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocolArg::HttpProtobuf)]
+    gateway_otlp_protocol: OtlpProtocolArg,
+
+    /// A Secret (in the data-plane namespace) whose key holds the OTLP headers (`key=value,...`,
+    /// e.g. a collector's token), `NAME` or `NAME:KEY` (key `headers` by default). The pods get
+    /// it as OTEL_EXPORTER_OTLP_HEADERS; the operator never reads it.
+    #[arg(long, env = "SLUICE_GATEWAY_OTLP_HEADERS_SECRET")]
+    gateway_otlp_headers_secret: Option<String>,
+
+    /// Which requests the gateways trace (OTEL_TRACES_SAMPLER).
+    #[arg(long, env = "SLUICE_GATEWAY_TRACES_SAMPLER", value_enum, default_value_t = SamplerArg::ParentbasedAlwaysOn)]
+    gateway_traces_sampler: SamplerArg,
+
+    /// The share of requests traced by the ratio samplers, 0 to 1 (OTEL_TRACES_SAMPLER_ARG).
+    /// Absent: the gateway's default (1).
+    #[arg(long, env = "SLUICE_GATEWAY_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
+    gateway_traces_sampler_arg: Option<f64>,
+
+    /// `service.name` of the gateways' traces (OTEL_SERVICE_NAME). Absent: sluice-gateway.
+    #[arg(long, env = "SLUICE_GATEWAY_OTEL_SERVICE_NAME")]
+    gateway_otel_service_name: Option<String>,
+
+    /// More resource attributes of the gateways' traces, `key=value,...`; each pod adds
+    /// k8s.namespace.name, k8s.deployment.name, k8s.pod.name and sluice.project.
+    #[arg(long, env = "SLUICE_GATEWAY_OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_attributes, default_value = "")]
+    gateway_otel_resource_attributes: Attributes,
+
     /// Write a NetworkPolicy per gateway: the API port open to the ingress namespaces only, the
     /// admin port to the monitoring namespaces and the operator's own.
     #[arg(long, env = "SLUICE_NETWORK_POLICY", default_value_t = false, action = clap::ArgAction::Set)]
@@ -155,6 +190,53 @@ enum RouteKindArg {
     Httproute,
     /// No route.
     None,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OtlpProtocolArg {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    #[value(name = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SamplerArg {
+    /// Every request.
+    #[value(name = "always_on")]
+    AlwaysOn,
+    /// None.
+    #[value(name = "always_off")]
+    AlwaysOff,
+    /// The share given by --gateway-traces-sampler-arg.
+    #[value(name = "traceidratio")]
+    Traceidratio,
+    /// The client's decision, else every request.
+    #[value(name = "parentbased_always_on")]
+    ParentbasedAlwaysOn,
+    /// The client's decision, else none.
+    #[value(name = "parentbased_always_off")]
+    ParentbasedAlwaysOff,
+    /// The client's decision, else the share given by --gateway-traces-sampler-arg.
+    #[value(name = "parentbased_traceidratio")]
+    ParentbasedTraceidratio,
+}
+
+/// Parsed `key=value,...` resource attributes (a type of its own: clap takes a `Vec` field for a
+/// repeated flag).
+#[derive(Clone, Debug)]
+struct Attributes(Vec<(String, String)>);
+
+fn parse_attributes(text: &str) -> Result<Attributes, String> {
+    sluice_operator::settings::parse_attributes(text).map(Attributes)
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{text:?} is not a ratio between 0 and 1")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -215,6 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ..LeaderElectionSettings::new(namespace, &cli.leader_election_lease)
         }
     });
+    let tracing = gateway_tracing(&cli)?;
     let settings = Settings {
         namespaces: WatchedNamespaces::from_list(&cli.watch_namespaces),
         shared_namespace: cli.shared_namespace,
@@ -225,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             redis: cli.gateway_redis_secret,
             trusted_proxies: cli.gateway_trusted_proxies.filter(|list| !list.trim().is_empty()),
             proxy_protocol: cli.gateway_proxy_protocol.filter(|mode| mode != "off"),
+            tracing,
             pod: match &cli.gateway_pod_defaults {
                 Some(path) => PodDefaults::read(path).map_err(anyhow::Error::msg).context("--gateway-pod-defaults")?,
                 None => PodDefaults::default(),
@@ -258,6 +342,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(?settings, "starting");
     sluice_operator::run(client, settings, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The gateways' trace export from the `--gateway-otlp-*`, `--gateway-traces-*` and
+/// `--gateway-otel-*` flags; `None` without an endpoint.
+fn gateway_tracing(cli: &Cli) -> anyhow::Result<Option<TracingSettings>> {
+    let Some(endpoint) = cli.gateway_otlp_endpoint.clone().filter(|e| !e.is_empty()) else { return Ok(None) };
+    let headers = match cli.gateway_otlp_headers_secret.as_deref().filter(|s| !s.is_empty()) {
+        Some(secret) => Some(
+            SecretKeyRef::parse(secret, "headers")
+                .map_err(anyhow::Error::msg)
+                .context("--gateway-otlp-headers-secret")?,
+        ),
+        None => None,
+    };
+    Ok(Some(TracingSettings {
+        endpoint,
+        protocol: match cli.gateway_otlp_protocol {
+            OtlpProtocolArg::Grpc => OtlpProtocol::Grpc,
+            OtlpProtocolArg::HttpProtobuf => OtlpProtocol::HttpProtobuf,
+        },
+        headers,
+        sampler: match cli.gateway_traces_sampler {
+            SamplerArg::AlwaysOn => TraceSampler::AlwaysOn,
+            SamplerArg::AlwaysOff => TraceSampler::AlwaysOff,
+            SamplerArg::Traceidratio => TraceSampler::TraceIdRatio,
+            SamplerArg::ParentbasedAlwaysOn => TraceSampler::ParentBasedAlwaysOn,
+            SamplerArg::ParentbasedAlwaysOff => TraceSampler::ParentBasedAlwaysOff,
+            SamplerArg::ParentbasedTraceidratio => TraceSampler::ParentBasedTraceIdRatio,
+        },
+        sampler_arg: cli.gateway_traces_sampler_arg,
+        service_name: cli.gateway_otel_service_name.clone().filter(|s| !s.is_empty()),
+        resource_attributes: cli.gateway_otel_resource_attributes.0.clone(),
+    }))
 }
 
 /// The kubeconfig files of a KUBECONFIG-style list, merged in order (the first to set a value
@@ -305,6 +422,38 @@ mod tests {
              users:\n- name: {cluster}-user\n  user: {{token: t}}\ncontexts:\n- name: {cluster}\n  context: {{cluster: {cluster}, user: {cluster}-user}}\n\
              current-context: {cluster}\n"
         )
+    }
+
+    #[test]
+    fn tracing_flags_make_the_gateways_trace_export() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("sluice-operator").chain(args.iter().copied()));
+        let untraced = parse(&["--gateway-traces-sampler", "always_on"]).expect("flags");
+        assert_eq!(gateway_tracing(&untraced).expect("settings"), None, "no endpoint, no traces");
+
+        let cli = parse(&[
+            "--gateway-otlp-endpoint=http://otel-collector:4317",
+            "--gateway-otlp-protocol=grpc",
+            "--gateway-otlp-headers-secret=otlp-auth",
+            "--gateway-traces-sampler=parentbased_traceidratio",
+            "--gateway-traces-sampler-arg=0.01",
+            "--gateway-otel-resource-attributes=deployment.environment.name=prod,team=ml",
+        ])
+        .expect("flags");
+        let tracing = gateway_tracing(&cli).expect("settings").expect("tracing");
+        assert_eq!(tracing.endpoint, "http://otel-collector:4317");
+        assert_eq!(tracing.protocol, OtlpProtocol::Grpc);
+        assert_eq!(tracing.headers, Some(SecretKeyRef { secret: "otlp-auth".into(), key: "headers".into() }));
+        assert_eq!((tracing.sampler, tracing.sampler_arg), (TraceSampler::ParentBasedTraceIdRatio, Some(0.01)));
+        assert_eq!(tracing.resource_attributes.len(), 2);
+        assert_eq!(tracing.service_name, None, "the gateway's default");
+
+        for bad in [
+            &["--gateway-traces-sampler-arg=2"][..],
+            &["--gateway-otlp-protocol=http/json"],
+            &["--gateway-otel-resource-attributes=novalue"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} refused");
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! Prometheus metrics of the controllers (reconciles, durations, errors, config writes) and the
-//! small HTTP server that exposes them with `/healthz` and `/readyz`.
+//! Prometheus metrics of the controllers (reconciles, durations, errors, config writes, ApiKey
+//! budgets) and the small HTTP server that exposes them with `/healthz` and `/readyz`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +11,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
@@ -33,6 +35,74 @@ impl MetricConstructor<Histogram> for DurationBuckets {
     }
 }
 
+/// One ApiKey's budget and what it spent in the current period
+/// (`sluice_operator_key_budget_limit_usd`, `sluice_operator_key_budget_spend_usd`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyBudget {
+    /// `<namespace>/<name>`, as the gateway's `key_id` label spells it.
+    pub key_id: String,
+    /// US dollars per period.
+    pub limit_usd: f64,
+    /// What every gateway pod reported the key spent in the current period, summed.
+    pub spend_usd: f64,
+}
+
+/// Where the budget gauges are read from on each scrape: the running controllers' caches.
+pub trait KeyBudgets: Send + Sync {
+    /// Every ApiKey that has a budget.
+    fn key_budgets(&self) -> Vec<KeyBudget>;
+}
+
+/// The budget gauges, made on each scrape from [`KeyBudgets`] rather than kept: a deleted
+/// ApiKey's series goes with it (the controller is never called for a key that is gone), and a
+/// replica that does not lead, whose caches are stale or gone, exports none.
+struct BudgetCollector {
+    source: Mutex<Option<Weak<dyn KeyBudgets>>>,
+    leader: Gauge,
+}
+
+impl std::fmt::Debug for BudgetCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for BudgetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let source = self.source.lock().unwrap_or_else(PoisonError::into_inner).as_ref().and_then(Weak::upgrade);
+        let budgets = match source {
+            Some(source) if self.leader.get() == 1 => source.key_budgets(),
+            _ => Vec::new(),
+        };
+        let limit = Family::<[(&'static str, String); 1], Gauge<f64, AtomicU64>>::default();
+        let spend = Family::<[(&'static str, String); 1], Gauge<f64, AtomicU64>>::default();
+        for budget in budgets {
+            let label = [("key_id", budget.key_id)];
+            limit.get_or_create(&label).set(budget.limit_usd);
+            spend.get_or_create(&label).set(budget.spend_usd);
+        }
+        for (name, help, family) in [
+            (
+                "sluice_operator_key_budget_limit_usd",
+                "Budget of each ApiKey that has one, US dollars per period",
+                &limit,
+            ),
+            (
+                "sluice_operator_key_budget_spend_usd",
+                "What each ApiKey with a budget spent in its current period, as the gateway pods reported it",
+                &spend,
+            ),
+        ] {
+            // As the registry does for its own metrics: no series, no descriptor.
+            if family.is_empty() {
+                continue;
+            }
+            family.encode(encoder.encode_descriptor(name, help, None, family.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -50,6 +120,7 @@ pub struct Metrics {
     pub keys_rotated: Counter,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    budgets: Arc<BudgetCollector>,
     ready: AtomicBool,
 }
 
@@ -62,6 +133,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
+        let leader = Gauge::default();
+        let budgets = Arc::new(BudgetCollector { source: Mutex::new(None), leader: leader.clone() });
         let mut metrics = Self {
             registry: Registry::default(),
             reconciles: Family::default(),
@@ -71,7 +144,8 @@ impl Metrics {
             config_bytes: Family::default(),
             keys_issued: Counter::default(),
             keys_rotated: Counter::default(),
-            leader: Gauge::default(),
+            leader,
+            budgets: budgets.clone(),
             ready: AtomicBool::new(false),
         };
         let registry = &mut metrics.registry;
@@ -103,7 +177,14 @@ impl Metrics {
             "1 while this replica runs the controllers (holds the leader Lease)",
             metrics.leader.clone(),
         );
+        registry.register_collector(Box::new(budgets));
         metrics
+    }
+
+    /// Reads the ApiKey budget gauges from `source` from now on (the controllers' context, held
+    /// weakly: once the controllers stop, so do the gauges).
+    pub fn follow_key_budgets(&self, source: Weak<dyn KeyBudgets>) {
+        *self.budgets.source.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
     }
 
     /// Counts a finished reconcile of `controller`.
@@ -170,5 +251,31 @@ mod tests {
         assert!(text.contains("sluice_operator_reconciles_total{controller=\"project\"} 2"), "{text}");
         assert!(text.contains("sluice_operator_reconcile_errors_total{controller=\"project\",reason=\"settings\"} 1"));
         assert!(text.contains("sluice_operator_reconcile_duration_seconds_count{controller=\"project\"} 2"));
+    }
+
+    struct Fixed(Vec<KeyBudget>);
+
+    impl KeyBudgets for Fixed {
+        fn key_budgets(&self) -> Vec<KeyBudget> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn budgets_are_read_at_scrape_time_from_the_leading_controllers() {
+        let metrics = Metrics::new();
+        let source: Arc<dyn KeyBudgets> =
+            Arc::new(Fixed(vec![KeyBudget { key_id: "team-a/web-app".to_owned(), limit_usd: 50.0, spend_usd: 46.5 }]));
+        metrics.follow_key_budgets(Arc::downgrade(&source));
+        assert!(!metrics.encode().contains("key_budget"), "a replica that does not lead exports none");
+
+        metrics.leader.set(1);
+        let text = metrics.encode();
+        assert!(text.contains("sluice_operator_key_budget_limit_usd{key_id=\"team-a/web-app\"} 50.0"), "{text}");
+        assert!(text.contains("sluice_operator_key_budget_spend_usd{key_id=\"team-a/web-app\"} 46.5"), "{text}");
+        assert!(text.contains("# TYPE sluice_operator_key_budget_spend_usd gauge"), "{text}");
+
+        drop(source);
+        assert!(!metrics.encode().contains("key_budget"), "the controllers stopped: no stale series");
     }
 }

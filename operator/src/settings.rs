@@ -129,6 +129,8 @@ pub struct GatewaySettings {
     pub trusted_proxies: Option<String>,
     /// `SLUICE_PROXY_PROTOCOL` of every gateway (`optional` or `required`); `None`: off.
     pub proxy_protocol: Option<String>,
+    /// Where every gateway sends its traces; `None`: no traces (the gateway makes no span).
+    pub tracing: Option<TracingSettings>,
 }
 
 impl Default for GatewaySettings {
@@ -140,8 +142,129 @@ impl Default for GatewaySettings {
             redis: None,
             trusted_proxies: None,
             proxy_protocol: None,
+            tracing: None,
         }
     }
+}
+
+/// The gateways' OTLP trace export, passed to each gateway container as the `OTEL_*` variables
+/// the gateway (like every OpenTelemetry SDK) reads. The headers, which may hold a collector's
+/// token, come from a Secret in the data-plane namespace that the operator never reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TracingSettings {
+    /// The collector, e.g. `http://otel-collector.observability:4318`.
+    pub endpoint: String,
+    /// gRPC or HTTP/protobuf.
+    pub protocol: OtlpProtocol,
+    /// The Secret key holding `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,...`).
+    pub headers: Option<SecretKeyRef>,
+    /// Which requests are traced.
+    pub sampler: TraceSampler,
+    /// The share of requests traced by the ratio samplers (0 to 1); `None`: the gateway's default.
+    pub sampler_arg: Option<f64>,
+    /// `service.name`; `None`: the gateway's default (`sluice-gateway`).
+    pub service_name: Option<String>,
+    /// The platform's resource attributes; each gateway adds its pod, namespace, Deployment and
+    /// project after them.
+    pub resource_attributes: Vec<(String, String)>,
+}
+
+impl TracingSettings {
+    /// Export to `endpoint` over HTTP/protobuf, tracing what the client asked for, or everything.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            protocol: OtlpProtocol::HttpProtobuf,
+            headers: None,
+            sampler: TraceSampler::ParentBasedAlwaysOn,
+            sampler_arg: None,
+            service_name: None,
+            resource_attributes: Vec::new(),
+        }
+    }
+}
+
+/// The OTLP transport, as `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc` (a collector's port 4317).
+    Grpc,
+    /// `http/protobuf` (a collector's port 4318).
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The variable's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// A sampler, as `OTEL_TRACES_SAMPLER` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceSampler {
+    /// `always_on`.
+    AlwaysOn,
+    /// `always_off`.
+    AlwaysOff,
+    /// `traceidratio`.
+    TraceIdRatio,
+    /// `parentbased_always_on`.
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`.
+    ParentBasedTraceIdRatio,
+}
+
+impl TraceSampler {
+    /// The variable's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlwaysOn => "always_on",
+            Self::AlwaysOff => "always_off",
+            Self::TraceIdRatio => "traceidratio",
+            Self::ParentBasedAlwaysOn => "parentbased_always_on",
+            Self::ParentBasedAlwaysOff => "parentbased_always_off",
+            Self::ParentBasedTraceIdRatio => "parentbased_traceidratio",
+        }
+    }
+}
+
+/// A key of a Secret in the data-plane namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    pub secret: String,
+    /// Its key.
+    pub key: String,
+}
+
+impl SecretKeyRef {
+    /// `NAME` (the key is `default_key`) or `NAME:KEY`.
+    pub fn parse(s: &str, default_key: &str) -> Result<Self, String> {
+        let (secret, key) = s.split_once(':').unwrap_or((s, default_key));
+        if secret.is_empty() || key.is_empty() {
+            return Err(format!("expected SECRET or SECRET:KEY, got {s:?}"));
+        }
+        Ok(Self { secret: secret.to_owned(), key: key.to_owned() })
+    }
+}
+
+/// `key=value,...` (values percent-encoded where they hold a comma, as `OTEL_RESOURCE_ATTRIBUTES`
+/// wants them), each key non-empty.
+pub fn parse_attributes(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+            _ => Err(format!("resource attribute {pair:?} is not key=value")),
+        })
+        .collect()
 }
 
 /// Where gateways find Redis for shared limits: a Secret in the data-plane namespace holds the
@@ -160,11 +283,8 @@ impl FromStr for RedisSettings {
 
     /// `NAME` or `NAME:KEY` (the key defaults to `url`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (secret, key) = s.split_once(':').unwrap_or((s, "url"));
-        if secret.is_empty() || key.is_empty() {
-            return Err(format!("expected SECRET or SECRET:KEY, got {s:?}"));
-        }
-        Ok(Self { secret: secret.to_owned(), key: key.to_owned() })
+        let SecretKeyRef { secret, key } = SecretKeyRef::parse(s, "url")?;
+        Ok(Self { secret, key })
     }
 }
 
@@ -346,5 +466,15 @@ mod tests {
         let redis: RedisSettings = "limits-redis:REDIS_URL".parse().expect("name and key");
         assert_eq!(redis.key, "REDIS_URL");
         assert!(":url".parse::<RedisSettings>().is_err());
+        let headers = SecretKeyRef::parse("otlp-auth", "headers").expect("a name");
+        assert_eq!((headers.secret.as_str(), headers.key.as_str()), ("otlp-auth", "headers"));
+        assert!(SecretKeyRef::parse("otlp-auth:", "headers").is_err());
+        let attributes = parse_attributes("deployment.environment.name=prod, team = ml ,").expect("pairs");
+        assert_eq!(
+            attributes,
+            [("deployment.environment.name".to_owned(), "prod".to_owned()), ("team".to_owned(), "ml".to_owned())]
+        );
+        assert!(parse_attributes("=x").is_err());
+        assert!(parse_attributes("novalue").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! ApiKey's spend is the sum over all pods of the entries for the period the operator's clock is
 //! in. [`follow`] feeds the index from the ConfigMap watch, nudges the ApiKeys whose entries
 //! changed, and removes the reports of pods that are gone once every period in them has ended.
+//! [`key_budgets`] gives the same sums, beside each budget, to the metrics.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -26,6 +27,7 @@ use sluice_crds::api::{ApiKey, BudgetPeriod};
 use crate::cache::fingerprint;
 use crate::context::Context;
 use crate::labels::FIELD_MANAGER;
+use crate::metrics::{KeyBudget, KeyBudgets};
 
 /// Suffix of a pod's data key in the usage ConfigMap.
 pub const REPORT_SUFFIX: &str = ".json";
@@ -142,6 +144,31 @@ pub fn sum_spend<'a>(entries: impl IntoIterator<Item = &'a KeyUsage>, period: &s
     matching.peek()?;
     let sum: f64 = matching.map(|u| u.spend_usd).sum();
     Some((sum * 1e6).round() / 1e6)
+}
+
+/// Every ApiKey of `apikeys` that has a budget (of more than nothing: a zero budget has no
+/// share to alert on), with what the pods reported it spent in the period `now` is in.
+pub fn key_budgets<'a>(
+    apikeys: impl IntoIterator<Item = &'a ApiKey>,
+    usage: &UsageIndex,
+    now: Timestamp,
+) -> Vec<KeyBudget> {
+    apikeys
+        .into_iter()
+        .filter_map(|apikey| {
+            let budget = apikey.spec.budget.as_ref().filter(|b| b.limit_usd > 0.0)?;
+            let key_id = format!("{}/{}", apikey.namespace()?, apikey.name_any());
+            let spend_usd = usage.spend(&key_id, &period_id(budget.period, now)).unwrap_or(0.0);
+            Some(KeyBudget { key_id, limit_usd: budget.limit_usd, spend_usd })
+        })
+        .collect()
+}
+
+impl KeyBudgets for Context {
+    fn key_budgets(&self) -> Vec<KeyBudget> {
+        let apikeys = self.caches.apikeys.state();
+        key_budgets(apikeys.iter().map(AsRef::as_ref), &self.usage, Timestamp::now())
+    }
 }
 
 /// Whether every entry of `report` is for a period that ended before `now` (true for none).
@@ -419,6 +446,39 @@ mod tests {
         assert!(parse_report("gw-1", text).is_err(), "not a .json key");
         assert!(parse_report("gw-1.json", "{").is_err());
         assert!(parse_report("gw-1.json", r#"{"pod":"gw-1","keys":{}}"#).is_err(), "reportedAt is required");
+    }
+
+    #[test]
+    fn budgets_come_with_the_current_period_spend() {
+        let index = UsageIndex::default();
+        index.update(
+            "sluice-usage-p",
+            &data(&[(
+                "a.json",
+                report("a", &[("t/daily", "daily:2026-03-14", 4.5), ("t/daily-old", "daily:2026-03-13", 9.0)]),
+            )]),
+        );
+        let key = |name: &str, budget: serde_json::Value| {
+            let mut apikey =
+                ApiKey::new(name, serde_json::from_value(serde_json::json!({"budget": budget})).expect("spec"));
+            apikey.metadata.namespace = Some("t".to_owned());
+            apikey
+        };
+        let keys = [
+            key("daily", serde_json::json!({"limitUsd": 5.0, "period": "daily"})),
+            key("daily-old", serde_json::json!({"limitUsd": 10.0, "period": "daily"})),
+            key("unused", serde_json::json!({"limitUsd": 1.0})),
+            key("zero", serde_json::json!({"limitUsd": 0.0})),
+            key("unlimited", serde_json::Value::Null),
+        ];
+        let budgets = key_budgets(&keys, &index, at("2026-03-14T12:00:00Z"));
+        let found: Vec<(&str, f64, f64)> =
+            budgets.iter().map(|b| (b.key_id.as_str(), b.limit_usd, b.spend_usd)).collect();
+        assert_eq!(
+            found,
+            [("t/daily", 5.0, 4.5), ("t/daily-old", 10.0, 0.0), ("t/unused", 1.0, 0.0)],
+            "yesterday's spend is not today's; no series for keys without a budget"
+        );
     }
 
     #[test]

@@ -19,9 +19,13 @@
 //! ```
 //!
 //! No process outlives the test binary, even when it panics or is killed: see [`supervise`].
+//!
+//! Beside the control plane, [`monitoring`] reads the chart's alerts and dashboard for the
+//! gateway's and the operator's monitoring tests.
 
 mod binaries;
 mod manifests;
+pub mod monitoring;
 mod pki;
 mod rollouts;
 pub mod supervise;

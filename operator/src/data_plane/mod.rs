@@ -317,7 +317,9 @@ mod tests {
     use sluice_crds::api::AutoscalingSpec;
 
     use super::*;
-    use crate::settings::{NetworkPolicySettings, ParentRef, PodDefaults};
+    use crate::settings::{
+        NetworkPolicySettings, OtlpProtocol, ParentRef, PodDefaults, SecretKeyRef, TraceSampler, TracingSettings,
+    };
 
     /// Three replicas, nothing else set.
     fn three() -> DataPlaneSpec {
@@ -572,6 +574,74 @@ mod tests {
         settings.gateway.proxy_protocol = Some("optional".to_owned());
         assert_eq!(value(&settings, "SLUICE_TRUSTED_PROXIES").as_deref(), Some("10.244.0.0/16,fd00::/8"));
         assert_eq!(value(&settings, "SLUICE_PROXY_PROTOCOL").as_deref(), Some("optional"));
+    }
+
+    #[test]
+    fn tracing_reaches_the_pods_as_the_opentelemetry_variables() {
+        let env = |settings: &Settings| pod(&build(&input(&three(), 0), settings)).containers[0].env.clone();
+        let untraced = env(&Settings::default()).unwrap_or_default();
+        assert!(!untraced.iter().any(|e| e.name.starts_with("OTEL_")), "off unless asked for: {untraced:?}");
+
+        let mut settings = Settings::default();
+        settings.gateway.tracing = Some(TracingSettings {
+            protocol: OtlpProtocol::Grpc,
+            headers: Some(SecretKeyRef::parse("otlp-auth", "headers").expect("a Secret")),
+            sampler: TraceSampler::ParentBasedTraceIdRatio,
+            sampler_arg: Some(0.01),
+            service_name: Some("llm-gateway".to_owned()),
+            resource_attributes: vec![("deployment.environment.name".to_owned(), "prod".to_owned())],
+            ..TracingSettings::new("http://otel-collector.observability:4317")
+        });
+        let vars = env(&settings).expect("env");
+        let value = |name: &str| vars.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(), Some("http://otel-collector.observability:4317"));
+        assert_eq!(value("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref(), Some("grpc"));
+        assert_eq!(value("OTEL_TRACES_SAMPLER").as_deref(), Some("parentbased_traceidratio"));
+        assert_eq!(value("OTEL_TRACES_SAMPLER_ARG").as_deref(), Some("0.01"));
+        assert_eq!(value("OTEL_SERVICE_NAME").as_deref(), Some("llm-gateway"));
+        assert_eq!(
+            value("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+            Some(
+                "deployment.environment.name=prod,k8s.namespace.name=sluice-dataplanes,\
+                 k8s.deployment.name=sluice-gw-team-a,k8s.pod.name=$(POD_NAME),sluice.project=team-a"
+            )
+        );
+        // $(POD_NAME) is expanded by the kubelet only from a variable defined before it.
+        let position = |name: &str| vars.iter().position(|e| e.name == name).expect(name);
+        assert!(position("POD_NAME") < position("OTEL_RESOURCE_ATTRIBUTES"));
+        let headers = vars.iter().find(|e| e.name == "OTEL_EXPORTER_OTLP_HEADERS").expect("the headers");
+        assert_eq!(headers.value, None, "a collector's token is never written into the pod spec");
+        let secret = headers.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).expect("from a Secret");
+        assert_eq!((secret.name.as_str(), secret.key.as_str(), secret.optional), ("otlp-auth", "headers", Some(false)));
+
+        // The gateway's own defaults are left to it.
+        settings.gateway.tracing = Some(TracingSettings::new("http://collector:4318"));
+        let vars = env(&settings).expect("env");
+        let names: Vec<&str> = vars.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "POD_NAME",
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_TRACES_SAMPLER",
+                "OTEL_RESOURCE_ATTRIBUTES"
+            ]
+        );
+    }
+
+    #[test]
+    fn gateway_pods_carry_what_the_charts_pod_monitor_selects() {
+        // charts/sluice/templates/monitoring.yaml selects these labels and scrapes this port.
+        let objects = build(&input(&three(), 0), &Settings::default());
+        let template = &objects.deployment.spec.as_ref().expect("spec").template;
+        let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).expect("labels");
+        assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some("sluice-gateway"));
+        assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("sluice-operator"));
+        assert_eq!(labels.get("sluice.dev/project").map(String::as_str), Some("team-a"));
+        let ports = pod(&objects).containers[0].ports.clone().expect("ports");
+        let admin = ports.iter().find(|p| p.name.as_deref() == Some("admin")).expect("a named admin port");
+        assert_eq!(admin.container_port, ADMIN_PORT);
     }
 
     #[test]

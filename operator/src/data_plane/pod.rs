@@ -16,7 +16,7 @@ use kube::api::ObjectMeta;
 use super::{ADMIN_PORT, CONFIG_MOUNT, DataPlaneInput, GATEWAY_NAME, GATEWAY_UID, HTTP_PORT, usage_config_map_name};
 use crate::config_secret::{PART_FIELD, part_file_name, primary_name, shard_name};
 use crate::labels::{NAME_LABEL, PROJECT_LABEL, project_labels};
-use crate::settings::GatewaySettings;
+use crate::settings::{GatewaySettings, TracingSettings};
 
 /// Seconds a stopping gateway pod gets when the platform sets none: the gateway's drain period
 /// (5 s, `/readyz` failing while it still serves) and its grace for in-flight streams (30 s),
@@ -139,10 +139,11 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
     }
 }
 
-/// The gateway's environment: its pod's name (its entry in the usage ConfigMap), with
-/// shared limits the Redis URL from the platform's Secret and the replica count each replica
-/// divides the limits by while Redis is away (the most replicas there may be: a fallback that
-/// admits less, never more), and the proxies whose forwarding headers name clients.
+/// The gateway's environment: its pod's name (its entry in the usage ConfigMap), with shared
+/// limits the Redis URL from the platform's Secret and the replica count each replica divides
+/// the limits by while Redis is away (the most replicas there may be: a fallback that admits
+/// less, never more), the proxies whose forwarding headers name clients, and with tracing the
+/// `OTEL_*` variables.
 fn env(input: &DataPlaneInput<'_>, gateway: &GatewaySettings) -> Vec<EnvVar> {
     let mut env = vec![EnvVar {
         name: "POD_NAME".to_owned(),
@@ -186,6 +187,56 @@ fn env(input: &DataPlaneInput<'_>, gateway: &GatewaySettings) -> Vec<EnvVar> {
             env.push(EnvVar { name: name.to_owned(), value: Some(value.clone()), value_from: None });
         }
     }
+    if let Some(tracing) = &gateway.tracing {
+        env.extend(tracing_env(input, tracing));
+    }
+    env
+}
+
+/// The OpenTelemetry SDK variables the gateway reads. Its resource attributes end with where
+/// the pod runs, so that a trace names the pod and project it came from; `$(POD_NAME)` is
+/// expanded by the kubelet from the variable defined before it.
+fn tracing_env(input: &DataPlaneInput<'_>, tracing: &TracingSettings) -> Vec<EnvVar> {
+    let value = |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), value_from: None };
+    let mut env = vec![
+        value("OTEL_EXPORTER_OTLP_ENDPOINT", tracing.endpoint.clone()),
+        value("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.protocol.as_str().to_owned()),
+        value("OTEL_TRACES_SAMPLER", tracing.sampler.as_str().to_owned()),
+    ];
+    if let Some(ratio) = tracing.sampler_arg {
+        env.push(value("OTEL_TRACES_SAMPLER_ARG", ratio.to_string()));
+    }
+    if let Some(service) = &tracing.service_name {
+        env.push(value("OTEL_SERVICE_NAME", service.clone()));
+    }
+    if let Some(headers) = &tracing.headers {
+        env.push(EnvVar {
+            name: "OTEL_EXPORTER_OTLP_HEADERS".to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: headers.secret.clone(),
+                    key: headers.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            value: None,
+        });
+    }
+    let own = [
+        ("k8s.namespace.name", input.namespace.to_owned()),
+        ("k8s.deployment.name", super::workload_name(input.slug)),
+        ("k8s.pod.name", "$(POD_NAME)".to_owned()),
+        ("sluice.project", input.slug.to_owned()),
+    ];
+    let attributes: Vec<String> = tracing
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .chain(own.iter().map(|(k, v)| (*k, v.clone())))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.push(value("OTEL_RESOURCE_ATTRIBUTES", attributes.join(",")));
     env
 }
 
