@@ -1,4 +1,5 @@
-//! The end of a request: usage and cost, limits settled, metrics and the access log line. An
+//! The end of a request: usage and cost, limits settled, metrics, the access log line and (with
+//! `--audit-log`) the audit record. An
 //! admitted request is settled exactly once however it ends (answered whole, streamed to the
 //! end, timed out, upstream crash, every backend failed, client gone): [`Admitted`] from the
 //! moment the limits let it in, [`Accounting`] once a backend has answered.
@@ -11,7 +12,9 @@ use hyper::StatusCode;
 use hyper::header::HeaderValue;
 use sluice_crds::config::PricingConfig;
 
-use crate::auth::Caller;
+use crate::audit::record::nano_dollars;
+use crate::audit::{RequestAudit, RequestRecord};
+use crate::auth::{Caller, KeyCaller};
 use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
@@ -113,6 +116,8 @@ pub struct Admitted {
     api: Api,
     /// The request's trace, told the usage and cost.
     trace: RequestTrace,
+    /// Where its audit record goes (with `--audit-log`).
+    audit: Option<RequestAudit>,
 }
 
 /// The backend that answered.
@@ -136,6 +141,8 @@ struct End {
     /// Events that carried text (an estimate of output tokens when usage is missing).
     events: u64,
     cut_short: Option<CutShort>,
+    /// The error code of a refusal after admission.
+    error: Option<&'static str>,
 }
 
 /// The kind of answer that ended.
@@ -178,6 +185,7 @@ impl Admitted {
             settled: false,
             api: Api::ChatCompletions,
             trace: RequestTrace::default(),
+            audit: None,
         }
     }
 
@@ -188,9 +196,15 @@ impl Admitted {
         self
     }
 
-    /// Settles a request that got no answer: every backend failed, with `status`.
-    pub fn refused(mut self, status: u16) {
-        self.settle(status, None, false, End::default());
+    /// The account of a request whose record goes to `audit`.
+    pub fn audited(mut self, audit: Option<&RequestAudit>) -> Self {
+        self.audit = audit.cloned();
+        self
+    }
+
+    /// Settles a request that got no answer: every backend failed, with `status` and `code`.
+    pub fn refused(mut self, status: u16, code: &'static str) {
+        self.settle(status, None, false, End { error: Some(code), ..End::default() });
     }
 
     /// Settles the request. Runs once; later calls (and the drop) do nothing.
@@ -291,6 +305,26 @@ impl Admitted {
             cut_short = end.cut_short.map(CutShort::as_str),
             "request"
         );
+        if let Some(audit) = &self.audit {
+            audit.record(RequestRecord {
+                time: wall,
+                request_id: self.request_id.0.clone(),
+                project: Some(self.project.clone()),
+                endpoint: Some(self.endpoint.clone()),
+                key_id: Some(self.key_id.clone()),
+                model: Some(self.model.clone()),
+                backend: served.map(|s| s.backend.clone()),
+                status,
+                // Dropped unsettled: the client went away before the answer (or the stream) ended.
+                error: end.error.or(end.answer.is_none().then_some("client_closed_request")),
+                cut_short: end.cut_short.map(CutShort::as_str),
+                duration_ms: elapsed.as_millis() as u64,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                cost_nano_usd: nano_dollars(cost),
+                client: audit.client(),
+            });
+        }
     }
 }
 
@@ -352,7 +386,13 @@ impl Accounting {
 
     /// Settles a stream that ended, `cut_short` or not, with what `tap` read from it.
     pub fn finish_stream(&mut self, tap: &SseTap, cut_short: Option<CutShort>) {
-        self.finish(End { answer: Some(AnswerKind::Stream), usage: tap.usage, events: tap.text_events, cut_short });
+        self.finish(End {
+            answer: Some(AnswerKind::Stream),
+            usage: tap.usage,
+            events: tap.text_events,
+            cut_short,
+            error: None,
+        });
     }
 
     fn finish(&mut self, end: End) {
@@ -396,34 +436,95 @@ fn backend_outcome(
     }
 }
 
-/// Counts and logs a request refused before it was admitted: there is nothing to settle. `at`
-/// is the project and endpoint, once the path named ones the key opens.
+/// Counts, logs and audits a request refused before it was admitted: there is nothing to
+/// settle. `at` is the project and endpoint, once the path named ones the key opens; `key` the
+/// key's id once it was recognised.
+#[allow(clippy::too_many_arguments)] // each is one fact about the refusal; a struct would only rename them
 pub fn refused(
     metrics: &Metrics,
     request_id: &RequestId,
     at: Option<(&str, &str)>,
     client: IpAddr,
+    key: Option<&str>,
     status: u16,
     code: &'static str,
     started: Instant,
+    audit: Option<&RequestAudit>,
 ) {
     let (project, endpoint) = at.unwrap_or_default();
     metrics.count_unrouted(project, endpoint, status);
     metrics.rejection(project, endpoint, code);
+    let duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(target: "sluice::access", request_id = %request_id, project,
-        endpoint, client = %client, status, error = code,
-        duration_ms = started.elapsed().as_millis() as u64, "request refused");
+        endpoint, client = %client, status, error = code, duration_ms, "request refused");
+    if let Some(audit) = audit {
+        // Refusals are the one audited path that copies its strings (the slugs are borrowed
+        // here); only with the audit log on.
+        audit.record(RequestRecord {
+            project: at.map(|(project, _)| project.into()),
+            endpoint: at.map(|(_, endpoint)| endpoint.into()),
+            key_id: key.map(Into::into),
+            error: Some(code),
+            duration_ms,
+            ..RequestRecord::new(request_id.0.clone(), status, audit.client())
+        });
+    }
 }
 
-/// Counts and logs a `/v1/models` answer.
-pub fn models_listed(metrics: &Metrics, request_id: &RequestId, caller: &Caller<'_>, started: Instant) {
+/// The record of a request the gateway answered itself (no backend, no cost).
+fn answered_here(
+    request_id: &RequestId,
+    caller: &Caller<'_>,
+    model: Option<&Model>,
+    started: Instant,
+    audit: &RequestAudit,
+) -> RequestRecord {
+    RequestRecord {
+        project: Some(caller.project.slug.clone()),
+        endpoint: Some(caller.endpoint.slug.clone()),
+        key_id: Some(caller.key.id.clone()),
+        model: model.map(|m| m.name.clone()),
+        duration_ms: started.elapsed().as_millis() as u64,
+        ..RequestRecord::new(request_id.0.clone(), 200, audit.client())
+    }
+}
+
+/// Audits a project-level answer (`/<project>/v1/usage`, `/keys/self`), which
+/// [`crate::usage_api`] logs.
+pub fn project_api_answered(
+    request_id: &RequestId,
+    caller: KeyCaller<'_>,
+    started: Instant,
+    audit: Option<&RequestAudit>,
+) {
+    if let Some(audit) = audit {
+        audit.record(RequestRecord {
+            project: Some(caller.project.slug.clone()),
+            key_id: Some(caller.key.id.clone()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..RequestRecord::new(request_id.0.clone(), 200, audit.client())
+        });
+    }
+}
+
+/// Counts, logs and audits a `/v1/models` answer.
+pub fn models_listed(
+    metrics: &Metrics,
+    request_id: &RequestId,
+    caller: &Caller<'_>,
+    started: Instant,
+    audit: Option<&RequestAudit>,
+) {
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
         key = %caller.key.id, client = %caller.client, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+    if let Some(audit) = audit {
+        audit.record(answered_here(request_id, caller, None, started, audit));
+    }
 }
 
-/// Counts and logs a `count_tokens` answer (made by the gateway, charged to no limit).
+/// Counts, logs and audits a `count_tokens` answer (made by the gateway, charged to no limit).
 pub fn tokens_counted(
     metrics: &Metrics,
     request_id: &RequestId,
@@ -431,12 +532,16 @@ pub fn tokens_counted(
     model: &Model,
     input_tokens: u64,
     started: Instant,
+    audit: Option<&RequestAudit>,
 ) {
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
         model = %model.name, key = %caller.key.id, client = %caller.client, status = 200, input_tokens,
         duration_ms = started.elapsed().as_millis() as u64, "tokens counted");
+    if let Some(audit) = audit {
+        audit.record(answered_here(request_id, caller, Some(model), started, audit));
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //! 8. [`upstream`]: the call, with failover until a first byte arrives.
 //! 9. [`protocol`]: the wire format, read and rewritten in place.
 //! 10. [`respond`]: the response: every error body and header, whole bodies and streams.
-//! 11. [`accounting`]: usage and cost, limits settled, metrics and the access log.
+//! 11. [`accounting`]: usage and cost, limits settled, metrics, the access log and the
+//!     [`audit`] record.
 //!
 //! A project-level request (`/<project>/v1/keys/self`, `/<project>/v1/usage`) is routed and
 //! authenticated like the others, then answered by [`usage_api`] from what accounting recorded.
@@ -62,6 +63,7 @@ pub mod usage_api;
 
 // Beside it.
 pub mod admin;
+pub mod audit;
 pub mod backends;
 pub mod config_source;
 pub mod error;
@@ -95,6 +97,9 @@ use crate::snapshot::{Registries, Snapshot};
 /// What can stop the gateway from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -132,6 +137,8 @@ pub struct Gateway {
     pub traces: traces::Traces,
     /// Proxies whose forwarding headers name the client (`--trusted-proxies`).
     pub trusted_proxies: Arc<server::client::TrustedProxies>,
+    /// The audit log (off unless `--audit-log` is given).
+    pub audit: Option<audit::AuditLog>,
 }
 
 impl Gateway {
@@ -139,11 +146,12 @@ impl Gateway {
     pub fn new(shared_namespace: &str, max_header_bytes: usize) -> Arc<Self> {
         let (metrics, limiter) = (Arc::new(Metrics::new()), limits::Limiter::default());
         let trusted = Arc::default();
-        Self::with_limiter(shared_namespace, max_header_bytes, metrics, limiter, traces::Traces::off(), trusted)
+        Self::with_limiter(shared_namespace, max_header_bytes, metrics, limiter, traces::Traces::off(), trusted, None)
     }
 
     /// A gateway with no configuration yet whose admissions go through `limiter`, whose
-    /// requests are traced by `traces` and whose clients are found behind `trusted_proxies`.
+    /// requests are traced by `traces` and audited in `audit`, and whose clients are found
+    /// behind `trusted_proxies`.
     pub fn with_limiter(
         shared_namespace: &str,
         max_header_bytes: usize,
@@ -151,6 +159,7 @@ impl Gateway {
         limiter: limits::Limiter,
         traces: traces::Traces,
         trusted_proxies: Arc<server::client::TrustedProxies>,
+        audit: Option<audit::AuditLog>,
     ) -> Arc<Self> {
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -166,6 +175,7 @@ impl Gateway {
             limiter,
             traces,
             trusted_proxies,
+            audit,
         })
     }
 
@@ -254,6 +264,7 @@ pub async fn start(
     }
     let proxies =
         server::Proxies { protocol: settings.proxy_protocol, trusted: Arc::new(settings.trusted_proxies.clone()) };
+    let audit = audit::AuditLog::from_settings(&settings, &metrics.audit)?;
     let gateway = Gateway::with_limiter(
         &settings.shared_namespace,
         settings.max_header_bytes,
@@ -261,6 +272,7 @@ pub async fn start(
         limiter,
         traces,
         proxies.trusted.clone(),
+        audit,
     );
     if !proxies.trusted.is_empty() {
         tracing::info!(trusted_proxies = %proxies.trusted, proxy_protocol = ?settings.proxy_protocol,
@@ -303,6 +315,11 @@ pub async fn start(
         tokio::spawn(usage_report::run(gateway.clone(), kube, namespace, name, pod, interval));
     }
 
+    // Opened last, once nothing else can fail: a gateway that does not start leaves no chain
+    // begun and never closed.
+    if let Some(audit) = &gateway.audit {
+        audit.begin()?;
+    }
     let limits = server::ConnectionLimits {
         max_header_bytes: settings.max_header_bytes,
         header_read_timeout: Duration::from_secs(settings.header_read_timeout_seconds),

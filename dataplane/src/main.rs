@@ -1,7 +1,9 @@
-//! `sluice-gateway`: parses flags, sets up logging and TLS, and runs the gateway.
+//! `sluice-gateway`: parses flags, sets up logging and TLS, and runs the gateway; or, with
+//! `audit` as its first argument, runs an audit log tool.
 
 use clap::Parser;
-use sluice_gateway::settings::{LogFormat, Settings};
+use sluice_gateway::audit::{self, AuditLog};
+use sluice_gateway::settings::{AuditAction, AuditCommand, LogFormat, Settings};
 
 // The request path allocates small, short-lived buffers on every request from every worker
 // thread; mimalloc's thread-local free lists serve that pattern far better than glibc malloc.
@@ -9,6 +11,12 @@ use sluice_gateway::settings::{LogFormat, Settings};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // A subcommand only when named first: the gateway itself takes its flags without one, as
+    // every deployment starts it.
+    if std::env::args_os().nth(1).is_some_and(|first| first == "audit") {
+        let command = AuditCommand::parse_from(std::env::args_os().skip(1));
+        std::process::exit(audit_command(command));
+    }
     let settings = Settings::parse();
     // One process-wide TLS crypto provider (aws-lc-rs) for every client in the binary.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -34,12 +42,21 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .thread_keep_alive(std::time::Duration::from_secs(1))
         .build()?;
-    runtime.block_on(serve(settings))
+    let audit = runtime.block_on(serve(settings))?;
+    // Requests still open when the grace period ended are settled as the runtime drops them, so
+    // their records go in before the final checkpoint.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(audit) = audit {
+        audit.close();
+    }
+    Ok(())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+/// Serves until stopped; returns the audit log to close once every request is settled.
+async fn serve(settings: Settings) -> anyhow::Result<Option<AuditLog>> {
     if settings.check || settings.print_config {
-        return check(&settings);
+        check(&settings)?;
+        return Ok(None);
     }
     let running = sluice_gateway::start(settings.clone(), sluice_gateway::server::shutdown_signal()).await?;
     if settings.config.is_none() && settings.config_secret.is_none() {
@@ -54,7 +71,35 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // The spans of the last requests leave before the process does.
     let traces = running.gateway.traces.clone();
     tokio::task::spawn_blocking(move || traces.shutdown()).await?;
-    Ok(())
+    Ok(running.gateway.audit.clone())
+}
+
+/// Runs `sluice-gateway audit ...`; returns the exit status: 0 intact, 1 tampered, 2 unreadable.
+#[allow(clippy::print_stdout)] // the verifier answers on stdout (and names what is wrong on stderr).
+fn audit_command(command: AuditCommand) -> i32 {
+    let AuditAction::Verify(args) = command.action;
+    let keys = match args.key_files.iter().map(|path| audit::Signer::from_file(path)).collect::<Result<Vec<_>, _>>() {
+        Ok(keys) => keys,
+        Err(error) => {
+            eprintln!("sluice-gateway audit verify: {error}");
+            return 2;
+        }
+    };
+    let options = audit::verify::Options { keys, continued: args.continued, require_final: args.require_final };
+    match audit::verify::verify_files(&args.files, &options) {
+        Ok(audit::verify::Verdict::Intact(summary)) => {
+            print!("{summary}");
+            0
+        }
+        Ok(verdict @ audit::verify::Verdict::Tampered(_)) => {
+            eprintln!("{verdict}");
+            1
+        }
+        Err(error) => {
+            eprintln!("sluice-gateway audit verify: {error}");
+            2
+        }
+    }
 }
 
 #[allow(clippy::print_stdout)] // --check and --print-config answer on stdout.

@@ -202,6 +202,17 @@ impl LimiterMetrics {
     }
 }
 
+/// The audit log's writer (`sluice_audit_*`): registered always, moved only with `--audit-log`.
+#[derive(Clone, Debug, Default)]
+pub struct AuditMetrics {
+    /// Request records written to the audit log.
+    pub records: Counter,
+    /// Checkpoints written.
+    pub checkpoints: Counter,
+    /// Records dropped because the writer's queue was full (each declared in a `gap` line).
+    pub dropped: Counter,
+}
+
 /// Handles for one API key (`sluice_key_*`), resolved once per key.
 #[derive(Clone, Debug, Default)]
 pub struct KeyMetrics {
@@ -391,6 +402,8 @@ pub struct Metrics {
     pub keys_loaded: Gauge,
     /// The shared limiter's health.
     pub limits: LimiterMetrics,
+    /// The audit log's writer.
+    pub audit: AuditMetrics,
 }
 
 /// Handles for one (project, endpoint, model), resolved at load time.
@@ -731,6 +744,14 @@ impl Metrics {
             limits.unwritten_spend.clone(),
         );
         registry.register("limits_redis_errors", "Failed Redis calls by kind", limits.redis_errors.clone());
+        let audit = AuditMetrics::default();
+        registry.register("audit_records", "Request records written to the audit log", audit.records.clone());
+        registry.register("audit_checkpoints", "Checkpoints written to the audit log", audit.checkpoints.clone());
+        registry.register(
+            "audit_records_dropped",
+            "Audit records dropped because the writer's queue was full (declared in the log's gap lines)",
+            audit.dropped.clone(),
+        );
         Self {
             registry,
             genai: GenAi::new(),
@@ -767,6 +788,7 @@ impl Metrics {
             config_last_success,
             keys_loaded,
             limits,
+            audit,
         }
     }
 

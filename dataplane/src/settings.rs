@@ -102,7 +102,9 @@ with the local-only key sl_demo_quickstartkey.",
 sluice-gateway                                   # the embedded quickstart\n  \
 sluice-gateway --config examples/quickstart      # a folder of manifests, reloaded on change\n  \
 sluice-gateway --config manifests/ --check       # validate and exit\n  \
-sluice-gateway --config-secret sluice-dataplanes/sluice-config-team-a --kubeconfig ~/.kube/config"
+sluice-gateway --config-secret sluice-dataplanes/sluice-config-team-a --kubeconfig ~/.kube/config\n  \
+sluice-gateway --audit-log /var/log/sluice/audit.log --audit-key-file /etc/sluice/audit.key\n\n\
+Audit log tools: sluice-gateway audit --help"
 )]
 pub struct Settings {
     /// A folder or file of manifests (Sluice objects and the Secrets they reference, as
@@ -262,6 +264,29 @@ pub struct Settings {
     #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", value_name = "KEY=VALUE,...")]
     pub otel_resource_attributes: Option<String>,
 
+    /// Write a tamper-evident audit record of every API request (metadata only: never prompt or
+    /// completion text, never a key) to this file, appended to and continued across restarts;
+    /// or `stdout` to write them among the log lines (each audit line starts
+    /// `{"sluice_audit":1,`). Off without it. Check it with `sluice-gateway audit verify`.
+    #[arg(long, env = "SLUICE_AUDIT_LOG", value_name = "PATH|stdout")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Sign the audit log's checkpoints with the HMAC-SHA256 key in this file (at least 16
+    /// bytes, surrounding whitespace ignored; e.g. `openssl rand -hex 32`). Never logged.
+    /// Without it checkpoints are unsigned, and say so.
+    #[arg(long, env = "SLUICE_AUDIT_KEY_FILE", value_name = "PATH", requires = "audit_log")]
+    pub audit_key_file: Option<PathBuf>,
+
+    /// A checkpoint in the audit log after this many records...
+    #[arg(long, env = "SLUICE_AUDIT_CHECKPOINT_RECORDS", value_name = "N", default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_records: u64,
+
+    /// ...and this many seconds after the last one when records were written since.
+    #[arg(long, env = "SLUICE_AUDIT_CHECKPOINT_SECONDS", value_name = "N", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_seconds: u64,
+
     /// Validate the configuration, print a summary and exit (status 1 on errors).
     #[arg(long)]
     pub check: bool,
@@ -269,6 +294,62 @@ pub struct Settings {
     /// Print the compiled GatewayConfig (credentials redacted) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// `sluice-gateway audit ...`: tools for the audit log. Parsed apart from [`Settings`] (when
+/// `audit` is the first argument), so the gateway itself keeps taking its flags with no
+/// subcommand.
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "sluice-gateway audit",
+    bin_name = "sluice-gateway audit",
+    version,
+    about = "Tools for the Sluice audit log (--audit-log)"
+)]
+pub struct AuditCommand {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: AuditAction,
+}
+
+/// The `audit` subcommands.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum AuditAction {
+    /// Check that audit log files are untouched.
+    ///
+    /// Every line must chain to the one before it and every checkpoint's signature hold. Exits 0
+    /// with a summary, 1 naming the first bad line (file, line number, seq) and what is wrong, 2
+    /// if a file or key cannot be read.
+    #[command(after_help = "Examples:\n  \
+sluice-gateway audit verify --key-file audit.key audit.log              # one file\n  \
+sluice-gateway audit verify --key-file audit.key audit.log.2 audit.log.1 audit.log   # rotated, oldest first\n  \
+sluice-gateway audit verify --continued audit.log                       # its earlier files are gone\n  \
+sluice-gateway audit verify --require-final --key-file audit.key audit.log.1        # an archived, closed log")]
+    Verify(VerifyArgs),
+}
+
+/// `sluice-gateway audit verify`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The checkpoint key (as given to the gateway's --audit-key-file). Repeat it for keys used
+    /// in turn (each checkpoint names its key's fingerprint). Without it, signatures are not
+    /// checked and the summary says so.
+    #[arg(long = "key-file", env = "SLUICE_AUDIT_KEY_FILE", value_name = "PATH", value_delimiter = ',')]
+    pub key_files: Vec<PathBuf>,
+
+    /// The first file continues earlier files that are not given (rotated away): accept that it
+    /// does not begin with a chain's first line.
+    #[arg(long)]
+    pub continued: bool,
+
+    /// Fail when a chain is not closed by a final checkpoint (the gateway crashed or is still
+    /// running, or the end was cut): for archived logs.
+    #[arg(long)]
+    pub require_final: bool,
+
+    /// The log's files, oldest first (rotated segments, then the current file).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
 }
 
 impl Settings {

@@ -1,6 +1,7 @@
 //! Client addresses behind proxies, on the real binary: a key's IP allow-list sees the client a
 //! trusted proxy names (`X-Forwarded-For`, `Forwarded`, PROXY protocol v1 and v2), an untrusted
-//! peer cannot claim another address with a header, and the access log shows the resolved one.
+//! peer cannot claim another address with a header, and the access and audit logs show the
+//! resolved one.
 //! Loopback stands in for the networks: 127.0.0.2 is the trusted proxy, 127.0.0.1 a client that
 //! connects directly; the key only opens to 203.0.113.0/24 and 2001:db8::/32.
 
@@ -103,14 +104,31 @@ fn v2_header(source: IpAddr, port: u16) -> Vec<u8> {
     header
 }
 
+/// The audit log's record of request `id`, once the writer has written it.
+async fn audit_record(path: &std::path::Path, id: &str) -> Value {
+    let needle = format!("\"request_id\":\"{id}\"");
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(&needle)) {
+            return serde_json::from_str(line).expect("a JSON record");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no audit record for {id}");
+}
+
 #[tokio::test]
 async fn forwarding_headers_count_only_from_trusted_proxies() {
-    let (_sim, _dir, gateway) = start(&["--trusted-proxies", "127.0.0.2/32"]).await;
+    let audit = tempfile::tempdir().expect("tempdir");
+    let audit_log = audit.path().join("audit.log");
+    let audit_arg = audit_log.to_string_lossy().into_owned();
+    let (_sim, _dir, gateway) = start(&["--trusted-proxies", "127.0.0.2/32", "--audit-log", &audit_arg]).await;
 
     // Through the trusted proxy, the client it names is allowed...
     let (status, body) = send(&gateway, PROXY, b"", &[("x-forwarded-for", "203.0.113.9")], "xff-ok").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(access_line(&gateway, "xff-ok")["fields"]["client"], "203.0.113.9");
+    assert_eq!(audit_record(&audit_log, "xff-ok").await["client"], "203.0.113.9", "the audit log too");
     // ...and the entry a client wrote itself before the proxy's own is not believed.
     let (status, body) =
         send(&gateway, PROXY, b"", &[("x-forwarded-for", "203.0.113.9, 198.51.100.7")], "xff-spoof-left").await;
@@ -127,6 +145,7 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
     let (status, body) = send(&gateway, DIRECT, b"", &[("x-forwarded-for", "203.0.113.9")], "direct-spoof").await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(access_line(&gateway, "direct-spoof")["fields"]["client"], DIRECT);
+    assert_eq!(audit_record(&audit_log, "direct-spoof").await["client"], DIRECT);
     let (status, _) = send(&gateway, DIRECT, b"", &[("forwarded", "for=203.0.113.9")], "direct-spoof-2").await;
     assert_eq!(status, 403);
 }

@@ -14,6 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 mod text;
 
 pub use text::TextFormat;
+pub(crate) use text::write_timestamp;
 
 /// How often queued lines are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);

@@ -97,7 +97,7 @@ thread_local! {
 }
 
 /// RFC 3339 in UTC with microseconds; the date part is computed once per second per thread.
-fn write_timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+pub(crate) fn write_timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
     let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
     LAST_SECOND.with_borrow_mut(|(cached, text)| {

@@ -25,6 +25,7 @@ use sluice_crds::api::ApiKind;
 
 use crate::Gateway;
 use crate::accounting::{self, Accounting, Admitted, RequestId};
+use crate::audit::RequestAudit;
 use crate::auth::{self, Caller, Need};
 use crate::error::ApiError;
 use crate::guard::restore::RestoringStream;
@@ -51,6 +52,8 @@ struct Rejection<'s> {
     error: ApiError,
     /// Project and endpoint slugs, once the path named ones the key opens.
     at: Option<(&'s str, &'s str)>,
+    /// The key's id, once the key was recognised and opens them (for the audit record).
+    key: Option<&'s str>,
     /// The account, once the request was admitted.
     admitted: Option<Admitted>,
     /// Headers beyond the error's own.
@@ -60,20 +63,20 @@ struct Rejection<'s> {
 impl<'s> Rejection<'s> {
     fn at(caller: &Caller<'s>, error: ApiError) -> Self {
         let at = Some((&*caller.project.slug, &*caller.endpoint.slug));
-        Self { error, at, admitted: None, headers: HeaderMap::new() }
+        Self { error, at, key: Some(&caller.key.id), admitted: None, headers: HeaderMap::new() }
     }
 }
 
 impl From<ApiError> for Rejection<'_> {
     fn from(error: ApiError) -> Self {
-        Self { error, at: None, admitted: None, headers: HeaderMap::new() }
+        Self { error, at: None, key: None, admitted: None, headers: HeaderMap::new() }
     }
 }
 
 impl<'s> From<auth::Refused<'s>> for Rejection<'s> {
     fn from(refused: auth::Refused<'s>) -> Self {
         let at = refused.at.map(|(project, endpoint)| (&*project.slug, &*endpoint.slug));
-        Self { error: refused.error, at, admitted: None, headers: HeaderMap::new() }
+        Self { error: refused.error, at, key: None, admitted: None, headers: HeaderMap::new() }
     }
 }
 
@@ -91,7 +94,11 @@ pub async fn handle(
     let wire = Wire::of_path(request.uri().path());
     let client = gateway.trusted_proxies.client(remote.ip(), request.headers());
     let signing = snapshot.signing_project(request.uri().path());
-    let served = serve(&gateway, &snapshot, request, query_key.as_deref(), client, started, &request_id, &trace).await;
+    // With the audit log off this is `None`: nothing is made for it on the request path.
+    let audit = gateway.audit.as_ref().map(|log| log.request(client));
+    let audit = audit.as_ref();
+    let served =
+        serve(&gateway, &snapshot, request, query_key.as_deref(), client, started, &request_id, &trace, audit).await;
     // Signed: whatever the project's keys are answered (a refusal before a key opened the
     // project is not, so a stranger learns nothing of it).
     let (mut response, signed) = match served {
@@ -99,7 +106,7 @@ pub async fn handle(
         Err(rejection) => {
             trace.refused(rejection.error.parts().2);
             let opened = rejection.at.is_some();
-            (refuse(&gateway.metrics, wire, rejection, &request_id, client, started), opened)
+            (refuse(&gateway.metrics, wire, rejection, &request_id, client, started, audit), opened)
         }
     };
     if let (Some(project), true) = (signing, signed) {
@@ -121,12 +128,13 @@ fn refuse(
     request_id: &RequestId,
     client: IpAddr,
     started: Instant,
+    audit: Option<&RequestAudit>,
 ) -> Response<ResponseBody> {
-    let Rejection { error, at, admitted, headers } = rejection;
+    let Rejection { error, at, key, admitted, headers } = rejection;
     let (status, _, code) = error.parts();
     match admitted {
-        Some(admitted) => admitted.refused(status.as_u16()),
-        None => accounting::refused(metrics, request_id, at, client, status.as_u16(), code, started),
+        Some(admitted) => admitted.refused(status.as_u16(), code),
+        None => accounting::refused(metrics, request_id, at, client, key, status.as_u16(), code, started, audit),
     }
     let mut response = respond::error_response(wire, error);
     response.headers_mut().extend(headers);
@@ -144,6 +152,7 @@ async fn serve<'s>(
     started: Instant,
     request_id: &RequestId,
     trace: &RequestTrace,
+    audit: Option<&RequestAudit>,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     super::check_head(&request, gateway.max_header_bytes)?;
     let unknown_path =
@@ -159,7 +168,9 @@ async fn serve<'s>(
         span.end();
         target.route.check_method(request.method())?;
         let (query, headers) = (request.uri().query(), request.headers());
-        return Ok(usage_api::answer(gateway, caller, target.route, query, headers, now, request_id).await?);
+        let response = usage_api::answer(gateway, caller, target.route, query, headers, now, request_id).await?;
+        accounting::project_api_answered(request_id, caller, started, audit);
+        return Ok(response);
     }
     let target = route::parse_path(request.uri().path()).ok_or_else(unknown_path)?;
     if snapshot.generation == 0 {
@@ -176,30 +187,32 @@ async fn serve<'s>(
     let chat = Api::ChatCompletions;
     match target.route {
         Route::Api(api) => {
-            call_model(gateway, caller, api, Format::OpenAi, request, started, now, request_id, trace).await
+            call_model(gateway, caller, api, Format::OpenAi, request, started, now, request_id, trace, audit).await
         }
         Route::Messages => {
-            call_model(gateway, caller, chat, Format::Messages, request, started, now, request_id, trace).await
+            call_model(gateway, caller, chat, Format::Messages, request, started, now, request_id, trace, audit).await
         }
         Route::Responses => {
-            call_model(gateway, caller, chat, Format::Responses, request, started, now, request_id, trace).await
+            call_model(gateway, caller, chat, Format::Responses, request, started, now, request_id, trace, audit).await
         }
         Route::Gemini { model, method: method @ (GeminiMethod::Generate | GeminiMethod::StreamGenerate) } => {
             // The model is read from the path, which goes with the request.
             let model = model.to_owned();
             let format = Format::Gemini { model: &model, stream: method == GeminiMethod::StreamGenerate };
-            call_model(gateway, caller, chat, format, request, started, now, request_id, trace).await
+            call_model(gateway, caller, chat, format, request, started, now, request_id, trace, audit).await
         }
         Route::Gemini { model, method: method @ (GeminiMethod::EmbedContent | GeminiMethod::BatchEmbedContents) } => {
             let model = model.to_owned();
             let format = Format::GeminiEmbed { model: &model, batch: method == GeminiMethod::BatchEmbedContents };
-            call_model(gateway, caller, Api::Embeddings, format, request, started, now, request_id, trace).await
+            call_model(gateway, caller, Api::Embeddings, format, request, started, now, request_id, trace, audit).await
         }
-        Route::CountTokens => count_tokens(gateway, caller, Format::Messages, request, started, now, request_id).await,
+        Route::CountTokens => {
+            count_tokens(gateway, caller, Format::Messages, request, started, now, request_id, audit).await
+        }
         Route::Gemini { model, method: GeminiMethod::CountTokens } => {
             let model = model.to_owned();
             let format = Format::Gemini { model: &model, stream: false };
-            count_tokens(gateway, caller, format, request, started, now, request_id).await
+            count_tokens(gateway, caller, format, request, started, now, request_id, audit).await
         }
         route @ (Route::ListModels | Route::GetModel(_) | Route::GeminiListModels | Route::GeminiGetModel(_)) => {
             caller.check_scope(Need::ListModels).map_err(reject)?;
@@ -215,7 +228,7 @@ async fn serve<'s>(
                 }
                 openai => models::answer(snapshot, &caller, openai, now).map_err(reject)?,
             };
-            accounting::models_listed(&gateway.metrics, request_id, &caller, started);
+            accounting::models_listed(&gateway.metrics, request_id, &caller, started, audit);
             Ok(respond::json(body))
         }
     }
@@ -275,6 +288,7 @@ async fn call_model<'s>(
     now: Timestamp,
     request_id: &RequestId,
     trace: &RequestTrace,
+    audit: Option<&RequestAudit>,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
     let shown = format.shown(api);
@@ -379,7 +393,8 @@ async fn call_model<'s>(
         gateway.metrics.clone(),
         gateway.usage.clone(),
     )
-    .observed(api, trace.clone());
+    .observed(api, trace.clone())
+    .audited(audit);
 
     let deadline = started + Duration::from_millis(u64::from(tier.config.total_ms));
     let call = Call {
@@ -460,6 +475,7 @@ async fn call_model<'s>(
 /// `count_tokens` (Messages) and `:countTokens` (Gemini): the gateway's own estimate of a
 /// prompt, for a model the key may use. Answered here, without an upstream call, and charged to
 /// no limit.
+#[allow(clippy::too_many_arguments)] // each is one thing the stages need; a struct would only rename them
 async fn count_tokens<'s>(
     gateway: &Gateway,
     caller: Caller<'s>,
@@ -468,6 +484,7 @@ async fn count_tokens<'s>(
     started: Instant,
     now: Timestamp,
     request_id: &RequestId,
+    audit: Option<&RequestAudit>,
 ) -> Result<Response<ResponseBody>, Rejection<'s>> {
     let reject = |error| Rejection::at(&caller, error);
     let (shown, kind) = match format {
@@ -496,6 +513,6 @@ async fn count_tokens<'s>(
     };
     let fields = openai::read_fields(&translated).map_err(reject)?;
     let resolved = resolve::resolve(&caller, Api::ChatCompletions, &fields, now).map_err(reject)?;
-    accounting::tokens_counted(&gateway.metrics, request_id, &caller, resolved.model, tokens, started);
+    accounting::tokens_counted(&gateway.metrics, request_id, &caller, resolved.model, tokens, started, audit);
     Ok(respond::json(answer.to_string()))
 }
