@@ -50,6 +50,8 @@ pub struct Options<'a> {
     pub routing: Option<&'a str>,
     /// Every response signed (`spec.signing`, with a Secret of its own).
     pub signing: bool,
+    /// Every PII kind redacted from prompts and restored in answers (`spec.redaction`).
+    pub redaction: bool,
 }
 
 /// The signing secret of the benchmark project when it signs.
@@ -57,7 +59,7 @@ pub const SIGNING_SECRET: &str = "bench-signing-secret-0123456789abcdef012345678
 
 /// The manifests of the benchmark project with `keys` API keys, as one YAML stream.
 pub fn manifests(backends: &Backends, keys: usize, options: Options<'_>) -> String {
-    let Options { routing, signing } = options;
+    let Options { routing, signing, redaction } = options;
     let signing_spec = if signing { "\n  signing:\n    secretName: bench-signing" } else { "" };
     let mut yaml = String::new();
     yaml.push_str(&format!(
@@ -155,6 +157,11 @@ spec:
     if let Some(policy) = routing {
         let _ = writeln!(yaml, "  routing:\n    policy: {policy}");
     }
+    if redaction {
+        yaml.push_str(
+            "  redaction:\n    kinds: [email, phone, cardNumber, iban, apiKey, bearerToken, privateKey]\n    restore: true\n",
+        );
+    }
     yaml.push_str("  models:\n");
     for (model, provider) in [
         (MODEL_CHAT, "sim-instant"),
@@ -241,7 +248,7 @@ mod tests {
     fn the_project_compiles_with_every_key() -> anyhow::Result<()> {
         let addr: SocketAddr = "127.0.0.1:9".parse()?;
         let dir = std::env::temp_dir().join(format!("sluice-bench-test-{}", std::process::id()));
-        let options = Options { routing: Some("weighted"), signing: true };
+        let options = Options { routing: Some("weighted"), signing: true, redaction: true };
         write_manifests(&dir, &Backends { instant: addr, slow: addr, paced: addr }, 25, options)?;
         let loaded = sluice_crds::load_and_compile(&dir, &sluice_crds::compile::CompileOptions::default());
         let _ = std::fs::remove_dir_all(&dir);
@@ -253,6 +260,7 @@ mod tests {
         assert_eq!(config.endpoints[ENDPOINT].routing, sluice_crds::api::RoutingPolicy::Weighted);
         assert_eq!(config.project.signing.len(), 1, "signing on");
         assert_eq!(config.project.signing[0].secret.expose(), SIGNING_SECRET);
+        assert!(config.endpoints[ENDPOINT].redaction.is_some(), "redaction on");
         Ok(())
     }
 }

@@ -172,6 +172,11 @@ pub enum Kind {
 pub enum Feature {
     /// Every response signed (the Project's `spec.signing`).
     Signing,
+    /// The audit log, to a file, with signed checkpoints (`--audit-log`, `--audit-key-file`).
+    Audit,
+    /// Every kind of PII redacted from prompts and restored in answers (the Endpoint's
+    /// `spec.redaction`).
+    Redaction,
     /// OTLP/HTTP traces of this share of requests, in per mille, exported to a sink that keeps
     /// nothing (`sluice-bench-proxy --sink`).
     Traces {
@@ -205,6 +210,12 @@ impl SystemDef {
                 "sluice-signed",
                 "Sluice (log info, responses signed)",
                 Self::sluice("info", None, Some(Feature::Signing)),
+            ),
+            def("sluice-audited", "Sluice (log info, audit log on)", Self::sluice("info", None, Some(Feature::Audit))),
+            def(
+                "sluice-redacting",
+                "Sluice (log info, PII redaction and restore on)",
+                Self::sluice("info", None, Some(Feature::Redaction)),
             ),
             def(
                 "sluice-traces-1pct",
@@ -454,7 +465,8 @@ fn start_sluice(
     dir: &Path,
 ) -> anyhow::Result<Started> {
     let signing = feature == Some(Feature::Signing);
-    project::write_manifests(dir, &env.backends, keys, project::Options { routing, signing })?;
+    let redaction = feature == Some(Feature::Redaction);
+    project::write_manifests(dir, &env.backends, keys, project::Options { routing, signing, redaction })?;
     let (port, admin_port) = (free_port()?, free_port()?);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
@@ -473,6 +485,16 @@ fn start_sluice(
     }
     if signing {
         feature_note.push_str("; every response signed (HMAC-SHA256)");
+    }
+    if redaction {
+        feature_note.push_str("; every PII kind redacted from prompts and restored in answers");
+    }
+    if feature == Some(Feature::Audit) {
+        let (log, key) = (dir.join("audit.log"), dir.join("audit.key"));
+        let _ = std::fs::remove_file(&log);
+        std::fs::write(&key, "bench-audit-key-0123456789abcdef")?;
+        command.arg("--audit-log").arg(&log).arg("--audit-key-file").arg(&key);
+        feature_note.push_str("; audit log to a file, signed checkpoints");
     }
     let mut proc = Proc::spawn("sluice-gateway", command)?;
     proc.wait_ready(Duration::from_secs(120), || http_get_status(admin, "/readyz") == Some(200))?;
