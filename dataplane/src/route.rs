@@ -123,6 +123,16 @@ pub enum GeminiMethod {
 }
 
 impl Route<'_> {
+    /// The wire format its clients speak.
+    pub fn wire(self) -> Wire {
+        match self {
+            Self::Api(_) | Self::ListModels | Self::GetModel(_) => Wire::OpenAi,
+            Self::Messages | Self::CountTokens => Wire::Anthropic,
+            Self::Responses => Wire::Responses,
+            Self::Gemini { .. } | Self::GeminiListModels | Self::GeminiGetModel(_) => Wire::Gemini,
+        }
+    }
+
     /// Model calls are `POST`s; the model list is read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
         let expected = match self {
@@ -149,8 +159,16 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// The format of a request to `path`.
+    /// The format of a request to `path`: its route's, when it has one (a project or model
+    /// named `v1beta`, or a model id ending in `/v1/messages`, changes nothing); else a guess
+    /// from how the path ends, so that even a 404 answers in the client's format.
     pub fn of_path(path: &str) -> Self {
+        if let Some(target) = parse_path(path) {
+            return target.route.wire();
+        }
+        if parse_project_path(path).is_some() {
+            return Self::OpenAi;
+        }
         if path.ends_with("/v1/messages") || path.ends_with("/v1/messages/count_tokens") {
             Self::Anthropic
         } else if path.ends_with("/v1/responses") {
@@ -338,6 +356,23 @@ mod tests {
         assert_eq!(Wire::of_path("/p/e/v1/responses"), Wire::Responses);
         assert!(Route::Responses.check_method(&Method::POST).is_ok());
         assert!(Route::GeminiListModels.check_method(&Method::POST).is_err());
+    }
+
+    #[test]
+    fn a_routed_path_speaks_its_routes_wire_whatever_its_names_contain() {
+        // Found by the `path` fuzz target: the guess from the path's shape took a model id (or
+        // a project) containing `v1beta` for Gemini, so refusals went out in Google's shape.
+        let found = "/demo/assistanT/v1/models/text-emstant/v1beta/modhEmbedContetns?key=a%2demo/assiB";
+        assert!(matches!(split(found), Some((_, _, Route::GetModel(_)))));
+        assert_eq!(Wire::of_path(found), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/v1beta/assistant/v1/chat/completions"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/v1beta/v1/usage"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/p/e/v1/models/org/v1/messages"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/v1beta/e/v1/messages"), Wire::Anthropic);
+        // Unrouted paths are still guessed from their ends.
+        assert_eq!(Wire::of_path("/p/e/v1beta/models/m:predict"), Wire::Gemini);
+        assert_eq!(Wire::of_path("/p/e/v1/messages/other"), Wire::OpenAi);
+        assert_eq!(Wire::of_path("/p/v1/messages"), Wire::Anthropic);
     }
 
     #[test]

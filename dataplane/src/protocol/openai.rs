@@ -73,6 +73,11 @@ pub fn read_fields(body: &[u8]) -> Result<RequestFields<'_>, ApiError> {
             ApiError::InvalidJson(e.to_string())
         }
     })?;
+    // serde reads a struct from a JSON array too (its fields in order), which would be routed
+    // and then rewritten into invalid JSON; a request is an object.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidJson("the body must be a JSON object".into()));
+    }
     let raw_model = top.model.ok_or_else(|| ApiError::InvalidParam {
         param: "model",
         code: "missing_required_parameter",
@@ -241,6 +246,16 @@ mod tests {
             matches!(read_fields(br#"{"model":"a","model":"b"}"#), Err(ApiError::InvalidJson(m)) if m.contains("duplicate"))
         );
         assert!(matches!(read_fields(br#"{"model":"a","stream":"yes"}"#), Err(ApiError::InvalidJson(_))));
+    }
+
+    #[test]
+    fn an_array_with_every_field_is_no_request() {
+        // Caught by the `body_fields` fuzz target's check that what read_fields accepts is an
+        // object (on an input written to test that check): serde read it as a struct, so it was
+        // routed (model "m", streamed) and the usage rewrite then made it invalid JSON.
+        let body = br#"["m",true,null,null,null,null,null]"#;
+        assert!(matches!(read_fields(body), Err(ApiError::InvalidJson(m)) if m.contains("JSON object")));
+        assert!(read_fields(br#" {"model":"m"}"#).is_ok(), "whitespace before the object is fine");
     }
 }
 
