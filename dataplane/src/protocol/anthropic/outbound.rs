@@ -407,7 +407,9 @@ impl ChunksFromEvents {
             return Ok(());
         }
         let Ok(event) = serde_json::from_slice::<Value>(data) else {
-            return Err(format!("the upstream sent an event that is not JSON: {}", String::from_utf8_lossy(data)));
+            // Its length only: the data may be completion text, and this message reaches the
+            // client's error event and the logs.
+            return Err(format!("the upstream sent an event that is not JSON ({} bytes)", data.len()));
         };
         let kind = event.get("type").and_then(Value::as_str).or(name.and_then(|n| std::str::from_utf8(n).ok()));
         let index = event.get("index").and_then(Value::as_u64).unwrap_or(0);

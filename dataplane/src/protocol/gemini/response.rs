@@ -141,7 +141,9 @@ impl ChunksFromGemini {
             return Ok(());
         }
         let Ok(response) = serde_json::from_slice::<Value>(data) else {
-            return Err(format!("the upstream sent an event that is not JSON: {}", String::from_utf8_lossy(data)));
+            // Its length only: the data may be completion text, and this message reaches the
+            // client's error event and the logs.
+            return Err(format!("the upstream sent an event that is not JSON ({} bytes)", data.len()));
         };
         if let Some(error) = response.get("error") {
             let message = error.get("message").and_then(Value::as_str).unwrap_or_default();

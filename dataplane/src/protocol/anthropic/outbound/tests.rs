@@ -147,3 +147,11 @@ fn an_error_event_midway_fails_the_stream() {
     assert_eq!(result, Err("the upstream's stream failed: overloaded_error: Overloaded".to_owned()));
     assert_eq!(golden::sse_data(&out).len(), 3);
 }
+
+#[test]
+fn an_event_that_is_not_json_is_refused_without_repeating_it() {
+    let (_, result) = translate_stream(b"data: the secret answer is 42\n\n", 7);
+    let error = result.expect_err("not JSON");
+    assert!(error.contains("not JSON") && error.contains("bytes"), "{error}");
+    assert!(!error.contains("secret answer"), "completion text never reaches an error: {error}");
+}
