@@ -99,8 +99,12 @@ impl Project {
         if self.signing.is_empty() {
             return None;
         }
-        let live = self.signing.iter().filter(|s| s.expires_at.is_none_or(|until| until > now));
-        SigningKeys::new(live.map(|s| s.secret.expose().as_bytes()))
+        SigningKeys::new(self.live_signing_secrets(now).map(|s| s.secret.expose().as_bytes()))
+    }
+
+    /// The signing secrets in use `now`: the current one, and a previous one until it expires.
+    pub fn live_signing_secrets(&self, now: Timestamp) -> impl Iterator<Item = &SigningSecretConfig> {
+        self.signing.iter().filter(move |s| s.expires_at.is_none_or(|until| until > now))
     }
 }
 

@@ -82,19 +82,9 @@ fn python() -> String {
     })
 }
 
-/// The access log line of the request with `id`.
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 /// The client's usage (`input_tokens` leaves out cache reads) against what the gateway accounted.
 fn assert_accounted(gateway: &Gateway, id: &str, seen: &Value) {
-    let line = access_line(gateway, id);
+    let line = gateway.access_line(id);
     let fields = &line["fields"];
     let input = seen["input_tokens"].as_u64().expect("input") + seen["cache_read_input_tokens"].as_u64().expect("c");
     assert_eq!(fields["prompt_tokens"].as_u64(), Some(input), "{id}: {line}");

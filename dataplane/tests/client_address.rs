@@ -81,15 +81,6 @@ content-type: application/json\r\ncontent-length: {}\r\nx-request-id: {id}\r\nco
     (status, body)
 }
 
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 fn v2_header(source: IpAddr, port: u16) -> Vec<u8> {
     let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     let (family, mut address) = match source {
@@ -127,24 +118,24 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
     // Through the trusted proxy, the client it names is allowed...
     let (status, body) = send(&gateway, PROXY, b"", &[("x-forwarded-for", "203.0.113.9")], "xff-ok").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(access_line(&gateway, "xff-ok")["fields"]["client"], "203.0.113.9");
+    assert_eq!(gateway.access_line("xff-ok")["fields"]["client"], "203.0.113.9");
     assert_eq!(audit_record(&audit_log, "xff-ok").await["client"], "203.0.113.9", "the audit log too");
     // ...and the entry a client wrote itself before the proxy's own is not believed.
     let (status, body) =
         send(&gateway, PROXY, b"", &[("x-forwarded-for", "203.0.113.9, 198.51.100.7")], "xff-spoof-left").await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("ip_not_allowed"), "{body}");
-    assert_eq!(access_line(&gateway, "xff-spoof-left")["fields"]["client"], "198.51.100.7");
+    assert_eq!(gateway.access_line("xff-spoof-left")["fields"]["client"], "198.51.100.7");
     // RFC 7239 `Forwarded`, with IPv6.
     let forwarded = r#"for="[2001:db8::42]:4711";proto=https"#;
     let (status, body) = send(&gateway, PROXY, b"", &[("forwarded", forwarded)], "fwd-v6").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(access_line(&gateway, "fwd-v6")["fields"]["client"], "2001:db8::42");
+    assert_eq!(gateway.access_line("fwd-v6")["fields"]["client"], "2001:db8::42");
 
     // A peer that is not a trusted proxy cannot claim an allowed address.
     let (status, body) = send(&gateway, DIRECT, b"", &[("x-forwarded-for", "203.0.113.9")], "direct-spoof").await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(access_line(&gateway, "direct-spoof")["fields"]["client"], DIRECT);
+    assert_eq!(gateway.access_line("direct-spoof")["fields"]["client"], DIRECT);
     assert_eq!(audit_record(&audit_log, "direct-spoof").await["client"], DIRECT);
     let (status, _) = send(&gateway, DIRECT, b"", &[("forwarded", "for=203.0.113.9")], "direct-spoof-2").await;
     assert_eq!(status, 403);
@@ -157,17 +148,17 @@ async fn proxy_protocol_names_the_client_for_trusted_peers_only() {
     let v1 = b"PROXY TCP4 203.0.113.20 127.0.0.1 40000 8080\r\n";
     let (status, body) = send(&gateway, PROXY, v1, &[], "pp-v1").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(access_line(&gateway, "pp-v1")["fields"]["client"], "203.0.113.20");
+    assert_eq!(gateway.access_line("pp-v1")["fields"]["client"], "203.0.113.20");
 
     let v2 = v2_header("2001:db8::7".parse().expect("ip"), 4711);
     let (status, body) = send(&gateway, PROXY, &v2, &[], "pp-v2").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(access_line(&gateway, "pp-v2")["fields"]["client"], "2001:db8::7");
+    assert_eq!(gateway.access_line("pp-v2")["fields"]["client"], "2001:db8::7");
 
     // Optional: a trusted peer may also connect without a header (then it is the client).
     let (status, _) = send(&gateway, PROXY, b"", &[], "pp-none").await;
     assert_eq!(status, 403);
-    assert_eq!(access_line(&gateway, "pp-none")["fields"]["client"], PROXY);
+    assert_eq!(gateway.access_line("pp-none")["fields"]["client"], PROXY);
 
     // From an untrusted peer the header is not read: it is a malformed request, not an address.
     let (status, _) = send(&gateway, DIRECT, v1, &[], "pp-untrusted").await;

@@ -128,19 +128,9 @@ fn run(gateway: &Gateway, mut command: Command) -> Value {
         .unwrap_or_else(|e| panic!("the client prints JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
 }
 
-/// The access log line of the request with `id`.
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 /// What the client saw (`input`/`prompt` and `output` tokens) is what the gateway accounted.
 fn assert_accounted(gateway: &Gateway, id: &str, input: &Value, output: &Value) {
-    let line = access_line(gateway, id);
+    let line = gateway.access_line(id);
     let fields = &line["fields"];
     assert_eq!(&fields["prompt_tokens"], input, "{id}: {line}");
     assert_eq!(&fields["completion_tokens"], output, "{id}: {line}");
@@ -249,7 +239,7 @@ fn node(name: &str, args: &[&str]) -> (tempfile::TempDir, Command) {
 
 /// The access log line of `id`: answered 200 by `backend`, with the client's token counts.
 fn assert_served(gateway: &Gateway, id: &str, backend: &str, prompt: u64, completion: u64) {
-    let line = access_line(gateway, id);
+    let line = gateway.access_line(id);
     let fields = &line["fields"];
     assert_eq!(fields["status"], 200, "{id}: {line}");
     assert_eq!(fields["backend"], backend, "{id}: {line}");
@@ -307,7 +297,7 @@ fn node_openai(gateway: &Gateway, target: &Target, prefix: &str) {
             let embedding = &seen["embed"];
             assert_eq!(embedding["count"], 2, "{embedding}");
             assert!(count(embedding, "dimensions") > 0, "{embedding}");
-            let line = access_line(gateway, &format!("{prefix}-embed"));
+            let line = gateway.access_line(&format!("{prefix}-embed"));
             assert_eq!(line["fields"]["status"], 200, "{line}");
             assert_eq!(line["fields"]["prompt_tokens"], embedding["prompt_tokens"], "{line}");
             assert!(seen["models"].as_array().is_some_and(|m| m.contains(&json!(embed))), "{seen}");

@@ -92,16 +92,6 @@ async fn start() -> (Sim, Recorded, Manifests, Gateway) {
     (sim, recorded, dir, gateway)
 }
 
-/// The access log line of the request with `id`.
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 /// POSTs `body` to `path` with the key as a bearer token (every protocol accepts it).
 async fn post(gateway: &Gateway, path: &str, id: &str, body: Value) -> (u16, Value) {
     let response = client()
@@ -132,7 +122,7 @@ async fn images_are_passed_through_to_models_that_make_them() {
     let images = body["data"].as_array().expect("data");
     assert_eq!(images.len(), 2, "{body}");
     assert!(images[0]["b64_json"].as_str().is_some_and(|png| png.starts_with("iVBORw0KGgo")), "{body}");
-    let line = access_line(&gateway, "img-ok");
+    let line = gateway.access_line("img-ok");
     assert_eq!(line["fields"]["backend"], "acme/studio/image-up", "{line}");
     assert_eq!(line["fields"]["prompt_tokens"], body["usage"]["input_tokens"], "{line}");
     assert_eq!(line["fields"]["completion_tokens"], body["usage"]["output_tokens"], "{line}");
@@ -159,7 +149,7 @@ async fn defaults_fill_what_the_request_leaves_out_and_the_clients_own_win() {
     let (status, body) = post(&gateway, chat, "def-model", json!({"messages": hello})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["completion_tokens"], 7, "{body}");
-    assert_eq!(access_line(&gateway, "def-model")["fields"]["model"], "m-ok");
+    assert_eq!(gateway.access_line("def-model")["fields"]["model"], "m-ok");
     let (_, body) = post(&gateway, chat, "def-own", json!({"messages": hello, "max_completion_tokens": 3})).await;
     assert_eq!(body["usage"]["completion_tokens"], 3, "the client's own limit: {body}");
 
@@ -193,7 +183,7 @@ async fn defaults_fill_what_the_request_leaves_out_and_the_clients_own_win() {
     let (status, body) = post(&gateway, "/acme/chat/v1/responses", "def-responses", json!({"input": "Hi"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["output_tokens"], 7, "the default max_tokens: {body}");
-    assert_eq!(access_line(&gateway, "def-responses")["fields"]["model"], "m-ok");
+    assert_eq!(gateway.access_line("def-responses")["fields"]["model"], "m-ok");
 
     // An endpoint without a default model still wants one.
     let (status, body) =

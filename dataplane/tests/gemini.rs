@@ -75,16 +75,6 @@ async fn start() -> (Sim, Manifests, Gateway) {
     (sim, dir, gateway)
 }
 
-/// The access log line of the request with `id`.
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 fn prompt() -> Value {
     json!({
         "systemInstruction": {"parts": [{"text": "You are terse."}]},
@@ -124,7 +114,7 @@ async fn generate_content_is_served_by_a_chat_upstream_and_accounted() {
     assert_eq!(candidate["finishReason"], "MAX_TOKENS", "{body}");
     let usage = &body["usageMetadata"];
     assert_eq!(usage["candidatesTokenCount"], 5, "{body}");
-    let line = access_line(&gateway, "gem-whole");
+    let line = gateway.access_line("gem-whole");
     assert_eq!(line["fields"]["prompt_tokens"], usage["promptTokenCount"], "{line}");
     assert_eq!(line["fields"]["completion_tokens"], usage["candidatesTokenCount"], "{line}");
     assert_eq!(line["fields"]["status"], 200, "{line}");
@@ -148,7 +138,7 @@ async fn streams_are_gemini_events_and_a_query_key_is_never_logged() {
     assert!(!text.is_empty(), "{events:?}");
     let last = events.last().expect("events");
     assert_eq!(last["candidates"][0]["finishReason"], "MAX_TOKENS", "{last}");
-    let line = access_line(&gateway, "gem-stream");
+    let line = gateway.access_line("gem-stream");
     assert_eq!(line["fields"]["prompt_tokens"], last["usageMetadata"]["promptTokenCount"], "{line}");
     assert_eq!(line["fields"]["completion_tokens"], last["usageMetadata"]["candidatesTokenCount"], "{line}");
 
@@ -283,7 +273,7 @@ async fn a_gemini_backend_gets_the_clients_own_body_and_answers_as_it_came() {
     let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>());
     assert_eq!(keys(&answer), keys(&direct), "{answer}\n{direct}");
     assert_eq!(answer["modelVersion"], direct["modelVersion"], "{answer}");
-    let line = access_line(&gateway, "gem-native");
+    let line = gateway.access_line("gem-native");
     assert_eq!(line["fields"]["prompt_tokens"], answer["usageMetadata"]["promptTokenCount"], "{line}");
 
     let stream = client()
@@ -298,7 +288,7 @@ async fn a_gemini_backend_gets_the_clients_own_body_and_answers_as_it_came() {
     let events = events(&stream.text().await.expect("body"));
     let last = events.last().expect("events");
     assert!(last["usageMetadata"]["promptTokenCount"].as_u64().is_some(), "{last}");
-    let line = access_line(&gateway, "gem-native-stream");
+    let line = gateway.access_line("gem-native-stream");
     assert_eq!(line["fields"]["prompt_tokens"], last["usageMetadata"]["promptTokenCount"], "{line}");
 }
 
@@ -322,7 +312,7 @@ async fn embed_content_is_served_by_an_embeddings_upstream_and_metered() {
     assert!(values.iter().all(Value::is_f64), "{body}");
     let prompt = body["usageMetadata"]["promptTokenCount"].as_u64().expect("usage");
     assert!(prompt > 0, "{body}");
-    let line = access_line(&gateway, "gem-embed");
+    let line = gateway.access_line("gem-embed");
     assert_eq!(line["fields"]["prompt_tokens"], prompt, "metered like other embeddings: {line}");
     assert_eq!(line["fields"]["completion_tokens"], 0, "{line}");
     assert_eq!(line["fields"]["model"], "m-embed", "{line}");
@@ -340,7 +330,7 @@ async fn embed_content_is_served_by_an_embeddings_upstream_and_metered() {
     let embeddings = body["embeddings"].as_array().expect("embeddings");
     assert_eq!(embeddings.len(), 2, "{body}");
     assert_ne!(embeddings[0], embeddings[1]);
-    let line = access_line(&gateway, "gem-batch");
+    let line = gateway.access_line("gem-batch");
     assert_eq!(line["fields"]["prompt_tokens"], body["usageMetadata"]["promptTokenCount"], "{line}");
     assert!(!gateway.log_text().contains(KEY), "the key reached the log");
 }

@@ -148,20 +148,10 @@ fn run_script(gateway: &Gateway, name: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("the script prints JSON")
 }
 
-/// The access log line of the request with `id`.
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 /// What the client saw (`prompt_tokens` with its cached part) against what the gateway
 /// accounted: the same tokens, charged at `prices` (input, cached input, output per million).
 fn assert_accounted(gateway: &Gateway, id: &str, prompt: u64, cached: u64, completion: u64, prices: (f64, f64, f64)) {
-    let line = access_line(gateway, id);
+    let line = gateway.access_line(id);
     let fields = &line["fields"];
     assert_eq!(fields["status"], 200, "{id}: {line}");
     assert_eq!(fields["prompt_tokens"].as_u64(), Some(prompt), "{id}: {line}");
@@ -205,7 +195,7 @@ async fn the_openai_sdk_talks_to_anthropic_and_gemini_upstreams() {
             let id = format!("{model}-{}", call.replace('_', "-"));
             assert_accounted(&gateway, &id, prompt, cached, completion, prices);
         }
-        let line = access_line(&gateway, &format!("{model}-stream-plain"));
+        let line = gateway.access_line(&format!("{model}-stream-plain"));
         assert!(line["fields"]["completion_tokens"].as_u64().is_some_and(|n| n == 4), "usage read anyway: {line}");
         let backend = if model == "claude" { "acme/claude/claude-up" } else { "acme/gem/gemini-up" };
         assert_eq!(line["fields"]["backend"], backend);
@@ -252,7 +242,7 @@ async fn the_anthropic_sdk_is_passed_through_to_anthropic_upstreams() {
         let answer = &seen[call];
         assert_eq!(answer["stop_reason"], "max_tokens", "{call}: {answer}");
         assert_eq!(answer["types"], json!(["text"]), "{call}: {answer}");
-        let line = access_line(&gateway, &format!("anth-{call}"));
+        let line = gateway.access_line(&format!("anth-{call}"));
         assert_eq!(line["fields"]["backend"], backend, "{call}: {line}");
         let (prompt, cached, completion) = anthropic_usage(answer);
         assert_accounted(&gateway, &format!("anth-{call}"), prompt, cached, completion, prices);

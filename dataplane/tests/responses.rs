@@ -37,15 +37,6 @@ async fn start() -> (Sim, Manifests, Gateway) {
     (sim, dir, gateway)
 }
 
-fn access_line(gateway: &Gateway, id: &str) -> Value {
-    let needle = format!("\"request_id\":\"{id}\"");
-    let logs = gateway.logs_with(&needle);
-    logs.lines()
-        .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
-        .find_map(|line| serde_json::from_str::<Value>(line).ok())
-        .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
-}
-
 async fn post(gateway: &Gateway, id: &str, body: Value) -> reqwest::Response {
     client()
         .post(gateway.url("/acme/chat/v1/responses"))
@@ -83,7 +74,7 @@ async fn responses_are_chat_completions_in_between_and_accounted() {
     assert_eq!(message["type"], "message", "{body}");
     assert!(message["content"][0]["text"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
     assert_eq!(body["usage"]["output_tokens"], 6, "{body}");
-    let line = access_line(&gateway, "resp-whole");
+    let line = gateway.access_line("resp-whole");
     assert_eq!(line["fields"]["prompt_tokens"], body["usage"]["input_tokens"], "{line}");
     assert_eq!(line["fields"]["completion_tokens"], body["usage"]["output_tokens"], "{line}");
 }
@@ -120,7 +111,7 @@ async fn streams_are_responses_events_ending_with_usage() {
         .collect();
     let (_, completed) = events.last().expect("events");
     assert_eq!(completed["response"]["output"][0]["content"][0]["text"], deltas.as_str());
-    let line = access_line(&gateway, "resp-stream");
+    let line = gateway.access_line("resp-stream");
     assert_eq!(line["fields"]["prompt_tokens"], completed["response"]["usage"]["input_tokens"], "{line}");
     assert_eq!(line["fields"]["completion_tokens"], completed["response"]["usage"]["output_tokens"], "{line}");
 }

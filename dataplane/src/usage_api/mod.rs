@@ -71,7 +71,7 @@ pub async fn answer(
 
 /// The secrets that sign the project's responses now, the current one first.
 fn signing_secret_json(project: &Project, now: Timestamp) -> Result<Value, ApiError> {
-    let live: Vec<_> = project.signing.iter().filter(|s| s.expires_at.is_none_or(|until| until > now)).collect();
+    let live: Vec<_> = project.live_signing_secrets(now).collect();
     if live.is_empty() {
         return Err(ApiError::SigningNotEnabled);
     }

@@ -152,6 +152,17 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// The access log line of request `id` (its JSON), once written.
+    #[allow(dead_code)] // Each test binary uses a different part.
+    pub fn access_line(&self, id: &str) -> serde_json::Value {
+        let needle = format!("\"request_id\":\"{id}\"");
+        let logs = self.logs_with(&needle);
+        logs.lines()
+            .filter(|line| line.contains(&needle) && line.contains("sluice::access"))
+            .find_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .unwrap_or_else(|| panic!("no access log line for {id}:\n{logs}"))
+    }
+
     /// The logs once they contain `needle` (the gateway writes its logs every 20 ms), or as they
     /// are after two seconds.
     pub fn logs_with(&self, needle: &str) -> String {
