@@ -1,5 +1,6 @@
-//! Passive health against real sockets: two equally weighted backends, one of which hangs or
-//! fails. A hung backend costs at most one deadline (non-streaming too) before it is ejected,
+//! Passive health against real sockets: two backends, the first of which hangs or fails and
+//! is tried first by every request while it is not ejected (`priorityFailover`), so that what
+//! health saves is seen on every request, not on the ones a random draw sends there. A hung backend costs at most one deadline (non-streaming too) before it is ejected,
 //! and none after; a failing one costs the client nothing; ejection survives a reload; the
 //! client going away mid-attempt leaves no phantom load; malformed SLO hints are refused.
 
@@ -20,8 +21,8 @@ const FAST: Duration = Duration::from_millis(1_200);
 /// under the tier's 120 s total time.
 const AT_MOST: Duration = Duration::from_secs(8);
 
-/// Backend `good` and backend `bad` share model `chat` on endpoint `api`; endpoint `solo` has
-/// only `bad`, under a patient tier.
+/// Backends `bad` (tried first) and `good` share model `chat` on endpoint `api`; endpoint
+/// `solo` has only `bad`, under a patient tier.
 fn tenant(good: &str, bad: &str) -> String {
     format!(
         "apiVersion: sluice.dev/v1alpha1\nkind: ServiceTier\nmetadata: {{name: quick}}\n\
@@ -34,7 +35,7 @@ spec: {{type: openai, baseUrl: \"{good}\", models: [{{name: m}}]}}\n---\n\
 apiVersion: sluice.dev/v1alpha1\nkind: Provider\nmetadata: {{name: bad, namespace: t}}\n\
 spec: {{type: openai, baseUrl: \"{bad}\", models: [{{name: m}}]}}\n---\n\
 apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {{name: api, namespace: t}}\n\
-spec: {{slug: api, models: [{{name: chat, backends: [{{providerRef: {{name: good}}, model: m}}, {{providerRef: {{name: bad}}, model: m}}]}}]}}\n---\n\
+spec: {{slug: api, routing: {{policy: priorityFailover}}, models: [{{name: chat, backends: [{{providerRef: {{name: bad}}, model: m}}, {{providerRef: {{name: good}}, model: m}}]}}]}}\n---\n\
 apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {{name: solo, namespace: t}}\n\
 spec: {{slug: solo, tier: patient, models: [{{name: chat, backends: [{{providerRef: {{name: bad}}, model: m}}]}}]}}\n"
     )
@@ -132,7 +133,7 @@ impl Setup {
 
 async fn a_hung_backend_costs_one_deadline_then_none(stream: bool) {
     let setup = Setup::hanging().await;
-    // Thirty draws: the hung backend is drawn at least once but for a chance of 2^-30.
+    // Every request tries the hung backend first until it is ejected.
     let slow = setup.all_served_by_good(30, stream).await;
     assert_eq!(setup.bad_received("hang"), 1, "only the first request that drew it went there");
     assert_eq!(slow, 1, "one request paid one deadline, no other");
