@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{
-    ApiKey, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, ModelPricing, PodScheme, Project, Provider, ProviderRef,
-    ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
+    ApiKey, ApiKeySpec, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, HashedKey, ModelPricing, PodScheme, Project,
+    Provider, ProviderRef, ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
 };
 use crate::config::{
     AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, ContentRulesConfig,
@@ -1254,6 +1254,45 @@ fn key_config(
     }
 
     // Key material: the current key and, during a rotation, the previous one.
+    let hashes = match &spec.key_hash {
+        Some(hashed) => hashed_key(hashed, spec, options, problems),
+        None => key_from_secret(apikey, index, options, problems)?,
+    };
+
+    if problems.errors.len() > before {
+        return None;
+    }
+    if let (Some(now), Some(expiry)) = (options.now, expires_at)
+        && expiry <= now
+    {
+        return None;
+    }
+    let mut scopes: Vec<_> = spec.scopes.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    scopes.dedup();
+    Some(KeyConfig {
+        id: format!("{namespace}/{}", apikey.name_any()),
+        hashes,
+        scopes,
+        endpoints: spec.endpoints.clone(),
+        models: spec.models.clone(),
+        tier: spec.tier.clone(),
+        expires_at,
+        allowed_cidrs: cidrs,
+        budget: spec.budget.as_ref().map(|b| BudgetConfig { limit_usd: b.limit_usd, period: b.period }),
+    })
+}
+
+/// The hashes of a key held in a Secret (its own, or the one the operator generated): the
+/// current key and, during a rotation, the previous one. `None` while a generated key is yet to
+/// be written.
+fn key_from_secret(
+    apikey: &ApiKey,
+    index: &Index<'_>,
+    options: &CompileOptions,
+    problems: &mut Problems<'_>,
+) -> Option<Vec<KeyHash>> {
+    let namespace = namespace_of(apikey);
+    let spec = &apikey.spec;
     let (secret_name, data_key, field) = match &spec.secret_ref {
         Some(reference) => (reference.name.clone(), reference.key.clone(), "spec.secretRef"),
         None => match options.generated_keys {
@@ -1304,27 +1343,41 @@ fn key_config(
         }
     }
 
-    if problems.errors.len() > before {
-        return None;
+    Some(hashes)
+}
+
+/// The hashes of a minted key (`spec.keyHash`): the current one and, until its expiry, the one
+/// it replaced.
+fn hashed_key(
+    hashed: &HashedKey,
+    spec: &ApiKeySpec,
+    options: &CompileOptions,
+    problems: &mut Problems<'_>,
+) -> Vec<KeyHash> {
+    let is_hash = |text: &str| text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if spec.secret_ref.is_some() {
+        problems.add("spec.keyHash", "excludes spec.secretRef: a key is either in a Secret or stored as its hash");
     }
-    if let (Some(now), Some(expiry)) = (options.now, expires_at)
-        && expiry <= now
-    {
-        return None;
+    if spec.rotation.is_some() {
+        problems
+            .add("spec.rotation", "rotates generated keys only: a spec.keyHash key is rotated by writing its new hash");
     }
-    let mut scopes: Vec<_> = spec.scopes.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
-    scopes.dedup();
-    Some(KeyConfig {
-        id: format!("{namespace}/{}", apikey.name_any()),
-        hashes,
-        scopes,
-        endpoints: spec.endpoints.clone(),
-        models: spec.models.clone(),
-        tier: spec.tier.clone(),
-        expires_at,
-        allowed_cidrs: cidrs,
-        budget: spec.budget.as_ref().map(|b| BudgetConfig { limit_usd: b.limit_usd, period: b.period }),
-    })
+    let mut hashes = Vec::new();
+    if is_hash(&hashed.sha256) {
+        hashes.push(KeyHash { sha256: hashed.sha256.clone(), expires_at: None });
+    } else {
+        problems.add("spec.keyHash.sha256", "must be 64 lowercase hex characters (the SHA-256 of the key)");
+    }
+    if let Some(previous) = &hashed.previous {
+        let until = previous.expires_at.0;
+        if !is_hash(&previous.sha256) {
+            problems
+                .add("spec.keyHash.previous.sha256", "must be 64 lowercase hex characters (the SHA-256 of the key)");
+        } else if options.now.is_none_or(|now| until > now) {
+            hashes.push(KeyHash { sha256: previous.sha256.clone(), expires_at: Some(until) });
+        }
+    }
+    hashes
 }
 
 /// Checks that the Endpoints (by slug) and models an ApiKey is limited to are among `endpoints`.

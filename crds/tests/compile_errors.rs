@@ -398,3 +398,52 @@ fn content_rule_patterns_are_checked_at_compile_time_naming_endpoint_and_field()
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_minted_key_compiles_from_its_hash_alone_and_keeps_the_previous_one_until_its_expiry() {
+    let current = "a".repeat(64);
+    let previous = "b".repeat(64);
+    let expired = "c".repeat(64);
+    let minted = |prev: &str, until: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: minted, namespace: team-a}}\n\
+spec: {{keyHash: {{sha256: {current}, prefix: sl_team-a_Ab, previous: {{sha256: {prev}, expiresAt: \"{until}\"}}}}}}\n"
+        )
+    };
+    let now: jiff::Timestamp = "2026-12-02T12:00:00Z".parse().expect("time");
+    let options = CompileOptions { now: Some(now), ..CompileOptions::default() };
+    let hashes = |text: &str| {
+        let manifests = load_str(Path::new("test.yaml"), text).expect("loads");
+        let config = compile(&manifests.objects, &options).expect("compiles").remove(0);
+        let key = config.keys.iter().find(|k| k.id == "team-a/minted").expect("compiled").clone();
+        key.hashes.into_iter().map(|h| (h.sha256, h.expires_at.is_some())).collect::<Vec<_>>()
+    };
+    let live = variant("", "", &minted(&previous, "2026-12-03T00:00:00Z"));
+    assert_eq!(hashes(&live), [(current.clone(), false), (previous, true)], "no Secret needed, even standalone");
+    let over = variant("", "", &minted(&expired, "2026-12-01T00:00:00Z"));
+    assert_eq!(hashes(&over), [(current.clone(), false)], "a previous key past its expiry is dropped");
+
+    let both = variant(
+        "",
+        "",
+        &format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: minted, namespace: team-a}}\n\
+spec: {{secretRef: {{name: app-key}}, keyHash: {{sha256: {current}}}}}\n"
+        ),
+    );
+    let errors = compile_errors(&both);
+    assert!(
+        errors.iter().any(|e| e.starts_with("ApiKey team-a/minted: spec.keyHash: excludes spec.secretRef")),
+        "{errors:?}"
+    );
+    let bad = variant(
+        "",
+        "",
+        "apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: minted, namespace: team-a}\nspec: {keyHash: {sha256: ABC}}\n",
+    );
+    let errors = load_errors(&bad);
+    assert!(
+        errors.iter().any(|e| e.contains("spec.keyHash.sha256")),
+        "the schema refuses a malformed hash: {errors:?}"
+    );
+}

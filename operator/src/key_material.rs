@@ -1,41 +1,21 @@
-//! Generated API keys: the key format, the Secret that holds a key, and the rotation state
-//! machine (issue, rotate with a grace period, drop the previous key), pure over an injected clock.
+//! Generated API keys: the Secret that holds a key (the format is `sluice_crds::keys`), and the
+//! rotation state machine (issue, rotate with a grace period, drop the previous key), pure over an injected clock.
 
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use rand::Rng;
-use rand::distr::Alphanumeric;
 use sluice_crds::api::ApiKey;
 use sluice_crds::compile::{PREVIOUS_KEY_EXPIRES_FIELD, PREVIOUS_KEY_FIELD};
+pub use sluice_crds::keys::{generate_key, key_prefix};
 
 use crate::labels::{ISSUED_AT_ANNOTATION, ROTATE_AT_ANNOTATION, ROTATED_AT_ANNOTATION};
 
-/// Base62 characters of randomness in a generated key: 43 x log2(62) = 256 bits, as much
-/// entropy as 32 random bytes.
-pub const RANDOM_CHARS: usize = 43;
-/// Characters of a key shown in `status.keyPrefix`.
-pub const PREFIX_CHARS: usize = 12;
-/// Shortest key whose prefix is shown: shorter (bring-your-own) keys would give away too much.
-pub const MIN_LENGTH_FOR_PREFIX: usize = 40;
 /// Grace period of a rotation requested by annotation without `spec.rotation`.
 pub const DEFAULT_GRACE: SignedDuration = SignedDuration::from_hours(24);
 /// The data key of the current key in a generated Secret.
 pub const KEY_FIELD: &str = "key";
-
-/// A new key for project `slug`: `sl_<slug>_<43 base62 characters>`, from a CSPRNG.
-pub fn generate_key(slug: &str, rng: &mut impl Rng) -> String {
-    let random: String = rng.sample_iter(Alphanumeric).take(RANDOM_CHARS).map(char::from).collect();
-    format!("sl_{slug}_{random}")
-}
-
-/// What `status.keyPrefix` shows of a key: its first 12 characters, only for keys long enough
-/// that the rest stays secret.
-pub fn key_prefix(material: &str) -> Option<String> {
-    let material = material.trim();
-    (material.len() >= MIN_LENGTH_FOR_PREFIX && material.is_ascii()).then(|| material[..PREFIX_CHARS].to_owned())
-}
 
 /// The previous key during a rotation's grace period.
 #[derive(Clone, PartialEq, Eq)]
@@ -225,30 +205,6 @@ mod tests {
 
     fn rng() -> rand::rngs::StdRng {
         rand::SeedableRng::seed_from_u64(7)
-    }
-
-    #[test]
-    fn generated_keys_have_the_format_and_256_bits() {
-        let mut rng = rand::rng();
-        let key = generate_key("team-a", &mut rng);
-        let random = key.strip_prefix("sl_team-a_").expect("prefix");
-        assert_eq!(random.len(), RANDOM_CHARS);
-        assert!(random.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert!((RANDOM_CHARS as f64) * 62f64.log2() >= 256.0);
-        // Distinct keys, and every base62 character shows up across a few thousand draws.
-        let keys: std::collections::HashSet<String> = (0..2000).map(|_| generate_key("p", &mut rng)).collect();
-        assert_eq!(keys.len(), 2000);
-        let chars: std::collections::HashSet<char> =
-            keys.iter().flat_map(|k| k[5..].chars().collect::<Vec<_>>()).collect();
-        assert_eq!(chars.len(), 62);
-    }
-
-    #[test]
-    fn the_prefix_shows_twelve_characters_of_long_keys_only() {
-        let key = generate_key("team-a", &mut rng());
-        assert_eq!(key_prefix(&key).as_deref(), Some(&key[..12]));
-        assert!(key_prefix(&key).expect("prefix").starts_with("sl_team-a_"));
-        assert_eq!(key_prefix("short-but-valid-key-material"), None);
     }
 
     #[test]

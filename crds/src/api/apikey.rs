@@ -9,7 +9,8 @@ use super::{Condition, status::conditions_schema};
 
 /// An API key for the endpoints of the Project in this namespace. The operator generates the key
 /// (`sl_<project>_<random>`) into a Secret readable by the tenant, unless `secretRef` brings key
-/// material of your own; only its SHA-256 reaches the gateway.
+/// material of your own or `keyHash` holds only the hash of a key minted by the management API
+/// or `kubectl sluice`; only its SHA-256 reaches the gateway.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "sluice.dev",
@@ -67,6 +68,12 @@ pub struct ApiKeySpec {
     /// generated key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<KeySecretRef>,
+    /// A key stored only as its SHA-256, as the management API (`POST /<project>/v1/keys`) and
+    /// `kubectl sluice keys create` write it: they show the key once and no Secret ever holds
+    /// it. Excludes `secretRef` and `rotation`: such a key is rotated by writing a new hash,
+    /// with `previous` working until its expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<HashedKey>,
     /// Rotation: change `requestedAt` to issue a new key; the old one keeps working for
     /// `gracePeriodSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,6 +168,40 @@ pub struct KeySecretRef {
 /// The Secret key that holds API key material, unless `secretRef.key` says otherwise.
 pub fn default_secret_key() -> String {
     "key".to_owned()
+}
+
+/// The hash of a minted key: what `spec.keyHash` holds instead of key material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HashedKey {
+    /// Lowercase hex SHA-256 of the key as clients send it.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// The key's first characters (`sl_demo_AbC1`), to tell keys apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub prefix: Option<String>,
+    /// When the key was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+    /// The key this one replaced, still working until its `expiresAt` (a rotation's grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousHashedKey>,
+}
+
+/// The replaced key of a rotated `spec.keyHash`, during its grace period.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviousHashedKey {
+    /// Lowercase hex SHA-256 of the previous key.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: String,
+    /// The previous key's first characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub prefix: Option<String>,
+    /// When the previous key stops working.
+    pub expires_at: Time,
 }
 
 /// A rotation request.

@@ -16,7 +16,8 @@ mod service_tier;
 mod status;
 
 pub use apikey::{
-    ApiKey, ApiKeySpec, ApiKeyStatus, Budget, BudgetPeriod, KeyRotation, KeySecretRef, Scope, default_secret_key,
+    ApiKey, ApiKeySpec, ApiKeyStatus, Budget, BudgetPeriod, HashedKey, KeyRotation, KeySecretRef, PreviousHashedKey,
+    Scope, default_secret_key,
 };
 pub use content_policy::{
     ContentRuleMode, ContentRulesSpec, PATTERN_SIZE_LIMIT, RedactionKind, RedactionSpec, compile_pattern,

@@ -102,6 +102,18 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
     let mut key_present = false;
 
     match (&apikey.spec.secret_ref, &project) {
+        // Minted over the management API or by `kubectl sluice`: only the hash exists.
+        (None, _) if let Some(hashed) = &apikey.spec.key_hash => {
+            key_present = true;
+            status.key_prefix = hashed.prefix.clone();
+            status.issued_at = hashed.issued_at.clone();
+            status.previous_key_expires_at =
+                hashed.previous.as_ref().map(|p| p.expires_at.clone()).filter(|t| t.0 > now);
+            if status.previous_key_expires_at.is_some() {
+                status.rotated_at = hashed.issued_at.clone();
+            }
+            wake = status.previous_key_expires_at.as_ref().map(|t| t.0);
+        }
         (Some(reference), _) => {
             status.secret_name = Some(reference.name.clone());
             if let Some(secret) = ctx.caches.secret(&namespace, &reference.name) {
@@ -205,6 +217,12 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
     }
     let rotation_problem = match (&rotation, &apikey.spec.secret_ref) {
         (Err(message), _) => Some(("InvalidRotationRequest", message.clone())),
+        (Ok(Some(_)), None) if apikey.spec.key_hash.is_some() => Some((
+            "RotationNotApplicable",
+            "this key is stored as its hash (spec.keyHash): rotate it with the management API or `kubectl sluice keys \
+             rotate`; sluice.dev/rotate-at and spec.rotation rotate generated keys only"
+                .to_owned(),
+        )),
         (Ok(Some(_)), Some(reference)) => Some((
             "RotationNotApplicable",
             format!(
