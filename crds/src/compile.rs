@@ -333,7 +333,8 @@ impl Problems<'_> {
     }
 }
 
-fn is_dns_label(value: &str) -> bool {
+/// Whether `value` is a DNS label (a slug, an object name of at most 63 characters).
+pub fn is_dns_label(value: &str) -> bool {
     // Same rule as DNS_LABEL_PATTERN, without a regex engine on this path.
     debug_assert_eq!(DNS_LABEL_PATTERN, "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$");
     let bytes = value.as_bytes();

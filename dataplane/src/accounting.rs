@@ -489,11 +489,12 @@ fn answered_here(
     }
 }
 
-/// Audits a project-level answer (`/<project>/v1/usage`, `/keys/self`), which
-/// [`crate::usage_api`] logs.
+/// Audits a project-level answer (`/<project>/v1/usage`, `/keys/self`, the key API), which
+/// [`crate::usage_api`] and [`crate::keys_api`] log.
 pub fn project_api_answered(
     request_id: &RequestId,
     caller: KeyCaller<'_>,
+    status: u16,
     started: Instant,
     audit: Option<&RequestAudit>,
 ) {
@@ -502,7 +503,7 @@ pub fn project_api_answered(
             project: Some(caller.project.slug.clone()),
             key_id: Some(caller.key.id.clone()),
             duration_ms: started.elapsed().as_millis() as u64,
-            ..RequestRecord::new(request_id.0.clone(), 200, audit.client())
+            ..RequestRecord::new(request_id.0.clone(), status, audit.client())
         });
     }
 }

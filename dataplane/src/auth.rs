@@ -60,8 +60,8 @@ pub enum Need {
     ListModels,
     /// Reading the project's usage (`/v1/usage`).
     UsageRead,
-    /// Reading the project's security settings (`/v1/security/...`).
-    Management,
+    /// Managing the project's keys or reading its security settings (the API's path).
+    Management(&'static str),
 }
 
 /// A caller of a project-level API: the key and the project it opens (no endpoint is named).
@@ -228,8 +228,8 @@ fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
         Need::UsageRead if !has(Scope::UsageRead) => {
             Err(ApiError::ScopeInsufficient { needed: Scope::UsageRead.as_str(), api: "/v1/usage" })
         }
-        Need::Management if !has(Scope::Management) => {
-            Err(ApiError::ScopeInsufficient { needed: Scope::Management.as_str(), api: "/v1/security" })
+        Need::Management(api) if !has(Scope::Management) => {
+            Err(ApiError::ScopeInsufficient { needed: Scope::Management.as_str(), api })
         }
         _ => Ok(()),
     }
@@ -318,8 +318,8 @@ mod tests {
     #[test]
     fn only_usage_read_reads_the_projects_usage() {
         assert!(check_scope(&key(&[Scope::UsageRead]), Need::UsageRead).is_ok());
-        assert!(check_scope(&key(&[Scope::Management]), Need::Management).is_ok());
-        assert!(check_scope(&key(&[Scope::Inference, Scope::UsageRead]), Need::Management).is_err());
+        assert!(check_scope(&key(&[Scope::Management]), Need::Management("/v1/keys")).is_ok());
+        assert!(check_scope(&key(&[Scope::Inference, Scope::UsageRead]), Need::Management("/v1/keys")).is_err());
         assert!(check_scope(&key(&[Scope::Management]), Need::Inference("/v1/chat/completions")).is_err());
         match check_scope(&key(&[Scope::Inference, Scope::ModelsRead]), Need::UsageRead) {
             Err(ApiError::ScopeInsufficient { needed, api }) => assert_eq!((needed, api), ("usage.read", "/v1/usage")),

@@ -98,6 +98,27 @@ pub enum ApiError {
     /// The project does not sign its responses, so it has no signing secret to read.
     #[error("This project does not sign its responses: set spec.signing on the Project.")]
     SigningNotEnabled,
+    /// A key asked for a scope its creator does not hold.
+    #[error("A key may be given only scopes the calling key holds; it lacks '{0}'.")]
+    ScopeNotGrantable(&'static str),
+    /// No ApiKey of this name in the project.
+    #[error("No key named '{0}' in this project.")]
+    KeyNotFound(String),
+    /// An ApiKey of this name exists already.
+    #[error("A key named '{0}' exists already in this project.")]
+    KeyExists(String),
+    /// A key held in a Secret: rotated where that Secret is made.
+    #[error("{0}")]
+    KeyNotRotatable(String),
+    /// The key changed between reading and writing it, or is not this API's to change.
+    #[error("{0}")]
+    KeyConflict(String),
+    /// This gateway has nowhere to write keys.
+    #[error("Keys cannot be managed on this gateway: {0}")]
+    KeyManagementUnavailable(String),
+    /// Where keys are kept failed (the apiserver, the config folder).
+    #[error("The key store failed: {0}")]
+    KeyStoreFailed(String),
     /// The prompt matched one of the endpoint's content rules (named by its place in the
     /// configuration, never by what it matched).
     #[error("This request was refused by the endpoint's content rule {rule} (content_rule_violation).")]
@@ -140,6 +161,15 @@ impl ApiError {
             Self::UpstreamTimeout(_) => (S::GATEWAY_TIMEOUT, "timeout_error", "upstream_timeout"),
             Self::NotReady => (S::SERVICE_UNAVAILABLE, "api_error", "not_ready"),
             Self::SigningNotEnabled => (S::NOT_FOUND, "invalid_request_error", "signing_not_enabled"),
+            Self::ScopeNotGrantable(_) => (S::FORBIDDEN, "permission_error", "scope_not_grantable"),
+            Self::KeyNotFound(_) => (S::NOT_FOUND, "invalid_request_error", "key_not_found"),
+            Self::KeyExists(_) => (S::CONFLICT, "invalid_request_error", "key_exists"),
+            Self::KeyNotRotatable(_) => (S::CONFLICT, "invalid_request_error", "key_not_rotatable"),
+            Self::KeyConflict(_) => (S::CONFLICT, "invalid_request_error", "key_conflict"),
+            Self::KeyManagementUnavailable(_) => {
+                (S::NOT_IMPLEMENTED, "invalid_request_error", "key_management_unavailable")
+            }
+            Self::KeyStoreFailed(_) => (S::BAD_GATEWAY, "api_error", "key_store_error"),
             Self::ContentRuleViolation { .. } => {
                 (S::UNPROCESSABLE_ENTITY, "invalid_request_error", "content_rule_violation")
             }
@@ -155,6 +185,7 @@ impl ApiError {
             | Self::ModelUnsupported { .. } => Some("model"),
             Self::InvalidParam { param, .. } => Some(param),
             Self::InvalidSloHint { header, .. } => Some(header),
+            Self::ScopeNotGrantable(_) => Some("scopes"),
             _ => None,
         }
     }

@@ -23,7 +23,8 @@
 //!     [`audit`] record.
 //!
 //! A project-level request (`/<project>/v1/keys/self`, `/<project>/v1/usage`) is routed and
-//! authenticated like the others, then answered by [`usage_api`] from what accounting recorded.
+//! authenticated like the others, then answered by [`usage_api`] from what accounting recorded;
+//! the key-management API (`/<project>/v1/keys...`) by [`keys_api`].
 //!
 //! Beside the path: [`backends`] is every backend's live load, latency and health, which
 //! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
@@ -60,6 +61,8 @@ pub mod respond;
 pub mod accounting;
 
 pub mod usage_api;
+
+pub mod keys_api;
 
 // Beside it.
 pub mod admin;
@@ -139,6 +142,8 @@ pub struct Gateway {
     pub trusted_proxies: Arc<server::client::TrustedProxies>,
     /// The audit log (off unless `--audit-log` is given).
     pub audit: Option<audit::AuditLog>,
+    /// Where the key API keeps keys; set once at start.
+    key_store: std::sync::OnceLock<keys_api::KeyStore>,
 }
 
 impl Gateway {
@@ -166,6 +171,7 @@ impl Gateway {
             registries: Registries::default(),
             status: Mutex::new(ReloadStatus::default()),
             install: Mutex::new(0),
+            key_store: std::sync::OnceLock::new(),
             request_prefix: rand::random(),
             request_counter: AtomicU64::new(0),
             shared_namespace: shared_namespace.to_owned(),
@@ -195,6 +201,19 @@ impl Gateway {
         self.metrics.config_generation.set(next as i64);
         self.metrics.config_last_success.set(jiff::Timestamp::now().as_second());
         Ok(next)
+    }
+
+    /// Where the key API keeps keys (nowhere until the gateway says).
+    pub fn key_store(&self) -> &keys_api::KeyStore {
+        static NOWHERE: std::sync::LazyLock<keys_api::KeyStore> = std::sync::LazyLock::new(|| {
+            keys_api::KeyStore::Unavailable("it has not started with a configuration it can write to".to_owned())
+        });
+        self.key_store.get().unwrap_or(&NOWHERE)
+    }
+
+    /// Sets where the key API keeps keys; the first call wins.
+    pub fn set_key_store(&self, store: keys_api::KeyStore) {
+        let _ = self.key_store.set(store);
     }
 
     /// Every backend's live state, for `/config`.
@@ -304,6 +323,17 @@ pub async fn start(
         client = Some(kube.clone());
         tokio::spawn(reload::watch_secret(gateway.clone(), kube, namespace, name));
     }
+    gateway.set_key_store(match (&client, &settings.config) {
+        (Some(kube), _) => keys_api::KeyStore::Cluster(kube.clone()),
+        (None, Some(path)) if path.is_dir() => keys_api::KeyStore::Folder(path.clone()),
+        (None, Some(path)) => keys_api::KeyStore::Unavailable(format!(
+            "its configuration is the single file {}; give --config a folder to manage keys",
+            path.display()
+        )),
+        (None, None) => keys_api::KeyStore::Unavailable(
+            "it serves the embedded quickstart; start it with --config <folder> to manage keys".to_owned(),
+        ),
+    });
     if let Some(target) = settings.usage_configmap.as_deref() {
         let (namespace, name) = split_target("--usage-configmap", target)?;
         let kube = match client {

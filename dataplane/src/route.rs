@@ -4,6 +4,7 @@
 //! slugs `v1` and `v1beta` are reserved for them, so the two never meet).
 
 use hyper::Method;
+use sluice_crds::compile::is_dns_label;
 
 use crate::error::ApiError;
 
@@ -229,28 +230,43 @@ pub fn parse_path(path: &str) -> Option<Target<'_>> {
 
 /// A project-level API: `/<project>/v1/<what>`, about the key or the project rather than a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProjectRoute {
+pub enum ProjectRoute<'p> {
     /// `GET /<project>/v1/keys/self`: the calling key, its limits and its usage.
     KeySelf,
     /// `GET /<project>/v1/usage`: the project's usage by key, endpoint and model.
     Usage,
     /// `GET /<project>/v1/security/signing-secret`: the secrets that sign its responses.
     SigningSecret,
+    /// `GET|POST /<project>/v1/keys`: list or create keys.
+    Keys,
+    /// `GET|PATCH|DELETE /<project>/v1/keys/{name}`: one key.
+    Key(&'p str),
+    /// `POST /<project>/v1/keys/{name}/rotate`: a new key, the old one kept for a grace period.
+    RotateKey(&'p str),
 }
 
-impl ProjectRoute {
-    /// Path as clients see it, for messages.
+impl ProjectRoute<'_> {
+    /// Path as clients see it, for messages (a key's name left out: it is the caller's input).
     pub fn display(self) -> &'static str {
         match self {
             Self::KeySelf => "/v1/keys/self",
             Self::Usage => "/v1/usage",
             Self::SigningSecret => "/v1/security/signing-secret",
+            Self::Keys => "/v1/keys",
+            Self::Key(_) => "/v1/keys/{name}",
+            Self::RotateKey(_) => "/v1/keys/{name}/rotate",
         }
     }
 
-    /// All are read with `GET`.
+    /// Checks the method: the key APIs read and write, the rest are read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
-        if *method == Method::GET { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
+        let allowed = match self {
+            Self::KeySelf | Self::Usage | Self::SigningSecret => *method == Method::GET,
+            Self::Keys => *method == Method::GET || *method == Method::POST,
+            Self::Key(_) => *method == Method::GET || *method == Method::PATCH || *method == Method::DELETE,
+            Self::RotateKey(_) => *method == Method::POST,
+        };
+        if allowed { Ok(()) } else { Err(ApiError::MethodNotAllowed(method.to_string())) }
     }
 }
 
@@ -260,11 +276,12 @@ pub struct ProjectTarget<'p> {
     /// Project slug.
     pub project: &'p str,
     /// What it asks for.
-    pub route: ProjectRoute,
+    pub route: ProjectRoute<'p>,
 }
 
-/// Splits `/<project>/v1/keys/self`, `/<project>/v1/usage` and
-/// `/<project>/v1/security/signing-secret`; `None` for any other path.
+/// Splits `/<project>/v1/keys/self`, `/<project>/v1/usage`,
+/// `/<project>/v1/security/signing-secret` and the key APIs (`/<project>/v1/keys[/{name}[/rotate]]`,
+/// a name being a DNS label); `None` for any other path.
 pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
     let rest = path.strip_prefix('/')?;
     let (project, rest) = rest.split_once('/')?;
@@ -272,9 +289,21 @@ pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
         "v1/keys/self" => ProjectRoute::KeySelf,
         "v1/usage" => ProjectRoute::Usage,
         "v1/security/signing-secret" => ProjectRoute::SigningSecret,
-        _ => return None,
+        "v1/keys" => ProjectRoute::Keys,
+        _ => {
+            let key = rest.strip_prefix("v1/keys/")?;
+            match key.split_once('/') {
+                None => ProjectRoute::Key(key),
+                Some((name, "rotate")) => ProjectRoute::RotateKey(name),
+                Some(_) => return None,
+            }
+        }
     };
-    (!project.is_empty()).then_some(ProjectTarget { project, route })
+    let name_ok = match route {
+        ProjectRoute::Key(name) | ProjectRoute::RotateKey(name) => is_dns_label(name),
+        _ => true,
+    };
+    (!project.is_empty() && name_ok).then_some(ProjectTarget { project, route })
 }
 
 /// `models`, `models/{model}` or `models/{model}:{method}` below `/v1beta/`.
@@ -381,6 +410,15 @@ mod tests {
         assert_eq!(project("/demo/v1/keys/self"), Some(("demo", ProjectRoute::KeySelf)));
         assert_eq!(project("/demo/v1/usage"), Some(("demo", ProjectRoute::Usage)));
         assert_eq!(project("/demo/v1/security/signing-secret"), Some(("demo", ProjectRoute::SigningSecret)));
+        assert_eq!(project("/demo/v1/keys"), Some(("demo", ProjectRoute::Keys)));
+        assert_eq!(project("/demo/v1/keys/ci-bot"), Some(("demo", ProjectRoute::Key("ci-bot"))));
+        assert_eq!(project("/demo/v1/keys/ci-bot/rotate"), Some(("demo", ProjectRoute::RotateKey("ci-bot"))));
+        assert_eq!(project("/demo/v1/keys/Bad_Name"), None, "a key's name is a DNS label");
+        assert_eq!(project("/demo/v1/keys/ci-bot/delete"), None);
+        assert_eq!(project("/demo/v1/keys/"), None);
+        assert!(ProjectRoute::Key("a").check_method(&Method::DELETE).is_ok());
+        assert!(ProjectRoute::Keys.check_method(&Method::DELETE).is_err());
+        assert!(ProjectRoute::Usage.check_method(&Method::POST).is_err());
         assert_eq!(project("/demo/v1/security/other"), None);
         assert_eq!(project("//v1/usage"), None);
         assert_eq!(project("/demo/v1/keys/other"), None);

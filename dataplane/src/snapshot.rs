@@ -79,6 +79,10 @@ pub struct Tier {
 pub struct Project {
     /// URL segment.
     pub slug: Arc<str>,
+    /// The tenant's namespace (of the Project object): where its ApiKeys live.
+    pub namespace: Arc<str>,
+    /// Names of the ServiceTiers its configuration holds (those it uses).
+    pub tiers: Vec<Arc<str>>,
     /// Tier of keys and endpoints that name none.
     pub default_tier: Arc<Tier>,
     /// Endpoints by slug.
@@ -531,6 +535,8 @@ pub fn build(
         });
         let project = Project {
             slug: project_slug,
+            namespace: config.project.namespace.as_str().into(),
+            tiers: config.tiers.keys().map(|name| name.as_str().into()).collect(),
             default_tier: tier(&config.project.default_tier)?,
             endpoints,
             keys: project_keys,

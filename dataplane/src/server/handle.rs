@@ -39,13 +39,13 @@ use crate::protocol::openai;
 use crate::protocol::responses;
 use crate::resolve;
 use crate::respond::{self, Translation, body::ClientStream, body::ResponseBody, body::StreamBody};
-use crate::route::{self, Api, GeminiMethod, Route, Wire};
+use crate::route::{self, Api, GeminiMethod, ProjectRoute, Route, Wire};
 use crate::slo;
 use crate::snapshot::Snapshot;
 use crate::traces::RequestTrace;
 use crate::upstream::failover::{Answer, Call};
 use crate::upstream::outbound::Native;
-use crate::usage_api;
+use crate::{keys_api, usage_api};
 
 /// A refused request, with what is known about it when it was refused.
 struct Rejection<'s> {
@@ -157,7 +157,10 @@ async fn serve<'s>(
     super::check_head(&request, gateway.max_header_bytes)?;
     let unknown_path =
         || ApiError::UnknownPath { method: request.method().to_string(), path: request.uri().path().to_owned() };
-    if let Some(target) = route::parse_project_path(request.uri().path()) {
+    if route::parse_project_path(request.uri().path()).is_some() {
+        // The target borrows from its own copy of the URI: the key API takes the body.
+        let uri = request.uri().clone();
+        let target = route::parse_project_path(uri.path()).ok_or_else(unknown_path)?;
         if snapshot.generation == 0 {
             return Err(ApiError::NotReady.into());
         }
@@ -167,9 +170,18 @@ async fn serve<'s>(
             .inspect_err(|error| span.fail(error.parts().2))?;
         span.end();
         target.route.check_method(request.method())?;
-        let (query, headers) = (request.uri().query(), request.headers());
-        let response = usage_api::answer(gateway, caller, target.route, query, headers, now, request_id).await?;
-        accounting::project_api_answered(request_id, caller, started, audit);
+        let response = match target.route {
+            ProjectRoute::Keys | ProjectRoute::Key(_) | ProjectRoute::RotateKey(_) => {
+                let (parts, body) = request.into_parts();
+                let body = super::read_body(body, &parts.headers, keys_api::MAX_BODY_BYTES).await?;
+                keys_api::answer(gateway, caller, target.route, &parts.method, &body, request_id).await?
+            }
+            route => {
+                let (query, headers) = (request.uri().query(), request.headers());
+                usage_api::answer(gateway, caller, route, query, headers, now, request_id).await?
+            }
+        };
+        accounting::project_api_answered(request_id, caller, response.status().as_u16(), started, audit);
         return Ok(response);
     }
     let target = route::parse_path(request.uri().path()).ok_or_else(unknown_path)?;

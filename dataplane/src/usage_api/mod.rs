@@ -33,7 +33,7 @@ use crate::snapshot::Project;
 pub async fn answer(
     gateway: &Gateway,
     caller: KeyCaller<'_>,
-    route: ProjectRoute,
+    route: ProjectRoute<'_>,
     query: Option<&str>,
     headers: &HeaderMap,
     now: Timestamp,
@@ -56,11 +56,15 @@ pub async fn answer(
             }
         }
         ProjectRoute::SigningSecret => {
-            caller.check_scope(Need::Management)?;
+            caller.check_scope(Need::Management(route.display()))?;
             let mut response = respond::json(signing_secret_json(caller.project, now)?.to_string());
             // A secret: no cache between here and the client may keep it.
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
+        }
+        // The server sends these to the key API, with their bodies.
+        ProjectRoute::Keys | ProjectRoute::Key(_) | ProjectRoute::RotateKey(_) => {
+            return Err(ApiError::UnknownPath { method: "GET".to_owned(), path: route.display().to_owned() });
         }
     };
     gateway.metrics.count_unrouted(&caller.project.slug, "", StatusCode::OK.as_u16());
