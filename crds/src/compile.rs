@@ -15,14 +15,16 @@ use jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::api::{
-    ApiKey, ApiKeySpec, ApiKind, Capability, DNS_LABEL_PATTERN, Endpoint, HashedKey, ModelPricing, PodScheme, Project,
-    Provider, ProviderRef, ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS, ServiceTier, default_secret_key,
+    ApiKey, ApiKeySpec, ApiKind, Capability, DEFAULT_JWKS_REFRESH_SECONDS, DNS_LABEL_PATTERN, Endpoint, HashedKey,
+    ModelPricing, PodScheme, Project, Provider, ProviderRef, ProviderTls, ProviderType, RESERVED_ENDPOINT_SLUGS,
+    ServiceTier, default_secret_key,
 };
 use crate::config::{
     AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, ContentRulesConfig,
-    Credential, EndpointConfig, GatewayConfig, KeyConfig, KeyHash, ModelConfig, PodMetricsConfig, PricingConfig,
-    ProjectConfig, ProviderConfig, ProviderModelConfig, RedactionConfig, ServiceConfig, SigningSecretConfig,
-    SimulationConfig, TierConfig, UpstreamTls, default_parameter_problems, hash_key,
+    Credential, EndpointConfig, GatewayConfig, JwksConfig, JwtConfig, KeyConfig, KeyHash, ModelConfig,
+    PodMetricsConfig, PricingConfig, ProjectConfig, ProviderConfig, ProviderModelConfig, RedactionConfig,
+    ServiceConfig, SigningSecretConfig, SimulationConfig, TierConfig, UpstreamTls, default_parameter_problems,
+    hash_key,
 };
 use crate::objects::{ConfigMapData, Object, ObjectRef, SecretData, namespace_of};
 use crate::upstream_tls::{self, ClientCertificateError};
@@ -442,6 +444,8 @@ struct Pass<'a> {
     dropped: Vec<DroppedBackend>,
     /// The response-signing secrets, current first.
     signing: Vec<SigningSecretConfig>,
+    /// JWT bearer authentication.
+    jwt: Option<JwtConfig>,
 }
 
 /// A backend whose Provider is missing or has problems: the partial compile serves its model
@@ -490,6 +494,7 @@ impl<'a> Pass<'a> {
         let namespace = namespace_of(project);
         let mut errors = Vec::new();
         let signing;
+        let jwt;
         {
             let mut problems = Problems {
                 object: ObjectRef { kind: "Project", namespace: Some(namespace.clone()), name: project.name_any() },
@@ -506,6 +511,7 @@ impl<'a> Pass<'a> {
             }
             check_tier(&project.spec.default_tier, "spec.defaultTier", index, &mut problems);
             signing = signing_config(project, index, options, &mut problems);
+            jwt = jwt_config(project, index, &mut problems);
         }
 
         let mut endpoints = Vec::new();
@@ -555,7 +561,7 @@ impl<'a> Pass<'a> {
             keys.push(KeyPass { apikey, object, config });
         }
 
-        Pass { project, namespace, errors, endpoints, keys, providers, dropped, signing }
+        Pass { project, namespace, errors, endpoints, keys, providers, dropped, signing, jwt }
     }
 
     /// The configuration of everything but `left_out`.
@@ -565,10 +571,13 @@ impl<'a> Pass<'a> {
             self.endpoints.into_iter().filter(|e| !left_out.contains(&e.object)).collect();
         let served_keys: Vec<KeyPass<'_>> = self.keys.into_iter().filter(|k| !left_out.contains(&k.object)).collect();
 
-        // Every tier a served object names (and that exists: one that does not is a problem).
+        // Every tier a served object names (and that exists: one that does not is a problem);
+        // every tier when tokens may name theirs in a claim.
+        let claimed_tiers = self.jwt.as_ref().is_some_and(|jwt| jwt.tier_claim.is_some());
         let tiers = std::iter::once(&project.spec.default_tier)
             .chain(served_endpoints.iter().filter_map(|e| e.endpoint.spec.tier.as_ref()))
             .chain(served_keys.iter().filter_map(|k| k.apikey.spec.tier.as_ref()))
+            .chain(index.tiers.keys().filter(|_| claimed_tiers))
             .filter_map(|name| index.tiers.get(name).map(|tier| (name.clone(), tier_config(tier))))
             .collect();
         let mut providers = self.providers;
@@ -590,6 +599,7 @@ impl<'a> Pass<'a> {
                 name: project.name_any(),
                 default_tier: project.spec.default_tier.clone(),
                 signing: self.signing,
+                jwt: self.jwt,
             },
             tiers,
             providers,
@@ -689,6 +699,90 @@ fn signing_config(
         }
     }
     signing
+}
+
+/// The Project's JWT settings, with the keys of a JWKS Secret read and checked now (a changed
+/// Secret recompiles the configuration: that is how its keys rotate).
+fn jwt_config(project: &Project, index: &Index<'_>, problems: &mut Problems<'_>) -> Option<JwtConfig> {
+    let spec = project.spec.jwt.as_ref()?;
+    let namespace = namespace_of(project);
+    let before = problems.errors.len();
+    if spec.issuer.trim().is_empty() {
+        problems.add("spec.jwt.issuer", "must not be empty");
+    }
+    if spec.audiences.is_empty() || spec.audiences.iter().any(|a| a.trim().is_empty()) {
+        problems.add("spec.jwt.audiences", "name at least one audience, none empty");
+    }
+    if spec.algorithms.is_empty() {
+        problems.add("spec.jwt.algorithms", "name at least one algorithm");
+    }
+    if spec.clock_skew_seconds > MAX_CLOCK_SKEW_SECONDS {
+        problems.add("spec.jwt.clockSkewSeconds", format!("at most {MAX_CLOCK_SKEW_SECONDS}"));
+    }
+    let jwks = match (&spec.jwks.secret_ref, &spec.jwks.url) {
+        (Some(reference), None) => {
+            let field = "spec.jwt.jwks.secretRef";
+            let keys = index
+                .secret_value(&namespace, &reference.name, &reference.key)
+                .and_then(crate::jwks::parse)
+                .map_err(|message| problems.add(field, message))
+                .ok()?;
+            let usable = keys.keys.iter().any(|key| spec.algorithms.iter().any(|alg| key.fits(*alg)));
+            if !usable {
+                problems.add(field, "no key of the JWKS fits any of spec.jwt.algorithms");
+            }
+            JwksConfig::Keys(keys.keys)
+        }
+        (None, Some(url)) => {
+            if let Err(message) = check_jwks_url(url) {
+                problems.add("spec.jwt.jwks.url", message);
+            }
+            let refresh_seconds = spec.jwks.refresh_seconds.unwrap_or(DEFAULT_JWKS_REFRESH_SECONDS).max(1);
+            JwksConfig::Url { url: url.clone(), refresh_seconds }
+        }
+        _ => {
+            problems.add("spec.jwt.jwks", "set exactly one of secretRef and url");
+            return None;
+        }
+    };
+    if problems.errors.len() > before {
+        return None;
+    }
+    let mut default_scopes = spec.default_scopes.clone();
+    default_scopes.sort();
+    default_scopes.dedup();
+    Some(JwtConfig {
+        issuer: spec.issuer.clone(),
+        audiences: spec.audiences.clone(),
+        algorithms: spec.algorithms.clone(),
+        clock_skew_seconds: spec.clock_skew_seconds,
+        scopes_claim: spec.scopes_claim.clone(),
+        default_scopes,
+        tier_claim: spec.tier_claim.clone(),
+        subject_claim: spec.subject_claim.clone(),
+        budget: spec.budget.as_ref().map(|b| BudgetConfig { limit_usd: b.limit_usd, period: b.period }),
+        jwks,
+    })
+}
+
+/// Most clock skew a Project may tolerate on JWT times, in seconds.
+pub const MAX_CLOCK_SKEW_SECONDS: u32 = 600;
+
+/// A JWKS URL is `https://`, or `http://` to a loopback address (a sidecar, a test).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") && url.len() > "https://".len() {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(format!("{url:?} is not an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(host, _)| host),
+    };
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if loopback { Ok(()) } else { Err(format!("{url:?}: plain http is accepted only to a loopback address")) }
 }
 
 /// `<namespace>/<name>` of an ApiKey, as configurations name keys.

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    ApiKind, BudgetPeriod, Capability, ContentRuleMode, ContentRulesSpec, ProviderType, RedactionKind, RedactionSpec,
-    RoutingPolicy, Scope, content_rule_problems,
+    ApiKind, BudgetPeriod, Capability, ContentRuleMode, ContentRulesSpec, JwtAlgorithm, ProviderType, RedactionKind,
+    RedactionSpec, RoutingPolicy, Scope, content_rule_problems,
 };
+pub use crate::jwks::Jwk;
 
 /// `apiVersion` of the configuration format this crate reads and writes.
 pub const CONFIG_API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -44,7 +45,7 @@ pub struct GatewayConfig {
 }
 
 /// The project itself.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectConfig {
     /// URL segment.
@@ -58,6 +59,53 @@ pub struct ProjectConfig {
     /// Secrets that sign the project's responses, the current one first; empty: unsigned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signing: Vec<SigningSecretConfig>,
+    /// JWT bearer authentication beside the API keys; `None`: API keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<JwtConfig>,
+}
+
+/// JWT bearer authentication of a project (see `JwtSpec` for what each field means).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (never HMAC or `none`).
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Tolerated clock difference on `exp`, `nbf` and `iat`.
+    pub clock_skew_seconds: u32,
+    /// The claim holding scopes.
+    pub scopes_claim: String,
+    /// Scopes of a token without that claim.
+    pub default_scopes: Vec<Scope>,
+    /// The claim naming a tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_claim: Option<String>,
+    /// The claim naming the subject limits, budget and usage are kept for.
+    pub subject_claim: String,
+    /// Each subject's spending limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetConfig>,
+    /// The issuer's public keys.
+    pub jwks: JwksConfig,
+}
+
+/// Where a project's JWT verification keys come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum JwksConfig {
+    /// The keys themselves (read from a Secret when the configuration was compiled).
+    Keys(Vec<Jwk>),
+    /// A URL the gateway fetches them from.
+    #[serde(rename_all = "camelCase")]
+    Url {
+        /// `https://...` (or `http://` to a loopback address).
+        url: String,
+        /// Seconds between fetches.
+        refresh_seconds: u32,
+    },
 }
 
 /// One response-signing secret.

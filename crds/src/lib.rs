@@ -9,6 +9,7 @@ pub mod compile;
 pub mod config;
 pub mod config_secret;
 pub mod crd_manifests;
+pub mod jwks;
 pub mod keys;
 pub mod manifests;
 pub mod objects;

@@ -447,3 +447,61 @@ spec: {{secretRef: {{name: app-key}}, keyHash: {{sha256: {current}}}}}\n"
         "the schema refuses a malformed hash: {errors:?}"
     );
 }
+
+/// The minimal Project taking JWTs whose keys are in `jwks` (`source` names where they are).
+fn with_jwt(source: &str, secret_data: &str) -> String {
+    let jwt = format!(
+        "spec:\n  slug: team-a\n  defaultTier: basic\n  jwt: {{issuer: https://idp.test, audiences: [sluice], jwks: {source}}}"
+    );
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: jwks, namespace: team-a}}\nstringData:\n  jwks.json: '{secret_data}'\n"
+    );
+    variant("spec: {slug: team-a, defaultTier: basic}", &jwt, &secret)
+}
+
+const EC_KEY: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "x": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE", "y": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI"}]}"#;
+
+#[test]
+fn jwt_keys_from_a_secret_compile_into_the_project() {
+    let text = with_jwt("{secretRef: {name: jwks}}", EC_KEY);
+    let manifests = load_str(Path::new("test.yaml"), &text).expect("documents load");
+    let configs = compile(&manifests.objects, &CompileOptions::default()).expect("compiles");
+    let jwt = configs[0].project.jwt.as_ref().expect("jwt");
+    assert_eq!(jwt.algorithms, [sluice_crds::api::JwtAlgorithm::RS256, sluice_crds::api::JwtAlgorithm::ES256]);
+    assert_eq!((jwt.clock_skew_seconds, jwt.subject_claim.as_str(), jwt.scopes_claim.as_str()), (60, "sub", "scope"));
+    match &jwt.jwks {
+        sluice_crds::config::JwksConfig::Keys(keys) => assert_eq!(keys[0].kid.as_deref(), Some("k1")),
+        other => panic!("expected keys, got {other:?}"),
+    }
+    let json = serde_json::to_string(&configs[0]).expect("json");
+    let back: sluice_crds::config::GatewayConfig = serde_json::from_str(&json).expect("reads back");
+    assert_eq!(back, configs[0]);
+}
+
+#[test]
+fn jwt_problems_name_the_field() {
+    let problems = |source: &str, data: &str| compile_errors(&with_jwt(source, data));
+    assert_eq!(
+        problems("{secretRef: {name: nope}}", EC_KEY),
+        ["Project team-a/team-a: spec.jwt.jwks.secretRef: no Secret \"nope\" in namespace team-a"]
+    );
+    let oct = problems("{secretRef: {name: jwks}}", r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#);
+    assert!(oct.len() == 1 && oct[0].contains("spec.jwt.jwks.secretRef: key 0: symmetric"), "{oct:?}");
+    assert_eq!(
+        problems("{url: \"http://idp.example/jwks\"}", EC_KEY),
+        [
+            "Project team-a/team-a: spec.jwt.jwks.url: \"http://idp.example/jwks\": plain http is accepted only to a loopback address"
+        ]
+    );
+    assert!(problems("{url: \"http://127.0.0.1:9/jwks\"}", EC_KEY).is_empty());
+    assert!(problems("{url: \"https://idp.example/jwks\"}", EC_KEY).is_empty());
+    let mismatch = with_jwt("{secretRef: {name: jwks}}", EC_KEY)
+        .replace("audiences: [sluice]", "audiences: [sluice], algorithms: [RS256]");
+    assert_eq!(
+        compile_errors(&mismatch),
+        ["Project team-a/team-a: spec.jwt.jwks.secretRef: no key of the JWKS fits any of spec.jwt.algorithms"]
+    );
+    let hmac = with_jwt("{secretRef: {name: jwks}}", EC_KEY)
+        .replace("audiences: [sluice]", "audiences: [sluice], algorithms: [HS256]");
+    assert!(!load_errors(&hmac).is_empty(), "HS256 is not an accepted algorithm");
+}

@@ -6,9 +6,17 @@
 //! the model allow-list once the body names the model ([`Caller::check_model`]). A
 //! project-level API (`/<project>/v1/...`) names no endpoint: [`identify_key`] checks the rest,
 //! and its [`KeyCaller`] the scope.
+//!
+//! A project with JWT settings also takes bearer tokens from its identity provider ([`jwt`]):
+//! a verified token becomes a [`Key`] of its own for the request, named `jwt:<subject>`, whose
+//! counters are its subject's ([`subjects`]), so limits, budget and usage are kept per subject.
+
+pub mod jwks;
+pub mod jwt;
+pub mod subjects;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hyper::{HeaderMap, Request};
 use jiff::Timestamp;
@@ -17,7 +25,12 @@ use sluice_crds::api::Scope;
 
 use crate::error::ApiError;
 use crate::route::Target;
-use crate::snapshot::{Endpoint, Key, Model, Project, Snapshot, Tier};
+use crate::snapshot::{Endpoint, Key, Model, Project, ProjectJwt, Snapshot, Tier};
+
+/// Where the key of a request authenticated by a JWT lives while the request does (an API key
+/// lives in the snapshot). Made empty by the server for every request.
+#[derive(Debug, Default)]
+pub struct TokenSlot(OnceLock<Key>);
 
 /// A caller the request head lets in: the key, the project it opens, the endpoint in the path,
 /// and the tier the request runs under.
@@ -95,8 +108,10 @@ impl KeyCaller<'_> {
 /// Another
 /// project's key gets the same answer as an unknown path, so tenants learn nothing about each
 /// other.
+#[allow(clippy::too_many_arguments)] // each is one thing the check needs; a struct would only rename them
 pub fn identify<'s, B>(
     snapshot: &'s Snapshot,
+    token: &'s TokenSlot,
     request: &Request<B>,
     query_key: Option<&[u8]>,
     target: &Target<'_>,
@@ -104,7 +119,7 @@ pub fn identify<'s, B>(
     now: Timestamp,
     unknown_path: impl Fn() -> ApiError,
 ) -> Result<Caller<'s>, Refused<'s>> {
-    let KeyCaller { project, key } = find_key(snapshot, request, query_key, target.project, now, &unknown_path)?;
+    let KeyCaller { project, key } = find_key(snapshot, token, request, query_key, target.project, now, &unknown_path)?;
     let endpoint = project.endpoints.get(target.endpoint).ok_or_else(&unknown_path)?;
     let refused = |error| Refused { error, at: Some((project, endpoint)) };
     check_source(key, ip).map_err(refused)?;
@@ -116,8 +131,10 @@ pub fn identify<'s, B>(
 /// Finds the key the client presented for a project-level API (`/<project>/v1/...`): valid
 /// now, opening the path's project, used from an allowed address. Another project's key gets
 /// the same answer as an unknown path.
+#[allow(clippy::too_many_arguments)] // each is one thing the check needs; a struct would only rename them
 pub fn identify_key<'s, B>(
     snapshot: &'s Snapshot,
+    token: &'s TokenSlot,
     request: &Request<B>,
     query_key: Option<&[u8]>,
     project: &str,
@@ -125,14 +142,16 @@ pub fn identify_key<'s, B>(
     now: Timestamp,
     unknown_path: impl Fn() -> ApiError,
 ) -> Result<KeyCaller<'s>, ApiError> {
-    let caller = find_key(snapshot, request, query_key, project, now, &unknown_path)?;
+    let caller = find_key(snapshot, token, request, query_key, project, now, &unknown_path)?;
     check_source(caller.key, ip)?;
     Ok(caller)
 }
 
-/// The key presented, if it exists, opens `project` and has not expired.
+/// The key presented, if it exists, opens `project` and has not expired; or, on a project
+/// that takes JWTs, the verified token's key.
 fn find_key<'s, B>(
     snapshot: &'s Snapshot,
+    token: &'s TokenSlot,
     request: &Request<B>,
     query_key: Option<&[u8]>,
     project: &str,
@@ -141,6 +160,19 @@ fn find_key<'s, B>(
 ) -> Result<KeyCaller<'s>, ApiError> {
     let credential = presented_credential(request.headers(), query_key);
     let credential = credential.filter(|c| !c.is_empty()).ok_or(ApiError::MissingKey)?;
+    if jwt::looks_like_jwt(credential)
+        && let Some(found) = snapshot.projects.get(project)
+        && let Some(settings) = &found.jwt
+    {
+        let key = token_key(settings, found, credential, now).map_err(ApiError::TokenInvalid)?;
+        let key = match token.0.set(key) {
+            Ok(()) => token.0.get(),
+            // A request is identified once; a second token would be a server bug, refused.
+            Err(_) => None,
+        };
+        let key = key.ok_or(ApiError::InvalidKey)?;
+        return Ok(KeyCaller { project: found, key });
+    }
     let hash: [u8; 32] = Sha256::digest(credential).into();
     let found = snapshot.key(&hash).ok_or(ApiError::InvalidKey)?;
     if *found.project.slug != *project {
@@ -151,6 +183,32 @@ fn find_key<'s, B>(
         return Err(ApiError::KeyExpired);
     }
     Ok(KeyCaller { project: found.project, key: found.key })
+}
+
+/// The key of a verified token: its subject's counters, its scopes, its tier (when the claim
+/// names a tier the configuration holds) and the project's per-subject budget.
+fn token_key(settings: &ProjectJwt, project: &Project, token: &[u8], now: Timestamp) -> Result<Key, jwt::TokenError> {
+    let keys = settings.keys.current();
+    let verified = jwt::verify(token, &settings.config, &keys, now.as_second()).inspect_err(|error| {
+        // A set not fetched yet is being fetched already: only a loaded set's miss asks again.
+        if matches!(error, jwt::TokenError::KeyUnknown(_)) && !keys.is_empty() {
+            settings.keys.kid_missed();
+        }
+    })?;
+    let subject = settings.subjects.get(&verified.subject);
+    let tier = verified.tier.as_deref().and_then(|name| settings.tiers.get(name)).cloned();
+    tracing::trace!(project = %project.slug, subject = %subject.id, "token verified");
+    Ok(Key {
+        id: subject.id,
+        scopes: verified.scopes,
+        endpoints: None,
+        models: None,
+        tier,
+        expires_at: Timestamp::from_second(verified.expires_at).ok(),
+        cidrs: Vec::new(),
+        budget: settings.config.budget.clone(),
+        state: subject.state,
+    })
 }
 
 impl Caller<'_> {

@@ -19,6 +19,10 @@ pub enum ApiError {
     /// The key's `expiresAt` has passed.
     #[error("The API key has expired.")]
     KeyExpired,
+    /// A JWT bearer token that does not verify; the reason is its code. The token is never
+    /// echoed.
+    #[error("The bearer token was refused: {}", .0.message())]
+    TokenInvalid(crate::auth::jwt::TokenError),
     /// The key lacks the scope this API needs.
     #[error("The API key lacks the '{needed}' scope needed for {api}.")]
     ScopeInsufficient { needed: &'static str, api: &'static str },
@@ -133,6 +137,7 @@ impl ApiError {
             Self::MissingKey => (S::UNAUTHORIZED, "invalid_request_error", "missing_api_key"),
             Self::InvalidKey => (S::UNAUTHORIZED, "invalid_request_error", "invalid_api_key"),
             Self::KeyExpired => (S::UNAUTHORIZED, "invalid_request_error", "api_key_expired"),
+            Self::TokenInvalid(reason) => (S::UNAUTHORIZED, "invalid_request_error", reason.code()),
             Self::ScopeInsufficient { .. } => (S::FORBIDDEN, "permission_error", "scope_insufficient"),
             Self::EndpointNotAllowed(_) => (S::FORBIDDEN, "permission_error", "endpoint_not_allowed"),
             Self::ModelNotAllowed(_) => (S::FORBIDDEN, "permission_error", "model_not_allowed"),

@@ -1,7 +1,9 @@
 //! Prometheus metrics. Label values come only from the configuration (project, endpoint, model,
 //! provider slugs, API key ids `<namespace>/<name>`) or fixed sets (status class, error kind),
 //! never from client input or key material, so cardinality is bounded by what the operator
-//! declared. The per-key families (`sluice_key_*`) have one series per key that has been used. Per-model handles are resolved when a
+//! declared. The per-key families (`sluice_key_*`) have one series per key that has been used,
+//! and one (`key_id="jwt"`) for all the JWT subjects of a project together ([`key_label`]):
+//! subjects come from tokens, not configuration, so they never become labels. Per-model handles are resolved when a
 //! snapshot is built, so the request path increments atomics without hashing labels.
 //!
 //! Beside the `sluice_*` families, the histograms the OpenTelemetry GenAI semantic conventions
@@ -12,6 +14,7 @@
 //! Their series are made on a backend's first use for an (operation, stream) pair, then kept in
 //! [`ModelMetrics`] like the others. Every label value is a configured name or one of a fixed set.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -211,6 +214,12 @@ pub struct AuditMetrics {
     pub checkpoints: Counter,
     /// Records dropped because the writer's queue was full (each declared in a `gap` line).
     pub dropped: Counter,
+}
+
+/// The `key_id` label of a key id: itself for an API key (`<namespace>/<name>`), `jwt` for
+/// every JWT subject (`jwt:<subject>`; an API key id has no `:`, a namespace cannot).
+pub fn key_label(key_id: &Arc<str>) -> Arc<str> {
+    if key_id.starts_with("jwt:") { Arc::from("jwt") } else { key_id.clone() }
 }
 
 /// Handles for one API key (`sluice_key_*`), resolved once per key.

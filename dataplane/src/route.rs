@@ -421,7 +421,7 @@ mod tests {
         assert!(ProjectRoute::Usage.check_method(&Method::POST).is_err());
         assert_eq!(project("/demo/v1/security/other"), None);
         assert_eq!(project("//v1/usage"), None);
-        assert_eq!(project("/demo/v1/keys/other"), None);
+        assert_eq!(project("/demo/v1/keys/other"), Some(("demo", ProjectRoute::Key("other"))), "a key named other");
         assert_eq!(project("/demo/chat/v1/usage"), None, "below an endpoint it is no project API");
         assert_eq!(split("/demo/v1/keys/self"), None, "and no endpoint route either");
         assert_eq!(split("/demo/v1/usage"), None);

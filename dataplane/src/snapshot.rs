@@ -13,8 +13,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use sluice_crds::api::{ApiKind, Capability, RoutingPolicy, Scope};
-use sluice_crds::config::{BudgetConfig, GatewayConfig, PricingConfig, SigningSecretConfig, TierConfig};
+use sluice_crds::config::{
+    BudgetConfig, GatewayConfig, JwksConfig, JwtConfig, PricingConfig, SigningSecretConfig, TierConfig,
+};
 
+use crate::auth::jwks::{JwksFetchers, KeySource};
+use crate::auth::jwt::KeySet;
+use crate::auth::subjects::Subjects;
 use crate::backends::{BackendKey, BackendRegistry, BackendState};
 use crate::guard::Guard;
 use crate::limits::{KeyState, RetryBudget};
@@ -94,6 +99,21 @@ pub struct Project {
     pub servers: FastMap<String, String>,
     /// Response-signing secrets, the current one first (empty: responses are not signed).
     pub signing: Vec<SigningSecretConfig>,
+    /// JWT bearer authentication, when the project accepts tokens.
+    pub jwt: Option<ProjectJwt>,
+}
+
+/// A project's JWT settings, keys and subjects.
+#[derive(Debug)]
+pub struct ProjectJwt {
+    /// What a token must satisfy and how its claims map.
+    pub config: JwtConfig,
+    /// The verification keys.
+    pub keys: KeySource,
+    /// Subjects' live counters (they outlive this snapshot).
+    pub subjects: Arc<Subjects>,
+    /// Tiers a tier claim may name (every ServiceTier the configuration holds).
+    pub tiers: FastMap<String, Arc<Tier>>,
 }
 
 impl Project {
@@ -295,7 +315,10 @@ impl NameTarget {
 #[derive(Default)]
 pub struct Registries {
     keys: Mutex<HashMap<String, Arc<KeyState>>>,
+    subjects: Mutex<HashMap<String, Arc<Subjects>>>,
     retries: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// JWKS URLs' keys and refresh tasks.
+    pub jwks: JwksFetchers,
     /// Backends' load, latency and health.
     pub backends: BackendRegistry,
     /// Upstream connections and simulators.
@@ -331,6 +354,9 @@ pub fn build(
     let mut live_pods: Vec<PodTarget> = Vec::new();
     let old_keys = registries.keys.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let old_retries = registries.retries.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let old_subjects = registries.subjects.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut live_subjects: HashMap<String, Arc<Subjects>> = HashMap::new();
+    let mut live_jwks = Vec::new();
 
     for config in configs {
         let slug = config.project.slug.clone();
@@ -546,6 +572,23 @@ pub fn build(
                 .filter_map(|(id, provider)| Some((id.clone(), pod_host(provider.base_url.as_deref()?).to_owned())))
                 .collect(),
             signing: config.project.signing.clone(),
+            jwt: config.project.jwt.as_ref().map(|jwt| {
+                let keys = match &jwt.jwks {
+                    JwksConfig::Keys(keys) => KeySource::Fixed(Arc::new(KeySet::new(keys))),
+                    JwksConfig::Url { url, refresh_seconds } => {
+                        live_jwks.push((slug.clone(), url.clone(), *refresh_seconds));
+                        KeySource::Fetched(registries.jwks.fetcher(&slug, url, *refresh_seconds))
+                    }
+                };
+                let subjects = old_subjects.get(&slug).cloned().unwrap_or_default();
+                live_subjects.insert(slug.clone(), subjects.clone());
+                let tiers = if jwt.tier_claim.is_some() {
+                    tiers.iter().map(|(name, tier)| ((*name).to_owned(), tier.clone())).collect()
+                } else {
+                    FastMap::default()
+                };
+                ProjectJwt { config: jwt.clone(), keys, subjects, tiers }
+            }),
         };
         if projects.insert(slug.clone(), project).is_some() {
             return Err(fail("two configurations for this project".into()));
@@ -554,6 +597,8 @@ pub fn build(
 
     *registries.keys.lock().unwrap_or_else(PoisonError::into_inner) = live_keys;
     *registries.retries.lock().unwrap_or_else(PoisonError::into_inner) = live_retries;
+    *registries.subjects.lock().unwrap_or_else(PoisonError::into_inner) = live_subjects;
+    registries.jwks.retain(&live_jwks);
     let live: Vec<&str> = live_sims.iter().map(String::as_str).collect();
     registries.upstreams.retain_simulators(&live);
     registries.upstreams.retain_clients(configs.iter().flat_map(|config| config.providers.values()));

@@ -61,6 +61,12 @@ struct Cli {
     #[arg(long, env = "SLUICE_GATEWAY_PROXY_PROTOCOL", value_parser = ["off", "optional", "required"])]
     gateway_proxy_protocol: Option<String>,
 
+    /// Let each project's gateways write its ApiKeys, for the key-management API
+    /// (`/<project>/v1/keys`, used by keys with the `management` scope): a Role in the tenant's
+    /// namespace allows ApiKeys there and nothing else. `false`: the API answers 501.
+    #[arg(long, env = "SLUICE_GATEWAY_KEY_MANAGEMENT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    gateway_key_management: bool,
+
     /// How `/<project>/` is published: an Ingress, a Gateway API HTTPRoute, or nothing.
     #[arg(long, env = "SLUICE_ROUTE_KIND", value_enum, default_value_t = RouteKindArg::Ingress)]
     route_kind: RouteKindArg,
@@ -309,6 +315,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             trusted_proxies: cli.gateway_trusted_proxies.filter(|list| !list.trim().is_empty()),
             proxy_protocol: cli.gateway_proxy_protocol.filter(|mode| mode != "off"),
             tracing,
+            key_management: cli.gateway_key_management,
             pod: match &cli.gateway_pod_defaults {
                 Some(path) => PodDefaults::read(path).map_err(anyhow::Error::msg).context("--gateway-pod-defaults")?,
                 None => PodDefaults::default(),

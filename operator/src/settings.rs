@@ -131,6 +131,9 @@ pub struct GatewaySettings {
     pub proxy_protocol: Option<String>,
     /// Where every gateway sends its traces; `None`: no traces (the gateway makes no span).
     pub tracing: Option<TracingSettings>,
+    /// Whether gateways may write their project's ApiKeys (the key-management API): a Role in
+    /// the tenant's namespace grants it.
+    pub key_management: bool,
 }
 
 impl Default for GatewaySettings {
@@ -143,6 +146,7 @@ impl Default for GatewaySettings {
             trusted_proxies: None,
             proxy_protocol: None,
             tracing: None,
+            key_management: true,
         }
     }
 }

@@ -37,6 +37,14 @@ pub struct ProjectClaim {
     pub deleting: bool,
     /// The Secret holding its response-signing secret (`spec.signing.secretName`).
     pub signing_secret: Option<String>,
+    /// The Secret holding its JWT keys (`spec.jwt.jwks.secretRef`).
+    pub jwks_secret: Option<String>,
+}
+
+/// The Secret a Project's JWT keys are in, when they are in one.
+pub fn jwks_secret_name(project: &Project) -> Option<&str> {
+    let jwt = project.spec.jwt.as_ref()?;
+    jwt.jwks.secret_ref.as_ref().map(|reference| reference.name.as_str())
 }
 
 impl ProjectClaim {
@@ -55,6 +63,7 @@ impl ProjectClaim {
                 .signing
                 .as_ref()
                 .map(|s| s.secret_name.clone().unwrap_or_else(|| generated_signing_secret_name(&project.name_any()))),
+            jwks_secret: jwks_secret_name(project).map(str::to_owned),
         }
     }
 
@@ -218,7 +227,10 @@ impl WatchIndex {
         if key_secret {
             projects.extend(self.projects_in(&namespace));
         }
-        let signing = self.claims_in(&namespace).into_iter().filter(|c| c.signing_secret.as_deref() == Some(&key.1));
+        let signing = self
+            .claims_in(&namespace)
+            .into_iter()
+            .filter(|c| c.signing_secret.as_deref() == Some(&key.1) || c.jwks_secret.as_deref() == Some(&key.1));
         projects.extend(signing.map(ProjectClaim::object_ref));
         projects.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         projects.dedup();

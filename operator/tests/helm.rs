@@ -357,6 +357,7 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
         "--network-policy-ingress-namespaces=ingress-nginx".to_owned(),
         "--network-policy-monitoring-namespaces=monitoring,observability".to_owned(),
         "--gateway-redis-secret=limits-redis:url".to_owned(),
+        "--gateway-key-management=true".to_owned(),
     ] {
         assert!(args.contains(&expected), "{expected} not in {args:?}");
     }
@@ -437,6 +438,20 @@ async fn the_chart_grants_what_the_operator_needs() -> anyhow::Result<()> {
     let policies = Api::<NetworkPolicy>::namespaced(admin.clone(), &dataplane);
     ensure!(budgets.get_opt("sluice-gw-team-a").await?.is_some(), "the gateway's PodDisruptionBudget");
     ensure!(policies.get_opt("sluice-gw-team-a").await?.is_some(), "the gateway's NetworkPolicy");
+    // The key-management API: the gateway may write the ApiKeys of its tenant's namespace only,
+    // and nothing else there; the operator could grant it under the chart's RBAC.
+    let gateway = format!("system:serviceaccount:{dataplane}:sluice-gw-team-a");
+    for (verb, resource, namespace, expected) in [
+        ("create", "apikeys.sluice.dev", &tenant, true),
+        ("delete", "apikeys.sluice.dev", &tenant, true),
+        ("update", "apikeys.sluice.dev", &tenant, true),
+        ("create", "apikeys.sluice.dev", &release_ns, false),
+        ("get", "secrets", &tenant, false),
+        ("create", "endpoints.sluice.dev", &tenant, false),
+    ] {
+        let allowed = can_i(env, &gateway, verb, resource, namespace)?;
+        ensure!(allowed == expected, "kubectl auth can-i {verb} {resource} -n {namespace} --as {gateway}: {allowed}");
+    }
     // The Provider finalizer is the operator's to write, under the chart's RBAC too.
     let providers: Api<Provider> = Api::namespaced(admin.clone(), &release_ns);
     eventually("the Provider finalizer under the chart's RBAC", Duration::from_secs(30), || async {

@@ -37,7 +37,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -429,6 +429,19 @@ impl TestEnv {
     /// The kubeconfig file (admin token; for kubectl, helm or a spawned operator).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// A kubeconfig file that acts as `user` in `groups` (admin impersonation, `as` and
+    /// `as-groups`), for a spawned process that must have only that user's permissions.
+    pub fn kubeconfig_as(&self, user: &str, groups: &[&str]) -> anyhow::Result<PathBuf> {
+        let text = std::fs::read_to_string(&self.kubeconfig)?;
+        let token_line = format!("      token: {}\n", serde_json::to_string(&self.token)?);
+        ensure!(text.contains(&token_line), "the kubeconfig has no token line");
+        let groups = serde_json::to_string(groups)?;
+        let acting = format!("{token_line}      as: {}\n      as-groups: {groups}\n", serde_json::to_string(user)?);
+        let path = self.dir.join(format!("kubeconfig-as-{}", random_hex(4)));
+        std::fs::write(&path, text.replace(&token_line, &acting))?;
+        Ok(path)
     }
 
     /// `https://127.0.0.1:<port>`.

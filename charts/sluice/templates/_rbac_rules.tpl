@@ -3,6 +3,17 @@
 - apiGroups: [sluice.dev]
   resources: [projects, endpoints, apikeys, providers]
   verbs: [get, list, watch]
+{{- if .Values.dataPlane.gateway.keyManagement }}
+# The key-management API: each project's gateways get a Role in its namespace to write its
+# ApiKeys, which the operator may grant only if it holds the same verbs.
+- apiGroups: [sluice.dev]
+  resources: [apikeys]
+  verbs: [create, update, patch, delete]
+{{- end }}
+# That Role and its binding (also removed when key management is turned off).
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, list, create, update, patch, delete]
 # The Project and Provider finalizers, applied server-side.
 - apiGroups: [sluice.dev]
   resources: [projects, providers]

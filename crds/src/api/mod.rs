@@ -28,7 +28,8 @@ pub use endpoint::{
     RoutingSpec,
 };
 pub use project::{
-    AutoscalingSpec, DEFAULT_SIGNING_GRACE_HOURS, DEFAULT_SIGNING_ROTATION_DAYS, DataPlaneSpec, Project, ProjectSpec,
+    AutoscalingSpec, DEFAULT_JWKS_KEY, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_SIGNING_GRACE_HOURS,
+    DEFAULT_SIGNING_ROTATION_DAYS, DataPlaneSpec, JwksSecretRef, JwksSpec, JwtAlgorithm, JwtSpec, Project, ProjectSpec,
     ProjectStatus, SigningSpec,
 };
 pub use provider::{

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, status::conditions_schema};
+use super::{Budget, Condition, Scope, status::conditions_schema};
 
 /// A tenant. Its Endpoints and ApiKeys live in the same namespace (one Project per namespace) and
 /// are served at `/<slug>/...` by a data plane of its own.
@@ -50,6 +50,180 @@ pub struct ProjectSpec {
     /// `management` scope read at `/<slug>/v1/security/signing-secret`. Absent: not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningSpec>,
+    /// Accept JWT bearer tokens from an identity provider beside the project's API keys. Each
+    /// token's subject is tracked like a key of its own (`jwt:<subject>`): rate limits, budget
+    /// and usage. Absent: API keys only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<Box<JwtSpec>>,
+}
+
+/// JWT bearer authentication: whose tokens are accepted, with which keys and algorithms, and
+/// how their claims map to scopes, tier and budget subject.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwtSpec {
+    /// The `iss` a token must carry, exactly.
+    #[schemars(length(min = 1, max = 2048))]
+    pub issuer: String,
+    /// Accepted audiences: a token's `aud` (a string or a list) must name at least one.
+    #[schemars(length(min = 1, max = 16))]
+    pub audiences: Vec<String>,
+    /// Where the issuer's public keys (a JSON Web Key Set) are.
+    pub jwks: JwksSpec,
+    /// Signature algorithms accepted. A token must use one of them that also fits its key's
+    /// type (an RSA key never checks an ECDSA or HMAC signature). HMAC (`HS*`) and `none` are
+    /// never accepted. Default: RS256 and ES256.
+    #[serde(default = "default_jwt_algorithms")]
+    #[schemars(length(min = 1, max = 9))]
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Seconds of clock difference tolerated on `exp`, `nbf` and `iat`. Default 60.
+    #[serde(default = "default_clock_skew_seconds")]
+    #[schemars(range(max = 600))]
+    pub clock_skew_seconds: u32,
+    /// The claim holding the token's scopes: a space-separated string or a list of strings.
+    /// Values naming Sluice scopes (`inference`, `models.read`, `usage.read`, `management`)
+    /// grant them; other values are ignored. Default `scope`.
+    #[serde(default = "default_scopes_claim")]
+    #[schemars(length(min = 1, max = 256))]
+    pub scopes_claim: String,
+    /// Scopes of a token without the scopes claim. Default `[inference]`.
+    #[serde(default = "default_jwt_scopes")]
+    pub default_scopes: Vec<Scope>,
+    /// The claim naming the ServiceTier a token runs under. A value naming no ServiceTier (or a
+    /// token without the claim) runs under the endpoint's tier, else the project's default.
+    /// Absent: tokens never choose their tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub tier_claim: Option<String>,
+    /// The claim naming who the token is for (a string): limits, budget and usage are kept per
+    /// value, as `jwt:<value>`. Default `sub`.
+    #[serde(default = "default_subject_claim")]
+    #[schemars(length(min = 1, max = 256))]
+    pub subject_claim: String,
+    /// A spending limit for each subject. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A JSON Web Key Set: from a Secret, or fetched from a URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.url)").message("set exactly one of secretRef and url"))]
+pub struct JwksSpec {
+    /// A Secret in the Project's namespace holding the JWKS document. Rotate by rewriting it:
+    /// the configuration is recompiled and reloaded without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<JwksSecretRef>,
+    /// An `https://` URL the gateway fetches the JWKS from (`http://` only to a loopback
+    /// address). Fetched at start, every `refreshSeconds`, and when a token names a key id not
+    /// in the set (at most once every 30 s); the last good set is kept when a fetch fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: Option<String>,
+    /// Seconds between fetches of `url`. Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub refresh_seconds: Option<u32>,
+}
+
+/// A key of a Secret holding a JWKS document.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksSecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The data key holding the document. Default `jwks.json`.
+    #[serde(default = "default_jwks_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// A JWT signature algorithm the gateway checks (asymmetric only: no `HS*`, no `none`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+pub enum JwtAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// Every accepted algorithm.
+    pub const ALL: [Self; 9] = [
+        Self::RS256,
+        Self::RS384,
+        Self::RS512,
+        Self::PS256,
+        Self::PS384,
+        Self::PS512,
+        Self::ES256,
+        Self::ES384,
+        Self::EdDSA,
+    ];
+
+    /// The name a JOSE header's `alg` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::RS384 => "RS384",
+            Self::RS512 => "RS512",
+            Self::PS256 => "PS256",
+            Self::PS384 => "PS384",
+            Self::PS512 => "PS512",
+            Self::ES256 => "ES256",
+            Self::ES384 => "ES384",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+
+    /// The algorithm a JOSE `alg` names, if it is one of these.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// Data key of a JWKS Secret unless `key` says otherwise.
+pub const DEFAULT_JWKS_KEY: &str = "jwks.json";
+/// Seconds between fetches of a JWKS URL unless `refreshSeconds` says otherwise.
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u32 = 300;
+
+fn default_jwt_algorithms() -> Vec<JwtAlgorithm> {
+    vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256]
+}
+
+fn default_clock_skew_seconds() -> u32 {
+    60
+}
+
+fn default_scopes_claim() -> String {
+    "scope".to_owned()
+}
+
+fn default_jwt_scopes() -> Vec<Scope> {
+    vec![Scope::Inference]
+}
+
+fn default_subject_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_jwks_key() -> String {
+    DEFAULT_JWKS_KEY.to_owned()
 }
 
 /// Response signing: where the secret is, and how often the operator rotates one it generates.

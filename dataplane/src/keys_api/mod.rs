@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use serde_json::{Map, Value, json};
-use sluice_crds::api::{ApiKey, ApiKeySpec};
+use sluice_crds::api::{ApiKey, ApiKeySpec, Scope};
 use sluice_crds::keys;
 
 use crate::Gateway;
@@ -224,7 +224,12 @@ fn check(spec: &ApiKeySpec, caller: KeyCaller<'_>, now: Timestamp) -> Result<(),
     if spec.scopes.is_empty() {
         return Err(invalid("scopes", "'scopes' needs at least one scope."));
     }
-    if let Some(scope) = spec.scopes.iter().find(|s| !caller.key.scopes.contains(s)) {
+    // Listing models is part of inference: a key that calls models may grant either.
+    let holds = |scope: &Scope| {
+        caller.key.scopes.contains(scope)
+            || (*scope == Scope::ModelsRead && caller.key.scopes.contains(&Scope::Inference))
+    };
+    if let Some(scope) = spec.scopes.iter().find(|s| !holds(s)) {
         return Err(ApiError::ScopeNotGrantable(scope.as_str()));
     }
     if spec.description.as_ref().is_some_and(|d| d.chars().count() > 256) {

@@ -97,8 +97,11 @@ pub async fn handle(
     // With the audit log off this is `None`: nothing is made for it on the request path.
     let audit = gateway.audit.as_ref().map(|log| log.request(client));
     let audit = audit.as_ref();
+    // A JWT caller's key lives here, beside the snapshot an API key lives in.
+    let token = auth::TokenSlot::default();
     let served =
-        serve(&gateway, &snapshot, request, query_key.as_deref(), client, started, &request_id, &trace, audit).await;
+        serve(&gateway, &snapshot, &token, request, query_key.as_deref(), client, started, &request_id, &trace, audit)
+            .await;
     // Signed: whatever the project's keys are answered (a refusal before a key opened the
     // project is not, so a stranger learns nothing of it).
     let (mut response, signed) = match served {
@@ -146,6 +149,7 @@ fn refuse(
 async fn serve<'s>(
     gateway: &Gateway,
     snapshot: &'s Snapshot,
+    token: &'s auth::TokenSlot,
     request: Request<Incoming>,
     query_key: Option<&[u8]>,
     client: IpAddr,
@@ -166,8 +170,9 @@ async fn serve<'s>(
         }
         let now = Timestamp::now();
         let mut span = trace.stage("sluice.auth");
-        let caller = auth::identify_key(snapshot, &request, query_key, target.project, client, now, unknown_path)
-            .inspect_err(|error| span.fail(error.parts().2))?;
+        let caller =
+            auth::identify_key(snapshot, token, &request, query_key, target.project, client, now, unknown_path)
+                .inspect_err(|error| span.fail(error.parts().2))?;
         span.end();
         target.route.check_method(request.method())?;
         let response = match target.route {
@@ -190,7 +195,7 @@ async fn serve<'s>(
     }
     let now = Timestamp::now();
     let mut span = trace.stage("sluice.auth");
-    let caller = auth::identify(snapshot, &request, query_key, &target, client, now, unknown_path)
+    let caller = auth::identify(snapshot, token, &request, query_key, &target, client, now, unknown_path)
         .inspect_err(|refused| span.fail(refused.error.parts().2))?;
     span.end();
     trace.caller(&caller);

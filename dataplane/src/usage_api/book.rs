@@ -231,7 +231,15 @@ impl UsageBook {
             rows.entry(row).or_default().add(&totals);
         }
         let key = (project.clone(), key_id.clone());
-        let metrics = book.keys.entry(key.clone()).or_insert_with(|| self.metrics.key(project, key_id));
+        // Every JWT subject shares one series (`jwt`), so subjects cannot grow the label set.
+        let metric_id = crate::metrics::key_label(key_id);
+        let metrics = match book.keys.get(&(project.clone(), metric_id.clone())) {
+            Some(metrics) => metrics,
+            None => {
+                let made = self.metrics.key(project, &metric_id);
+                book.keys.entry((project.clone(), metric_id)).or_insert(made)
+            }
+        };
         metrics.requests.inc();
         metrics.tokens_in.inc_by(used.prompt_tokens);
         metrics.tokens_out.inc_by(used.completion_tokens);

@@ -124,6 +124,16 @@ impl Gateway {
         format!("http://{}{path}", self.api)
     }
 
+    /// The process id (a reload must not change it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends SIGTERM, as Kubernetes does to a pod it stops.
     pub fn terminate(&self) {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");

@@ -115,6 +115,11 @@ pub struct DataPlaneObjects {
     /// Where the gateway pods report usage: metadata only, so that applying it never touches
     /// the pods' data keys.
     pub usage_config_map: ConfigMap,
+    /// Write access to the project's ApiKeys, in the tenant's namespace, for the key-management
+    /// API: applied when `key_management` is on, removed when the platform turns it off.
+    pub key_access: (Role, RoleBinding),
+    /// Whether the gateways may manage the project's keys.
+    pub key_management: bool,
     /// Binds the Role to the ServiceAccount.
     pub role_binding: RoleBinding,
     /// The gateway pods.
@@ -157,6 +162,41 @@ pub fn role(input: &DataPlaneInput<'_>) -> Role {
             },
         ]),
     }
+}
+
+/// Name of the Role and RoleBinding in the tenant's namespace that let the gateway manage keys.
+pub fn key_access_name(slug: &str) -> String {
+    format!("{}-keys", workload_name(slug))
+}
+
+/// The Role (and its binding to the gateway's ServiceAccount) in the tenant's namespace that
+/// lets the project's gateways read and write its ApiKeys, for the key-management API: ApiKeys
+/// only (no Secrets: a minted key is stored as its hash), in that namespace only.
+pub fn key_access(input: &DataPlaneInput<'_>) -> (Role, RoleBinding) {
+    let tenant = input.owner.split_once('/').map_or(input.owner, |(namespace, _)| namespace);
+    let name = key_access_name(input.slug);
+    let metadata =
+        ObjectMeta { name: Some(name.clone()), namespace: Some(tenant.to_owned()), ..workload_meta(input, "gateway") };
+    let role = Role {
+        metadata: metadata.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["sluice.dev".to_owned()]),
+            resources: Some(vec!["apikeys".to_owned()]),
+            verbs: ["get", "list", "watch", "create", "update", "patch", "delete"].map(str::to_owned).to_vec(),
+            ..PolicyRule::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata,
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".to_owned(), kind: "Role".to_owned(), name },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: workload_name(input.slug),
+            namespace: Some(input.namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    };
+    (role, binding)
 }
 
 /// Metadata of the project's workload objects: named after the slug, labelled as its
@@ -240,6 +280,8 @@ pub fn build(input: &DataPlaneInput<'_>, settings: &Settings) -> DataPlaneObject
     DataPlaneObjects {
         service_account,
         role,
+        key_access: key_access(input),
+        key_management: gateway.key_management,
         usage_config_map,
         role_binding,
         deployment,

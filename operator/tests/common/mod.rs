@@ -255,6 +255,12 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with more arguments.
     pub async fn start_with(env: &TestEnv, secret: &str, extra: &[String]) -> anyhow::Result<Self> {
+        Self::start_as(env.kubeconfig(), secret, extra).await
+    }
+
+    /// Like [`Gateway::start_with`], with the credentials of `kubeconfig` (see
+    /// [`TestEnv::kubeconfig_as`] for a gateway with only its ServiceAccount's permissions).
+    pub async fn start_as(kubeconfig: &std::path::Path, secret: &str, extra: &[String]) -> anyhow::Result<Self> {
         let [api, admin] = free_ports()?;
         let log = std::env::temp_dir().join(format!("sluice-gateway-{}-{api}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
@@ -262,7 +268,7 @@ impl Gateway {
             .arg("--config-secret")
             .arg(secret)
             .arg("--kubeconfig")
-            .arg(env.kubeconfig())
+            .arg(kubeconfig)
             .arg("--listen")
             .arg(format!("127.0.0.1:{api}"))
             .arg("--admin-listen")

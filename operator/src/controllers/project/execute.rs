@@ -105,6 +105,7 @@ async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<(
     apply(&Api::<ServiceAccount>::namespaced(client.clone(), namespace), &objects.service_account).await?;
     apply(&Api::<Role>::namespaced(client.clone(), namespace), &objects.role).await?;
     apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &objects.role_binding).await?;
+    apply_key_access(objects, state).await?;
     // Metadata only: the data keys are the gateway pods'.
     apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &objects.usage_config_map).await?;
     apply(&Api::<Deployment>::namespaced(client.clone(), namespace), &objects.deployment).await?;
@@ -135,6 +136,24 @@ async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<(
     Ok(())
 }
 
+/// Applies (or, when the platform turns key management off, removes) the gateway's access to
+/// the project's ApiKeys in the tenant's namespace.
+async fn apply_key_access(objects: &DataPlaneObjects, state: &State) -> Result<()> {
+    let client = &state.ctx.client;
+    let (role, binding) = &objects.key_access;
+    let (tenant, name) = (role.namespace().unwrap_or_default(), role.name_any());
+    let (roles, bindings) =
+        (Api::<Role>::namespaced(client.clone(), &tenant), Api::<RoleBinding>::namespaced(client.clone(), &tenant));
+    if objects.key_management {
+        apply(&roles, role).await?;
+        apply(&bindings, binding).await?;
+    } else {
+        delete_if_present(&bindings, &name).await?;
+        delete_if_present(&roles, &name).await?;
+    }
+    Ok(())
+}
+
 /// Deletes every data-plane object the Project owns, and forgets it.
 async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) -> Result<()> {
     let ctx = state.ctx.as_ref();
@@ -154,6 +173,8 @@ async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) ->
     }
     delete_owned(&Api::<RoleBinding>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<Role>::namespaced(client.clone(), dataplane), &selector, owner).await?;
+    delete_owned(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &selector, owner).await?;
+    delete_owned(&Api::<Role>::namespaced(client.clone(), namespace), &selector, owner).await?;
     delete_owned(&Api::<ServiceAccount>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<Secret>::namespaced(client.clone(), dataplane), &selector, owner).await?;
     delete_owned(&Api::<ConfigMap>::namespaced(client.clone(), dataplane), &selector, owner).await?;

@@ -364,6 +364,9 @@ fn gather(project: &Project, namespace: &str, ctx: &Context) -> Vec<Object> {
         let name = signing.secret_name.clone().unwrap_or_else(|| generated_signing_secret_name(&project.name_any()));
         secrets.insert((namespace.to_owned(), name));
     }
+    if let Some(name) = crate::watch_index::jwks_secret_name(project) {
+        secrets.insert((namespace.to_owned(), name.to_owned()));
+    }
 
     let mut objects = Vec::with_capacity(1 + endpoints.len() + apikeys.len() * 2 + providers.len());
     objects.push(Object::Project(project.clone()));
