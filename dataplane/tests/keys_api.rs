@@ -257,3 +257,34 @@ async fn a_gateway_with_nowhere_to_write_says_so() {
     assert_eq!(body["error"]["code"], "key_management_unavailable", "{body}");
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("--config a folder"), "{body}");
 }
+
+/// The Python example of docs/management.md, exactly as printed, against a live gateway.
+#[tokio::test]
+async fn the_documented_python_example_runs() {
+    let setup = Setup::start().await;
+    let doc = include_str!("../../docs/management.md");
+    let section = doc.split("### With Python").nth(1).expect("the section");
+    let code = section.split("```python\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("a python block");
+    let script = setup.manifests.path().join("example.py.txt");
+    std::fs::write(&script, code).expect("write the example");
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
+        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
+    });
+    let output = tokio::process::Command::new(python)
+        .arg(&script)
+        .env("SLUICE", setup.gateway.url("/acme"))
+        .env("ADMIN_KEY", ADMIN)
+        .env("ENDPOINT", "chat")
+        .env("MODEL", "m-ok")
+        .output()
+        .await
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("created python-demo sl_acme_"), "{stdout}");
+    assert!(stdout.contains("answered True"), "{stdout}");
+    assert!(stdout.contains("'python-demo'"), "listed: {stdout}");
+    assert!(stdout.contains("revoked True"), "{stdout}");
+    let (status, _) = setup.call(Method::GET, "/acme/v1/keys/python-demo", ADMIN, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "revoked for real");
+}
