@@ -7,6 +7,9 @@ use sluice_gateway::settings::{AuditAction, AuditCommand, LogFormat, Settings};
 
 // The request path allocates small, short-lived buffers on every request from every worker
 // thread; mimalloc's thread-local free lists serve that pattern far better than glibc malloc.
+// `--features system-allocator` leaves the C library's malloc in place, for heap profilers
+// (heaptrack, valgrind) that see allocations through it.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

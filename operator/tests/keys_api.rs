@@ -3,7 +3,7 @@
 //! HTTP appears as an ApiKey holding only its hash, works on the watching gateway within 2
 //! seconds, and no Secret anywhere holds it; updated, rotated and revoked keys behave as
 //! documented; a key without `management` gets 403; the gateway cannot write ApiKeys of any
-//! other namespace.
+//! other namespace. And JWT sign-in's keys: a changed JWKS Secret recompiles the project.
 
 mod common;
 
@@ -192,5 +192,44 @@ async fn keys_made_over_http_are_apikeys_that_hold_only_a_hash_and_work_within_t
     {
         assert!(took <= PROPAGATION, "{what} took {took:?}, more than {PROPAGATION:?}");
     }
+    Ok(())
+}
+
+/// JWT sign-in through the operator: a Project's JWKS Secret is compiled into its configuration,
+/// and a changed Secret (a key rotation) reaches the configuration without anything else moving.
+#[tokio::test]
+async fn a_changed_jwks_secret_recompiles_the_project() -> anyhow::Result<()> {
+    let world = World::start("jwks").await?;
+    world.apply_simulated_tenant("jw").await?;
+    let jwk = include_str!("../../dataplane/tests/fixtures/jwt-rsa.jwk.json").trim().to_owned();
+    let secret = |kid: &str| {
+        let document = json!({"keys": [serde_json::from_str::<Value>(&jwk).expect("jwk")]})
+            .to_string()
+            .replace("\"rsa-1\"", &format!("\"{kid}\""));
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: jw-jwks}}\nstringData:\n  jwks.json: '{document}'\n")
+    };
+    world.apply(&secret("first")).await?;
+    let tier = format!("{}-tier", world.tenant);
+    world
+        .apply(&format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {{name: jw}}\n\
+spec: {{slug: jw, defaultTier: {tier}, dataPlane: {{replicas: 1}}, jwt: {{issuer: https://idp.test, audiences: [sluice], \
+jwks: {{secretRef: {{name: jw-jwks}}}}}}}}\n"
+        ))
+        .await?;
+    let kid_in_config = |kid: &'static str| {
+        let world = &world;
+        move || async move {
+            let config = world.config("jw").await?;
+            let jwt = config.as_ref().and_then(|c| c.project.jwt.as_ref()).map(serde_json::to_string).transpose()?;
+            Ok(match jwt {
+                Some(text) if text.contains(&format!("\"{kid}\"")) => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        }
+    };
+    eventually("the first key in the configuration", WAIT, kid_in_config("first")).await?;
+    world.apply(&secret("second")).await?;
+    eventually("the rotated key in the configuration", WAIT, kid_in_config("second")).await?;
     Ok(())
 }
