@@ -164,7 +164,18 @@ async fn the_default_chart_lints_validates_and_is_accepted() -> anyhow::Result<(
     // All namespaces: tenant access comes from the ClusterRole.
     let cluster = rules(find(&objects, "ClusterRole", "default-chart-sluice")?);
     assert!(cluster.contains(&("secrets".into(), "create".into())));
-    assert!(!cluster.iter().any(|(_, verb)| verb == "delete"), "nothing is deleted outside the data-plane namespace");
+    // Outside the data-plane namespace the operator deletes only the gateways' key Roles, and
+    // holds `delete` on ApiKeys only to grant it to them (the key-management API).
+    let deletes: Vec<&str> = cluster.iter().filter(|(_, verb)| verb == "delete").map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        deletes,
+        ["apikeys", "roles", "rolebindings"],
+        "nothing else is deleted outside the data-plane namespace"
+    );
+    let (_, without) = render(env, "no-keys", "sluice-system", &["dataPlane.gateway.keyManagement=false"])?;
+    let without = rules(find(&without, "ClusterRole", "no-keys-sluice")?);
+    assert!(!without.contains(&("apikeys".into(), "delete".into())), "no key management, no ApiKey writes");
+    assert!(without.contains(&("roles".into(), "delete".into())), "its Roles can still be removed");
     find(&objects, "Namespace", "sluice-dataplanes")?;
     // The operator keeps one replica through node drains, and reads the gateway pods' defaults.
     let budget = find(&objects, "PodDisruptionBudget", "default-chart-sluice")?;
