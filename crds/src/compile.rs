@@ -600,6 +600,7 @@ impl<'a> Pass<'a> {
                 default_tier: project.spec.default_tier.clone(),
                 signing: self.signing,
                 jwt: self.jwt,
+                console: project.spec.console.as_ref().is_none_or(|console| console.enabled),
             },
             tiers,
             providers,
@@ -863,7 +864,8 @@ fn endpoint_config(
             format!("{:?} is not a DNS label (lowercase letters, digits and '-', at most 63)", spec.slug),
         );
     } else if RESERVED_ENDPOINT_SLUGS.contains(&spec.slug.as_str()) {
-        problems.add("spec.slug", format!("{:?} is reserved for project-level APIs", spec.slug));
+        let what = if spec.slug == "console" { "the web console" } else { "project-level APIs" };
+        problems.add("spec.slug", format!("{:?} is reserved for {what}", spec.slug));
     }
     if let Some(tier) = &spec.tier {
         check_tier(tier, "spec.tier", index, problems);

@@ -62,6 +62,20 @@ pub struct ProjectConfig {
     /// JWT bearer authentication beside the API keys; `None`: API keys only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// Whether the web console is served at `/<slug>/console/` (on unless the Project turns it
+    /// off; left out of the configuration when on, so older configurations read the same).
+    #[serde(default = "console_default", skip_serializing_if = "is_console_default")]
+    pub console: bool,
+}
+
+/// The console is on unless a Project says otherwise (see `ConsoleSpec`).
+fn console_default() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_console_default(on: &bool) -> bool {
+    *on
 }
 
 /// JWT bearer authentication of a project (see `JwtSpec` for what each field means).

@@ -167,6 +167,8 @@ fn missing_required_field() {
 fn reserved_endpoint_slug() {
     let text = variant("  slug: chat\n", "  slug: v1\n", "");
     assert_eq!(compile_errors(&text), ["Endpoint team-a/chat: spec.slug: \"v1\" is reserved for project-level APIs"]);
+    let text = variant("  slug: chat\n", "  slug: console\n", "");
+    assert_eq!(compile_errors(&text), ["Endpoint team-a/chat: spec.slug: \"console\" is reserved for the web console"]);
 }
 
 #[test]

@@ -92,6 +92,16 @@ impl KeyCaller<'_> {
         check_scope(self.key, need)
     }
 
+    /// Whether the key opens endpoint `slug` (its allow-list names it, or it has none).
+    pub fn opens(&self, endpoint: &str) -> bool {
+        check_endpoint(self.key, endpoint).is_ok()
+    }
+
+    /// Whether the key may use `model`, by its name or an alias (what `/v1/models` lists).
+    pub fn lists(&self, model: &Model) -> bool {
+        lists(self.key, model)
+    }
+
     /// The tier the key runs under where no endpoint names one: its own, else the project's
     /// default; and whether it is the key's own.
     pub fn tier(&self) -> (&Arc<Tier>, bool) {
@@ -231,8 +241,7 @@ impl Caller<'_> {
 
     /// Whether `/v1/models` shows `model` to this key: it may use it by its name or an alias.
     pub fn lists(&self, model: &Model) -> bool {
-        self.may_use(&model.name, &model.name)
-            || model.aliases.iter().any(|(alias, _)| self.may_use(alias, &model.name))
+        lists(self.key, model)
     }
 }
 
@@ -283,7 +292,8 @@ fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
         Need::ListModels if !has(Scope::Inference) && !has(Scope::ModelsRead) => {
             Err(ApiError::ScopeInsufficient { needed: Scope::ModelsRead.as_str(), api: "/v1/models" })
         }
-        Need::UsageRead if !has(Scope::UsageRead) => {
+        // Who manages a project's keys may see what they spend.
+        Need::UsageRead if !has(Scope::UsageRead) && !has(Scope::Management) => {
             Err(ApiError::ScopeInsufficient { needed: Scope::UsageRead.as_str(), api: "/v1/usage" })
         }
         Need::Management(api) if !has(Scope::Management) => {
@@ -291,6 +301,11 @@ fn check_scope(key: &Key, need: Need) -> Result<(), ApiError> {
         }
         _ => Ok(()),
     }
+}
+
+fn lists(key: &Key, model: &Model) -> bool {
+    model_allowed(key, &model.name, &model.name)
+        || model.aliases.iter().any(|(alias, _)| model_allowed(key, alias, &model.name))
 }
 
 fn model_allowed(key: &Key, requested: &str, model: &str) -> bool {
@@ -376,6 +391,7 @@ mod tests {
     #[test]
     fn only_usage_read_reads_the_projects_usage() {
         assert!(check_scope(&key(&[Scope::UsageRead]), Need::UsageRead).is_ok());
+        assert!(check_scope(&key(&[Scope::Management]), Need::UsageRead).is_ok(), "a key manager sees spend");
         assert!(check_scope(&key(&[Scope::Management]), Need::Management("/v1/keys")).is_ok());
         assert!(check_scope(&key(&[Scope::Inference, Scope::UsageRead]), Need::Management("/v1/keys")).is_err());
         assert!(check_scope(&key(&[Scope::Management]), Need::Inference("/v1/chat/completions")).is_err());

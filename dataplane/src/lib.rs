@@ -24,7 +24,9 @@
 //!
 //! A project-level request (`/<project>/v1/keys/self`, `/<project>/v1/usage`) is routed and
 //! authenticated like the others, then answered by [`usage_api`] from what accounting recorded;
-//! the key-management API (`/<project>/v1/keys...`) by [`keys_api`].
+//! the key-management API (`/<project>/v1/keys...`) by [`keys_api`]; the catalog and health
+//! APIs (`/<project>/v1/catalog`, `/<project>/v1/health`) and the web console's files
+//! (`/<project>/console/`, looked for only on a path no API route matched) by [`console`].
 //!
 //! Beside the path: [`backends`] is every backend's live load, latency and health, which
 //! routing reads and every attempt feeds, kept across reloads; [`error`] names every refusal; [`snapshot`] is the configuration as the
@@ -63,6 +65,8 @@ pub mod accounting;
 pub mod usage_api;
 
 pub mod keys_api;
+
+pub mod console;
 
 // Beside it.
 pub mod admin;

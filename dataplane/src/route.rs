@@ -243,6 +243,14 @@ pub enum ProjectRoute<'p> {
     Key(&'p str),
     /// `POST /<project>/v1/keys/{name}/rotate`: a new key, the old one kept for a grace period.
     RotateKey(&'p str),
+    /// `GET /<project>/v1/keys/self/daily`: the calling key's usage by day and model.
+    KeySelfDaily,
+    /// `GET /<project>/v1/usage/daily`: every key's usage by day, key and model.
+    UsageDaily,
+    /// `GET /<project>/v1/catalog`: the endpoints and models the key may use, with prices.
+    Catalog,
+    /// `GET /<project>/v1/health`: the live state of the backends behind those endpoints.
+    Health,
 }
 
 impl ProjectRoute<'_> {
@@ -255,13 +263,23 @@ impl ProjectRoute<'_> {
             Self::Keys => "/v1/keys",
             Self::Key(_) => "/v1/keys/{name}",
             Self::RotateKey(_) => "/v1/keys/{name}/rotate",
+            Self::KeySelfDaily => "/v1/keys/self/daily",
+            Self::UsageDaily => "/v1/usage/daily",
+            Self::Catalog => "/v1/catalog",
+            Self::Health => "/v1/health",
         }
     }
 
     /// Checks the method: the key APIs read and write, the rest are read with `GET`.
     pub fn check_method(self, method: &Method) -> Result<(), ApiError> {
         let allowed = match self {
-            Self::KeySelf | Self::Usage | Self::SigningSecret => *method == Method::GET,
+            Self::KeySelf
+            | Self::Usage
+            | Self::SigningSecret
+            | Self::KeySelfDaily
+            | Self::UsageDaily
+            | Self::Catalog
+            | Self::Health => *method == Method::GET,
             Self::Keys => *method == Method::GET || *method == Method::POST,
             Self::Key(_) => *method == Method::GET || *method == Method::PATCH || *method == Method::DELETE,
             Self::RotateKey(_) => *method == Method::POST,
@@ -279,8 +297,9 @@ pub struct ProjectTarget<'p> {
     pub route: ProjectRoute<'p>,
 }
 
-/// Splits `/<project>/v1/keys/self`, `/<project>/v1/usage`,
-/// `/<project>/v1/security/signing-secret` and the key APIs (`/<project>/v1/keys[/{name}[/rotate]]`,
+/// Splits `/<project>/v1/keys/self[/daily]`, `/<project>/v1/usage[/daily]`,
+/// `/<project>/v1/security/signing-secret`, `/<project>/v1/catalog`, `/<project>/v1/health` and
+/// the key APIs (`/<project>/v1/keys[/{name}[/rotate]]`,
 /// a name being a DNS label); `None` for any other path.
 pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
     let rest = path.strip_prefix('/')?;
@@ -290,6 +309,10 @@ pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
         "v1/usage" => ProjectRoute::Usage,
         "v1/security/signing-secret" => ProjectRoute::SigningSecret,
         "v1/keys" => ProjectRoute::Keys,
+        "v1/keys/self/daily" => ProjectRoute::KeySelfDaily,
+        "v1/usage/daily" => ProjectRoute::UsageDaily,
+        "v1/catalog" => ProjectRoute::Catalog,
+        "v1/health" => ProjectRoute::Health,
         _ => {
             let key = rest.strip_prefix("v1/keys/")?;
             match key.split_once('/') {
@@ -304,6 +327,29 @@ pub fn parse_project_path(path: &str) -> Option<ProjectTarget<'_>> {
         _ => true,
     };
     (!project.is_empty() && name_ok).then_some(ProjectTarget { project, route })
+}
+
+/// A file of a project's web console: `/<project>/console/<file>` (`file` empty for the page
+/// itself), or `/<project>/console`, which the console answers with a redirect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsoleTarget<'p> {
+    /// Project slug.
+    pub project: &'p str,
+    /// The file below `/console/`; `None` for `/<project>/console` without its slash.
+    pub file: Option<&'p str>,
+}
+
+/// Splits `/<project>/console[/<file>]`; `None` for any other path. Only a path no endpoint
+/// route matched gets here (`console` is a reserved Endpoint slug), so the API's request path
+/// never pays for it.
+pub fn parse_console_path(path: &str) -> Option<ConsoleTarget<'_>> {
+    let rest = path.strip_prefix('/')?;
+    let (project, rest) = rest.split_once('/')?;
+    let file = match rest.strip_prefix("console")? {
+        "" => None,
+        below => Some(below.strip_prefix('/')?),
+    };
+    (!project.is_empty()).then_some(ConsoleTarget { project, file })
 }
 
 /// `models`, `models/{model}` or `models/{model}:{method}` below `/v1beta/`.
@@ -428,6 +474,23 @@ mod tests {
         assert_eq!(Wire::of_path("/demo/v1/usage"), Wire::OpenAi);
         assert!(ProjectRoute::Usage.check_method(&Method::GET).is_ok());
         assert!(ProjectRoute::KeySelf.check_method(&Method::POST).is_err());
+    }
+
+    #[test]
+    fn the_console_and_its_apis_have_paths_of_their_own() {
+        let project = |path| parse_project_path(path).map(|t| (t.project, t.route));
+        assert_eq!(project("/demo/v1/keys/self/daily"), Some(("demo", ProjectRoute::KeySelfDaily)));
+        assert_eq!(project("/demo/v1/usage/daily"), Some(("demo", ProjectRoute::UsageDaily)));
+        assert_eq!(project("/demo/v1/catalog"), Some(("demo", ProjectRoute::Catalog)));
+        assert_eq!(project("/demo/v1/health"), Some(("demo", ProjectRoute::Health)));
+        assert!(ProjectRoute::Health.check_method(&Method::POST).is_err());
+        let console = |path| parse_console_path(path).map(|t| (t.project, t.file));
+        assert_eq!(console("/demo/console/"), Some(("demo", Some(""))));
+        assert_eq!(console("/demo/console/app.0123.js"), Some(("demo", Some("app.0123.js"))));
+        assert_eq!(console("/demo/console"), Some(("demo", None)));
+        assert_eq!(console("/demo/consoles/"), None);
+        assert_eq!(console("//console/"), None);
+        assert_eq!(split("/demo/console/app.js"), None, "no endpoint route takes it first");
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct Project {
     pub signing: Vec<SigningSecretConfig>,
     /// JWT bearer authentication, when the project accepts tokens.
     pub jwt: Option<ProjectJwt>,
+    /// Whether the web console is served at `/<slug>/console/`.
+    pub console: bool,
 }
 
 /// A project's JWT settings, keys and subjects.
@@ -572,6 +574,7 @@ pub fn build(
                 .filter_map(|(id, provider)| Some((id.clone(), pod_host(provider.base_url.as_deref()?).to_owned())))
                 .collect(),
             signing: config.project.signing.clone(),
+            console: config.project.console,
             jwt: config.project.jwt.as_ref().map(|jwt| {
                 let keys = match &jwt.jwks {
                     JwksConfig::Keys(keys) => KeySource::Fixed(Arc::new(KeySet::new(keys))),

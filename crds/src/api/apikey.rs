@@ -96,8 +96,9 @@ pub enum Scope {
     /// Read the usage of every key of the project, by endpoint and model (`/v1/usage`).
     #[serde(rename = "usage.read")]
     UsageRead,
-    /// Read the project's security settings, such as the response-signing secret
-    /// (`/v1/security/signing-secret`). Grants nothing else.
+    /// Manage the project's keys (`/v1/keys`, which also reads every key's usage, as
+    /// `usage.read` does) and read its security settings, such as the response-signing secret
+    /// (`/v1/security/signing-secret`). Grants no inference.
     #[serde(rename = "management")]
     Management,
 }

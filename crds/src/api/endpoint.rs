@@ -30,11 +30,12 @@ use super::{Condition, ContentRulesSpec, ProviderRef, RedactionSpec, status::con
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EndpointSpec {
     /// The URL segment after the project: `/<project>/<slug>/v1`. A DNS label; `v1` and `v1beta`
-    /// are reserved for project-level APIs. Immutable: clients have it in their configuration.
+    /// are reserved for project-level APIs and `console` for the web console. Immutable: clients
+    /// have it in their configuration.
     #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
     #[x_kube(
         validation = Rule::new("self == oldSelf").message("slug is immutable"),
-        validation = Rule::new("!(self in ['v1', 'v1beta'])").message("slug v1 and v1beta are reserved for project-level APIs")
+        validation = Rule::new("!(self in ['v1', 'v1beta', 'console'])").message("slugs v1, v1beta and console are reserved for project-level APIs and the console")
     )]
     pub slug: String,
     /// One line for humans about what this endpoint is for.

@@ -28,7 +28,7 @@ pub use endpoint::{
     RoutingSpec,
 };
 pub use project::{
-    AutoscalingSpec, DEFAULT_JWKS_KEY, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_SIGNING_GRACE_HOURS,
+    AutoscalingSpec, ConsoleSpec, DEFAULT_JWKS_KEY, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_SIGNING_GRACE_HOURS,
     DEFAULT_SIGNING_ROTATION_DAYS, DataPlaneSpec, JwksSecretRef, JwksSpec, JwtAlgorithm, JwtSpec, Project, ProjectSpec,
     ProjectStatus, SigningSpec,
 };
@@ -57,5 +57,6 @@ pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// Names of models as clients send them (`gpt-4o-mini`, `Qwen/Qwen2.5-7B-Instruct`, `glm-4.5`).
 pub const MODEL_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$";
 
-/// Endpoint slugs that would shadow project-level APIs (`/<project>/v1/...`).
-pub const RESERVED_ENDPOINT_SLUGS: &[&str] = &["v1", "v1beta"];
+/// Endpoint slugs that would shadow project-level APIs (`/<project>/v1/...`) or the web console
+/// (`/<project>/console/`).
+pub const RESERVED_ENDPOINT_SLUGS: &[&str] = &["v1", "v1beta", "console"];

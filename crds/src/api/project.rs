@@ -55,6 +55,25 @@ pub struct ProjectSpec {
     /// and usage. Absent: API keys only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<Box<JwtSpec>>,
+    /// The web console at `/<slug>/console/` (models and prices, usage, keys, backend health, a
+    /// playground; sign-in with one of the project's API keys, which see there only what their
+    /// scopes open). Absent: on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleSpec>,
+}
+
+/// The project's web console.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsoleSpec {
+    /// Serve the console. Default true: it shows a key only what the same key reads from the
+    /// project's JSON APIs, so it opens nothing new; `false` answers 404 at `/<slug>/console/`.
+    #[serde(default = "default_console_enabled")]
+    pub enabled: bool,
+}
+
+fn default_console_enabled() -> bool {
+    true
 }
 
 /// JWT bearer authentication: whose tokens are accepted, with which keys and algorithms, and

@@ -45,7 +45,7 @@ use crate::snapshot::Snapshot;
 use crate::traces::RequestTrace;
 use crate::upstream::failover::{Answer, Call};
 use crate::upstream::outbound::Native;
-use crate::{keys_api, usage_api};
+use crate::{console, keys_api, usage_api};
 
 /// A refused request, with what is known about it when it was refused.
 struct Rejection<'s> {
@@ -181,6 +181,8 @@ async fn serve<'s>(
                 let body = super::read_body(body, &parts.headers, keys_api::MAX_BODY_BYTES).await?;
                 keys_api::answer(gateway, caller, target.route, &parts.method, &body, request_id).await?
             }
+            ProjectRoute::Catalog => respond::json(console::catalog::catalog_json(&caller, now).to_string()),
+            ProjectRoute::Health => respond::json(console::health::health_json(&caller, now).to_string()),
             route => {
                 let (query, headers) = (request.uri().query(), request.headers());
                 usage_api::answer(gateway, caller, route, query, headers, now, request_id).await?
@@ -189,7 +191,11 @@ async fn serve<'s>(
         accounting::project_api_answered(request_id, caller, response.status().as_u16(), started, audit);
         return Ok(response);
     }
-    let target = route::parse_path(request.uri().path()).ok_or_else(unknown_path)?;
+    let Some(target) = route::parse_path(request.uri().path()) else {
+        // No API path: perhaps a console file (never looked for on an API path).
+        let console = route::parse_console_path(request.uri().path()).ok_or_else(unknown_path)?;
+        return Ok(console::serve(snapshot, console, request.method(), request.headers(), unknown_path)?);
+    };
     if snapshot.generation == 0 {
         return Err(ApiError::NotReady.into());
     }

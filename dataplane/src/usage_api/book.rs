@@ -4,6 +4,10 @@
 //! that is summed into its project's `(other)` row, so memory stays bounded whatever the traffic.
 //! Recording also counts the per-key Prometheus series and, with Redis, marks the key for the
 //! next publication of its figures.
+//!
+//! Beside the months, the last [`DAYS_KEPT`] UTC days are summed per (project, key, model) for
+//! the daily charts (`/v1/keys/self/daily`, `/v1/usage/daily`), bounded the same way by
+//! [`MAX_DAY_ROWS`]; a day older than that is dropped when a new day begins.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +25,11 @@ use crate::snapshot::FastMap;
 pub const MAX_ROWS: usize = 100_000;
 /// The key, endpoint and model of the row that sums combinations past [`MAX_ROWS`].
 pub const OTHER: &str = "(other)";
+/// UTC days the daily rows go back (today included).
+pub const DAYS_KEPT: i64 = 31;
+/// Daily rows kept over all days before new combinations go to `(other)`.
+pub const MAX_DAY_ROWS: usize = 100_000;
+const SECONDS_PER_DAY: i64 = 86_400;
 
 /// What a group of requests used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -36,7 +45,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, other: &Self) {
+    /// Adds `other` in.
+    pub fn add(&mut self, other: &Self) {
         self.requests += other.requests;
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
@@ -100,10 +110,23 @@ pub struct Dirty {
     pub period: BudgetPeriod,
 }
 
+/// A daily row: a key's use of a model on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct DayKey {
+    project: Arc<str>,
+    key_id: Arc<str>,
+    model: Arc<str>,
+    /// Days since the Unix epoch.
+    day: i64,
+}
+
 #[derive(Debug, Default)]
 struct Book {
     current: Ledger,
     previous: Option<Ledger>,
+    days: FastMap<DayKey, Totals>,
+    /// The newest day recorded: when a later one begins, days past [`DAYS_KEPT`] are dropped.
+    today: i64,
     keys: FastMap<(Arc<str>, Arc<str>), KeyMetrics>,
     dirty: FastMap<(Arc<str>, Arc<str>), Dirty>,
 }
@@ -117,6 +140,43 @@ impl Book {
         let old = std::mem::replace(&mut self.current, Ledger { month, rows: FastMap::default() });
         self.previous = (old.month == month - 1).then_some(old);
     }
+}
+
+impl Book {
+    /// Adds to the daily row of `day`, first dropping days too old to keep when a day begins.
+    fn record_day(&mut self, project: &Arc<str>, key_id: &Arc<str>, model: &Arc<str>, day: i64, totals: &Totals) {
+        if day > self.today {
+            self.today = day;
+            self.days.retain(|row, _| row.day > day - DAYS_KEPT);
+        }
+        if day <= self.today - DAYS_KEPT {
+            return;
+        }
+        let row = DayKey { project: project.clone(), key_id: key_id.clone(), model: model.clone(), day };
+        if let Some(sum) = self.days.get_mut(&row) {
+            sum.add(totals);
+        } else if self.days.len() < MAX_DAY_ROWS {
+            self.days.insert(row, *totals);
+        } else {
+            let other: Arc<str> = Arc::from(OTHER);
+            let row = DayKey { project: project.clone(), key_id: other.clone(), model: other, day };
+            self.days.entry(row).or_default().add(totals);
+        }
+    }
+}
+
+/// One day's use of a model by a key.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DayRow {
+    /// The UTC day, `2026-03-10`.
+    pub date: String,
+    /// Key id (`<namespace>/<name>`).
+    pub key_id: String,
+    /// Model name (the exposed one).
+    pub model: String,
+    /// What it used.
+    #[serde(flatten)]
+    pub totals: Totals,
 }
 
 /// Which month `/v1/usage` reports.
@@ -230,6 +290,7 @@ impl UsageBook {
             let row = RowKey { project: project.clone(), key_id: other.clone(), endpoint: other.clone(), model: other };
             rows.entry(row).or_default().add(&totals);
         }
+        book.record_day(project, key_id, model, settled.at.as_second().div_euclid(SECONDS_PER_DAY), &totals);
         let key = (project.clone(), key_id.clone());
         // Every JWT subject shares one series (`jwt`), so subjects cannot grow the label set.
         let metric_id = crate::metrics::key_label(key_id);
@@ -292,6 +353,48 @@ impl UsageBook {
         rows.sort_by(|a, b| (&a.key_id, &a.endpoint, &a.model).cmp(&(&b.key_id, &b.endpoint, &b.model)));
         Report { month: Month::numbered(month), rows }
     }
+}
+
+impl UsageBook {
+    /// `project`'s daily rows of the last `days` UTC days up to `now` (of one key, with
+    /// `key_id`), sorted by day, key and model; and the days, oldest first.
+    pub fn daily(&self, project: &str, key_id: Option<&str>, days: i64, now: Timestamp) -> (Vec<String>, Vec<DayRow>) {
+        let today = now.as_second().div_euclid(SECONDS_PER_DAY);
+        let first = today - days.clamp(1, DAYS_KEPT) + 1;
+        let book = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rows: Vec<(i64, DayRow)> = book
+            .days
+            .iter()
+            .filter(|(row, _)| {
+                *row.project == *project
+                    && (first..=today).contains(&row.day)
+                    && key_id.is_none_or(|k| *row.key_id == *k)
+            })
+            .map(|(row, totals)| {
+                let date = day_name(row.day);
+                (
+                    row.day,
+                    DayRow {
+                        date,
+                        key_id: row.key_id.to_string(),
+                        model: row.model.to_string(),
+                        totals: totals.rounded(),
+                    },
+                )
+            })
+            .collect();
+        drop(book);
+        rows.sort_by(|(a_day, a), (b_day, b)| (a_day, &a.key_id, &a.model).cmp(&(b_day, &b.key_id, &b.model)));
+        let names = (first..=today).map(day_name).collect();
+        (names, rows.into_iter().map(|(_, row)| row).collect())
+    }
+}
+
+/// `2026-03-10` for a day counted from the Unix epoch.
+fn day_name(day: i64) -> String {
+    Timestamp::from_second(day * SECONDS_PER_DAY)
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date().to_string())
+        .unwrap_or_default()
 }
 
 /// Sums `rows` by the label `by` picks, sorted by it.
@@ -420,6 +523,37 @@ mod tests {
             [("e1", 1), ("m1", 2), ("m2", 1)]
         );
         assert_eq!(total(&report.rows).cost_usd, 0.000_047, "nano-rounded, another project's not included");
+    }
+
+    #[test]
+    fn days_are_kept_per_key_and_model_for_a_month_and_then_dropped() {
+        let book = UsageBook::new(Arc::new(Metrics::new()), false);
+        let p = names("p");
+        record(&book, &p, "ns/a", "chat", "m1", used(10, 5, 0.1), "2026-03-09T23:00:00Z");
+        record(&book, &p, "ns/a", "chat", "m1", used(10, 5, 0.1), "2026-03-10T01:00:00Z");
+        record(&book, &p, "ns/a", "embed", "m1", used(1, 0, 0.1), "2026-03-10T02:00:00Z");
+        record(&book, &p, "ns/b", "chat", "m2", used(3, 3, 0.2), "2026-03-10T03:00:00Z");
+        record(&book, &names("q"), "ns/c", "chat", "m1", used(3, 3, 0.2), "2026-03-10T03:00:00Z");
+        let now: Timestamp = "2026-03-10T12:00:00Z".parse().expect("time");
+        let (days, rows) = book.daily("p", None, 2, now);
+        assert_eq!(days, ["2026-03-09", "2026-03-10"]);
+        let seen: Vec<_> =
+            rows.iter().map(|r| (r.date.as_str(), r.key_id.as_str(), r.model.as_str(), r.totals.requests)).collect();
+        assert_eq!(
+            seen,
+            [("2026-03-09", "ns/a", "m1", 1), ("2026-03-10", "ns/a", "m1", 2), ("2026-03-10", "ns/b", "m2", 1)]
+        );
+        let (_, mine) = book.daily("p", Some("ns/b"), 1, now);
+        assert_eq!(mine.len(), 1);
+        // A month later the old days are gone.
+        record(&book, &p, "ns/a", "chat", "m1", used(1, 1, 0.0), "2026-04-09T00:00:00Z");
+        let later: Timestamp = "2026-04-09T01:00:00Z".parse().expect("time");
+        let (days, rows) = book.daily("p", None, 100, later);
+        assert_eq!(days.len(), DAYS_KEPT as usize);
+        assert_eq!(
+            rows.iter().map(|r| r.date.as_str()).collect::<Vec<_>>(),
+            ["2026-03-10", "2026-03-10", "2026-04-09"]
+        );
     }
 
     #[test]

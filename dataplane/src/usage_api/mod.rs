@@ -4,6 +4,9 @@
 //! (`"scope": "cluster"`), else they are this replica's (`"scope": "replica"`).
 //! `GET /<project>/v1/usage` (`usage.read`): the project's usage by key, endpoint and model for
 //! the current or previous UTC month, as JSON or CSV, from the [`book`] accounting fills.
+//! `GET /<project>/v1/keys/self/daily` (any valid key: its own) and `GET /<project>/v1/usage/daily`
+//! (`usage.read`: every key's): the last `?days=` UTC days (1-31, default 14) by day, key and
+//! model, for the console's charts.
 
 pub mod book;
 
@@ -55,6 +58,17 @@ pub async fn answer(
                 respond::json(usage_json(&caller.project.slug, which, &report).to_string())
             }
         }
+        ProjectRoute::KeySelfDaily => {
+            let days = days_query(query)?;
+            let (names, rows) = gateway.usage.daily(&caller.project.slug, Some(&caller.key.id), days, now);
+            respond::json(daily_json(&caller.project.slug, Some(&caller.key.id), &names, &rows).to_string())
+        }
+        ProjectRoute::UsageDaily => {
+            caller.check_scope(Need::UsageRead)?;
+            let days = days_query(query)?;
+            let (names, rows) = gateway.usage.daily(&caller.project.slug, None, days, now);
+            respond::json(daily_json(&caller.project.slug, None, &names, &rows).to_string())
+        }
         ProjectRoute::SigningSecret => {
             caller.check_scope(Need::Management(route.display()))?;
             let mut response = respond::json(signing_secret_json(caller.project, now)?.to_string());
@@ -62,8 +76,12 @@ pub async fn answer(
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
-        // The server sends these to the key API, with their bodies.
-        ProjectRoute::Keys | ProjectRoute::Key(_) | ProjectRoute::RotateKey(_) => {
+        // The server sends these to the key API (with their bodies) and the console's.
+        ProjectRoute::Keys
+        | ProjectRoute::Key(_)
+        | ProjectRoute::RotateKey(_)
+        | ProjectRoute::Catalog
+        | ProjectRoute::Health => {
             return Err(ApiError::UnknownPath { method: "GET".to_owned(), path: route.display().to_owned() });
         }
     };
@@ -122,6 +140,76 @@ fn usage_query(query: Option<&str>, headers: &HeaderMap) -> Result<(Which, bool)
         }
     }
     Ok((which, csv))
+}
+
+/// `?days=N` (1 to [`book::DAYS_KEPT`]), 14 without it.
+fn days_query(query: Option<&str>) -> Result<i64, ApiError> {
+    let mut days = 14;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        if let Some(("days", value)) = pair.split_once('=') {
+            days = value
+                .parse()
+                .ok()
+                .filter(|d| (1..=book::DAYS_KEPT).contains(d))
+                .ok_or_else(|| invalid("days", "'days' must be a whole number from 1 to 31."))?;
+        }
+    }
+    Ok(days)
+}
+
+/// The daily form: every day (oldest first) with its totals, the totals by model (and by key,
+/// for the whole project), then every row.
+fn daily_json(project: &str, key_id: Option<&str>, days: &[String], rows: &[book::DayRow]) -> Value {
+    let by_day: Vec<Value> = days
+        .iter()
+        .map(|day| {
+            let mut totals = book::Totals::default();
+            for row in rows.iter().filter(|r| r.date == *day) {
+                totals.add(&row.totals);
+            }
+            let mut value = totals_json(&totals.rounded());
+            value["date"] = json!(day);
+            value
+        })
+        .collect();
+    let grouped = |name: &str, by: fn(&book::DayRow) -> &str| -> Vec<Value> {
+        let mut groups: Vec<(&str, book::Totals)> = Vec::new();
+        for row in rows {
+            let label = by(row);
+            let at = match groups.iter().position(|(l, _)| *l == label) {
+                Some(at) => at,
+                None => {
+                    groups.push((label, book::Totals::default()));
+                    groups.len() - 1
+                }
+            };
+            groups[at].1.add(&row.totals);
+        }
+        // Biggest spend first: the console's "top" lists.
+        groups.sort_by(|a, b| b.1.cost_usd.total_cmp(&a.1.cost_usd).then(a.0.cmp(b.0)));
+        groups
+            .into_iter()
+            .map(|(label, totals)| {
+                let mut value = totals_json(&totals.rounded());
+                value[name] = json!(label);
+                value
+            })
+            .collect()
+    };
+    let mut value = json!({
+        "object": "usage.daily",
+        "project": project,
+        "scope": "replica",
+        "days": days,
+        "by_day": by_day,
+        "by_model": grouped("model", |r| &r.model),
+        "data": rows,
+    });
+    match key_id {
+        Some(key_id) => value["key_id"] = json!(key_id),
+        None => value["by_key"] = json!(grouped("key_id", |r| &r.key_id)),
+    }
+    value
 }
 
 fn invalid(param: &'static str, message: &str) -> ApiError {

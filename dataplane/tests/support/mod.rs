@@ -387,3 +387,18 @@ pub async fn recorder(answer: serde_json::Value) -> (String, Recorded) {
     });
     (format!("http://{addr}"), seen)
 }
+
+/// A config folder holding a copy of the quickstart (examples/quickstart), for tests that need
+/// the quickstart plus objects of their own (the key API writes its keys there).
+pub fn quickstart_manifests() -> Manifests {
+    let manifests = Manifests::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart");
+    for entry in std::fs::read_dir(&dir).expect("examples/quickstart") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_name().expect("name").to_string_lossy().into_owned();
+            manifests.write(&name, &std::fs::read_to_string(&path).expect("read"));
+        }
+    }
+    manifests
+}
