@@ -23,8 +23,8 @@ use crate::config::{
     AliasConfig, BackendConfig, BudgetConfig, CONFIG_API_VERSION, CONFIG_KIND, ClientCertificate, ContentRulesConfig,
     Credential, EndpointConfig, GatewayConfig, JwksConfig, JwtConfig, KeyConfig, KeyHash, ModelConfig,
     PodMetricsConfig, PricingConfig, ProjectConfig, ProviderConfig, ProviderModelConfig, RedactionConfig,
-    ServiceConfig, SigningSecretConfig, SimulationConfig, TierConfig, UpstreamTls, default_parameter_problems,
-    hash_key,
+    ServiceConfig, SigningSecretConfig, SimulationConfig, TierConfig, TracingConfig, UpstreamTls,
+    default_parameter_problems, hash_key,
 };
 use crate::objects::{ConfigMapData, Object, ObjectRef, SecretData, namespace_of};
 use crate::upstream_tls::{self, ClientCertificateError};
@@ -601,6 +601,9 @@ impl<'a> Pass<'a> {
                 signing: self.signing,
                 jwt: self.jwt,
                 console: project.spec.console.as_ref().is_none_or(|console| console.enabled),
+                tracing: TracingConfig {
+                    record_content: project.spec.tracing.as_ref().is_some_and(|t| t.record_content),
+                },
             },
             tiers,
             providers,

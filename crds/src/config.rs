@@ -66,6 +66,9 @@ pub struct ProjectConfig {
     /// off; left out of the configuration when on, so older configurations read the same).
     #[serde(default = "console_default", skip_serializing_if = "is_console_default")]
     pub console: bool,
+    /// What the project's request spans may hold (see `ProjectTracingSpec`).
+    #[serde(default, skip_serializing_if = "TracingConfig::is_default")]
+    pub tracing: TracingConfig,
 }
 
 /// The console is on unless a Project says otherwise (see `ConsoleSpec`).
@@ -76,6 +79,21 @@ fn console_default() -> bool {
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
 fn is_console_default(on: &bool) -> bool {
     *on
+}
+
+/// Traces of a project's requests (see `ProjectTracingSpec` for what each field means).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Prompts and completions on sampled request spans.
+    #[serde(default)]
+    pub record_content: bool,
+}
+
+impl TracingConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// JWT bearer authentication of a project (see `JwtSpec` for what each field means).

@@ -25,6 +25,7 @@ use crate::protocol::sse::SseTap;
 use crate::route::Api;
 use crate::snapshot::{Backend, Model, Tier};
 use crate::traces::RequestTrace;
+use crate::traces::content::Output;
 use crate::usage_api::UsageBook;
 use crate::usage_api::book::Settled;
 
@@ -143,6 +144,8 @@ struct End {
     cut_short: Option<CutShort>,
     /// The error code of a refusal after admission.
     error: Option<&'static str>,
+    /// The answer's text, for a request span that records it.
+    output: Option<Box<Output>>,
 }
 
 /// The kind of answer that ended.
@@ -248,7 +251,9 @@ impl Admitted {
         let status = if status == 0 { 499 } else { status };
         self.metrics.count(status);
         let elapsed = now.duration_since(self.started);
-        self.metrics.duration.observe(elapsed.as_secs_f64());
+        // The exemplar's trace id: only for a sampled request (none is read otherwise).
+        let trace_id = self.trace.trace_id();
+        self.metrics.duration.observe(elapsed.as_secs_f64(), trace_id);
         if billable {
             self.metrics.tokens_in.inc_by(usage.prompt_tokens);
             self.metrics.tokens_out.inc_by(usage.completion_tokens);
@@ -260,19 +265,22 @@ impl Admitted {
             .and_then(|s| self.metrics.backends.get(s.index))
             .map(|b| b.genai(&self.all_metrics, self.api, streamed));
         if let Some(genai) = genai {
-            genai.request_duration.observe(elapsed.as_secs_f64());
+            genai.request_duration.observe(elapsed.as_secs_f64(), trace_id);
             if billable {
                 genai.input_tokens.observe(usage.prompt_tokens as f64);
                 genai.output_tokens.observe(usage.completion_tokens as f64);
             }
         }
         self.trace.settled(&usage, cost, ttft, end.cut_short.map(CutShort::as_str));
+        if let Some(output) = end.output {
+            self.trace.output(*output);
+        }
         // Time to first token means something for streams only (a whole answer's first byte is
         // its last).
         if let (Some(ttft), true) = (ttft, streamed && (200..300).contains(&status)) {
-            self.metrics.ttft.observe(ttft.as_secs_f64());
+            self.metrics.ttft.observe(ttft.as_secs_f64(), trace_id);
             if let Some(histogram) = genai.and_then(|g| g.ttft.as_ref()) {
-                histogram.observe(ttft.as_secs_f64());
+                histogram.observe(ttft.as_secs_f64(), trace_id);
             }
             if usage.completion_tokens > 1 && end.cut_short.is_none() {
                 let decode = elapsed.saturating_sub(ttft).as_secs_f64();
@@ -380,18 +388,22 @@ impl Accounting {
     /// Settles an answer read whole: its usage is the body's (a successful one's), read in
     /// `format`.
     pub fn finish_whole(mut self, body: &[u8], format: AnswerFormat) {
-        let usage = if (200..300).contains(&self.status) { format.read_usage(body) } else { None };
-        self.finish(End { answer: Some(AnswerKind::Whole), usage, ..End::default() });
+        let ok = (200..300).contains(&self.status);
+        let usage = if ok { format.read_usage(body) } else { None };
+        let records = ok && self.admitted.api == Api::ChatCompletions && self.admitted.trace.records_content();
+        let output = records.then(|| Box::new(Output::whole(format, body)));
+        self.finish(End { answer: Some(AnswerKind::Whole), usage, output, ..End::default() });
     }
 
     /// Settles a stream that ended, `cut_short` or not, with what `tap` read from it.
-    pub fn finish_stream(&mut self, tap: &SseTap, cut_short: Option<CutShort>) {
+    pub fn finish_stream(&mut self, tap: &mut SseTap, cut_short: Option<CutShort>) {
         self.finish(End {
             answer: Some(AnswerKind::Stream),
             usage: tap.usage,
             events: tap.text_events,
             cut_short,
             error: None,
+            output: tap.output.take(),
         });
     }
 

@@ -30,9 +30,12 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
                 (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration loaded\n".to_owned())
             }
         }
-        "/metrics" => {
+        // OpenMetrics (with the latency histograms' exemplars) to a scraper that asks for it,
+        // as Prometheus does; the Prometheus text format to any other.
+        "/metrics" if accepts_openmetrics(&request) => {
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", gateway.metrics.render())
         }
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render_text()),
         "/config" => {
             let snapshot = gateway.snapshot();
             let status = gateway.status().clone();
@@ -56,4 +59,18 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// Whether the request's `Accept` names the OpenMetrics text format.
+fn accepts_openmetrics(request: &Request<Incoming>) -> bool {
+    request.headers().get_all(hyper::header::ACCEPT).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value.split(',').any(|item| {
+                let mut params = item.split(';').map(str::trim);
+                let named = params.next().is_some_and(|kind| kind.eq_ignore_ascii_case("application/openmetrics-text"));
+                // `q=0` declines it.
+                named && !params.any(|p| p.strip_prefix("q=").is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0)))
+            })
+        })
+    })
 }

@@ -275,9 +275,9 @@ pub async fn start(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Running, Error> {
-    let metrics = Arc::new(Metrics::new());
-    let limiter = limits::Limiter::from_settings(&settings, &metrics.limits).map_err(Error::Config)?;
     let traces = traces::export::from_settings(&settings).map_err(Error::Config)?;
+    let metrics = Arc::new(Metrics::with_exemplars(traces.enabled()));
+    let limiter = limits::Limiter::from_settings(&settings, &metrics.limits).map_err(Error::Config)?;
     if settings.proxy_protocol != server::proxy_protocol::ProxyProtocol::Off && settings.trusted_proxies.is_empty() {
         return Err(Error::Config(
             "--proxy-protocol needs --trusted-proxies: the load balancer's addresses (0.0.0.0/0,::/0 when \

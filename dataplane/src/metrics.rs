@@ -17,11 +17,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use sluice_crds::api::RoutingPolicy;
@@ -235,23 +237,95 @@ pub struct KeyMetrics {
     pub cost_usd: Counter<f64, AtomicU64>,
 }
 
-/// The GenAI conventions' histograms, in a registry of their own (no `sluice` prefix).
-struct GenAi {
-    registry: Registry,
-    request_duration: Family<GenAiLabels, Histogram, fn() -> Histogram>,
-    ttft: Family<GenAiLabels, Histogram, fn() -> Histogram>,
-    tpot: Family<GenAiLabels, Histogram, fn() -> Histogram>,
-    token_usage: Family<GenAiTokenLabels, Histogram, fn() -> Histogram>,
+/// The exemplar of a latency bucket: the trace of a sampled request that fell in it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    trace_id: String,
 }
 
+/// A latency histogram (request duration, time to first token). With tracing on, each bucket
+/// keeps the trace id of the last sampled request it counted, as an OpenMetrics exemplar;
+/// with tracing off it is a plain histogram and an observation does no exemplar work at all.
+#[derive(Clone, Debug)]
+pub enum LatencyHistogram {
+    /// Without exemplars.
+    Plain(Histogram),
+    /// With a trace id per bucket.
+    Traced(HistogramWithExemplars<TraceExemplar>),
+}
+
+impl LatencyHistogram {
+    /// Counts `seconds`; `trace` is the trace id of a sampled request (the bucket's exemplar).
+    pub fn observe(&self, seconds: f64, trace: Option<opentelemetry::trace::TraceId>) {
+        match self {
+            Self::Plain(histogram) => histogram.observe(seconds),
+            Self::Traced(histogram) => {
+                let exemplar = trace.map(|id| TraceExemplar { trace_id: id.to_string() });
+                histogram.observe(seconds, exemplar, None);
+            }
+        }
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Plain(histogram) => histogram.encode(encoder),
+            Self::Traced(histogram) => histogram.encode(encoder),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Makes a family's [`LatencyHistogram`]s: its buckets, with exemplars or not.
+#[derive(Clone, Copy)]
+struct Latency {
+    buckets: fn() -> Vec<f64>,
+    exemplars: bool,
+}
+
+impl MetricConstructor<LatencyHistogram> for Latency {
+    fn new_metric(&self) -> LatencyHistogram {
+        let buckets = (self.buckets)().into_iter();
+        if self.exemplars {
+            LatencyHistogram::Traced(HistogramWithExemplars::new(buckets))
+        } else {
+            LatencyHistogram::Plain(Histogram::new(buckets))
+        }
+    }
+}
+
+type LatencyFamily<L> = Family<L, LatencyHistogram, Latency>;
+
 /// `gen_ai.server.request.duration`'s buckets, seconds.
-fn genai_duration_histogram() -> Histogram {
-    Histogram::new([0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92])
+fn genai_duration_buckets() -> Vec<f64> {
+    vec![0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 }
 
 /// `gen_ai.server.time_to_first_token`'s buckets, seconds.
-fn genai_ttft_histogram() -> Histogram {
-    Histogram::new([0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0])
+fn genai_ttft_buckets() -> Vec<f64> {
+    vec![0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0]
+}
+
+/// `sluice_request_duration_seconds`' and `sluice_time_to_first_token_seconds`' buckets.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.005, 2.0, 16).collect()
+}
+
+/// The GenAI conventions' histograms, in a registry of their own (no `sluice` prefix).
+struct GenAi {
+    registry: Registry,
+    request_duration: LatencyFamily<GenAiLabels>,
+    ttft: LatencyFamily<GenAiLabels>,
+    tpot: Family<GenAiLabels, Histogram, fn() -> Histogram>,
+    token_usage: Family<GenAiTokenLabels, Histogram, fn() -> Histogram>,
 }
 
 /// `gen_ai.server.time_per_output_token`'s buckets, seconds.
@@ -265,15 +339,15 @@ fn genai_token_histogram() -> Histogram {
 }
 
 impl GenAi {
-    fn new() -> Self {
+    fn new(exemplars: bool) -> Self {
         let mut registry = Registry::default();
-        let request_duration = Family::new_with_constructor(genai_duration_histogram as fn() -> Histogram);
+        let request_duration = Family::new_with_constructor(Latency { buckets: genai_duration_buckets, exemplars });
         registry.register(
             "gen_ai_server_request_duration_seconds",
             "GenAI server request duration (gen_ai.server.request.duration)",
             request_duration.clone(),
         );
-        let ttft = Family::new_with_constructor(genai_ttft_histogram as fn() -> Histogram);
+        let ttft = Family::new_with_constructor(Latency { buckets: genai_ttft_buckets, exemplars });
         registry.register(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first token of a stream (gen_ai.server.time_to_first_token)",
@@ -299,9 +373,9 @@ impl GenAi {
 #[derive(Clone, Debug)]
 pub struct GenAiSeries {
     /// `gen_ai_server_request_duration_seconds`.
-    pub request_duration: Histogram,
+    pub request_duration: LatencyHistogram,
     /// `gen_ai_server_time_to_first_token_seconds` (streams only: no series otherwise).
-    pub ttft: Option<Histogram>,
+    pub ttft: Option<LatencyHistogram>,
     /// `gen_ai_server_time_per_output_token_seconds` (streams only).
     pub tpot: Option<Histogram>,
     /// `gen_ai_client_token_usage{gen_ai_token_type="input"}`.
@@ -384,8 +458,8 @@ pub struct Metrics {
     key_tokens: Family<KeyTokenLabels, Counter>,
     key_cost: Family<KeyLabels, Counter<f64, AtomicU64>>,
     requests: Family<RequestLabels, Counter>,
-    duration: Family<ModelLabels, Histogram, fn() -> Histogram>,
-    ttft: Family<ModelLabels, Histogram, fn() -> Histogram>,
+    duration: LatencyFamily<ModelLabels>,
+    ttft: LatencyFamily<ModelLabels>,
     tpot: Family<ModelLabels, Histogram, fn() -> Histogram>,
     tokens: Family<TokenLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
@@ -420,9 +494,9 @@ pub struct Metrics {
 pub struct ModelMetrics {
     requests: [Counter; 5],
     /// Request duration, seconds.
-    pub duration: Histogram,
+    pub duration: LatencyHistogram,
     /// Time to first token, seconds.
-    pub ttft: Histogram,
+    pub ttft: LatencyHistogram,
     /// Time per output token after the first, seconds.
     pub tpot: Histogram,
     /// Prompt tokens.
@@ -621,14 +695,20 @@ pub mod upstream_error {
 }
 
 impl Metrics {
-    /// Registers every metric under the `sluice` prefix.
+    /// Registers every metric under the `sluice` prefix, without exemplars.
     pub fn new() -> Self {
+        Self::with_exemplars(false)
+    }
+
+    /// Registers every metric under the `sluice` prefix; with `exemplars` (tracing on), the
+    /// latency histograms keep the trace id of a sampled request per bucket.
+    pub fn with_exemplars(exemplars: bool) -> Self {
         let mut registry = Registry::with_prefix("sluice");
         let requests = Family::default();
         registry.register("requests", "Requests answered, by status class", requests.clone());
-        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let duration = Family::new_with_constructor(Latency { buckets: latency_buckets, exemplars });
         registry.register("request_duration_seconds", "Time from request to the end of the response", duration.clone());
-        let ttft = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let ttft = Family::new_with_constructor(Latency { buckets: latency_buckets, exemplars });
         registry.register(
             "time_to_first_token_seconds",
             "Time from request to the first event of a successful stream",
@@ -763,7 +843,7 @@ impl Metrics {
         );
         Self {
             registry,
-            genai: GenAi::new(),
+            genai: GenAi::new(exemplars),
             rejections,
             redactions,
             content_rule_matches,
@@ -1034,6 +1114,44 @@ impl Metrics {
         let _ = encode_eof(&mut out);
         out
     }
+
+    /// Every metric in the Prometheus text format (0.0.4), for scrapers that do not ask for
+    /// OpenMetrics: the same samples, without exemplars (which that format cannot carry) and
+    /// without the `# EOF` line.
+    pub fn render_text(&self) -> String {
+        prometheus_text(&self.render())
+    }
+}
+
+/// OpenMetrics text as Prometheus text: exemplars (` # {...} value` after a sample) and the
+/// `# EOF` line dropped; the rest is read the same by both formats' parsers.
+fn prometheus_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        out.push_str(if line.starts_with('#') { line } else { &line[..exemplar_start(line)] });
+        out.push('\n');
+    }
+    out
+}
+
+/// Where a sample line's exemplar starts (the line's length when it has none): the first
+/// ` # ` outside the quoted label values.
+fn exemplar_start(line: &str) -> usize {
+    let bytes = line.as_bytes();
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, &byte) in bytes.iter().enumerate() {
+        match byte {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b' ' if !quoted && bytes[i..].starts_with(b" # ") => return i,
+            _ => {}
+        }
+    }
+    line.len()
 }
 
 impl Default for Metrics {
@@ -1045,6 +1163,21 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exemplars_are_kept_from_the_prometheus_text_format() {
+        let metrics = Metrics::with_exemplars(true);
+        let model = metrics.model("p", "e", "m # {");
+        let trace = opentelemetry::trace::TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128);
+        model.duration.observe(0.2, Some(trace));
+        model.duration.observe(3.0, None);
+        let openmetrics = metrics.render();
+        assert!(openmetrics.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.2"), "{openmetrics}");
+        let text = metrics.render_text();
+        assert!(!text.contains("trace_id") && !text.contains("# EOF"), "{text}");
+        assert!(text.contains("sluice_request_duration_seconds_count{project=\"p\",endpoint=\"e\",model=\"m # {\"} 2"));
+        assert!(!Metrics::new().render().contains("trace_id"));
+    }
 
     #[test]
     fn the_last_reload_gauge_follows_refusals_and_recoveries() {

@@ -247,6 +247,34 @@ pub struct Settings {
     #[arg(long, env = "OTEL_EXPORTER_OTLP_HEADERS", value_name = "KEY=VALUE,...", hide_env_values = true)]
     pub otlp_headers: Option<OtlpHeaders>,
 
+    /// PEM file of the CA(s) that sign the OTLP endpoint's certificate (an `https://`
+    /// endpoint), trusted in place of the public roots. `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`
+    /// wins over it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CERTIFICATE", value_name = "PEM")]
+    pub otlp_ca_file: Option<PathBuf>,
+
+    /// PEM file of the client certificate the gateway presents to the OTLP endpoint (mutual
+    /// TLS), with `--otlp-client-key`. `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE` wins.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", value_name = "PEM")]
+    pub otlp_client_certificate: Option<PathBuf>,
+
+    /// PEM file of the client certificate's private key. `OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`
+    /// wins.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_CLIENT_KEY", value_name = "PEM")]
+    pub otlp_client_key: Option<PathBuf>,
+
+    /// The traces-only variant of `--otlp-ca-file`, as the SDKs read it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", value_name = "PEM", hide = true)]
+    pub otlp_traces_ca_file: Option<PathBuf>,
+
+    /// The traces-only variant of `--otlp-client-certificate`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", value_name = "PEM", hide = true)]
+    pub otlp_traces_client_certificate: Option<PathBuf>,
+
+    /// The traces-only variant of `--otlp-client-key`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", value_name = "PEM", hide = true)]
+    pub otlp_traces_client_key: Option<PathBuf>,
+
     /// Which requests are traced.
     #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value = "parentbased_always_on")]
     pub traces_sampler: TraceSampler,

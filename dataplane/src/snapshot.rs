@@ -103,6 +103,8 @@ pub struct Project {
     pub jwt: Option<ProjectJwt>,
     /// Whether the web console is served at `/<slug>/console/`.
     pub console: bool,
+    /// Whether its sampled request spans record prompts and completions.
+    pub record_content: bool,
 }
 
 /// A project's JWT settings, keys and subjects.
@@ -575,6 +577,7 @@ pub fn build(
                 .collect(),
             signing: config.project.signing.clone(),
             console: config.project.console,
+            record_content: config.project.tracing.record_content,
             jwt: config.project.jwt.as_ref().map(|jwt| {
                 let keys = match &jwt.jwks {
                     JwksConfig::Keys(keys) => KeySource::Fixed(Arc::new(KeySet::new(keys))),

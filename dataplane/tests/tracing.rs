@@ -27,6 +27,8 @@ const UPSTREAM_SECRET: &str = "upstream-secret-trace";
 const PROMPT: &str = "PROMPT-MARKER-7f3a: tell me about the weather";
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+/// The most text each content attribute holds (`LIMIT_BYTES` in the gateway's traces).
+const CONTENT_LIMIT: usize = 16 * 1024;
 
 /// What the receiver got: every export request, raw and decoded.
 #[derive(Clone, Default)]
@@ -65,15 +67,30 @@ impl Receiver {
 
     /// An OTLP/gRPC receiver (the generated `TraceService`, served by tonic) on a loopback port.
     async fn start_grpc() -> (String, Self) {
+        Self::start_grpc_tls(None).await
+    }
+
+    /// The same over TLS when `tls` is given: its server certificate, requiring a client
+    /// certificate its CA signed.
+    async fn start_grpc_tls(tls: Option<&Pki>) -> (String, Self) {
         let receiver = Self::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let service = TraceServiceServer::new(receiver.clone());
+        let mut server = tonic::transport::Server::builder();
+        if let Some(pki) = tls {
+            use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+            let config = ServerTlsConfig::new()
+                .identity(Identity::from_pem(&pki.server_cert, &pki.server_key))
+                .client_ca_root(Certificate::from_pem(&pki.ca));
+            server = server.tls_config(config).expect("server TLS");
+        }
         tokio::spawn(async move {
             let incoming = connections(listener);
-            let _ = tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming).await;
+            let _ = server.add_service(service).serve_with_incoming(incoming).await;
         });
-        (format!("http://{addr}"), receiver)
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        (format!("{scheme}://{addr}"), receiver)
     }
 
     fn record(&self, request: ExportTraceServiceRequest, raw: Vec<u8>) {
@@ -169,6 +186,11 @@ async fn upstream(fail: Option<u16>) -> (String, Recorded) {
                 .collect();
             let path = parts.uri.path().to_owned();
             let stream = body["stream"] == true;
+            // A prompt that starts with LONG gets an answer longer than the traces' content limit.
+            let last = body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+            let long = last["content"].as_str().is_some_and(|c| c.starts_with("LONG"));
+            let first_text =
+                if long { format!("COMPLETION-{}", "y".repeat(CONTENT_LIMIT)) } else { "COMPLETION-".into() };
             record.lock().unwrap().push(support::Received { path, headers, body });
             let response = axum::response::Response::builder();
             if let Some(status) = fail {
@@ -185,7 +207,7 @@ async fn upstream(fail: Option<u16>) -> (String, Recorded) {
                 let usage = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
                     "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}});
                 let events = [
-                    chunk(json!({"role": "assistant", "content": "COMPLETION-"}), json!(null)),
+                    chunk(json!({"role": "assistant", "content": first_text}), json!(null)),
                     chunk(json!({"content": "MARKER"}), json!(null)),
                     chunk(json!({}), json!("stop")),
                     usage,
@@ -213,6 +235,11 @@ async fn upstream(fail: Option<u16>) -> (String, Recorded) {
 }
 
 fn manifests(good: &str, bad: &str) -> String {
+    manifests_recording(good, bad, false)
+}
+
+/// The tenant, its Project recording prompts and completions when `record_content`.
+fn manifests_recording(good: &str, bad: &str, record_content: bool) -> String {
     let provider = |name: &str, url: &str| {
         format!(
             "apiVersion: sluice.dev/v1alpha1\nkind: Provider\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n  \
@@ -220,7 +247,14 @@ type: openai\n  baseUrl: {url}/v1\n  credentials: {{secretKeyRef: {{name: upstre
 - name: up-model\n      capabilities: [chat]\n      pricing: {{inputPerMillion: 1.0, outputPerMillion: 2.0}}\n---\n"
         )
     };
-    let acme = support::ACME_PROJECT;
+    let acme = if record_content {
+        support::ACME_PROJECT.replace(
+            "spec: {slug: acme, defaultTier: standard}",
+            "spec: {slug: acme, defaultTier: standard, tracing: {recordContent: true}}",
+        )
+    } else {
+        support::ACME_PROJECT.to_owned()
+    };
     format!(
         r#"{acme}apiVersion: v1
 kind: Secret
@@ -262,11 +296,25 @@ async fn start() -> Setup {
 }
 
 async fn start_with(protocol: &str) -> Setup {
+    start_recording(protocol, false).await
+}
+
+async fn start_recording(protocol: &str, record_content: bool) -> Setup {
     let (collector, receiver) = if protocol == "grpc" { Receiver::start_grpc().await } else { Receiver::start().await };
+    start_exporting(collector, receiver, protocol, record_content, &[]).await
+}
+
+async fn start_exporting(
+    collector: String,
+    receiver: Receiver,
+    protocol: &str,
+    record_content: bool,
+    env: &[(&str, &std::path::Path)],
+) -> Setup {
     let (good_url, good) = upstream(None).await;
     let (bad_url, bad) = upstream(Some(503)).await;
     let dir = Manifests::new();
-    dir.write("acme.yaml", &manifests(&good_url, &bad_url));
+    dir.write("acme.yaml", &manifests_recording(&good_url, &bad_url, record_content));
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-gateway"));
     command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"]);
     command.arg("--config").arg(dir.path());
@@ -278,6 +326,9 @@ async fn start_with(protocol: &str) -> Setup {
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
         .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
         .env("OTEL_BSP_SCHEDULE_DELAY", "50");
+    for (name, value) in env {
+        command.env(name, value);
+    }
     let gateway = Gateway::spawn(command);
     Setup { receiver, good, bad, good_url, _manifests: dir, gateway }
 }
@@ -480,4 +531,252 @@ fn tracing_is_off_without_an_endpoint() {
     dir.write("acme.yaml", &manifests("http://127.0.0.1:9", "http://127.0.0.1:9"));
     let gateway = Gateway::start(Some(dir.path()), &[]);
     assert!(!gateway.log_text().contains("exporting traces"), "{}", gateway.log_text());
+}
+
+/// The JSON of a content attribute of `span`.
+fn content(span: &Span, key: &str) -> serde_json::Value {
+    let attrs = attributes(&span.attributes);
+    let text = attrs.get(key).unwrap_or_else(|| panic!("{key} missing from {attrs:#?}"));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{key} is not JSON: {e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_project_that_opts_in_gets_prompts_and_completions_in_its_spans() {
+    let setup = start_recording("http/protobuf", true).await;
+    let chat = |trace: &str, body: serde_json::Value| {
+        client()
+            .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+            .json(&body)
+            .send()
+    };
+
+    // Streamed: the answer is assembled from its events.
+    let streamed = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+    let body = json!({"model": "m-stream", "stream": true,
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]});
+    let response = chat(streamed, body).await.expect("send");
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.expect("stream").contains("[DONE]"));
+    let spans = setup.receiver.trace(streamed, 5).await;
+    let request = named(&spans, "chat m-stream");
+    assert_eq!(
+        content(request, "gen_ai.input.messages"),
+        json!([{"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+            {"role": "user", "parts": [{"type": "text", "content": PROMPT}]}])
+    );
+    assert_eq!(
+        content(request, "gen_ai.output.messages"),
+        json!([{"role": "assistant", "parts": [{"type": "text", "content": "COMPLETION-MARKER"}],
+            "finish_reason": "stop"}])
+    );
+    assert!(!attributes(&request.attributes).contains_key("sluice.content.truncated"));
+    // Only the request span holds content.
+    for span in spans.iter().filter(|s| s.span_id != request.span_id) {
+        assert!(!attributes(&span.attributes).contains_key("gen_ai.input.messages"), "{}", span.name);
+    }
+
+    // Read whole, with a prompt past the limit: cut there.
+    let whole = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2";
+    let long_prompt = format!("{PROMPT} {}", "z".repeat(CONTENT_LIMIT));
+    let body = json!({"model": "m-stream", "messages": [{"role": "user", "content": long_prompt},
+        {"role": "user", "content": "dropped"}]});
+    assert_eq!(chat(whole, body).await.expect("send").status(), 200);
+    let spans = setup.receiver.trace(whole, 5).await;
+    let request = named(&spans, "chat m-stream");
+    let input = content(request, "gen_ai.input.messages");
+    assert_eq!(input.as_array().map(Vec::len), Some(1), "messages after the limit are dropped");
+    let kept = input[0]["parts"][0]["content"].as_str().expect("text");
+    assert_eq!(kept.len(), CONTENT_LIMIT);
+    assert!(long_prompt.starts_with(kept));
+    assert_eq!(content(request, "gen_ai.output.messages")[0]["parts"][0]["content"], "COMPLETION-MARKER");
+    assert_eq!(attributes(&request.attributes).get("sluice.content.truncated").map(String::as_str), Some("true"));
+
+    // A streamed answer past the limit: cut there too.
+    let long_answer = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa3";
+    let body = json!({"model": "m-stream", "stream": true, "messages": [{"role": "user", "content": "LONG please"}]});
+    let response = chat(long_answer, body).await.expect("send");
+    assert!(response.text().await.expect("stream").contains("[DONE]"));
+    let spans = setup.receiver.trace(long_answer, 5).await;
+    let request = named(&spans, "chat m-stream");
+    let output = content(request, "gen_ai.output.messages");
+    let text = output[0]["parts"][0]["content"].as_str().expect("text");
+    assert_eq!(text.len(), CONTENT_LIMIT);
+    assert!(text.starts_with("COMPLETION-yyy"));
+    assert_eq!(attributes(&request.attributes).get("sluice.content.truncated").map(String::as_str), Some("true"));
+
+    // Keys and upstream credentials, never.
+    let raw = setup.receiver.raw.lock().unwrap().concat();
+    for secret in [KEY, UPSTREAM_SECRET, "Bearer"] {
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret:?} was exported");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_exemplars_carry_the_trace_ids_of_sampled_requests() {
+    let setup = start().await;
+    let trace = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb1";
+    let response = client()
+        .post(setup.gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+        .json(&json!({"model": "m-stream", "stream": true, "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+        .await
+        .expect("send");
+    assert!(response.text().await.expect("stream").contains("[DONE]"));
+    let spans = setup.receiver.trace(trace, 5).await;
+    assert_eq!(hex(&named(&spans, "chat m-stream").trace_id), trace);
+
+    // OpenMetrics, asked for as Prometheus asks: exemplars on the latency histograms.
+    let response = client()
+        .get(setup.gateway.admin_url("/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+        .send()
+        .await
+        .expect("metrics");
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let openmetrics = response.text().await.expect("text");
+    let exemplar = format!("# {{trace_id=\"{trace}\"}}");
+    for family in [
+        "sluice_request_duration_seconds_bucket",
+        "sluice_time_to_first_token_seconds_bucket",
+        "gen_ai_server_request_duration_seconds_bucket",
+        "gen_ai_server_time_to_first_token_seconds_bucket",
+    ] {
+        assert!(
+            openmetrics.lines().any(|l| l.starts_with(family) && l.contains(&exemplar)),
+            "no exemplar of {trace} on {family}:\n{openmetrics}"
+        );
+    }
+    // Every exemplar is a trace id (32 hex digits) and nothing else.
+    for line in openmetrics.lines().filter(|l| !l.starts_with('#') && l.contains(" # {")) {
+        let label = line.split(" # {").nth(1).and_then(|e| e.split('}').next()).expect("exemplar labels");
+        let id = label.strip_prefix("trace_id=\"").and_then(|l| l.strip_suffix('"')).expect(line);
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    }
+    // The Prometheus text format (no Accept, or plain text asked for): the same samples, no exemplars.
+    for accept in [None, Some("text/plain;version=0.0.4")] {
+        let mut request = client().get(setup.gateway.admin_url("/metrics"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.expect("metrics");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        let text = response.text().await.expect("text");
+        assert!(text.contains("sluice_request_duration_seconds_bucket"), "{text}");
+        assert!(!text.contains("trace_id") && !text.contains("# EOF"), "{text}");
+        promtool_parses(&text);
+    }
+}
+
+/// Runs `promtool check metrics` on `text` when promtool is installed ($SLUICE_PROMTOOL): its
+/// parser is the Prometheus text format's (it rejects OpenMetrics exemplars, so the OpenMetrics
+/// answer is checked above line by line instead). Lint advice is not an error; a parse is.
+fn promtool_parses(text: &str) {
+    use std::io::Write;
+    let Some(promtool) = std::env::var_os("SLUICE_PROMTOOL").filter(|p| !p.is_empty()) else { return };
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains("error while linting") && !said.contains("parsing error"), "promtool: {said}");
+}
+
+/// A private CA, the receiver's serving certificate for 127.0.0.1 and a client certificate it
+/// signed, and another CA (PEM).
+struct Pki {
+    ca: String,
+    other_ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+impl Pki {
+    fn generate() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca = || {
+            let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("key")).expect("CA")
+        };
+        let leaf = |ca: &CertifiedIssuer<'_, KeyPair>, names: Vec<String>, usage| {
+            let mut params = CertificateParams::new(names).expect("params");
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("key");
+            (params.signed_by(&key, ca).expect("signed").pem(), key.serialize_pem())
+        };
+        let (private, other) = (ca(), ca());
+        let (server_cert, server_key) = leaf(&private, vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) =
+            leaf(&private, vec!["sluice-gateway".into()], ExtendedKeyUsagePurpose::ClientAuth);
+        Self { ca: private.pem(), other_ca: other.pem(), server_cert, server_key, client_cert, client_key }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_go_over_grpc_with_tls_and_a_client_certificate() {
+    let pki = Pki::generate();
+    let files = tempfile::tempdir().expect("dir");
+    let write = |name: &str, pem: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).expect("write");
+        path
+    };
+    let (ca, other_ca) = (write("ca.pem", &pki.ca), write("other-ca.pem", &pki.other_ca));
+    let (cert, key) = (write("client.pem", &pki.client_cert), write("client-key.pem", &pki.client_key));
+
+    // Trusting the receiver's CA, with a client certificate (the `_TRACES_` variables).
+    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
+    assert!(collector.starts_with("https://"));
+    let env = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_path()),
+        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", cert.as_path()),
+        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", key.as_path()),
+    ];
+    let setup = start_exporting(collector.clone(), receiver, "grpc", false, &env).await;
+    let trace = "cccccccccccccccccccccccccccccc01";
+    let send = |gateway: &Gateway| {
+        client()
+            .post(gateway.url("/acme/chat/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+            .json(&json!({"model": "m-stream", "messages": [{"role": "user", "content": PROMPT}]}))
+            .send()
+    };
+    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200);
+    let spans = setup.receiver.trace(trace, 5).await;
+    assert_eq!(hex(&named(&spans, "chat m-stream").parent_span_id), CLIENT_SPAN);
+    assert!(!setup.gateway.log_text().contains(pki.client_key.lines().nth(1).expect("a key line")));
+
+    // Trusting another CA: the gateway serves on and says why nothing is exported.
+    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", other_ca.as_path()),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_path()),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_path()),
+    ];
+    let setup = start_exporting(collector, receiver, "grpc", false, &env).await;
+    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200);
+    let warned = eventually(Duration::from_secs(15), || async {
+        setup.gateway.log_text().contains("traces could not be exported")
+    })
+    .await;
+    assert!(warned.is_some(), "{}", setup.gateway.log_text());
+    assert!(setup.receiver.spans.lock().unwrap().is_empty());
+    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200, "still serving");
 }

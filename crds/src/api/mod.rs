@@ -30,7 +30,7 @@ pub use endpoint::{
 pub use project::{
     AutoscalingSpec, ConsoleSpec, DEFAULT_JWKS_KEY, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_SIGNING_GRACE_HOURS,
     DEFAULT_SIGNING_ROTATION_DAYS, DataPlaneSpec, JwksSecretRef, JwksSpec, JwtAlgorithm, JwtSpec, Project, ProjectSpec,
-    ProjectStatus, SigningSpec,
+    ProjectStatus, ProjectTracingSpec, SigningSpec,
 };
 pub use provider::{
     BundleKeySelector, CaBundleSource, Capability, ClientCertificateRef, ModelPricing, PodMetrics, PodScheme, Provider,

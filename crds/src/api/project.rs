@@ -60,6 +60,10 @@ pub struct ProjectSpec {
     /// scopes open). Absent: on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<ConsoleSpec>,
+    /// What the project's request spans may hold beyond timings and counts, when the gateway
+    /// exports traces. Absent: no prompt or completion text is ever recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<ProjectTracingSpec>,
 }
 
 /// The project's web console.
@@ -74,6 +78,19 @@ pub struct ConsoleSpec {
 
 fn default_console_enabled() -> bool {
     true
+}
+
+/// Traces of a project's requests.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectTracingSpec {
+    /// Record the chat messages sent and the text answered (streamed answers too) on each
+    /// sampled request span, as the OpenTelemetry GenAI attributes `gen_ai.input.messages` and
+    /// `gen_ai.output.messages`: at most 16 KiB of text each, cut there (and
+    /// `sluice.content.truncated` set). Prompts and answers may hold personal data: whoever
+    /// reads the traces reads them. Keys and credentials are never recorded. Default false.
+    #[serde(default)]
+    pub record_content: bool,
 }
 
 /// JWT bearer authentication: whose tokens are accepted, with which keys and algorithms, and

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use super::AnswerFormat;
 use super::anthropic::usage::MessageUsage;
 use super::openai::{Usage, read_usage};
+use crate::traces::content::Output;
 
 /// Reads a stream as it passes.
 #[derive(Debug, Default)]
@@ -26,6 +27,8 @@ pub struct SseTap {
     pub text_events: u64,
     /// Whether `data: [DONE]` was seen.
     pub done: bool,
+    /// The answer's text, read only for a request that records its content.
+    pub output: Option<Box<Output>>,
 }
 
 /// Finds the end of the first event in `bytes`: the index just past its blank line.
@@ -67,6 +70,11 @@ impl SseTap {
             AnswerFormat::Anthropic => Self { anthropic: Some(MessageUsage::default()), ..Self::default() },
             AnswerFormat::Gemini => Self { gemini: true, ..Self::default() },
         }
+    }
+
+    /// Also assembles the answer's text (in `format`), for a request span that records it.
+    pub fn record_output(&mut self, format: AnswerFormat) {
+        self.output = Some(Box::new(Output::reading(format)));
     }
 
     /// Takes the next upstream frame and returns the bytes to send on: whole events only (an
@@ -127,6 +135,9 @@ impl SseTap {
                 continue;
             }
             self.events += 1;
+            if let Some(output) = &mut self.output {
+                output.event(data);
+            }
             if carries_text(data) {
                 self.text_events += 1;
             }

@@ -148,7 +148,7 @@ impl StreamBody {
 
     fn end(&mut self, cut_short: Option<CutShort>) {
         self.ended = true;
-        self.accounting.finish_stream(&self.tap, cut_short);
+        self.accounting.finish_stream(&mut self.tap, cut_short);
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {

@@ -380,6 +380,8 @@ async fn call_model<'s>(
     });
     let resolved = resolve::resolve(&caller, api, &fields, now).map_err(reject)?;
     trace.model_call(api, &fields.model, fields.stream, fields.max_tokens, &slo);
+    // The request as it leaves (after the content guard's redaction), when the project opts in.
+    trace.input(api, &body);
 
     let tier = caller.tier;
     let estimated_prompt = openai::estimate_prompt_tokens(body.len());

@@ -167,7 +167,7 @@ impl<'a> Call<'a> {
             // Dropped with this future (the client went away), the attempt still leaves.
             let mut in_flight = backend.state.start(tokens, probe);
             in_flight.expect(expected);
-            let server = if self.trace.is_on() { server_address(project, backend) } else { None };
+            let server = if self.trace.is_recording() { server_address(project, backend) } else { None };
             let mut span = self.trace.attempt(self.api, backend, attempt, server, expected.ttft_ms);
             let attempt_started = Instant::now();
             let result = self.try_backend(backend, &span).await;
@@ -360,6 +360,9 @@ impl<'a> Call<'a> {
             if streaming && status.is_success() && event_stream {
                 body = reading.stream(body, unix_now);
                 let mut tap = SseTap::reading(reading.format(), !self.fields.include_usage);
+                if self.api == Api::ChatCompletions && self.trace.records_content() {
+                    tap.record_output(reading.format());
+                }
                 loop {
                     match body.frame().await {
                         Some(Ok(frame)) => {
