@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use sluice_operator::Settings;
 use sluice_operator::settings::{
-    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, OtlpProtocol,
+    DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, OtlpProtocol, OtlpTls,
     ParentRef, PodDefaults, RedisSettings, RouteKind, RouteSettings, SecretKeyRef, TraceSampler, TracingSettings,
     WatchedNamespaces, default_gateway_image,
 };
@@ -141,6 +141,16 @@ struct Cli {
     /// it as OTEL_EXPORTER_OTLP_HEADERS; the operator never reads it.
     #[arg(long, env = "SLUICE_GATEWAY_OTLP_HEADERS_SECRET")]
     gateway_otlp_headers_secret: Option<String>,
+
+    /// A Secret (in the data-plane namespace) with the collector's CA in `ca.crt`, mounted into
+    /// the gateway pods and trusted alone for an `https://` endpoint (OTEL_EXPORTER_OTLP_CERTIFICATE);
+    /// the operator never reads it. Absent: the public roots.
+    #[arg(long, env = "SLUICE_GATEWAY_OTLP_TLS_SECRET", value_name = "NAME")]
+    gateway_otlp_tls_secret: Option<String>,
+
+    /// Mutual TLS: the gateways also present `tls.crt` and `tls.key` of --gateway-otlp-tls-secret.
+    #[arg(long, env = "SLUICE_GATEWAY_OTLP_CLIENT_CERTIFICATE", requires = "gateway_otlp_tls_secret")]
+    gateway_otlp_client_certificate: bool,
 
     /// Which requests the gateways trace (OTEL_TRACES_SAMPLER).
     #[arg(long, env = "SLUICE_GATEWAY_TRACES_SAMPLER", value_enum, default_value_t = SamplerArg::ParentbasedAlwaysOn)]
@@ -381,6 +391,11 @@ fn gateway_tracing(cli: &Cli) -> anyhow::Result<Option<TracingSettings>> {
         sampler_arg: cli.gateway_traces_sampler_arg,
         service_name: cli.gateway_otel_service_name.clone().filter(|s| !s.is_empty()),
         resource_attributes: cli.gateway_otel_resource_attributes.0.clone(),
+        tls: cli
+            .gateway_otlp_tls_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(|secret| OtlpTls { secret, client_certificate: cli.gateway_otlp_client_certificate }),
     }))
 }
 

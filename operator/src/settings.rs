@@ -171,6 +171,19 @@ pub struct TracingSettings {
     /// The platform's resource attributes; each gateway adds its pod, namespace, Deployment and
     /// project after them.
     pub resource_attributes: Vec<(String, String)>,
+    /// TLS to the collector beyond the public roots: a Secret in the data-plane namespace
+    /// mounted into the pods; `None`: the public roots (for an `https://` endpoint).
+    pub tls: Option<OtlpTls>,
+}
+
+/// The Secret that holds the collector's CA (`ca.crt`) and, for mutual TLS, the gateways'
+/// client certificate and key (`tls.crt`, `tls.key`, as a `kubernetes.io/tls` Secret names them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpTls {
+    /// Name of the Secret.
+    pub secret: String,
+    /// Whether the gateways present `tls.crt` and `tls.key` to the collector.
+    pub client_certificate: bool,
 }
 
 impl TracingSettings {
@@ -184,6 +197,7 @@ impl TracingSettings {
             sampler_arg: None,
             service_name: None,
             resource_attributes: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -360,7 +360,8 @@ mod tests {
 
     use super::*;
     use crate::settings::{
-        NetworkPolicySettings, OtlpProtocol, ParentRef, PodDefaults, SecretKeyRef, TraceSampler, TracingSettings,
+        NetworkPolicySettings, OtlpProtocol, OtlpTls, ParentRef, PodDefaults, SecretKeyRef, TraceSampler,
+        TracingSettings,
     };
 
     /// Three replicas, nothing else set.
@@ -670,6 +671,33 @@ mod tests {
                 "OTEL_RESOURCE_ATTRIBUTES"
             ]
         );
+        let volumes = |settings: &Settings| {
+            let pod = pod(&build(&input(&three(), 0), settings)).clone();
+            let mounts = pod.containers[0].volume_mounts.clone().unwrap_or_default();
+            (pod.volumes.unwrap_or_default(), mounts)
+        };
+        assert!(!volumes(&settings).0.iter().any(|v| v.name == "otlp-tls"), "no TLS Secret, no volume");
+
+        // A private CA, then mutual TLS: the Secret is mounted and its files named.
+        let with_tls = |client_certificate| TracingSettings {
+            tls: Some(OtlpTls { secret: "collector-tls".to_owned(), client_certificate }),
+            ..TracingSettings::new("https://collector:4317")
+        };
+        settings.gateway.tracing = Some(with_tls(false));
+        let vars = env(&settings).expect("env");
+        let value = |name: &str| vars.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("OTEL_EXPORTER_OTLP_CERTIFICATE").as_deref(), Some("/etc/sluice/otlp-tls/ca.crt"));
+        assert_eq!(value("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"), None, "no client certificate unless asked");
+        let (pod_volumes, mounts) = volumes(&settings);
+        let volume = pod_volumes.iter().find(|v| v.name == "otlp-tls").expect("the TLS volume");
+        assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some("collector-tls"));
+        let mount = mounts.iter().find(|m| m.name == "otlp-tls").expect("mounted");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/sluice/otlp-tls", Some(true)));
+        settings.gateway.tracing = Some(with_tls(true));
+        let vars = env(&settings).expect("env");
+        let value = |name: &str| vars.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+        assert_eq!(value("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE").as_deref(), Some("/etc/sluice/otlp-tls/tls.crt"));
+        assert_eq!(value("OTEL_EXPORTER_OTLP_CLIENT_KEY").as_deref(), Some("/etc/sluice/otlp-tls/tls.key"));
     }
 
     #[test]

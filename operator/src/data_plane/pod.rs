@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     LocalObjectReference, ObjectFieldSelector, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecurityContext,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretProjection, SecretVolumeSource, SecurityContext,
     TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -16,12 +16,21 @@ use kube::api::ObjectMeta;
 use super::{ADMIN_PORT, CONFIG_MOUNT, DataPlaneInput, GATEWAY_NAME, GATEWAY_UID, HTTP_PORT, usage_config_map_name};
 use crate::config_secret::{PART_FIELD, part_file_name, primary_name, shard_name};
 use crate::labels::{NAME_LABEL, PROJECT_LABEL, project_labels};
-use crate::settings::{GatewaySettings, TracingSettings};
+use crate::settings::{GatewaySettings, OtlpTls, TracingSettings};
 
 /// Seconds a stopping gateway pod gets when the platform sets none: the gateway's drain period
 /// (5 s, `/readyz` failing while it still serves) and its grace for in-flight streams (30 s),
 /// with a margin before Kubernetes kills it.
 pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 45;
+
+/// The volume and folder of the collector's CA (and client certificate) in the gateway pods.
+const OTLP_TLS_VOLUME: &str = "otlp-tls";
+const OTLP_TLS_MOUNT: &str = "/etc/sluice/otlp-tls";
+
+/// The Secret of the trace export's TLS, when the gateways trace and have one.
+fn otlp_tls(gateway: &GatewaySettings) -> Option<&OtlpTls> {
+    gateway.tracing.as_ref().and_then(|t| t.tls.as_ref())
+}
 
 /// The gateway pod: the container locked down, the config Secrets projected as files (the
 /// fallback to watching them), and where it may run: the Project's settings over the
@@ -105,25 +114,52 @@ pub fn pod_spec(input: &DataPlaneInput<'_>, name: &str, gateway: &GatewaySetting
                 capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), add: None }),
                 ..SecurityContext::default()
             }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".to_owned(),
-                    mount_path: CONFIG_MOUNT.to_owned(),
+            volume_mounts: Some(
+                [
+                    VolumeMount {
+                        name: "config".to_owned(),
+                        mount_path: CONFIG_MOUNT.to_owned(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
+                ]
+                .into_iter()
+                .chain(otlp_tls(gateway).map(|_| VolumeMount {
+                    name: OTLP_TLS_VOLUME.to_owned(),
+                    mount_path: OTLP_TLS_MOUNT.to_owned(),
                     read_only: Some(true),
                     ..VolumeMount::default()
-                },
-                VolumeMount { name: "tmp".to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
-            ]),
+                }))
+                .collect(),
+            ),
             ..Container::default()
         }],
-        volumes: Some(vec![
-            Volume {
-                name: "config".to_owned(),
-                projected: Some(ProjectedVolumeSource { default_mode: Some(0o440), sources: Some(sources) }),
+        volumes: Some(
+            [
+                Volume {
+                    name: "config".to_owned(),
+                    projected: Some(ProjectedVolumeSource { default_mode: Some(0o440), sources: Some(sources) }),
+                    ..Volume::default()
+                },
+                Volume {
+                    name: "tmp".to_owned(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+            ]
+            .into_iter()
+            .chain(otlp_tls(gateway).map(|tls| Volume {
+                name: OTLP_TLS_VOLUME.to_owned(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(tls.secret.clone()),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
                 ..Volume::default()
-            },
-            Volume { name: "tmp".to_owned(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Volume::default() },
-        ]),
+            }))
+            .collect(),
+        ),
         node_selector: spec.node_selector.clone().or_else(|| defaults.node_selector.clone()),
         tolerations: spec.tolerations.clone().or_else(|| defaults.tolerations.clone()),
         affinity: spec.affinity.clone().or_else(|| defaults.affinity.clone()),
@@ -222,6 +258,13 @@ fn tracing_env(input: &DataPlaneInput<'_>, tracing: &TracingSettings) -> Vec<Env
             }),
             value: None,
         });
+    }
+    if let Some(tls) = &tracing.tls {
+        env.push(value("OTEL_EXPORTER_OTLP_CERTIFICATE", format!("{OTLP_TLS_MOUNT}/ca.crt")));
+        if tls.client_certificate {
+            env.push(value("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", format!("{OTLP_TLS_MOUNT}/tls.crt")));
+            env.push(value("OTEL_EXPORTER_OTLP_CLIENT_KEY", format!("{OTLP_TLS_MOUNT}/tls.key")));
+        }
     }
     let own = [
         ("k8s.namespace.name", input.namespace.to_owned()),
