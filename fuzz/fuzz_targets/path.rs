@@ -10,7 +10,7 @@
 
 use hyper::{Method, Request};
 use libfuzzer_sys::{Corpus, fuzz_target};
-use sluice_gateway::route::{self, GeminiMethod, Route, Target, Wire};
+use sluice_gateway::route::{self, GeminiMethod, ProjectRoute, Route, Target, Wire};
 use sluice_gateway::server::take_query_key;
 
 fuzz_target!(|data: &[u8]| -> Corpus {
@@ -42,7 +42,12 @@ fn check_path(path: &str) {
     }
     if let Some(project) = project_target {
         assert!(!project.project.is_empty() && !project.project.contains('/'), "{path:?}: {project:?}");
-        assert_eq!(format!("/{}{}", project.project, project.route.display()), path);
+        let route = match project.route {
+            ProjectRoute::Key(name) => format!("/v1/keys/{name}"),
+            ProjectRoute::RotateKey(name) => format!("/v1/keys/{name}/rotate"),
+            other => other.display().to_owned(),
+        };
+        assert_eq!(format!("/{}{route}", project.project), path);
         assert_eq!(wire, Wire::OpenAi, "{path:?} is a project-level API");
     }
 }
