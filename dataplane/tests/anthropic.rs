@@ -77,9 +77,7 @@ async fn start() -> (Sim, Manifests, Gateway) {
 }
 
 fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
-    })
+    support::tool("SLUICE_PYTHON", "python.sh")
 }
 
 /// The client's usage (`input_tokens` leaves out cache reads) against what the gateway accounted.

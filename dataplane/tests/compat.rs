@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::{Gateway, Manifests, Sim, apikey};
+use support::{Gateway, Manifests, Sim, apikey, tool};
 
 const KEY: &str = "sl_acme_compat_000000000001";
 /// The quickstart's key and endpoint (`examples/quickstart/`), served with no `--config`.
@@ -104,12 +104,6 @@ async fn start() -> (Sim, Manifests, Gateway) {
 }
 
 /// A tool a setup script exported, or a failure saying which script to source.
-fn tool(variable: &str, script: &str) -> String {
-    std::env::var(variable).unwrap_or_else(|_| {
-        panic!("{variable} is not set: run the tests with `tests/run-all` (or `source tests/setup/{script}` first)")
-    })
-}
-
 fn script(lang: &str, name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compat").join(lang).join(name)
 }

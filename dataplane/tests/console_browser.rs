@@ -17,19 +17,10 @@ use support::{Gateway, apikey, quickstart_manifests};
 const ADMIN: &str = "sl_demo_console_admin_000001";
 const SCREENSHOTS: [&str; 7] = ["signin-wrong-key", "models", "playground", "usage", "health", "keys", "phone-models"];
 
-fn required(name: &str, setup: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if Path::new(&value).exists() => value,
-        _ => panic!(
-            "${name} must name an executable for the console's browser tests: run `source {setup}` (tests/run-all does)"
-        ),
-    }
-}
-
 #[test]
 fn the_console_works_in_a_real_browser() {
-    let chromium = required("SLUICE_CHROMIUM", "tests/setup/chromium.sh");
-    let python = required("SLUICE_PYTHON", "tests/setup/python.sh");
+    let chromium = support::tool("SLUICE_CHROMIUM", "chromium.sh");
+    let python = support::tool("SLUICE_PYTHON", "python.sh");
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let shots = match std::env::var("SLUICE_UPDATE_SCREENSHOTS").as_deref() {
         Ok("1") => root.join("../docs/console"),

@@ -323,9 +323,7 @@ async fn content_rules_refuse_with_422_before_any_backend_and_a_dry_run_only_cou
 }
 
 fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
-    })
+    support::tool("SLUICE_PYTHON", "python.sh")
 }
 
 // Multi-threaded: the simulator must keep serving while this thread waits for Python.

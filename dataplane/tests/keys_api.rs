@@ -267,9 +267,7 @@ async fn the_documented_python_example_runs() {
     let code = section.split("```python\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("a python block");
     let script = setup.manifests.path().join("example.py.txt");
     std::fs::write(&script, code).expect("write the example");
-    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
-    });
+    let python = support::tool("SLUICE_PYTHON", "python.sh");
     let output = tokio::process::Command::new(python)
         .arg(&script)
         .env("SLUICE", setup.gateway.url("/acme"))

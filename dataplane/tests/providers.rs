@@ -130,9 +130,7 @@ async fn start() -> (Sim, Manifests, Gateway) {
 }
 
 fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
-    })
+    support::tool("SLUICE_PYTHON", "python.sh")
 }
 
 fn run_script(gateway: &Gateway, name: &str, args: &[&str]) -> Value {

@@ -8,9 +8,7 @@ use std::process::Command;
 use support::Gateway;
 
 fn python() -> String {
-    std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| {
-        panic!("SLUICE_PYTHON is not set: run the tests with `tests/run-all` (or `source tests/setup/python.sh` first)")
-    })
+    support::tool("SLUICE_PYTHON", "python.sh")
 }
 
 fn script(name: &str) -> std::path::PathBuf {

@@ -228,6 +228,17 @@ apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {{name: {name}, namespa
     )
 }
 
+/// The tool a `tests/setup/<script>` exports in `variable` (a path); fails with how to get it.
+#[allow(dead_code)] // Each test binary uses a different part.
+pub fn tool(variable: &str, script: &str) -> String {
+    match std::env::var(variable) {
+        Ok(path) if Path::new(&path).exists() => path,
+        _ => panic!(
+            "{variable} must name an installed tool: run the tests with `tests/run-all` (or `source tests/setup/{script}` first)"
+        ),
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
