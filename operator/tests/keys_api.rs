@@ -233,3 +233,36 @@ jwks: {{secretRef: {{name: jw-jwks}}}}}}}}\n"
     eventually("the rotated key in the configuration", WAIT, kid_in_config("second")).await?;
     Ok(())
 }
+
+/// With key management turned off the operator grants gateways nothing in the tenant's namespace,
+/// and the key API says so.
+#[tokio::test]
+async fn turned_off_the_gateway_gets_no_key_role_and_the_api_says_so() -> anyhow::Result<()> {
+    let world = World::start_with("nokeys", |settings| settings.gateway.key_management = false).await?;
+    world.apply_simulated_tenant("nk").await?;
+    world.apply("apiVersion: sluice.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: admin}\nspec: {scopes: [management, inference]}\n").await?;
+    let secrets: Api<Secret> = world.api(&world.tenant);
+    let admin = eventually("the admin key", WAIT, || async {
+        Ok(match secrets.get_opt("sluice-key-admin").await? {
+            Some(secret) => secret_text(&secret, "key").ok_or_else(|| "no key yet".to_owned()),
+            None => Err("no Secret yet".to_owned()),
+        })
+    })
+    .await?;
+    eventually("the key in the configuration", WAIT, || async {
+        let keys = world.config("nk").await?.map_or(0, |c| c.keys.len());
+        Ok(if keys == 1 { Ok(()) } else { Err(format!("{keys} keys")) })
+    })
+    .await?;
+    let roles: Api<k8s_openapi::api::rbac::v1::Role> = world.api(&world.tenant);
+    assert!(roles.get_opt("sluice-gw-nk-keys").await?.is_none(), "no key Role in the tenant's namespace");
+
+    let account = format!("system:serviceaccount:{}:sluice-gw-nk", world.dataplane);
+    let groups = ["system:serviceaccounts", &format!("system:serviceaccounts:{}", world.dataplane)];
+    let kubeconfig = world.env.kubeconfig_as(&account, &groups)?;
+    let gateway = Gateway::start_as(&kubeconfig, &format!("{}/sluice-config-nk", world.dataplane), &[]).await?;
+    let (status, body) = call(&gateway, Method::GET, "/nk/v1/keys", &admin, None).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(body["error"]["code"], "key_management_unavailable", "{body}");
+    Ok(())
+}
