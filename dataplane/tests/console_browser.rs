@@ -9,9 +9,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
 use support::{Gateway, apikey, quickstart_manifests};
 
 const ADMIN: &str = "sl_demo_console_admin_000001";
@@ -19,15 +16,7 @@ const SCREENSHOTS: [&str; 7] = ["signin-wrong-key", "models", "playground", "usa
 
 #[test]
 fn the_console_works_in_a_real_browser() {
-    let chromium = support::tool("SLUICE_CHROMIUM", "chromium.sh");
-    let python = support::tool("SLUICE_PYTHON", "python.sh");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shots = match std::env::var("SLUICE_UPDATE_SCREENSHOTS").as_deref() {
-        Ok("1") => root.join("../docs/console"),
-        _ => Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots"),
-    };
-    std::fs::create_dir_all(&shots).expect("the screenshot folder");
-
+    let shots = support::screenshot_dir("console");
     let manifests = quickstart_manifests();
     manifests.write(
         "50-admin.yaml",
@@ -35,11 +24,9 @@ fn the_console_works_in_a_real_browser() {
     );
     let gateway = Gateway::start(Some(manifests.path()), &[]);
     let base = gateway.url("");
-    let output = Command::new(&python)
-        .arg(root.join("tests/console/browser.py"))
+    let output = support::playwright("console/browser.py")
         .args([&base, "sl_demo_quickstartkey", ADMIN])
         .arg(&shots)
-        .env("SLUICE_CHROMIUM", &chromium)
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -3,13 +3,18 @@
 //! upstreams record the `traceparent` each attempt carries. Checked: the spans of a streamed
 //! request and of a failed-over one (names, kinds, parent-child links, GenAI and Sluice
 //! attributes), the client's trace continued, each attempt's own context sent upstream, and no
-//! prompt text or key anywhere in what was exported.
+//! prompt text or key anywhere in what was exported. Over TLS, both protocols (gRPC configured
+//! by the `OTEL_*` variables, OTLP/HTTP by flags) reach a receiver that requires a client
+//! certificate and records the one it got; a CA that does not match, or no client certificate,
+//! costs the spans and never a request; TLS files with an `http://` endpoint stop the start.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +26,8 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::json;
 use support::{Gateway, Manifests, Recorded, apikey, client, eventually};
+use tonic::service::Routes;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 const KEY: &str = "sl_acme_tracing_0000000000001";
 const UPSTREAM_SECRET: &str = "upstream-secret-trace";
@@ -30,33 +37,24 @@ const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 /// The most text each content attribute holds (`LIMIT_BYTES` in the gateway's traces).
 const CONTENT_LIMIT: usize = 16 * 1024;
 
-/// What the receiver got: every export request, raw and decoded.
+/// What the receiver got: every export request, raw and decoded, and the client certificate
+/// each came with over TLS.
 #[derive(Clone, Default)]
 struct Receiver {
     raw: Arc<Mutex<Vec<Vec<u8>>>>,
     spans: Arc<Mutex<Vec<Span>>>,
     resources: Arc<Mutex<Vec<HashMap<String, String>>>>,
+    client_certificates: Arc<Mutex<Vec<Vec<u8>>>>,
 }
+
+/// What tonic knows of a connection it accepted over TLS.
+type TlsInfo = TlsConnectInfo<TcpConnectInfo>;
 
 impl Receiver {
     /// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on a loopback port.
     async fn start() -> (String, Self) {
         let receiver = Self::default();
-        let state = receiver.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let state = state.clone();
-                async move {
-                    assert_eq!(headers.get("content-type").map(|v| v.as_bytes()), Some(&b"application/x-protobuf"[..]));
-                    assert_eq!(headers.get("x-collector-token").map(|v| v.as_bytes()), Some(&b"t0ken"[..]));
-                    let request = ExportTraceServiceRequest::decode(body.clone()).expect("an OTLP trace request");
-                    state.record(request, body.to_vec());
-                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
-                    ([("content-type", "application/x-protobuf")], answer)
-                }
-            }),
-        );
+        let app = receiver.http_routes();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -65,32 +63,60 @@ impl Receiver {
         (format!("http://{addr}"), receiver)
     }
 
+    /// The same over TLS ([`serve`]): its server certificate, requiring a client certificate
+    /// its CA signed. HTTP/2, which a collector's Go server also picks for a client offering it.
+    async fn start_https(pki: &Pki) -> (String, Self) {
+        let receiver = Self::default();
+        let addr = serve(Routes::from(receiver.http_routes()), Some(pki)).await;
+        (format!("https://{addr}"), receiver)
+    }
+
+    /// `POST /v1/traces`: checks the headers, decodes and records the export.
+    fn http_routes(&self) -> axum::Router {
+        let state = self.clone();
+        axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |tls: Option<axum::Extension<TlsInfo>>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        assert_eq!(
+                            headers.get("content-type").map(|v| v.as_bytes()),
+                            Some(&b"application/x-protobuf"[..])
+                        );
+                        assert_eq!(headers.get("x-collector-token").map(|v| v.as_bytes()), Some(&b"t0ken"[..]));
+                        let request = ExportTraceServiceRequest::decode(body.clone()).expect("an OTLP trace request");
+                        state.saw_client(tls.as_ref().map(|axum::Extension(info)| info));
+                        state.record(request, body.to_vec());
+                        let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                        ([("content-type", "application/x-protobuf")], answer)
+                    }
+                },
+            ),
+        )
+    }
+
     /// An OTLP/gRPC receiver (the generated `TraceService`, served by tonic) on a loopback port.
     async fn start_grpc() -> (String, Self) {
         Self::start_grpc_tls(None).await
     }
 
-    /// The same over TLS when `tls` is given: its server certificate, requiring a client
-    /// certificate its CA signed.
+    /// The same over TLS when `tls` is given ([`serve`]).
     async fn start_grpc_tls(tls: Option<&Pki>) -> (String, Self) {
         let receiver = Self::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let service = TraceServiceServer::new(receiver.clone());
-        let mut server = tonic::transport::Server::builder();
-        if let Some(pki) = tls {
-            use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-            let config = ServerTlsConfig::new()
-                .identity(Identity::from_pem(&pki.server_cert, &pki.server_key))
-                .client_ca_root(Certificate::from_pem(&pki.ca));
-            server = server.tls_config(config).expect("server TLS");
-        }
-        tokio::spawn(async move {
-            let incoming = connections(listener);
-            let _ = server.add_service(service).serve_with_incoming(incoming).await;
-        });
+        let addr = serve(Routes::new(TraceServiceServer::new(receiver.clone())), tls).await;
         let scheme = if tls.is_some() { "https" } else { "http" };
         (format!("{scheme}://{addr}"), receiver)
+    }
+
+    /// Records the client certificate of a connection over TLS.
+    fn saw_client(&self, tls: Option<&TlsInfo>) {
+        let leaf = tls.and_then(TlsInfo::peer_certs).and_then(|chain| chain.first().map(|c| c.to_vec()));
+        if let Some(leaf) = leaf {
+            self.client_certificates.lock().unwrap().push(leaf);
+        }
     }
 
     fn record(&self, request: ExportTraceServiceRequest, raw: Vec<u8>) {
@@ -124,11 +150,31 @@ impl TraceService for Receiver {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let token = request.metadata().get("x-collector-token").map(|v| v.as_bytes().to_vec());
         assert_eq!(token.as_deref(), Some(&b"t0ken"[..]));
+        self.saw_client(request.extensions().get::<TlsInfo>());
         let request = request.into_inner();
         let raw = request.encode_to_vec();
         self.record(request, raw);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
+}
+
+/// Serves `routes` with tonic on a loopback port, over TLS when `tls` is given: its server
+/// certificate, requiring a client certificate its CA signed. Returns the address.
+async fn serve(routes: Routes, tls: Option<&Pki>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut server = tonic::transport::Server::builder();
+    if let Some(pki) = tls {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let config = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&pki.server_cert, &pki.server_key))
+            .client_ca_root(Certificate::from_pem(&pki.ca));
+        server = server.tls_config(config).expect("server TLS");
+    }
+    tokio::spawn(async move {
+        let _ = server.add_routes(routes).serve_with_incoming(connections(listener)).await;
+    });
+    addr
 }
 
 /// The connections `listener` accepts, as tonic takes them.
@@ -162,6 +208,14 @@ fn attributes(list: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Hash
             (kv.key.clone(), value)
         })
         .collect()
+}
+
+/// Checks that `span` has each of `expected`'s attributes with its value.
+fn has_attributes(span: &Span, expected: &[(&str, &str)]) {
+    let attrs = attributes(&span.attributes);
+    for (key, value) in expected {
+        assert_eq!(attrs.get(*key).map(String::as_str), Some(*value), "{key} of {} in {attrs:#?}", span.name);
+    }
 }
 
 fn named<'a>(spans: &'a [Span], name: &str) -> &'a Span {
@@ -301,15 +355,17 @@ async fn start_with(protocol: &str) -> Setup {
 
 async fn start_recording(protocol: &str, record_content: bool) -> Setup {
     let (collector, receiver) = if protocol == "grpc" { Receiver::start_grpc().await } else { Receiver::start().await };
-    start_exporting(collector, receiver, protocol, record_content, &[]).await
+    start_exporting(collector, receiver, protocol, record_content, |_| {}).await
 }
 
+/// The gateway exporting to `collector` with the `OTEL_*` variables, and whatever flags or
+/// variables `configure` adds.
 async fn start_exporting(
     collector: String,
     receiver: Receiver,
     protocol: &str,
     record_content: bool,
-    env: &[(&str, &std::path::Path)],
+    configure: impl FnOnce(&mut std::process::Command),
 ) -> Setup {
     let (good_url, good) = upstream(None).await;
     let (bad_url, bad) = upstream(Some(503)).await;
@@ -326,9 +382,7 @@ async fn start_exporting(
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
         .env("OTEL_TRACES_SAMPLER", "parentbased_always_on")
         .env("OTEL_BSP_SCHEDULE_DELAY", "50");
-    for (name, value) in env {
-        command.env(name, value);
-    }
+    configure(&mut command);
     let gateway = Gateway::spawn(command);
     Setup { receiver, good, bad, good_url, _manifests: dir, gateway }
 }
@@ -364,28 +418,29 @@ async fn spans_of_a_stream_and_a_failover_follow_the_genai_conventions() {
     let request = named(&spans, "chat m-stream");
     assert_eq!(request.kind, SpanKind::Server as i32);
     assert_eq!(hex(&request.parent_span_id), CLIENT_SPAN, "the client's span is the parent");
+    has_attributes(
+        request,
+        &[
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.request.model", "m-stream"),
+            ("gen_ai.response.model", "up-model"),
+            ("gen_ai.provider.name", "openai"),
+            ("gen_ai.usage.input_tokens", "11"),
+            ("gen_ai.usage.output_tokens", "3"),
+            ("gen_ai.request.max_tokens", "20"),
+            ("server.address", "127.0.0.1"),
+            ("sluice.project", "acme"),
+            ("sluice.endpoint", "chat"),
+            ("sluice.key_id", "acme/full"),
+            ("sluice.tier", "standard"),
+            ("sluice.backend", "acme/good/up-model"),
+            ("sluice.stream", "true"),
+            ("sluice.retries", "0"),
+            ("http.response.status_code", "200"),
+            ("http.request.method", "POST"),
+        ],
+    );
     let attrs = attributes(&request.attributes);
-    for (key, value) in [
-        ("gen_ai.operation.name", "chat"),
-        ("gen_ai.request.model", "m-stream"),
-        ("gen_ai.response.model", "up-model"),
-        ("gen_ai.provider.name", "openai"),
-        ("gen_ai.usage.input_tokens", "11"),
-        ("gen_ai.usage.output_tokens", "3"),
-        ("gen_ai.request.max_tokens", "20"),
-        ("server.address", "127.0.0.1"),
-        ("sluice.project", "acme"),
-        ("sluice.endpoint", "chat"),
-        ("sluice.key_id", "acme/full"),
-        ("sluice.tier", "standard"),
-        ("sluice.backend", "acme/good/up-model"),
-        ("sluice.stream", "true"),
-        ("sluice.retries", "0"),
-        ("http.response.status_code", "200"),
-        ("http.request.method", "POST"),
-    ] {
-        assert_eq!(attrs.get(key).map(String::as_str), Some(value), "{key} in {attrs:#?}");
-    }
     assert!(attrs.get("sluice.ttft_ms").and_then(|v| v.parse::<f64>().ok()).is_some(), "{attrs:#?}");
     let port = setup.good_url.rsplit(':').next().expect("port");
     assert_eq!(attrs.get("server.port").map(String::as_str), Some(port));
@@ -701,6 +756,15 @@ struct Pki {
     client_key: String,
 }
 
+/// The gateway's side of a [`Pki`], as files: the two CAs, the client certificate and its key.
+struct PkiFiles {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    other_ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
 impl Pki {
     fn generate() -> Self {
         use rcgen::{
@@ -726,57 +790,179 @@ impl Pki {
             leaf(&private, vec!["sluice-gateway".into()], ExtendedKeyUsagePurpose::ClientAuth);
         Self { ca: private.pem(), other_ca: other.pem(), server_cert, server_key, client_cert, client_key }
     }
+
+    /// Writes the gateway's side into a temporary folder.
+    fn files(&self) -> PkiFiles {
+        let dir = tempfile::tempdir().expect("dir");
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).expect("write");
+            path
+        };
+        let (ca, other_ca) = (write("ca.pem", &self.ca), write("other-ca.pem", &self.other_ca));
+        let (cert, key) = (write("client.pem", &self.client_cert), write("client-key.pem", &self.client_key));
+        PkiFiles { _dir: dir, ca, other_ca, cert, key }
+    }
+
+    /// The client certificate, DER-encoded (as a server sees it).
+    fn client_der(&self) -> Vec<u8> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(self.client_cert.as_bytes()).expect("a PEM certificate").to_vec()
+    }
+
+    /// A line from the middle of the client's private key: must show up in no log.
+    fn client_key_line(&self) -> &str {
+        self.client_key.lines().nth(1).expect("a key line")
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn traces_go_over_grpc_with_tls_and_a_client_certificate() {
-    let pki = Pki::generate();
-    let files = tempfile::tempdir().expect("dir");
-    let write = |name: &str, pem: &str| {
-        let path = files.path().join(name);
-        std::fs::write(&path, pem).expect("write");
-        path
-    };
-    let (ca, other_ca) = (write("ca.pem", &pki.ca), write("other-ca.pem", &pki.other_ca));
-    let (cert, key) = (write("client.pem", &pki.client_cert), write("client-key.pem", &pki.client_key));
+/// A chat of `m-stream` continuing trace `trace` from the client's span.
+fn traced_chat(gateway: &Gateway, trace: &str) -> impl Future<Output = reqwest::Result<reqwest::Response>> {
+    client()
+        .post(gateway.url("/acme/chat/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
+        .json(&json!({"model": "m-stream", "messages": [{"role": "user", "content": PROMPT}]}))
+        .send()
+}
 
-    // Trusting the receiver's CA, with a client certificate (the `_TRACES_` variables).
-    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
-    assert!(collector.starts_with("https://"));
-    let env = [
-        ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.as_path()),
-        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", cert.as_path()),
-        ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", key.as_path()),
-    ];
-    let setup = start_exporting(collector.clone(), receiver, "grpc", false, &env).await;
-    let trace = "cccccccccccccccccccccccccccccc01";
-    let send = |gateway: &Gateway| {
-        client()
-            .post(gateway.url("/acme/chat/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .header("traceparent", format!("00-{trace}-{CLIENT_SPAN}-01"))
-            .json(&json!({"model": "m-stream", "messages": [{"role": "user", "content": PROMPT}]}))
-            .send()
-    };
-    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200);
-    let spans = setup.receiver.trace(trace, 5).await;
-    assert_eq!(hex(&named(&spans, "chat m-stream").parent_span_id), CLIENT_SPAN);
-    assert!(!setup.gateway.log_text().contains(pki.client_key.lines().nth(1).expect("a key line")));
-
-    // Trusting another CA: the gateway serves on and says why nothing is exported.
-    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
-    let env = [
-        ("OTEL_EXPORTER_OTLP_CERTIFICATE", other_ca.as_path()),
-        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.as_path()),
-        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.as_path()),
-    ];
-    let setup = start_exporting(collector, receiver, "grpc", false, &env).await;
-    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200);
+/// Waits for the gateway's warning that an export failed, then checks it kept serving and the
+/// receiver recorded nothing.
+async fn export_fails_and_serving_goes_on(setup: &Setup) {
     let warned = eventually(Duration::from_secs(15), || async {
         setup.gateway.log_text().contains("traces could not be exported")
     })
     .await;
     assert!(warned.is_some(), "{}", setup.gateway.log_text());
     assert!(setup.receiver.spans.lock().unwrap().is_empty());
-    assert_eq!(send(&setup.gateway).await.expect("send").status(), 200, "still serving");
+    let again = traced_chat(&setup.gateway, "cccccccccccccccccccccccccccccc99").await.expect("send");
+    assert_eq!(again.status(), 200, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_go_over_grpc_with_tls_and_a_client_certificate() {
+    let pki = Pki::generate();
+    let files = pki.files();
+
+    // Trusting the receiver's CA, with a client certificate (the `_TRACES_` variables).
+    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
+    assert!(collector.starts_with("https://"));
+    let setup = start_exporting(collector.clone(), receiver, "grpc", false, |command| {
+        command
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &files.ca)
+            .env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE", &files.cert)
+            .env("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", &files.key);
+    })
+    .await;
+    let trace = "cccccccccccccccccccccccccccccc01";
+    assert_eq!(traced_chat(&setup.gateway, trace).await.expect("send").status(), 200);
+    let spans = setup.receiver.trace(trace, 5).await;
+    assert_eq!(hex(&named(&spans, "chat m-stream").parent_span_id), CLIENT_SPAN);
+    let seen = setup.receiver.client_certificates.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|c| *c == pki.client_der()), "the receiver saw the client certificate");
+    assert!(!setup.gateway.log_text().contains(pki.client_key_line()));
+
+    // Trusting another CA: the gateway serves on and says why nothing is exported.
+    let (collector, receiver) = Receiver::start_grpc_tls(Some(&pki)).await;
+    let setup = start_exporting(collector, receiver, "grpc", false, |command| {
+        command
+            .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &files.other_ca)
+            .env("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &files.cert)
+            .env("OTEL_EXPORTER_OTLP_CLIENT_KEY", &files.key);
+    })
+    .await;
+    assert_eq!(traced_chat(&setup.gateway, trace).await.expect("send").status(), 200);
+    export_fails_and_serving_goes_on(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_go_over_https_with_the_ca_and_client_certificate_flags() {
+    let pki = Pki::generate();
+    let files = pki.files();
+    let flags = |command: &mut std::process::Command, client_certificate: bool| {
+        command.arg("--otlp-ca-file").arg(&files.ca);
+        if client_certificate {
+            command.arg("--otlp-client-certificate").arg(&files.cert).arg("--otlp-client-key").arg(&files.key);
+        }
+    };
+
+    // OTLP/HTTP to an https:// receiver that requires a client certificate: the CA and the
+    // client certificate by flag.
+    let (collector, receiver) = Receiver::start_https(&pki).await;
+    assert!(collector.starts_with("https://"));
+    let setup = start_exporting(collector, receiver, "http/protobuf", false, |c| flags(c, true)).await;
+    let trace = "dddddddddddddddddddddddddddddd01";
+    assert_eq!(traced_chat(&setup.gateway, trace).await.expect("send").status(), 200);
+    let spans = setup.receiver.trace(trace, 5).await;
+    let request = named(&spans, "chat m-stream");
+    assert_eq!(hex(&request.parent_span_id), CLIENT_SPAN);
+    has_attributes(
+        request,
+        &[
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.request.model", "m-stream"),
+            ("gen_ai.response.model", "up-model"),
+            ("gen_ai.usage.input_tokens", "9"),
+            ("sluice.key_id", "acme/full"),
+        ],
+    );
+    for stage in ["sluice.auth", "sluice.limits", "sluice.route", "chat up-model"] {
+        assert_eq!(named(&spans, stage).parent_span_id, request.span_id, "{stage}");
+    }
+    let seen = setup.receiver.client_certificates.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|c| *c == pki.client_der()), "the receiver saw the client certificate");
+    let resources = setup.receiver.resources.lock().unwrap().clone();
+    assert!(resources.iter().all(|r| r.get("service.name").map(String::as_str) == Some("gateway-under-test")));
+    let logs = setup.gateway.log_text();
+    assert!(logs.contains(r#""private_ca":true"#) && logs.contains(r#""client_certificate":true"#), "{logs}");
+    assert!(!logs.contains(pki.client_key_line()));
+
+    // The same CA without a client certificate: the receiver refuses the handshake, the
+    // gateway says so and serves on.
+    let (collector, receiver) = Receiver::start_https(&pki).await;
+    let setup = start_exporting(collector, receiver, "http/protobuf", false, |c| flags(c, false)).await;
+    assert_eq!(traced_chat(&setup.gateway, trace).await.expect("send").status(), 200);
+    export_fails_and_serving_goes_on(&setup).await;
+}
+
+#[test]
+fn tls_files_without_https_or_half_a_client_certificate_are_refused_at_start() {
+    let pki = Pki::generate();
+    let files = pki.files();
+    let dir = Manifests::new();
+    dir.write("acme.yaml", &manifests("http://127.0.0.1:9", "http://127.0.0.1:9"));
+    let ca = files.ca.to_str().expect("a UTF-8 path");
+    let cert = files.cert.to_str().expect("a UTF-8 path");
+    for (flags, says) in [
+        (
+            vec!["--otlp-endpoint", "http://127.0.0.1:4318", "--otlp-ca-file", ca],
+            "--otlp-endpoint http://127.0.0.1:4318: a CA or client certificate is given, so use https://",
+        ),
+        (
+            vec!["--otlp-endpoint", "https://127.0.0.1:4318", "--otlp-client-certificate", cert],
+            "--otlp-client-certificate and --otlp-client-key go together",
+        ),
+        (
+            vec!["--otlp-endpoint", "https://127.0.0.1:4318", "--otlp-ca-file", "/nonexistent/ca.pem"],
+            "--otlp-ca-file /nonexistent/ca.pem:",
+        ),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-gateway"));
+        command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--config"]).arg(dir.path());
+        command.args(&flags).env_remove("SLUICE_CONFIG").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("runs");
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("{flags:?}: the gateway started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().expect("its output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?}: {stderr}");
+        assert!(stderr.contains(says), "{flags:?}: {stderr}");
+    }
 }

@@ -1,5 +1,6 @@
-# Sourced by tests/run-all: a real headless Chromium for the console's browser tests
-# (dataplane/tests/console_browser.rs, driven by Playwright from tests/setup/python.sh's venv;
+# Sourced by tests/run-all: a real headless Chromium for the browser tests (the console's,
+# dataplane/tests/console_browser.rs, and the dashboard preview's screenshots,
+# dataplane/tests/dashboard_preview; driven by Playwright from tests/setup/python.sh's venv;
 # Playwright's own browser downloads are never used). Exports
 #   SLUICE_CHROMIUM   path of a chromium binary
 #

@@ -1,6 +1,7 @@
 # Sourced by tests/run-all: a Python virtualenv with the SDKs of tests/sdk/python/requirements.txt
 # (the official openai and anthropic packages), for the SDK compatibility tests, and Playwright,
-# which drives the system Chromium of tests/setup/chromium.sh in the console's browser tests.
+# which drives the system Chromium of tests/setup/chromium.sh in the browser tests (the console's
+# and the dashboard preview's).
 #
 # Cached as "$SLUICE_CACHE/venv-<hash of requirements.txt>": created once (a few seconds with a
 # warm pip cache), then reused as is; editing requirements.txt makes a new one. Exports

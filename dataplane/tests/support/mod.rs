@@ -239,6 +239,31 @@ pub fn tool(variable: &str, script: &str) -> String {
     }
 }
 
+/// Where a browser test writes its screenshots: over `docs/<folder>/` with
+/// `SLUICE_UPDATE_SCREENSHOTS=1`, else into the build's temporary folder (they show random
+/// ports and times, so rewriting the documentation's copies on every run would only churn the
+/// repository). The folder exists on return.
+#[allow(dead_code)] // Each test binary uses a different part.
+pub fn screenshot_dir(folder: &str) -> PathBuf {
+    let dir = match std::env::var("SLUICE_UPDATE_SCREENSHOTS").as_deref() {
+        Ok("1") => Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs").join(folder),
+        _ => Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{folder}-screenshots")),
+    };
+    std::fs::create_dir_all(&dir).expect("the screenshot folder");
+    dir
+}
+
+/// `$SLUICE_PYTHON dataplane/tests/<script>`, a Playwright script, with `$SLUICE_CHROMIUM` set
+/// for it to drive (tests/setup/python.sh and chromium.sh); fails saying how to get either.
+#[allow(dead_code)] // Each test binary uses a different part.
+pub fn playwright(script: &str) -> Command {
+    let chromium = tool("SLUICE_CHROMIUM", "chromium.sh");
+    let python = tool("SLUICE_PYTHON", "python.sh");
+    let mut command = Command::new(python);
+    command.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script)).env("SLUICE_CHROMIUM", chromium);
+    command
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
