@@ -29,12 +29,26 @@ pub fn quickstart(options: &CompileOptions) -> Result<Vec<GatewayConfig>, String
     compile(&all.objects, options).map_err(|e| e.to_string())
 }
 
+/// Whether `file` is one `load_path` reads from a folder: a manifest (`.yaml`, `.yml`, `.json`)
+/// or a file of the operator's mounted config Secret (`hash`, `shards`, `config.json.part-<i>`).
+/// Anything else in the folder (an audit log, an editor's swap file) neither triggers a reload
+/// nor is read to decide one.
+pub fn is_config_file(file: &Path) -> bool {
+    let name = file.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+    file.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        || name == config_secret::HASH_FIELD
+        || name == config_secret::SHARDS_FIELD
+        || name.strip_prefix(config_secret::CONFIG_FIELD).is_some_and(|rest| rest.starts_with(".part-"))
+}
+
 /// A fingerprint of what `load_path` would read, to skip reloads when nothing changed.
 pub fn fingerprint(path: &Path) -> String {
     let mut hasher = Sha256::new();
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file()).collect())
+            .map(|entries| {
+                entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_file() && is_config_file(p)).collect()
+            })
             .unwrap_or_default();
         files.sort();
         files
@@ -81,4 +95,30 @@ pub fn parse(bytes: &[u8]) -> Result<GatewayConfig, String> {
 /// Every configuration's content hash, to tell whether a load changes anything.
 pub fn hashes(configs: &[GatewayConfig]) -> Vec<String> {
     configs.iter().map(|c| c.content_hash().unwrap_or_default()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_manifests_and_the_config_secret_files_count() {
+        for name in ["a.yaml", "b.yml", "c.json", "key.acme.k.json", "hash", "shards", "config.json.part-3"] {
+            assert!(is_config_file(Path::new("/cfg").join(name).as_path()), "{name}");
+        }
+        for name in ["audit.log", ".a.yaml.swp", "notes.txt", "config.json.bak", "hash.old", "README"] {
+            assert!(!is_config_file(Path::new("/cfg").join(name).as_path()), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_ignores_files_the_loader_does_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), "kind: Project\n").expect("write");
+        let before = fingerprint(dir.path());
+        std::fs::write(dir.path().join("audit.log"), "a line\n").expect("write");
+        assert_eq!(fingerprint(dir.path()), before, "a log beside the manifests changes nothing");
+        std::fs::write(dir.path().join("b.yml"), "kind: Endpoint\n").expect("write");
+        assert_ne!(fingerprint(dir.path()), before, "a new manifest does");
+    }
 }

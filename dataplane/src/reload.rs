@@ -2,7 +2,7 @@
 //! atomically. A bad configuration is logged, counted and shown at `/config`, and the last good
 //! one keeps serving; requests in flight finish on the snapshot they started with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,8 +92,20 @@ pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let watched =
         if path.is_dir() { path.clone() } else { path.parent().map(PathBuf::from).unwrap_or_else(|| path.clone()) };
-    let mut watcher = match notify::recommended_watcher(move |_event| {
-        let _ = tx.try_send(());
+    // Only events about files the loader reads wake the loop: a log written into the same folder
+    // (an audit log at 20 writes a second) would otherwise make it re-read every manifest.
+    // Kubernetes swaps a mounted Secret or ConfigMap through `..data` links, which always count.
+    let single = (!path.is_dir()).then(|| path.clone());
+    let matters = move |file: &Path| {
+        let swapped = file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(".."));
+        swapped || single.as_ref().map_or_else(|| config_source::is_config_file(file), |p| p == file)
+    };
+    let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // An event without paths, or an error (the watch overflowed), may hide a change.
+        let relevant = event.map_or(true, |event| event.paths.is_empty() || event.paths.iter().any(|p| matters(p)));
+        if relevant {
+            let _ = tx.try_send(());
+        }
     }) {
         Ok(watcher) => Some(watcher),
         Err(error) => {
@@ -118,7 +130,10 @@ pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
             }
             _ = ticker.tick() => {}
         }
-        let current = config_source::fingerprint(&path);
+        let fingerprinted = path.clone();
+        let Ok(current) = tokio::task::spawn_blocking(move || config_source::fingerprint(&fingerprinted)).await else {
+            continue;
+        };
         if current != last {
             last = current;
             load_path_once(&gateway, path.clone()).await;

@@ -1,5 +1,5 @@
-//! Hot reload of a folder of manifests: keys come and go within 2 seconds, a broken change is
-//! rejected while the last good configuration keeps serving (and `/metrics` says so until the
+//! Hot reload of a folder of manifests: keys come and go within 2 seconds, other files in the
+//! folder reload nothing, a broken change is rejected while the last good configuration keeps serving (and `/metrics` says so until the
 //! folder is good again), and reloads never fail requests in flight.
 
 mod support;
@@ -57,6 +57,31 @@ async fn keys_added_and_removed_take_effect_within_two_seconds() {
     assert!(took.is_some(), "a removed key still worked after 2 s");
     assert_eq!(status(&gateway, KEY_B).await, 200);
     assert_eq!(admin(&gateway).await["generation"], 3);
+}
+
+#[tokio::test]
+async fn files_beside_the_manifests_that_are_not_manifests_reload_nothing() {
+    let manifests = Manifests::new();
+    manifests.write("tenant.yaml", &tenant(0));
+    manifests.write("key-a.yaml", &apikey("shop", "a", KEY_A, ""));
+    let gateway = Gateway::start(Some(manifests.path()), &[]);
+    assert_eq!(admin(&gateway).await["generation"], 1);
+    // An audit log, an editor's swap file and notes written into the folder, several times over.
+    let mut log = String::new();
+    for round in 0..10 {
+        log.push_str(&format!("{{\"seq\":{round}}}\n"));
+        manifests.write("audit.log", &log);
+        manifests.write(".key-a.yaml.swp", &log);
+        manifests.write("NOTES", &log);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(admin(&gateway).await["generation"], 1, "no reload for files the loader does not read");
+
+    manifests.write("key-b.yaml", &apikey("shop", "b", KEY_B, ""));
+    let took = eventually(Duration::from_secs(2), || async { status(&gateway, KEY_B).await == 200 }).await;
+    assert!(took.is_some(), "a new manifest still reloads within 2 s");
+    assert_eq!(admin(&gateway).await["generation"], 2);
 }
 
 #[tokio::test]

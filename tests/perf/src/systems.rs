@@ -490,7 +490,8 @@ fn start_sluice(
         feature_note.push_str("; every PII kind redacted from prompts and restored in answers");
     }
     if feature == Some(Feature::Audit) {
-        let (log, key) = (dir.join("audit.log"), dir.join("audit.key"));
+        // Beside the manifests folder, not in it: the log is what is measured, not the watch.
+        let (log, key) = (dir.with_extension("audit.log"), dir.with_extension("audit.key"));
         let _ = std::fs::remove_file(&log);
         std::fs::write(&key, "bench-audit-key-0123456789abcdef")?;
         command.arg("--audit-log").arg(&log).arg("--audit-key-file").arg(&key);
