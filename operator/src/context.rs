@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -58,6 +60,16 @@ pub struct Caches {
     pub deployments: Store<Deployment>,
     /// Usage ConfigMaps in the data-plane namespace.
     pub usage_config_maps: Store<ConfigMap>,
+    /// The operator's Services in the data-plane namespace.
+    pub services: Store<Service>,
+    /// The operator's ServiceAccounts in the data-plane namespace.
+    pub service_accounts: Store<ServiceAccount>,
+    /// The operator's Roles in the data-plane namespace.
+    pub roles: Store<Role>,
+    /// The operator's RoleBindings in the data-plane namespace.
+    pub role_bindings: Store<RoleBinding>,
+    /// The operator's Ingresses in the data-plane namespace.
+    pub ingresses: Store<Ingress>,
     /// Gateway pods in the data-plane namespace (whose usage reports are still live).
     pub gateway_pods: Store<Pod>,
     /// EndpointSlices of Services in the watched and the shared namespace.

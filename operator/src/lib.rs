@@ -14,8 +14,9 @@
 //!   reports the spend the gateways report ([`usage`]); [`controllers::provider`] checks
 //!   Providers.
 //! - [`context`]: what every reconcile shares (client, settings, caches, reports, Events,
-//!   metrics, error backoff).
+//!   metrics, error backoff); [`api_calls`] counts the client's requests for the metrics.
 
+pub mod api_calls;
 pub mod cache;
 pub mod conditions;
 pub mod config_secret;
@@ -53,6 +54,18 @@ pub use crate::settings::Settings;
 
 /// Runs the operator until `shutdown` completes (then gives up the leader Lease) or a fatal error.
 pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()>) -> Result<()> {
+    run_with_metrics(client, settings, Arc::new(Metrics::new()), shutdown).await
+}
+
+/// [`run`] with the caller's metrics: those of a client made by their
+/// [`ApiCalls::client`](api_calls::ApiCalls::client) count its requests, and the caller may
+/// read them too (the benchmark does).
+pub async fn run_with_metrics(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     if let Some(parent) = &settings.route.gateway_parent
         && settings.route.kind != settings::RouteKind::HttpRoute
     {
@@ -61,7 +74,6 @@ pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Outpu
     if settings.route.kind == settings::RouteKind::HttpRoute && settings.route.gateway_parent.is_none() {
         return Err(Error::Settings("route kind httproute needs a gateway parent (NAMESPACE/NAME)".into()));
     }
-    let metrics = Arc::new(Metrics::new());
     let mut background = JoinSet::new();
     if let Some(address) = settings.metrics_listen {
         background.spawn(metrics::serve(address, metrics.clone()));

@@ -4,11 +4,13 @@
 use std::ffi::{OsStr, OsString};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use sluice_operator::Settings;
+use sluice_operator::metrics::Metrics;
 use sluice_operator::settings::{
     DEFAULT_DATAPLANE_NAMESPACE, GatewaySettings, LeaderElectionSettings, NetworkPolicySettings, OtlpProtocol, OtlpTls,
     ParentRef, PodDefaults, RedisSettings, RouteKind, RouteSettings, SecretKeyRef, TraceSampler, TracingSettings,
@@ -291,7 +293,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => kube::Config::infer().await?,
     };
-    let client = kube::Client::try_from(config)?;
+    let metrics = Arc::new(Metrics::new());
+    let client = metrics.api_calls.client(config)?;
     let identity = cli
         .identity
         .clone()
@@ -357,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         spend_status_interval: Duration::from_secs(cli.spend_status_interval_seconds),
     };
     tracing::info!(?settings, "starting");
-    sluice_operator::run(client, settings, shutdown_signal()).await?;
+    sluice_operator::run_with_metrics(client, settings, metrics, shutdown_signal()).await?;
     Ok(())
 }
 

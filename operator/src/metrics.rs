@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api_calls::ApiCalls;
 use crate::error::{Error, Result};
 
 type Controller = [(&'static str, String); 1];
@@ -120,6 +121,13 @@ pub struct Metrics {
     pub keys_rotated: Counter,
     /// 1 while this replica holds the leader Lease (or runs without leader election).
     pub leader: Gauge,
+    /// Requests to the apiserver (of a client made by [`ApiCalls::client`]).
+    pub api_calls: ApiCalls,
+    /// CPU time of Project reconciles off the async workers, by phase: `gather` (inputs from
+    /// the caches), `compile`, `serialize` (canonical JSON, hash, shards).
+    pub project_phases: Family<[(&'static str, String); 1], Counter<f64, AtomicU64>>,
+    /// Configuration writes put off by the spacing of large configurations.
+    pub config_writes_deferred: Counter,
     budgets: Arc<BudgetCollector>,
     ready: AtomicBool,
 }
@@ -145,6 +153,9 @@ impl Metrics {
             keys_issued: Counter::default(),
             keys_rotated: Counter::default(),
             leader,
+            api_calls: ApiCalls::default(),
+            project_phases: Family::default(),
+            config_writes_deferred: Counter::default(),
             budgets: budgets.clone(),
             ready: AtomicBool::new(false),
         };
@@ -177,6 +188,17 @@ impl Metrics {
             "1 while this replica runs the controllers (holds the leader Lease)",
             metrics.leader.clone(),
         );
+        registry.register_collector(Box::new(metrics.api_calls.clone()));
+        registry.register(
+            "sluice_operator_project_phase_seconds",
+            "CPU time of Project reconciles, by phase: gather (inputs from the caches), compile, serialize (canonical JSON, hash, shards)",
+            metrics.project_phases.clone(),
+        );
+        registry.register(
+            "sluice_operator_config_writes_deferred",
+            "Configuration writes put off by the spacing of large configurations",
+            metrics.config_writes_deferred.clone(),
+        );
         registry.register_collector(Box::new(budgets));
         metrics
     }
@@ -199,9 +221,19 @@ impl Metrics {
         }
     }
 
+    /// Adds `took` to Project reconciles' `phase`.
+    pub fn project_phase(&self, phase: &str, took: Duration) {
+        self.project_phases.get_or_create(&[("phase", phase.to_owned())]).inc_by(took.as_secs_f64());
+    }
+
     /// Marks the operator ready (caches synced, or standing by for the Lease).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the operator is ready (what `/readyz` answers).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     /// The text exposition format.

@@ -4,10 +4,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use futures::channel::mpsc;
+use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use sluice_crds::api::{ApiKey, Endpoint, ServiceTier};
+
+use crate::conditions::{READY, Verdict};
 
 /// What the compile said about one Endpoint or ApiKey.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,6 +35,9 @@ pub struct ProjectReport {
     /// Why the configuration is not served although it is written: no gateway replica is
     /// available. `None` when one is (or nothing was compiled: see `failure`).
     pub gateway_unavailable: Option<String>,
+    /// While a new gateway's first rollout may still be under way: until when (see
+    /// [`ProjectReport::first_status_wait`]).
+    pub first_rollout_until: Option<Timestamp>,
     /// Verdicts by Endpoint name.
     pub endpoints: HashMap<String, ObjectVerdict>,
     /// Verdicts by ApiKey name.
@@ -38,6 +45,22 @@ pub struct ProjectReport {
     /// ServiceTiers the configuration uses.
     pub tiers: BTreeSet<String>,
 }
+
+impl ProjectReport {
+    /// How long an Endpoint's or ApiKey's first status waits when all it would say is that
+    /// the gateway is not available yet, `ready` being its Ready verdict: while a new gateway's
+    /// first rollout may be under way. Its next status then says the gateway serves it (the
+    /// report changes and nudges it), and a project created with many keys costs the apiserver
+    /// one status write per object rather than two. `None`: write now.
+    pub fn first_status_wait(&self, has_status: bool, ready: &Verdict, now: Timestamp) -> Option<Duration> {
+        let until = self.first_rollout_until.filter(|until| *until > now)?;
+        let unavailable = ready.type_ == READY && !ready.status && ready.reason == GATEWAY_UNAVAILABLE;
+        (!has_status && unavailable).then(|| Duration::try_from(until.duration_since(now)).unwrap_or_default())
+    }
+}
+
+/// The reason of a Ready condition that is false only because no gateway replica is available.
+pub const GATEWAY_UNAVAILABLE: &str = "GatewayUnavailable";
 
 /// The reports of every project, by the Project's namespace.
 pub struct Reports {
@@ -131,6 +154,20 @@ mod tests {
 
     fn served() -> ObjectVerdict {
         ObjectVerdict { served: true, problems: Vec::new() }
+    }
+
+    #[test]
+    fn a_first_status_that_would_only_say_the_gateway_is_starting_waits_for_it() {
+        let now: Timestamp = "2026-12-02T10:00:00Z".parse().expect("time");
+        let until = now + jiff::SignedDuration::from_secs(20);
+        let report = ProjectReport { first_rollout_until: Some(until), ..ProjectReport::default() };
+        let starting = Verdict::no(READY, GATEWAY_UNAVAILABLE, "none of the 2 gateway replica(s) is available yet");
+        assert_eq!(report.first_status_wait(false, &starting, now), Some(Duration::from_secs(20)));
+        assert_eq!(report.first_status_wait(true, &starting, now), None, "a status already written follows at once");
+        let broken = Verdict::no(READY, "InvalidReferences", "see ReferencesResolved");
+        assert_eq!(report.first_status_wait(false, &broken, now), None, "problems are told at once");
+        assert_eq!(report.first_status_wait(false, &starting, until), None, "the rollout took too long: say so");
+        assert_eq!(ProjectReport::default().first_status_wait(false, &starting, now), None, "an older gateway");
     }
 
     #[tokio::test]

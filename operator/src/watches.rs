@@ -41,7 +41,7 @@ pub struct Watches {
     pub config_maps: Informer<ConfigMap>,
     /// Gateway Deployments.
     pub deployments: Informer<Deployment>,
-    /// Watched only to repair drift (someone deleted or edited them).
+    /// Watched to repair drift (someone deleted or edited them), and to apply only what differs.
     pub services: Informer<Service>,
     /// See [`Watches::services`].
     pub service_accounts: Informer<ServiceAccount>,
@@ -138,6 +138,11 @@ impl Watches {
             config_maps: self.config_maps.store(),
             deployments: self.deployments.store(),
             usage_config_maps: self.usage_config_maps.store(),
+            services: self.services.store(),
+            service_accounts: self.service_accounts.store(),
+            roles: self.roles.store(),
+            role_bindings: self.role_bindings.store(),
+            ingresses: self.ingresses.store(),
             gateway_pods: self.gateway_pods.store(),
             endpoint_slices: self.endpoint_slices.store(),
             index: self.index.clone(),

@@ -185,6 +185,8 @@ async fn nothing_is_ready_while_no_gateway_replica_is_available() -> anyhow::Res
         let endpoint = ready(endpoints.get("chat").await?.status.map(|s| s.conditions).unwrap_or_default());
         anyhow::Ok([project, endpoint, key])
     };
+    // The Endpoint's and the key's first status waits out a new gateway's first rollout (30 s)
+    // before it says so.
     let not_ready = ("False".to_owned(), "GatewayUnavailable".to_owned());
     eventually("the Project, its Endpoint and key to say no gateway replica is available", WAIT, || async {
         let states = readiness().await?;

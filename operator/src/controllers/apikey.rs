@@ -29,6 +29,7 @@ use crate::context::{Caches, Context, apply_status, error_policy, is_conflict, o
 use crate::error::{Error, Result};
 use crate::key_material::{self, KeySecret, Step, key_prefix, next_step, rotation_request};
 use crate::labels::{COMPONENT_LABEL, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGER, PART_OF_LABEL, ROTATE_AT_ANNOTATION};
+use crate::reports::GATEWAY_UNAVAILABLE;
 use crate::usage;
 use crate::watches::{Watches, secret_fingerprint};
 
@@ -37,7 +38,8 @@ pub const CONTROLLER: &str = "apikey";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(1800);
 /// ApiKey reconciles that may run at once: they mostly wait for the apiserver, and a project
-/// may have tens of thousands of keys.
+/// may have tens of thousands of keys. More in flight did not make a busy apiserver write more
+/// a second (docs/operator.md, "Scale"): it made each write wait longer.
 const CONCURRENCY: u16 = 32;
 
 /// What the ApiKey controller keeps between reconciles.
@@ -234,6 +236,12 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
         (Ok(_), _) => None,
     };
     let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation_problem, now, ctx);
+    let has_status = apikey.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
+    if let (Some(report), Some(ready)) = (ctx.reports.get(&namespace), verdicts.iter().find(|v| v.type_ == READY))
+        && let Some(wait) = report.first_status_wait(has_status, ready, now)
+    {
+        return Ok(Action::requeue(requeue.min(wait + Duration::from_millis(50))));
+    }
     status.conditions = conditions::conditions(
         &verdicts,
         apikey.status.as_ref().map_or(&[], |s| &s.conditions),
@@ -379,7 +387,7 @@ fn verdicts(
         ),
         (Some(report), Some(v)) if v.served && report.gateway_unavailable.is_some() => Verdict::no(
             READY,
-            "GatewayUnavailable",
+            GATEWAY_UNAVAILABLE,
             format!("configured, but {}", report.gateway_unavailable.clone().unwrap_or_default()),
         ),
         (_, Some(v)) if v.served => {

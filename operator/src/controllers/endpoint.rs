@@ -20,6 +20,7 @@ use crate::conditions::{self, DEGRADED, READY, REFERENCES_RESOLVED, Verdict};
 use crate::context::{Context, apply_status, error_policy, observe};
 use crate::data_plane::{HTTP_PORT, workload_name};
 use crate::error::{Error, Result};
+use crate::reports::GATEWAY_UNAVAILABLE;
 use crate::settings::Settings;
 use crate::watches::Watches;
 
@@ -84,7 +85,7 @@ async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action>
                 };
                 let unavailable = report.and_then(|r| r.gateway_unavailable.clone());
                 let ready = match (served, unavailable) {
-                    (true, Some(why)) => Verdict::no(READY, "GatewayUnavailable", format!("configured, but {why}")),
+                    (true, Some(why)) => Verdict::no(READY, GATEWAY_UNAVAILABLE, format!("configured, but {why}")),
                     (true, None) => Verdict::yes(
                         READY,
                         "Serving",
@@ -122,6 +123,20 @@ async fn reconcile(endpoint: Arc<Endpoint>, ctx: Arc<Context>) -> Result<Action>
             }
         };
         let previous = endpoint.status.as_ref().map_or(&[][..], |s| &s.conditions);
+        // A first status waits for what the Project controller is about to say (its report
+        // nudges this Endpoint): one write rather than "pending", "unavailable", then "serving".
+        let has_status = !previous.is_empty();
+        if !has_status
+            && project.is_some()
+            && report.as_deref().is_none_or(|r| r.failure.is_none() && verdict.is_none())
+        {
+            return Ok(Action::requeue(RESYNC));
+        }
+        if let (Some(report), Some(ready)) = (report.as_deref(), verdicts.iter().find(|v| v.type_ == READY))
+            && let Some(wait) = report.first_status_wait(has_status, ready, now)
+        {
+            return Ok(Action::requeue(wait + Duration::from_millis(50)));
+        }
         let status = EndpointStatus {
             conditions: conditions::conditions(&verdicts, previous, endpoint.metadata.generation, now),
             observed_generation: endpoint.metadata.generation,

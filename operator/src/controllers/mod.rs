@@ -23,7 +23,7 @@ use crate::context::Context;
 use crate::error::Error;
 
 /// Reconciles of one kind that may run at once, for controllers that mostly wait for the
-/// apiserver. (Project reconciles compile whole projects, CPU: their own, lower limit.)
+/// apiserver. (Project and ApiKey reconciles have their own limits.)
 const CONCURRENCY: u16 = 8;
 
 /// Logs the outcome of one reconcile, for a controller's `for_each`.

@@ -25,6 +25,8 @@ use crate::watches::Watches;
 pub const CONTROLLER: &str = "servicetier";
 /// Reconcile at least this often.
 const RESYNC: Duration = Duration::from_secs(1800);
+/// A tier is reconciled once its user count has settled for this long.
+const DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// The ServiceTier controller: its own changes, and the tiers whose users the Project controller
 /// changed (`users_changed`).
@@ -35,7 +37,8 @@ pub fn controller(
 ) -> impl Future<Output = ()> + use<> {
     Controller::for_shared_stream(watches.tiers.subscribe_changes(spec_fingerprint), ctx.caches.tiers.clone())
         .reconcile_on(users_changed)
-        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        // Each project's compile may change a tier's user count: one status write per burst.
+        .with_config(controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE))
         .run(reconcile, error_policy, ctx)
         .for_each(log_result)
 }

@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -17,6 +17,7 @@ use kube::Client;
 use kube::api::Api;
 use sluice_crds::config::GatewayConfig;
 use sluice_crds::config_secret;
+use sluice_operator::metrics::Metrics;
 use sluice_operator::settings::{Settings, WatchedNamespaces};
 use sluice_testenv::TestEnv;
 
@@ -33,6 +34,8 @@ pub struct World {
     /// Reports the data plane's Deployments as rolled out (no kubelet here); pause it to test
     /// what happens while no gateway replica is available.
     pub rollouts: sluice_testenv::Rollouts,
+    /// The operator's metrics; its client's requests are counted in `api_calls`.
+    pub metrics: Arc<Metrics>,
     operator: tokio::task::JoinHandle<()>,
 }
 
@@ -63,16 +66,20 @@ impl World {
             ..Settings::default()
         };
         adjust(&mut settings);
+        let metrics = Arc::new(Metrics::new());
         let operator = {
-            let (client, settings) = (client.clone(), settings.clone());
+            let (client, settings) = (metrics.api_calls.client(env.config().clone())?, settings.clone());
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                if let Err(err) = sluice_operator::run(client, settings, std::future::pending()).await {
+                if let Err(err) =
+                    sluice_operator::run_with_metrics(client, settings, metrics, std::future::pending()).await
+                {
                     eprintln!("the operator stopped: {err}");
                 }
             })
         };
         let rollouts = sluice_testenv::Rollouts::start(client.clone(), &dataplane);
-        Ok(Self { env, client, tenant, shared, dataplane, settings, rollouts, operator })
+        Ok(Self { env, client, tenant, shared, dataplane, settings, rollouts, metrics, operator })
     }
 
     /// Applies manifests: namespaced objects into the tenant namespace, except those that

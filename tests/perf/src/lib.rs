@@ -3,14 +3,16 @@
 //! machine so that only ratios and differences within the run are compared.
 //!
 //! The binary `sluice-bench` ([`bench::Runner`]) starts `sluice-sim` ([`simulator`]), each
-//! system under test ([`systems`]) and the load generators: wrk for saturation ([`wrk`]) and an
-//! open-loop generator of its own for latency at fixed rates and streaming ([`loadgen`] on a
-//! [`schedule`]); it samples CPU and memory from `/proc` ([`procs`]) and writes JSON, markdown
-//! and SVG ([`results`], [`report`], [`svg`]). `sluice-bench routing` ([`routing`]) replays one
-//! trace through each routing strategy on a simulated heterogeneous fleet; `sluice-bench limits`
-//! ([`limits`]) measures the limiter's cost, in-process and through Redis. Nothing here runs under `cargo test` but the unit
-//! tests of the pure parts.
+//! system under test ([`systems`]; agentgateway is built from its source, [`agentgateway`]) and
+//! the load generators: wrk for saturation ([`wrk`]) and an open-loop generator of its own for
+//! latency at fixed rates and streaming ([`loadgen`] on a [`schedule`]); it samples CPU and
+//! memory from `/proc` ([`procs`]) and writes JSON, markdown and SVG ([`results`], [`report`],
+//! [`svg`]). `sluice-bench routing` ([`routing`]) replays one trace through each routing strategy
+//! on a simulated heterogeneous fleet; `sluice-bench limits` ([`limits`]) measures the limiter's
+//! cost, in-process and through Redis. Nothing here runs under `cargo test` but the unit tests of
+//! the pure parts.
 
+pub mod agentgateway;
 pub mod bench;
 pub mod limits;
 pub mod loadgen;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sluice_bench::bench::{Paths, Placement, Plan, Runner, Scenario};
-use sluice_bench::systems::SystemDef;
+use sluice_bench::systems::{Kind, SystemDef};
 
 /// Sluice's benchmarks: throughput, latency, streaming and memory against direct calls, a bare
 /// proxy and peer gateways, in one run. Results go to target/bench/<time>/ (results.json,
@@ -17,7 +17,7 @@ use sluice_bench::systems::SystemDef;
 #[derive(Parser)]
 #[command(
     name = "sluice-bench",
-    after_help = "Examples:\n  cargo run --release -p sluice-bench -- all          # everything, ~15 min\n  cargo run --release -p sluice-bench -- --quick all  # smoke run, ~3 min\n  cargo run --release -p sluice-bench -- latency --systems sluice\n  cargo run --release -p sluice-bench -- memory\n  cargo run --release -p sluice-bench -- routing    # routing strategies, ~10 min"
+    after_help = "Examples:\n  cargo run --release -p sluice-bench -- all          # everything, ~15 min\n  cargo run --release -p sluice-bench -- --quick all  # smoke run, ~3 min\n  cargo run --release -p sluice-bench -- latency --systems sluice\n  cargo run --release -p sluice-bench -- memory\n  cargo run --release -p sluice-bench -- peers --agentgateway-src ../agentgateway\n  cargo run --release -p sluice-bench -- routing    # routing strategies, ~10 min"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,7 +28,7 @@ struct Cli {
     quick: bool,
 
     /// Systems, comma-separated: direct, bare, sluice, sluice-warn, sluice-weighted (routing
-    /// `weighted`), litellm, portkey, crabllm
+    /// `weighted`), litellm, portkey, crabllm, agentgateway
     /// (direct is always added: latency and streaming are measured against it).
     #[arg(long, global = true, value_delimiter = ',')]
     systems: Vec<String>,
@@ -72,6 +72,12 @@ struct Cli {
     /// ~/.cache/sluice).
     #[arg(long, global = true)]
     cache: Option<PathBuf>,
+
+    /// A checkout of agentgateway's source (`git clone https://github.com/agentgateway/agentgateway`):
+    /// built once with cargo into the cache, keyed by its commit, and measured as `agentgateway`.
+    /// Without it, the latest build in the cache is used, or agentgateway is skipped.
+    #[arg(long, global = true)]
+    agentgateway_src: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Clone)]
@@ -179,6 +185,10 @@ fn main() -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::current_exe()?.parent().context("binary folder")?.to_owned(),
     };
+    // Before building: a missing wrk stops the run at once, not after minutes of compiling.
+    if uses_wrk(&command) {
+        sluice_bench::wrk::check_installed()?;
+    }
     if !cli.no_build {
         build(&workspace)?;
     }
@@ -210,7 +220,6 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Cmd::Limits { micro_ops } = &command {
-        sluice_bench::wrk::check_installed()?;
         sluice_bench::procs::stop_children_on_signal();
         let options = sluice_bench::limits::Options {
             rounds: cli.rounds.max(1),
@@ -226,9 +235,6 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let plan = plan(&cli, &command)?;
-    if plan_uses_wrk(&command) {
-        sluice_bench::wrk::check_installed()?;
-    }
     sluice_bench::procs::stop_children_on_signal();
     let line = std::env::args().collect::<Vec<_>>().join(" ");
     let run_dir = Runner::run(plan, Paths { bin_dir, out_dir, cache_dir, workspace }, line)?;
@@ -237,9 +243,9 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `command` measures with wrk (throughput, profiles, peers, everything).
-fn plan_uses_wrk(command: &Cmd) -> bool {
-    matches!(command, Cmd::All | Cmd::Throughput | Cmd::Profile | Cmd::Peers)
+/// Whether `command` measures with wrk (throughput, profiles, peers, limits, everything).
+fn uses_wrk(command: &Cmd) -> bool {
+    matches!(command, Cmd::All | Cmd::Throughput | Cmd::Profile | Cmd::Peers | Cmd::Limits { .. })
 }
 
 /// Builds the binaries measured, so the one command needs nothing before it.
@@ -278,16 +284,27 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
     let (scenarios, default_systems): (BTreeSet<Scenario>, &[&str]) = match command {
         Cmd::All => (
             [Throughput, Latency, Streaming, Memory].into(),
-            &["direct", "bare", "sluice", "sluice-warn", "sluice-weighted", "litellm", "portkey", "crabllm"],
+            &[
+                "direct",
+                "bare",
+                "sluice",
+                "sluice-warn",
+                "sluice-weighted",
+                "litellm",
+                "portkey",
+                "crabllm",
+                "agentgateway",
+            ],
         ),
         Cmd::Throughput => ([Throughput].into(), &["direct", "bare", "sluice", "sluice-warn", "sluice-weighted"]),
         Cmd::Latency => ([Latency].into(), &["direct", "bare", "sluice", "sluice-warn"]),
         Cmd::Streaming => ([Streaming].into(), &["direct", "bare", "sluice"]),
         Cmd::Memory => ([Memory].into(), &[]),
         Cmd::Profile => ([Profile].into(), &["sluice"]),
-        Cmd::Peers => {
-            ([Throughput, Latency, Streaming].into(), &["direct", "bare", "sluice", "litellm", "portkey", "crabllm"])
-        }
+        Cmd::Peers => (
+            [Throughput, Latency, Streaming].into(),
+            &["direct", "bare", "sluice", "litellm", "portkey", "crabllm", "agentgateway"],
+        ),
         Cmd::OpenLoop { .. } | Cmd::Render { .. } | Cmd::Routing { .. } | Cmd::Limits { .. } => {
             unreachable!("handled before planning")
         }
@@ -307,6 +324,19 @@ fn plan(cli: &Cli, command: &Cmd) -> anyhow::Result<Plan> {
         }
     }
     let mut systems: Vec<SystemDef> = all.into_iter().filter(|s| wanted.contains(&s.id)).collect();
+    if let Some(dir) = &cli.agentgateway_src {
+        // A wrong folder stops the run now, not when agentgateway's turn comes.
+        let source = sluice_bench::agentgateway::Source::inspect(dir).map_err(anyhow::Error::msg)?;
+        if !systems.iter().any(|s| matches!(s.kind, Kind::Agentgateway { .. })) {
+            bail!("--agentgateway-src is given but agentgateway is not among the systems measured (--systems)");
+        }
+        eprintln!("agentgateway: {} at {} (cache folder {})", source.describe, dir.display(), source.key);
+    }
+    for system in &mut systems {
+        if let Kind::Agentgateway { source } = &mut system.kind {
+            source.clone_from(&cli.agentgateway_src);
+        }
+    }
     if let Some(dir) = &cli.reference_bin {
         let binary = dir.join("sluice-gateway");
         if !binary.is_file() {

@@ -1,7 +1,8 @@
 //! The systems under test, each started against the same simulator backends: the simulator
 //! itself (direct), the bare hyper proxy, Sluice, and the peer gateways (LiteLLM, Portkey,
-//! crabllm), installed from their registries into a cache outside the repository. A peer that
-//! cannot be installed or started is skipped with the reason.
+//! crabllm, installed from their registries, and agentgateway, built from its source), all in a
+//! cache outside the repository. A peer that cannot be installed or started is skipped with the
+//! reason.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::agentgateway;
 use crate::procs::{Proc, free_port, http_get_status};
 use crate::project::{self, Backends, MODEL_CHAT, MODEL_CHAT_60, MODEL_EMBED, MODEL_STREAM, SIM_CREDENTIAL};
 
@@ -164,6 +166,12 @@ pub enum Kind {
     Portkey,
     /// crabllm (crates.io).
     Crabllm,
+    /// agentgateway, built with cargo from a checkout of its source ([`crate::agentgateway`]).
+    Agentgateway {
+        /// The checkout (`--agentgateway-src`); absent: the latest build in the cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<PathBuf>,
+    },
 }
 
 /// A part of Sluice that is off by default, turned on to measure its cost per request.
@@ -188,7 +196,8 @@ pub enum Feature {
 /// A system to measure.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SystemDef {
-    /// Short id (`direct`, `bare`, `sluice`, `sluice-warn`, `litellm`, `portkey`, `crabllm`).
+    /// Short id (`direct`, `bare`, `sluice`, `sluice-warn`, `litellm`, `portkey`, `crabllm`,
+    /// `agentgateway`).
     pub id: String,
     /// Label for tables.
     pub label: String,
@@ -230,6 +239,7 @@ impl SystemDef {
             def("litellm", "LiteLLM proxy", Kind::Litellm),
             def("portkey", "Portkey gateway", Kind::Portkey),
             def("crabllm", "crabllm", Kind::Crabllm),
+            def("agentgateway", "agentgateway", Kind::Agentgateway { source: None }),
         ]
     }
 
@@ -252,9 +262,9 @@ impl SystemDef {
         }
     }
 
-    /// Whether it is a peer gateway (installed from a registry).
+    /// Whether it is a peer gateway (installed from a registry or built from source).
     pub fn is_peer(&self) -> bool {
-        matches!(self.kind, Kind::Litellm | Kind::Portkey | Kind::Crabllm)
+        matches!(self.kind, Kind::Litellm | Kind::Portkey | Kind::Crabllm | Kind::Agentgateway { .. })
     }
 }
 
@@ -300,6 +310,7 @@ enum Api {
     Litellm(SocketAddr),
     Portkey(SocketAddr),
     Crabllm(SocketAddr),
+    Agentgateway(SocketAddr),
 }
 
 /// A started system.
@@ -350,6 +361,7 @@ impl Running {
                 vec![SIM_CREDENTIAL.to_owned()],
             ),
             Api::Crabllm(addr) => (*addr, v1, vec![], vec![CRABLLM_KEY.to_owned()]),
+            Api::Agentgateway(addr) => (*addr, v1, vec![], vec![agentgateway::KEY.to_owned()]),
         };
         headers.insert(0, json);
         Target { addr, path, headers, keys, body: workload.body(), stream: workload.stream() }
@@ -440,6 +452,8 @@ pub fn start(def: &SystemDef, env: &Env) -> anyhow::Result<Running> {
         Kind::Litellm => start_litellm(env).map(|(procs, api, note)| running(procs, api, LITELLM_VERSION.into(), note)),
         Kind::Portkey => start_portkey(env).map(|(procs, api, note)| running(procs, api, PORTKEY_VERSION.into(), note)),
         Kind::Crabllm => start_crabllm(env).map(|(procs, api, note)| running(procs, api, CRABLLM_VERSION.into(), note)),
+        Kind::Agentgateway { source } => start_agentgateway(env, source.as_deref())
+            .map(|(procs, api, note, version)| running(procs, api, version, note)),
     }
 }
 
@@ -560,7 +574,8 @@ pub fn sluice_target(addr: SocketAddr, workload: Workload, keys: Vec<String>) ->
     }
 }
 
-fn run_install(what: &str, mut command: Command, log: &Path) -> Result<(), String> {
+/// Runs an install `command` with its output in `log`; the last lines of it on failure.
+pub(crate) fn run_install(what: &str, mut command: Command, log: &Path) -> Result<(), String> {
     eprintln!("    installing {what} (once, into the cache; log {})", log.display());
     let file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let err = file.try_clone().map_err(|e| e.to_string())?;
@@ -631,6 +646,7 @@ pub fn ensure_peer(kind: &Kind, cache: &Path) -> Result<PathBuf, String> {
             }
             Ok(exe)
         }
+        Kind::Agentgateway { source } => agentgateway::ensure(source.as_deref(), cache),
         _ => Err("not a peer".into()),
     }
 }
@@ -747,6 +763,32 @@ usage = {{}}
                 default logging"
         .to_owned();
     Ok((vec![proc], Api::Crabllm(addr), note))
+}
+
+fn start_agentgateway(env: &Env, source: Option<&Path>) -> anyhow::Result<(Vec<Proc>, Api, String, String)> {
+    let exe = agentgateway::ensure(source, &env.cache_dir).map_err(anyhow::Error::msg)?;
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let listen = agentgateway::Listen {
+        port: free_port()?,
+        admin: loopback(free_port()?),
+        stats: loopback(free_port()?),
+        readiness: loopback(free_port()?),
+    };
+    let dir = env.work_dir.join("agentgateway");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&agentgateway::config(&listen, &env.backends))?)?;
+    let mut command = env.command(&exe);
+    command.arg("-f").arg(&path).current_dir(&dir);
+    let mut proc = Proc::spawn("agentgateway", command)?;
+    proc.wait_ready(Duration::from_secs(60), || http_get_status(listen.readiness, "/healthz/ready") == Some(200))?;
+    let note = "agentgateway -f config.json, as its examples show: one gateway; llm with an apiKey policy (mode strict, one key \
+                as a bearer token: auth on), 3 openAI providers with baseUrl at the simulator, 4 models on them; default \
+                logging (info, text, one access-log line per request to stdout), default worker threads (one per CPU); \
+                release build without the web UI feature"
+        .to_owned();
+    let version = agentgateway::version(&exe);
+    Ok((vec![proc], Api::Agentgateway(loopback(listen.port)), note, version))
 }
 
 /// One blocking HTTP/1.1 request (`Connection: close`): status and body, for smoke checks.

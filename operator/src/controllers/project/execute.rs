@@ -12,11 +12,15 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use sluice_crds::api::Project;
 
 use super::State;
+use super::applied::Live;
 use super::plan::{Cleanup, ConfigWrite, Finalizer, Plan};
 use crate::context::{apply, apply_status, is_not_found, set_finalizer};
 use crate::data_plane::{DataPlaneObjects, Route, http_route_resource};
@@ -40,7 +44,8 @@ pub async fn execute(plan: Plan, project: &Project, state: &State) -> Result<Act
         write_config(project, write, state).await?;
     }
     if let Some(objects) = &plan.data_plane {
-        apply_data_plane(objects, state).await?;
+        let owner = format!("{namespace}/{}", project.name_any());
+        DataPlaneWriter { state, owner: &owner }.apply(objects).await?;
     }
     if let Some(report) = plan.report {
         ctx.reports.publish(&namespace, report);
@@ -65,7 +70,10 @@ async fn write_config(project: &Project, write: ConfigWrite, state: &State) -> R
     let namespace = ctx.settings.dataplane_namespace.as_str();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let set = &write.secrets;
-    apply(&Api::<Role>::namespaced(ctx.client.clone(), namespace), &write.role).await?;
+    let owner = format!("{}/{}", project.namespace().unwrap_or_default(), project.name_any());
+    DataPlaneWriter { state, owner: &owner }
+        .write(&Api::<Role>::namespaced(ctx.client.clone(), namespace), &write.role, Some(&ctx.caches.roles))
+        .await?;
     for shard in &set.shards {
         apply(&secrets, shard).await?;
     }
@@ -95,69 +103,151 @@ where
     }
 }
 
-/// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Services,
-/// disruption budget, autoscaler and network policy (removing the last two when not wanted), and
-/// the route.
-async fn apply_data_plane(objects: &DataPlaneObjects, state: &State) -> Result<()> {
-    let ctx = state.ctx.as_ref();
-    let namespace = ctx.settings.dataplane_namespace.as_str();
-    let client = &ctx.client;
-    apply(&Api::<ServiceAccount>::namespaced(client.clone(), namespace), &objects.service_account).await?;
-    apply(&Api::<Role>::namespaced(client.clone(), namespace), &objects.role).await?;
-    apply(&Api::<RoleBinding>::namespaced(client.clone(), namespace), &objects.role_binding).await?;
-    apply_key_access(objects, state).await?;
-    // Metadata only: the data keys are the gateway pods'.
-    apply(&Api::<ConfigMap>::namespaced(client.clone(), namespace), &objects.usage_config_map).await?;
-    apply(&Api::<Deployment>::namespaced(client.clone(), namespace), &objects.deployment).await?;
-    apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.service).await?;
-    apply(&Api::<Service>::namespaced(client.clone(), namespace), &objects.admin_service).await?;
-    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace), &objects.disruption_budget).await?;
-    let name = objects.deployment.metadata.name.clone().unwrap_or_default();
-    let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
-    match &objects.autoscaler {
-        Some(autoscaler) => drop(apply(&autoscalers, autoscaler).await?),
-        None => delete_if_present(&autoscalers, &name).await?,
-    }
-    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
-    match &objects.network_policy {
-        Some(policy) => drop(apply(&policies, policy).await?),
-        None => delete_if_present(&policies, &name).await?,
-    }
-    match &objects.route {
-        Route::Ingress(ingress) => {
-            apply(&Api::<Ingress>::namespaced(client.clone(), namespace), ingress).await?;
-        }
-        Route::HttpRoute(route) => {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &http_route_resource());
-            apply(&api, route).await?;
-        }
-        Route::None => {}
-    }
-    Ok(())
+/// Writes one Project's data plane, skipping what this process already applied and the watches
+/// show unchanged ([`Applied`](super::applied::Applied)).
+struct DataPlaneWriter<'a> {
+    state: &'a State,
+    /// `<namespace>/<name>` of the Project.
+    owner: &'a str,
 }
 
-/// Applies (or, when the platform turns key management off, removes) the gateway's access to
-/// the project's ApiKeys in the tenant's namespace.
-async fn apply_key_access(objects: &DataPlaneObjects, state: &State) -> Result<()> {
-    let client = &state.ctx.client;
-    let (role, binding) = &objects.key_access;
-    let (tenant, name) = (role.namespace().unwrap_or_default(), role.name_any());
-    let (roles, bindings) =
-        (Api::<Role>::namespaced(client.clone(), &tenant), Api::<RoleBinding>::namespaced(client.clone(), &tenant));
-    if objects.key_management {
-        apply(&roles, role).await?;
-        apply(&bindings, binding).await?;
-    } else {
-        delete_if_present(&bindings, &name).await?;
-        delete_if_present(&roles, &name).await?;
+impl DataPlaneWriter<'_> {
+    /// Applies the ServiceAccount, Role, RoleBinding, usage ConfigMap, Deployment, Services,
+    /// disruption budget, autoscaler and network policy (removing the last two when not wanted),
+    /// and the route.
+    async fn apply(&self, objects: &DataPlaneObjects) -> Result<()> {
+        let ctx = self.state.ctx.as_ref();
+        let namespace = ctx.settings.dataplane_namespace.as_str();
+        let (client, caches) = (&ctx.client, &ctx.caches);
+        self.write(
+            &Api::namespaced(client.clone(), namespace),
+            &objects.service_account,
+            Some(&caches.service_accounts),
+        )
+        .await?;
+        self.write(&Api::namespaced(client.clone(), namespace), &objects.role, Some(&caches.roles)).await?;
+        self.write(&Api::namespaced(client.clone(), namespace), &objects.role_binding, Some(&caches.role_bindings))
+            .await?;
+        self.key_access(objects).await?;
+        // Metadata only: the data keys are the gateway pods'.
+        self.write(
+            &Api::namespaced(client.clone(), namespace),
+            &objects.usage_config_map,
+            Some(&caches.usage_config_maps),
+        )
+        .await?;
+        self.write(&Api::namespaced(client.clone(), namespace), &objects.deployment, Some(&caches.deployments)).await?;
+        self.write(&Api::namespaced(client.clone(), namespace), &objects.service, Some(&caches.services)).await?;
+        self.write(&Api::namespaced(client.clone(), namespace), &objects.admin_service, Some(&caches.services)).await?;
+        self.write::<PodDisruptionBudget>(
+            &Api::namespaced(client.clone(), namespace),
+            &objects.disruption_budget,
+            None,
+        )
+        .await?;
+        let name = objects.deployment.metadata.name.clone().unwrap_or_default();
+        let autoscalers = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+        match &objects.autoscaler {
+            Some(autoscaler) => self.write(&autoscalers, autoscaler, None).await?,
+            None => self.remove(&autoscalers, namespace, &name).await?,
+        }
+        let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
+        match &objects.network_policy {
+            Some(policy) => self.write(&policies, policy, None).await?,
+            None => self.remove(&policies, namespace, &name).await?,
+        }
+        match &objects.route {
+            Route::Ingress(ingress) => {
+                self.write(&Api::namespaced(client.clone(), namespace), ingress, Some(&caches.ingresses)).await?;
+            }
+            Route::HttpRoute(route) => {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &http_route_resource());
+                if !self.unchanged(route, None)? {
+                    apply(&api, route).await?;
+                    self.note(route)?;
+                }
+            }
+            Route::None => {}
+        }
+        Ok(())
     }
-    Ok(())
+
+    /// Applies (or, when the platform turns key management off, removes) the gateway's access to
+    /// the project's ApiKeys in the tenant's namespace.
+    async fn key_access(&self, objects: &DataPlaneObjects) -> Result<()> {
+        let client = &self.state.ctx.client;
+        let (role, binding) = &objects.key_access;
+        let (tenant, name) = (role.namespace().unwrap_or_default(), role.name_any());
+        let (roles, bindings) =
+            (Api::<Role>::namespaced(client.clone(), &tenant), Api::<RoleBinding>::namespaced(client.clone(), &tenant));
+        if objects.key_management {
+            self.write(&roles, role, None).await?;
+            self.write(&bindings, binding, None).await?;
+        } else {
+            self.remove(&bindings, &tenant, &name).await?;
+            self.remove(&roles, &tenant, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `object` unless it is unchanged; `live` is the cache of its kind when watched.
+    async fn write<K>(&self, api: &Api<K>, object: &K, live: Option<&Store<K>>) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Serialize + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let live = live.map(|store| {
+            let (name, namespace) = (object.name_any(), object.namespace().unwrap_or_default());
+            store.get(&ObjectRef::new(&name).within(&namespace))
+        });
+        let live = match live {
+            Some(Some(object)) => Some(Some(serde_json::to_value(object.as_ref())?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        if self.unchanged(object, live)? {
+            return Ok(());
+        }
+        apply(api, object).await?;
+        self.note(object)
+    }
+
+    /// Deletes `name` of `K` unless this process did so already (within [`MAX_AGE`]).
+    async fn remove<K>(&self, api: &Api<K>, namespace: &str, name: &str) -> Result<()>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    {
+        let key = object_key::<K>(namespace, name);
+        if self.state.applied.unchanged(self.owner, &key, &Value::Null, &Live::Unwatched) {
+            return Ok(());
+        }
+        delete_if_present(api, name).await?;
+        self.state.applied.note(self.owner, &key, &Value::Null);
+        Ok(())
+    }
+
+    fn unchanged<K: Resource + Serialize>(&self, object: &K, live: Option<Option<Value>>) -> Result<bool> {
+        let live = live.map_or(Live::Unwatched, Live::Watched);
+        let key = object_key::<K>(&object.namespace().unwrap_or_default(), &object.name_any());
+        Ok(self.state.applied.unchanged(self.owner, &key, &serde_json::to_value(object)?, &live))
+    }
+
+    fn note<K: Resource + Serialize>(&self, object: &K) -> Result<()> {
+        let key = object_key::<K>(&object.namespace().unwrap_or_default(), &object.name_any());
+        self.state.applied.note(self.owner, &key, &serde_json::to_value(object)?);
+        Ok(())
+    }
+}
+
+/// How [`Applied`](super::applied::Applied) names an object.
+fn object_key<K>(namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", std::any::type_name::<K>())
 }
 
 /// Deletes every data-plane object the Project owns, and forgets it.
 async fn remove_data_plane(cleanup: &Cleanup, namespace: &str, state: &State) -> Result<()> {
     let ctx = state.ctx.as_ref();
     let Cleanup { owner, slug, release } = cleanup;
+    state.applied.forget(owner);
     let dataplane = ctx.settings.dataplane_namespace.as_str();
     let selector = format!("{PROJECT_LABEL}={slug}");
     let client = &ctx.client;

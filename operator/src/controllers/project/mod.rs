@@ -9,6 +9,7 @@
 //! A reconcile gathers its [`Inputs`] from the caches, makes a [`Plan`] ([`plan()`], pure) and
 //! carries it out ([`execute`]), which writes the status in one place.
 
+mod applied;
 mod execute;
 pub mod plan;
 
@@ -49,7 +50,8 @@ use crate::watches::{SERVICE_NAME_LABEL, Watches, config_map_fingerprint, ready_
 
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "project";
-/// Project reconciles that may run at once: each compiles a whole project (CPU).
+/// Project reconciles that may run at once: each compiles a whole project (CPU). More at once
+/// only made more, smaller configuration writes while keys arrived (docs/operator.md, "Scale").
 const CONCURRENCY: u16 = 4;
 
 /// What the Project controller keeps between reconciles.
@@ -57,6 +59,8 @@ struct State {
     ctx: Arc<Context>,
     /// When this process last wrote each project's configuration, by slug (write spacing).
     config_written: Mutex<HashMap<String, Instant>>,
+    /// What this process last applied of each project's data plane.
+    applied: applied::Applied,
 }
 
 impl AsRef<Context> for State {
@@ -101,7 +105,8 @@ pub fn controller(watches: &mut Watches, ctx: Arc<Context>) -> impl Future<Outpu
             status.and_then(|s| s.observed_generation),
         ))
     };
-    let state = Arc::new(State { ctx: ctx.clone(), config_written: Mutex::default() });
+    let state =
+        Arc::new(State { ctx: ctx.clone(), config_written: Mutex::default(), applied: applied::Applied::default() });
     let contenders = caches.clone();
     Controller::for_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), caches.projects.clone())
         .watches_shared_stream(watches.projects.subscribe_changes(spec_fingerprint), move |p: Arc<Project>| {
@@ -176,8 +181,19 @@ async fn reconcile(project: Arc<Project>, state: Arc<State>) -> Result<Action> {
         let mut plan = {
             let (project, state) = (project.clone(), state.clone());
             tokio::task::spawn_blocking(move || {
+                let started = Instant::now();
                 let inputs = inputs(project, &state, Timestamp::now());
-                plan(&inputs, &state.ctx.settings, || written_config(&inputs.project.spec.slug, &state))
+                let metrics = &state.ctx.metrics;
+                metrics.project_phase("gather", started.elapsed());
+                let plan = plan(&inputs, &state.ctx.settings, || written_config(&inputs.project.spec.slug, &state));
+                if let Ok(plan) = &plan {
+                    metrics.project_phase("compile", plan.timings.compile);
+                    metrics.project_phase("serialize", plan.timings.serialize);
+                    if plan.config_deferred.is_some() {
+                        metrics.config_writes_deferred.inc();
+                    }
+                }
+                plan
             })
             .await??
         };
@@ -297,8 +313,10 @@ fn inputs(project: Arc<Project>, state: &State, now: Timestamp) -> Inputs {
     let status = deployment.as_ref().and_then(|d| d.status.as_ref());
     let ready_replicas = status.and_then(|s| s.ready_replicas).unwrap_or(0);
     let available_replicas = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let gateway_created = deployment.as_ref().and_then(|d| d.metadata.creation_timestamp.as_ref()).map(|t| t.0);
     Inputs {
         previous: ctx.reports.get(&namespace),
+        gateway_created,
         project,
         now,
         objects,

@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -21,7 +21,7 @@ use crate::config_secret::{self, ConfigSecrets, ConfigTarget, primary_name, shar
 use crate::data_plane::{self, DataPlaneInput, DataPlaneObjects};
 use crate::error::{Error, Result};
 use crate::labels::PROJECT_FINALIZER;
-use crate::reports::{ObjectVerdict, ProjectReport};
+use crate::reports::{GATEWAY_UNAVAILABLE, ObjectVerdict, ProjectReport};
 use crate::settings::Settings;
 use crate::watch_index::ProjectClaim;
 
@@ -32,6 +32,9 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 const SPACING_PER_MIB: Duration = Duration::from_secs(1);
 /// Upper bound of that spacing.
 const MAX_SPACING: Duration = Duration::from_secs(20);
+/// How long a new gateway Deployment's first rollout may take before the first status of its
+/// Endpoints and ApiKeys says it is unavailable (see `ProjectReport::first_status_wait`).
+pub const FIRST_ROLLOUT_GRACE: SignedDuration = SignedDuration::from_secs(30);
 
 /// What one reconcile of a Project starts from.
 #[derive(Clone, Debug)]
@@ -57,6 +60,8 @@ pub struct Inputs {
     /// Available replicas of its gateway Deployment (ready for `minReadySeconds`): none, and
     /// nothing is served whatever the configuration says.
     pub available_replicas: i32,
+    /// When its gateway Deployment was created; `None`: not yet.
+    pub gateway_created: Option<Timestamp>,
 }
 
 /// The project's config Secrets as the cache has them.
@@ -128,6 +133,8 @@ pub struct Plan {
     pub cleanup: Option<Cleanup>,
     /// The configuration to write.
     pub config: Option<ConfigWrite>,
+    /// A newer configuration than the one written waits this long (write spacing).
+    pub config_deferred: Option<Duration>,
     /// The data plane to apply.
     pub data_plane: Option<DataPlaneObjects>,
     /// The verdicts to publish for the other controllers.
@@ -138,6 +145,17 @@ pub struct Plan {
     pub status: Option<ProjectStatus>,
     /// When to reconcile again; `None`: on the next change only.
     pub requeue: Option<Duration>,
+    /// How long planning took, for metrics.
+    pub timings: PlanTimings,
+}
+
+/// CPU time of a plan's phases.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanTimings {
+    /// Compiling the project.
+    pub compile: Duration,
+    /// Serializing its configuration into the Secrets (canonical JSON, hash, shards).
+    pub serialize: Duration,
 }
 
 /// Plans one reconcile of `inputs.project`. What its config Secrets hold (`written`) is read
@@ -283,10 +301,12 @@ fn serve(
         services: sluice_crds::compile::ServiceEndpoints::Operator,
         now: Some(now),
     };
+    let started = Instant::now();
     let mut compiled = compile_partially(project, &inputs.objects, &options);
     if let Some(config) = compiled.config.as_mut() {
         fill_pools(config, &inputs.pool_addresses);
     }
+    let mut timings = PlanTimings { compile: started.elapsed(), ..PlanTimings::default() };
     // The causes that hold the whole configuration back (the Project's own, its tier's) come
     // first, before the objects merely left out.
     let mut by_weight: Vec<_> = compiled.problems.iter().collect();
@@ -321,13 +341,16 @@ fn serve(
             events,
             status: status(project, &conditions, hash, None, now),
             requeue: Some(RESYNC),
+            timings,
             ..Plan::default()
         });
     };
 
     let owner = format!("{namespace}/{}", project.name_any());
     let target = ConfigTarget { slug, namespace: &settings.dataplane_namespace, owner: &owner };
+    let started = Instant::now();
     let secrets = config_secret::build(target, config)?;
+    timings.serialize = started.elapsed();
     // A key that stops being served (deleted, expired, left out) is a revocation: written at
     // once, whatever the spacing of large configurations says.
     let served_keys: HashSet<&str> = config.keys.iter().map(|k| k.id.as_str()).collect();
@@ -366,6 +389,7 @@ fn serve(
     let report = ProjectReport {
         tiers: config.tiers.keys().cloned().collect(),
         gateway_unavailable: gateway_unavailable(inputs),
+        first_rollout_until: first_rollout_until(inputs),
         ..verdicts.report(|kind, name| {
             if deferred {
                 return verdicts.served_before(kind, name);
@@ -415,7 +439,7 @@ fn serve(
     let ready = if available > 0 {
         Verdict::yes(READY, "Serving", serving)
     } else {
-        Verdict::no(READY, "GatewayUnavailable", serving)
+        Verdict::no(READY, GATEWAY_UNAVAILABLE, serving)
     };
     let conditions = [ready, references, degraded];
 
@@ -429,6 +453,7 @@ fn serve(
     }
     Ok(Plan {
         config: config_write,
+        config_deferred: written.deferred,
         data_plane: Some(objects),
         report: Some(report),
         events,
@@ -440,6 +465,7 @@ fn serve(
             now,
         ),
         requeue: Some(requeue),
+        timings,
         ..Plan::default()
     })
 }
@@ -468,6 +494,16 @@ fn gateway_unavailable(inputs: &Inputs) -> Option<String> {
             project.spec.slug
         )
     })
+}
+
+/// Until when a gateway that no replica serves yet may still be in its first rollout: the
+/// Deployment is new (or not there yet).
+fn first_rollout_until(inputs: &Inputs) -> Option<Timestamp> {
+    if inputs.available_replicas > 0 {
+        return None;
+    }
+    let until = inputs.gateway_created.unwrap_or(inputs.now).checked_add(FIRST_ROLLOUT_GRACE).ok()?;
+    (until > inputs.now).then_some(until)
 }
 
 /// How many gateway replicas a Project asks for: its count, or its autoscaling range.

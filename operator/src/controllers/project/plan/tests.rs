@@ -69,6 +69,7 @@ fn inputs(project: Project, extra: &[&str]) -> Inputs {
         ready_replicas: 2,
         available_replicas: 2,
         pool_addresses: BTreeMap::new(),
+        gateway_created: Some(now()),
     }
 }
 
@@ -130,6 +131,22 @@ fn without_an_available_gateway_replica_nothing_is_ready() {
     let report = plan.report.as_ref().expect("report");
     assert!(report.gateway_unavailable.as_deref().is_some_and(|m| m.contains("project p")), "{report:?}");
     assert_eq!(served(&plan), (vec!["good"], vec!["ok"]), "in the configuration all the same");
+}
+
+#[test]
+fn a_new_gateway_has_a_first_rollout_to_wait_for_and_an_old_one_none() {
+    let mut inputs = inputs(project(), &[]);
+    inputs.available_replicas = 0;
+    let until = |inputs: &Inputs| run(inputs).report.expect("report").first_rollout_until;
+    inputs.gateway_created = None;
+    assert_eq!(until(&inputs), Some(now() + FIRST_ROLLOUT_GRACE), "about to be created");
+    inputs.gateway_created = Some(now() - SignedDuration::from_secs(10));
+    assert_eq!(until(&inputs), Some(now() + SignedDuration::from_secs(20)));
+    inputs.gateway_created = Some(now() - SignedDuration::from_secs(60));
+    assert_eq!(until(&inputs), None, "a rollout that long is news");
+    inputs.available_replicas = 1;
+    inputs.gateway_created = Some(now());
+    assert_eq!(until(&inputs), None, "it serves");
 }
 
 #[test]
