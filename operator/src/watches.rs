@@ -224,9 +224,36 @@ pub fn config_map_fingerprint(config_map: &ConfigMap) -> u64 {
     fingerprint((&config_map.data, binary))
 }
 
-/// Fingerprint of a Secret's data: what the controllers that read Secrets react to.
+/// Fingerprint of a Secret's data and of the `sluice.dev/` annotations that schedule it (when a
+/// generated secret was issued or is to be rotated): what the controllers that read Secrets react
+/// to. Without the annotations, an edit that makes a rotation due would wait for the next resync.
 pub fn secret_fingerprint(secret: &Secret) -> u64 {
     let data: Vec<(&String, &Vec<u8>)> = secret.data.iter().flatten().map(|(k, v)| (k, &v.0)).collect();
     let string_data: Vec<(&String, &String)> = secret.string_data.iter().flatten().collect();
-    fingerprint((data, string_data))
+    let schedule: Vec<(&String, &String)> =
+        secret.metadata.annotations.iter().flatten().filter(|(k, _)| k.starts_with("sluice.dev/")).collect();
+    fingerprint((data, string_data, schedule))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn annotated(annotations: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret::default();
+        let annotations = annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        secret.metadata.annotations = Some(annotations.collect::<BTreeMap<_, _>>());
+        secret
+    }
+
+    #[test]
+    fn a_secrets_schedule_annotations_wake_its_readers_and_other_annotations_do_not() {
+        let issued = annotated(&[("sluice.dev/issued-at", "2026-11-01T00:00:00Z")]);
+        let backdated = annotated(&[("sluice.dev/issued-at", "2026-10-01T00:00:00Z")]);
+        assert_ne!(secret_fingerprint(&issued), secret_fingerprint(&backdated));
+        let noted = annotated(&[("sluice.dev/issued-at", "2026-11-01T00:00:00Z"), ("example.com/note", "hello")]);
+        assert_eq!(secret_fingerprint(&issued), secret_fingerprint(&noted));
+    }
 }
