@@ -92,6 +92,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::HeaderMap;
+use prometheus_client::metrics::gauge::Gauge;
 use sluice_crds::compile::{CompileOptions, GeneratedKeys};
 use sluice_crds::config::GatewayConfig;
 use tokio::net::TcpListener;
@@ -357,6 +358,8 @@ pub async fn start(
     let limits = server::ConnectionLimits {
         max_header_bytes: settings.max_header_bytes,
         header_read_timeout: Duration::from_secs(settings.header_read_timeout_seconds),
+        max_connections: settings.max_connections as usize,
+        open: gateway.metrics.connections_open.clone(),
     };
     let grace = Duration::from_secs(settings.shutdown_grace_seconds);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -379,7 +382,8 @@ pub async fn start(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let api_handler = server::api_handler(gateway.clone());
-    let api_task = tokio::spawn(server::serve(api, limits, proxies, api_handler, stopped(stop_rx.clone()), grace));
+    let api_task =
+        tokio::spawn(server::serve(api, limits.clone(), proxies, api_handler, stopped(stop_rx.clone()), grace));
     let admin_gateway = gateway.clone();
     let admin_handler = move |request: hyper::Request<hyper::body::Incoming>, _remote| {
         let gateway = admin_gateway.clone();
@@ -392,9 +396,11 @@ pub async fn start(
         })
             as std::pin::Pin<Box<dyn std::future::Future<Output = hyper::Response<respond::body::ResponseBody>> + Send>>
     };
+    // The admin port's connections are few (probes, scrapes) and not counted with the API's.
+    let admin_limits = server::ConnectionLimits { max_connections: 256, open: Gauge::default(), ..limits };
     let admin_task = tokio::spawn(server::serve(
         admin,
-        limits,
+        admin_limits,
         server::Proxies::default(),
         admin_handler,
         stopped(stop_rx),

@@ -483,6 +483,8 @@ pub struct Metrics {
     pub config_last_success: Gauge,
     /// API keys loaded.
     pub keys_loaded: Gauge,
+    /// Client connections open on the API listener.
+    pub connections_open: Gauge,
     /// The shared limiter's health.
     pub limits: LimiterMetrics,
     /// The audit log's writer.
@@ -780,6 +782,8 @@ impl Metrics {
         );
         let keys_loaded = Gauge::default();
         registry.register("api_keys", "API keys loaded", keys_loaded.clone());
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Client connections open on the API listener", connections_open.clone());
         let key_requests = Family::default();
         registry.register(
             "key_requests",
@@ -876,6 +880,7 @@ impl Metrics {
             config_last_reload_successful,
             config_last_success,
             keys_loaded,
+            connections_open,
             limits,
             audit,
         }

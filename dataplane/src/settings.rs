@@ -167,9 +167,16 @@ pub struct Settings {
     #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
     pub max_header_bytes: usize,
 
-    /// Seconds a client may take to send the request head.
+    /// Seconds a client may take to send the request head; a kept-alive HTTP/1 connection that
+    /// stays idle this long between requests is closed too.
     #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_read_timeout_seconds: u64,
+
+    /// Most client connections the API listener holds open at once (about 19 KB of memory each
+    /// when idle). At the limit the gateway stops accepting: new connections wait in the
+    /// kernel's listen queue until one closes, and a warning is logged.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Seconds to keep serving after SIGTERM or Ctrl-C with `/readyz` failing, before the
     /// listener closes: load balancers (a Kubernetes Service's endpoints) stop sending new

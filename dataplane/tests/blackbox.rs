@@ -372,3 +372,57 @@ async fn streams_that_break_or_stall_end_with_an_error_event_and_are_billed_once
     assert_eq!(billed.len(), 1, "the broken stream was settled exactly once:\n{logs}");
     assert!(billed[0].contains("\"completion_tokens\":3"), "billed for what was delivered: {}", billed[0]);
 }
+
+/// Sends one request on `stream` and reads its answer's first bytes (nothing if none came
+/// within `wait`).
+fn ask(stream: &mut std::net::TcpStream, wait: Duration) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(b"GET /v1/models HTTP/1.1\r\nhost: gateway\r\n\r\n").expect("request sent");
+    stream.set_read_timeout(Some(wait)).expect("timeout set");
+    let mut buffer = [0u8; 512];
+    let read = stream.read(&mut buffer).unwrap_or(0);
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn the_listener_holds_at_most_max_connections_and_counts_them() {
+    let gateway = support::Gateway::start(None, &["--max-connections", "2"]);
+    let connect = || std::net::TcpStream::connect(gateway.api).expect("connected");
+    let (mut first, mut second) = (connect(), connect());
+    assert!(ask(&mut first, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
+    assert!(ask(&mut second, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
+    let metrics = client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "sluice_connections_open 2"),
+        "{}",
+        metrics.lines().filter(|l| l.contains("connections")).collect::<Vec<_>>().join("\n")
+    );
+
+    // A third waits in the listen queue, unanswered, until one of the two closes.
+    let mut third = connect();
+    assert_eq!(ask(&mut third, Duration::from_millis(700)), "", "not served while two are open");
+    drop(first);
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answer.is_empty() && Instant::now() < deadline {
+        let mut buffer = [0u8; 512];
+        let read = std::io::Read::read(&mut third, &mut buffer).unwrap_or(0);
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 "), "served once one closed");
+    assert!(gateway.log_text().contains("connection limit reached"), "the limit is logged");
+    drop(second);
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
+    let gateway = support::Gateway::start(None, &["--header-read-timeout-seconds", "1"]);
+    let mut stream = std::net::TcpStream::connect(gateway.api).expect("connected");
+    assert!(ask(&mut stream, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
+    let idle = Instant::now();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buffer = [0u8; 64];
+    let read = std::io::Read::read(&mut stream, &mut buffer);
+    assert!(matches!(read, Ok(0)), "closed by the gateway: {read:?}");
+    assert!(idle.elapsed() >= Duration::from_millis(900), "after the timeout, not at once: {:?}", idle.elapsed());
+}

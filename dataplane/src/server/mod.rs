@@ -24,7 +24,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -32,13 +34,38 @@ use crate::respond::body::ResponseBody;
 use crate::server::client::TrustedProxies;
 use crate::server::proxy_protocol::ProxyProtocol;
 
-/// Limits on what a client may send before the gateway reads the body.
-#[derive(Clone, Copy, Debug)]
+/// Limits on a listener's connections and on what a client may send before the gateway reads
+/// the body.
+#[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     /// Largest request head.
     pub max_header_bytes: usize,
-    /// Longest wait for the request head.
+    /// Longest wait for the request head (also how long a kept-alive connection may idle).
     pub header_read_timeout: Duration,
+    /// Most connections open at once; at the limit the listener stops accepting.
+    pub max_connections: usize,
+    /// The connections open now.
+    pub open: Gauge,
+}
+
+/// A connection's place under [`ConnectionLimits::max_connections`], given back when the
+/// connection ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
+        open.inc();
+        Self { _permit: permit, open: open.clone() }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 /// Who may connect through a proxy, and how a listener learns a client's address from it.
@@ -76,8 +103,21 @@ pub async fn serve<H, F>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut full = false;
     tokio::pin!(shutdown);
     loop {
+        if slots.available_permits() == 0 && !full {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "connection limit reached: new connections wait in the listen queue until one closes"
+            );
+        }
+        full = slots.available_permits() == 0;
+        let permit = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, remote) = match accepted {
@@ -89,6 +129,7 @@ pub async fn serve<H, F>(
                         continue;
                     }
                 };
+                let slot = Slot::new(permit, &limits.open);
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
                 let service = move |remote: SocketAddr| service_fn(move |request| {
@@ -107,14 +148,17 @@ pub async fn serve<H, F>(
                         if let Err(error) = connection.await {
                             tracing::debug!(%error, %remote, "connection ended with an error");
                         }
+                        drop(slot);
                     });
                     continue;
                 }
                 // The header is read on the connection's own task: a slow proxy holds up no one.
                 let (builder, watcher, mode) = (builder.clone(), graceful.watcher(), proxies.protocol);
+                let header_read_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let mut stream = stream;
-                    let (read, client) = match proxy_protocol::read_header(&mut stream, mode, limits.header_read_timeout).await {
+                    let (read, client) = match proxy_protocol::read_header(&mut stream, mode, header_read_timeout).await {
                         Ok(read) => read,
                         Err(error) => {
                             tracing::warn!(%error, proxy = %remote, "connection closed: bad PROXY protocol header");
