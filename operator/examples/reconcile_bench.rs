@@ -152,6 +152,7 @@ spec: {type: simulated, models: [{name: sim-chat}]}
             (name.clone(), after - before)
         })
         .collect::<BTreeMap<String, f64>>();
+    let peak_memory = peak_memory_mb(&env);
     let synced = synced.await?;
     let load_after = load_average();
     let report = Exposition::parse(&metrics.encode());
@@ -178,6 +179,7 @@ spec: {type: simulated, models: [{name: sim-chat}]}
         "config_writes_deferred": report.sum("sluice_operator_config_writes_deferred_total", &[]),
         "plain_client_status_writes_per_second": pace,
         "cpu_seconds_until_ready": cpu,
+        "peak_resident_mb": peak_memory,
         "load_average_before": load_before,
         "load_average_after": load_after,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -382,6 +384,30 @@ fn cpu_seconds(env: &TestEnv) -> BTreeMap<String, f64> {
     out
 }
 
+/// Peak resident memory in MB of each control-plane process tree (the sum of its processes'
+/// peaks) and of this process (the operator with the bench's own watches and client).
+fn peak_memory_mb(env: &TestEnv) -> BTreeMap<String, f64> {
+    fn peak_kb(pid: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or_default();
+        line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).unwrap_or(0.0)
+    }
+    fn tree_kb(pid: &str) -> f64 {
+        let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .collect::<Vec<_>>()
+            .join(" ");
+        peak_kb(pid) + children.split_whitespace().map(tree_kb).sum::<f64>()
+    }
+    let mut out: BTreeMap<String, f64> =
+        env.processes().into_iter().map(|(name, pid)| (name.to_owned(), tree_kb(&pid.to_string()) / 1024.0)).collect();
+    out.insert("operator and bench".to_owned(), peak_kb(&std::process::id().to_string()) / 1024.0);
+    out
+}
+
 /// The one-minute load average.
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -512,6 +538,13 @@ fn print_breakdown(figures: &serde_json::Value) {
         .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or(0.0)))
         .collect();
     eprintln!("CPU seconds from the operator's start until every status was Ready: {}", cpu.join(", "));
+    let memory: Vec<String> = figures["peak_resident_mb"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(0.0)))
+        .collect();
+    eprintln!("peak resident MB: {}", memory.join(", "));
     let pace: Vec<String> = figures["plain_client_status_writes_per_second"]
         .as_object()
         .into_iter()

@@ -770,6 +770,9 @@ impl Runner {
             r.ready_secs_manifests = ready.as_secs_f64();
             std::thread::sleep(Duration::from_secs(2));
             r.rss_idle_bytes = procs::rss_bytes(&[proc.pid()]);
+            if Some(&keys) == self.plan.memory_keys.first() {
+                r.connections = Some(self.connection_memory(proc.pid(), addr)?);
+            }
             let all_keys: Vec<String> = (0..keys).map(crate::project::key).collect();
             let target = systems::sluice_target(addr, Workload::Chat, all_keys.clone());
             let duration = (keys as f64 / self.plan.memory_rate).clamp(self.plan.duration_secs, 12.0);
@@ -809,6 +812,32 @@ impl Runner {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ok(())
+    }
+}
+
+impl Runner {
+    /// Memory per idle connection and per stream in flight, 1,000 of each: streams of 600
+    /// tokens 10 ms apart on the paced backend (6 s), held open while memory is read.
+    fn connection_memory(
+        &self,
+        pid: u32,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<crate::connections::ConnectionMemory> {
+        let prefix = format!("/{}/{}/v1", crate::project::PROJECT, crate::project::ENDPOINT);
+        let body = format!(
+            r#"{{"model":"{}","messages":[{{"role":"user","content":"Say hello."}}],"max_tokens":600,"ignore_eos":true,"stream":true}}"#,
+            crate::project::MODEL_STREAM
+        );
+        let paths = (format!("{prefix}/models"), format!("{prefix}/chat/completions"));
+        let measured =
+            crate::connections::measure(pid, addr, &crate::project::key(0), (&paths.0, &paths.1, &body), 1000)?;
+        say(format!(
+            "   connections: {:.1} KB per idle kept-alive connection, {:.1} KB per stream in flight (its connection included), {} of each",
+            measured.bytes_per_idle_connection / 1024.0,
+            measured.bytes_per_stream / 1024.0,
+            measured.streams
+        ));
+        Ok(measured)
     }
 }
 

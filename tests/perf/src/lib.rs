@@ -14,6 +14,7 @@
 
 pub mod agentgateway;
 pub mod bench;
+pub mod connections;
 pub mod limits;
 pub mod loadgen;
 pub mod machine;

@@ -191,6 +191,9 @@ pub struct MemoryResult {
     pub load_errors: u64,
     /// Load average when it started.
     pub load_avg: [f64; 3],
+    /// Memory per idle connection and per stream in flight (the smallest project only).
+    #[serde(default)]
+    pub connections: Option<crate::connections::ConnectionMemory>,
 }
 
 /// One of the targets.
