@@ -391,7 +391,14 @@ async fn the_listener_holds_at_most_max_connections_and_counts_them() {
     let (mut first, mut second) = (connect(), connect());
     assert!(ask(&mut first, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
     assert!(ask(&mut second, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
-    let metrics = client().get(gateway.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client()
+        .get(gateway.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics answered")
+        .text()
+        .await
+        .expect("metrics read");
     assert!(
         metrics.lines().any(|l| l == "sluice_connections_open 2"),
         "{}",
@@ -420,7 +427,7 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     let mut stream = std::net::TcpStream::connect(gateway.api).expect("connected");
     assert!(ask(&mut stream, Duration::from_secs(5)).starts_with("HTTP/1.1 "));
     let idle = Instant::now();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout set");
     let mut buffer = [0u8; 64];
     let read = std::io::Read::read(&mut stream, &mut buffer);
     assert!(matches!(read, Ok(0)), "closed by the gateway: {read:?}");
