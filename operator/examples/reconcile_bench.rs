@@ -355,31 +355,36 @@ async fn status_pace(client: &Client, tenants: &[String], keys: usize) -> anyhow
     Ok(paces)
 }
 
+/// `own(pid)` summed over the process `pid` and every process it started, and theirs.
+fn over_tree(pid: &str, own: &dyn Fn(&str) -> f64) -> f64 {
+    // Each thread lists the children it started.
+    let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .collect::<Vec<_>>()
+        .join(" ");
+    own(pid) + children.split_whitespace().map(|child| over_tree(child, own)).sum::<f64>()
+}
+
 /// CPU seconds (user and system) each control-plane process (with its children: each runs under
 /// a supervising shell) and this one (the operator and the bench's watches) used so far.
 fn cpu_seconds(env: &TestEnv) -> BTreeMap<String, f64> {
-    fn process_tree(pid: &str) -> f64 {
+    fn cpu(pid: &str) -> f64 {
         let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
             // The fields after the command name in parentheses; utime and stime are the 14th and 15th.
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
             // The kernel's USER_HZ is 100 on every Linux this runs on.
             Some((fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / 100.0)
         });
-        // Each thread lists the children it started.
-        let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .collect::<Vec<_>>()
-            .join(" ");
-        own.unwrap_or(0.0) + children.split_whitespace().map(process_tree).sum::<f64>()
+        own.unwrap_or(0.0)
     }
     let mut out: BTreeMap<String, f64> =
-        env.processes().into_iter().map(|(name, pid)| (name.to_owned(), process_tree(&pid.to_string()))).collect();
+        env.processes().into_iter().map(|(name, pid)| (name.to_owned(), over_tree(&pid.to_string(), &cpu))).collect();
     out.insert(
         "operator and bench".to_owned(),
-        process_tree(&std::process::id().to_string()) - out.values().sum::<f64>(),
+        over_tree(&std::process::id().to_string(), &cpu) - out.values().sum::<f64>(),
     );
     out
 }
@@ -392,18 +397,11 @@ fn peak_memory_mb(env: &TestEnv) -> BTreeMap<String, f64> {
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or_default();
         line.split_whitespace().nth(1).and_then(|kb| kb.parse().ok()).unwrap_or(0.0)
     }
-    fn tree_kb(pid: &str) -> f64 {
-        let children: String = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .collect::<Vec<_>>()
-            .join(" ");
-        peak_kb(pid) + children.split_whitespace().map(tree_kb).sum::<f64>()
-    }
-    let mut out: BTreeMap<String, f64> =
-        env.processes().into_iter().map(|(name, pid)| (name.to_owned(), tree_kb(&pid.to_string()) / 1024.0)).collect();
+    let mut out: BTreeMap<String, f64> = env
+        .processes()
+        .into_iter()
+        .map(|(name, pid)| (name.to_owned(), over_tree(&pid.to_string(), &peak_kb) / 1024.0))
+        .collect();
     out.insert("operator and bench".to_owned(), peak_kb(&std::process::id().to_string()) / 1024.0);
     out
 }
