@@ -487,6 +487,17 @@ impl Exposition {
 }
 
 /// Prints the figures as a table, the largest request counts first.
+/// A JSON object's entries as `key value, ...`, each value with `precision` decimals.
+fn entries(object: &serde_json::Value, precision: usize) -> String {
+    let values: Vec<String> = object
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {:.precision$}", v.as_f64().unwrap_or(0.0)))
+        .collect();
+    values.join(", ")
+}
+
 fn print_breakdown(figures: &serde_json::Value) {
     let requests = figures["api_requests"].as_object().cloned().unwrap_or_default();
     let mut rows: Vec<(String, f64, f64, f64)> = requests
@@ -517,41 +528,20 @@ fn print_breakdown(figures: &serde_json::Value) {
         ("reconciles", "reconciles"),
         ("time in reconciles (s)", "reconcile_seconds"),
     ] {
-        let values: Vec<String> = figures[field]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or(0.0)))
-            .collect();
-        eprintln!("{title}: {}", values.join(", "));
+        eprintln!("{title}: {}", entries(&figures[field], 1));
     }
     eprintln!(
         "config writes: {} ({} deferred by spacing)",
         figures["config_writes"], figures["config_writes_deferred"]
     );
-    let cpu: Vec<String> = figures["cpu_seconds_until_ready"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k} {:.1}", v.as_f64().unwrap_or(0.0)))
-        .collect();
-    eprintln!("CPU seconds from the operator's start until every status was Ready: {}", cpu.join(", "));
-    let memory: Vec<String> = figures["peak_resident_mb"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(0.0)))
-        .collect();
-    eprintln!("peak resident MB: {}", memory.join(", "));
-    let pace: Vec<String> = figures["plain_client_status_writes_per_second"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k} {:.0}", v.as_f64().unwrap_or(0.0)))
-        .collect();
+    eprintln!(
+        "CPU seconds from the operator's start until every status was Ready: {}",
+        entries(&figures["cpu_seconds_until_ready"], 1)
+    );
+    eprintln!("peak resident MB: {}", entries(&figures["peak_resident_mb"], 0));
     eprintln!(
         "caches synced after {:.1} s; a plain client's status writes per second, by kind and requests in flight: {}",
         figures["caches_synced_seconds"].as_f64().unwrap_or(0.0),
-        pace.join(", ")
+        entries(&figures["plain_client_status_writes_per_second"], 0)
     );
 }
