@@ -21,8 +21,6 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(audit_command(command));
     }
     let settings = Settings::parse();
-    #[cfg(not(feature = "system-allocator"))]
-    return_freed_memory_at_once();
     // One process-wide TLS crypto provider (aws-lc-rs) for every client in the binary.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)?;
@@ -55,33 +53,6 @@ fn main() -> anyhow::Result<()> {
         audit.close();
     }
     Ok(())
-}
-
-/// mimalloc keeps freed pages for a while before it gives them back to the system, and gives
-/// them back only when it is next called: after a burst (a large configuration parsed, a load
-/// peak) an idle gateway would hold its peak (10,000 keys: 40 MB idle where 28 MB is live).
-/// With `MIMALLOC_PURGE_DELAY=0` it returns them as they are freed; it reads that option from
-/// the environment when the process starts, and safe Rust cannot set it later, so the gateway
-/// runs itself again once with it set. A value the user set is kept, and if the re-run cannot
-/// start the gateway goes on with the allocator's default.
-#[cfg(not(feature = "system-allocator"))]
-fn return_freed_memory_at_once() {
-    use std::os::unix::process::CommandExt;
-    const OPTION: &str = "MIMALLOC_PURGE_DELAY";
-    if std::env::var_os(OPTION).is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else { return };
-    let mut args = std::env::args_os();
-    let mut command = std::process::Command::new(exe);
-    if let Some(name) = args.next() {
-        command.arg0(name);
-    }
-    // Only returns if the process could not be replaced.
-    let error = command.args(args).env(OPTION, "0").exec();
-    eprintln!(
-        "sluice-gateway: could not restart with {OPTION}=0 ({error}); freed memory is returned to the system later"
-    );
 }
 
 /// Serves until stopped; returns the audit log to close once every request is settled.

@@ -433,22 +433,3 @@ fn an_idle_kept_alive_connection_is_closed_after_the_header_timeout() {
     assert!(matches!(read, Ok(0)), "closed by the gateway: {read:?}");
     assert!(idle.elapsed() >= Duration::from_millis(900), "after the timeout, not at once: {:?}", idle.elapsed());
 }
-
-#[test]
-fn the_gateway_runs_with_freed_memory_returned_at_once_unless_told_otherwise() {
-    let option = |gateway: &support::Gateway| {
-        let environ = std::fs::read(format!("/proc/{}/environ", gateway.pid())).expect("environment readable");
-        let prefix = b"MIMALLOC_PURGE_DELAY=";
-        environ
-            .split(|b| *b == 0)
-            .find(|v| v.starts_with(prefix))
-            .map(|v| String::from_utf8_lossy(&v[prefix.len()..]).into_owned())
-    };
-    let default = support::Gateway::start(None, &[]);
-    assert_eq!(option(&default).as_deref(), Some("0"), "the gateway re-runs itself with the option set");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-gateway"));
-    command.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"]);
-    command.env("MIMALLOC_PURGE_DELAY", "250");
-    let chosen = support::Gateway::spawn(command);
-    assert_eq!(option(&chosen).as_deref(), Some("250"), "a value the user set is kept");
-}
