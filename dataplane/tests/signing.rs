@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -46,12 +46,13 @@ spec:
     )
 }
 
-/// The verifier, exactly as docs/security.md prints it.
-fn verifier() -> PathBuf {
+/// The verifier, exactly as docs/security.md prints it, written into `dir`: each call has its
+/// own copy, so tests running at once never read a file another is still writing.
+fn verifier(dir: &Path) -> PathBuf {
     let doc = include_str!("../../docs/security.md");
     let section = doc.split("## Signed responses").nth(1).expect("the section");
     let code = section.split("```python\n").nth(1).and_then(|rest| rest.split("\n```").next()).expect("a python block");
-    let path = std::env::temp_dir().join(format!("verify_sluice_{}.py", std::process::id()));
+    let path = dir.join("verify_sluice.py");
     std::fs::write(&path, code).expect("write the verifier");
     path
 }
@@ -62,7 +63,7 @@ fn verifies(secret: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool
     let path = dir.path().join("body");
     std::fs::write(&path, body).expect("write the body");
     let output = Command::new("python3")
-        .arg(verifier())
+        .arg(verifier(dir.path()))
         .args([secret, timestamp, signature])
         .arg(&path)
         .output()

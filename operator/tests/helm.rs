@@ -117,7 +117,10 @@ fn rules(role: &Value) -> Vec<(String, String)> {
 
 /// Applies with kubectl, server-side (optionally as a dry run).
 fn kubectl_apply(env: &TestEnv, yaml: &str, dry_run: bool) -> anyhow::Result<String> {
-    let file = std::env::temp_dir().join(format!("sluice-apply-{}-{}.yaml", std::process::id(), yaml.len()));
+    // A file per call: tests apply at once, and two documents may well have the same length.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("sluice-apply-{}-{call}.yaml", std::process::id()));
     std::fs::write(&file, yaml)?;
     let mut command = env.kubectl()?;
     command.args(["apply", "--server-side", "--field-manager=helm-test", "-f"]).arg(&file);
