@@ -110,12 +110,15 @@ pub struct Shed {
 }
 
 /// One step of a plan: a backend to try.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Step {
     /// Index into the model's backends.
     pub index: usize,
     /// Whether this is the backend's half-open probe.
     pub probe: bool,
+    /// The time to first token predicted for the request there when the plan was made, ms
+    /// (only when the policy predicts: see [`Plan::predicted`]).
+    pub ttft_ms: Option<f32>,
 }
 
 /// The order in which to try a model's backends.
@@ -124,6 +127,9 @@ pub struct Plan {
     steps: Inline<Step>,
     /// Why the first backend was chosen.
     pub reason: DecisionReason,
+    /// Whether the policy predicted each backend's latency (`sloAware`), so that a step's
+    /// `ttft_ms` is what [`expected`] would say at once.
+    pub predicted: bool,
 }
 
 impl Plan {
@@ -515,9 +521,23 @@ fn observe(state: &BackendState, request: &RouteRequest, now_ms: u64) -> Observe
 
 /// What the router expects of an attempt on `state`, for its report and the response header.
 pub fn expected(state: &BackendState, request: &RouteRequest) -> Expected {
+    expected_with(predict_next(state, request).0.map(|p| p.mean), request)
+}
+
+/// [`expected`] of a plan's first step, from the prediction the plan made a moment ago (the
+/// backend's state is read once per request, not twice); a later step predicts afresh, after
+/// the attempts before it changed what the backends know.
+pub fn expected_of(plan: &Plan, attempt: usize, state: &BackendState, request: &RouteRequest) -> Expected {
+    match plan.steps().get(attempt) {
+        Some(step) if attempt == 0 && plan.predicted => expected_with(step.ttft_ms, request),
+        _ => expected(state, request),
+    }
+}
+
+fn expected_with(ttft_ms: Option<f32>, request: &RouteRequest) -> Expected {
     Expected {
         prompt_tokens: request.prompt_tokens,
-        ttft_ms: predict_next(state, request).0.map(|p| p.mean),
+        ttft_ms,
         ttft_hint_ms: request.ttft_hint_ms,
         tpot_hint_ms: request.tpot_hint_ms,
     }
@@ -587,12 +607,12 @@ pub fn plan(model: &Model, policy: RoutingPolicy, request: &RouteRequest, rng: &
     };
     let mut steps = Inline::with_capacity(candidates.as_slice().len());
     for c in candidates.as_slice() {
-        steps.push(Step { index: c.index, probe: c.probe });
+        steps.push(Step { index: c.index, probe: c.probe, ttft_ms: c.ttft.map(|p| p.mean) });
     }
     if let Some(first) = steps.as_slice().first() {
         backends[first.index].state.metrics().decision(policy, reason).inc();
     }
-    Ok(Plan { steps, reason })
+    Ok(Plan { steps, reason, predicted: predicting })
 }
 
 /// A list kept on the stack up to [`INLINE`] items, on the heap beyond.
@@ -707,6 +727,30 @@ mod tests {
             signals.push(pod_signals);
         }
         (m, signals)
+    }
+
+    #[test]
+    fn the_first_attempt_expects_what_the_plan_predicted_and_later_ones_predict_afresh() {
+        let (m, _) = pool(2);
+        let request = RouteRequest { ttft_hint_ms: Some(500), ..RouteRequest::default() };
+        let mut rng = StdRng::seed_from_u64(3);
+        let planned = plan(&m, RoutingPolicy::SloAware, &request, &mut rng).expect("plan");
+        assert!(planned.predicted);
+        let [first, second] = [planned.steps()[0], planned.steps()[1]];
+        let state = |step: Step| &m.backends[step.index].state;
+        let fresh = expected(state(first), &request);
+        assert!(fresh.ttft_ms.is_some(), "measured pods have a prediction");
+        assert_eq!(expected_of(&planned, 0, state(first), &request), fresh);
+        // Load on the second pod after planning: its attempt sees it.
+        let _held: Vec<Attempt> = (0..6).map(|_| state(second).start(1, false)).collect();
+        let later = expected_of(&planned, 1, state(second), &request);
+        assert_eq!(later, expected(state(second), &request));
+        assert!(later.ttft_ms > second.ttft_ms, "{later:?} against the plan's {:?}", second.ttft_ms);
+        // A policy that predicts nothing leaves every attempt to predict for itself.
+        let weighted = plan(&m, RoutingPolicy::Weighted, &request, &mut rng).expect("plan");
+        assert!(!weighted.predicted && weighted.steps()[0].ttft_ms.is_none());
+        let step = weighted.steps()[0];
+        assert_eq!(expected_of(&weighted, 0, state(step), &request), expected(state(step), &request));
     }
 
     #[test]

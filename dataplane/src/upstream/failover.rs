@@ -152,7 +152,7 @@ impl<'a> Call<'a> {
         let tokens = request.prompt_tokens + self.fields.max_tokens.unwrap_or(0);
         let mut last_miss = None;
         let mut tried = 0;
-        for (attempt, &routing::Step { index, probe }) in order.iter().enumerate() {
+        for (attempt, &routing::Step { index, probe, .. }) in order.iter().enumerate() {
             if attempt > 0 && !tier.retries.withdraw(tier.config.min_retries_per_second, Instant::now()) {
                 tracing::warn!(request_id = %self.request_id, "retry budget spent; no more failover");
                 break;
@@ -163,7 +163,7 @@ impl<'a> Call<'a> {
             }
             let backend = &self.model.backends[index];
             tried = attempt + 1;
-            let expected = routing::expected(&backend.state, &request);
+            let expected = routing::expected_of(&plan, attempt, &backend.state, &request);
             // Dropped with this future (the client went away), the attempt still leaves.
             let mut in_flight = backend.state.start(tokens, probe);
             in_flight.expect(expected);
