@@ -18,6 +18,7 @@ use crate::auth::{Caller, KeyCaller};
 use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
+use crate::logging::Address;
 use crate::metrics::{Metrics, ModelMetrics, upstream_error};
 use crate::protocol::AnswerFormat;
 use crate::protocol::openai::Usage;
@@ -301,7 +302,7 @@ impl Admitted {
             endpoint = %self.endpoint,
             model = %self.model,
             key = %self.key_id,
-            client = %self.client,
+            client = %Address(self.client),
             backend = %served.map_or("", |s| &*s.backend),
             status,
             duration_ms = elapsed.as_millis() as u64,
@@ -468,7 +469,7 @@ pub fn refused(
     metrics.rejection(project, endpoint, code);
     let duration_ms = started.elapsed().as_millis() as u64;
     tracing::info!(target: "sluice::access", request_id = %request_id, project,
-        endpoint, client = %client, status, error = code, duration_ms, "request refused");
+        endpoint, client = %Address(client), status, error = code, duration_ms, "request refused");
     if let Some(audit) = audit {
         // Refusals are the one audited path that copies its strings (the slugs are borrowed
         // here); only with the audit log on.
@@ -531,7 +532,7 @@ pub fn models_listed(
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        key = %caller.key.id, client = %caller.client, status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+        key = %caller.key.id, client = %Address(caller.client), status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
     if let Some(audit) = audit {
         audit.record(answered_here(request_id, caller, None, started, audit));
     }
@@ -550,7 +551,7 @@ pub fn tokens_counted(
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
     tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        model = %model.name, key = %caller.key.id, client = %caller.client, status = 200, input_tokens,
+        model = %model.name, key = %caller.key.id, client = %Address(caller.client), status = 200, input_tokens,
         duration_ms = started.elapsed().as_millis() as u64, "tokens counted");
     if let Some(audit) = audit {
         audit.record(answered_here(request_id, caller, Some(model), started, audit));

@@ -248,7 +248,7 @@ impl Gateway {
 
     /// The client's `x-request-id` when it is sane, else a new unique one.
     pub fn request_id(&self, headers: &HeaderMap) -> accounting::RequestId {
-        if let Some(id) = headers.get("x-request-id") {
+        if let Some(id) = headers.get(&respond::X_REQUEST_ID) {
             let bytes = id.as_bytes();
             if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
                 return accounting::RequestId(id.clone());

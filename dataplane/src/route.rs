@@ -477,6 +477,29 @@ mod tests {
     }
 
     #[test]
+    fn no_path_is_both_a_project_api_and_an_endpoint_route() {
+        // The request path tries the endpoint routes first; this is why the order cannot matter.
+        let paths = [
+            "/demo/v1/keys/self",
+            "/demo/v1/keys/v1/rotate",
+            "/demo/v1/keys/v1beta",
+            "/demo/v1/usage/daily",
+            "/demo/v1/v1/models",
+            "/demo/v1/v1/keys",
+            "/demo/v1/v1beta/models",
+            "/demo/v1/v1/chat/completions",
+            "/demo/v1beta/v1/keys",
+            "/v1/v1/v1/health",
+            "/demo/keys/v1/models/keys",
+        ];
+        for path in paths {
+            let both = parse_path(path).is_some() && parse_project_path(path).is_some();
+            assert!(!both, "{path} parses as both");
+        }
+        assert!(parse_path("/demo/v1/v1/models").is_some() && parse_project_path("/demo/v1/keys/x").is_some());
+    }
+
+    #[test]
     fn the_console_and_its_apis_have_paths_of_their_own() {
         let project = |path| parse_project_path(path).map(|t| (t.project, t.route));
         assert_eq!(project("/demo/v1/keys/self/daily"), Some(("demo", ProjectRoute::KeySelfDaily)));

@@ -4,7 +4,7 @@
 //! router; a malformed one is refused so that a typo does not pass silently. They never go
 //! upstream (see the upstream client's dropped headers).
 
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName};
 use sluice_crds::config::TierConfig;
 
 use crate::error::ApiError;
@@ -12,9 +12,16 @@ use crate::error::ApiError;
 /// The largest hint accepted, ms (ten minutes, longer than any tier's total time needs).
 pub const MAX_HINT_MS: u32 = 600_000;
 
-/// The headers of each hint, as they are named in errors (first) and matched (any case).
-const TTFT_HEADERS: [&str; 2] = ["X-SLO-TTFT-Ms", "x-llm-d-slo-ttft-ms"];
-const TPOT_HEADERS: [&str; 2] = ["X-SLO-TPOT-Ms", "x-llm-d-slo-tpot-ms"];
+/// The headers of each hint: as they are named in errors, and as they are looked up (any case
+/// matches; a ready-made name is looked up without being parsed on every request).
+const TTFT_HEADERS: [(&str, HeaderName); 2] = [
+    ("X-SLO-TTFT-Ms", HeaderName::from_static("x-slo-ttft-ms")),
+    ("x-llm-d-slo-ttft-ms", HeaderName::from_static("x-llm-d-slo-ttft-ms")),
+];
+const TPOT_HEADERS: [(&str, HeaderName); 2] = [
+    ("X-SLO-TPOT-Ms", HeaderName::from_static("x-slo-tpot-ms")),
+    ("x-llm-d-slo-tpot-ms", HeaderName::from_static("x-llm-d-slo-tpot-ms")),
+];
 
 /// Where a hint came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,11 +59,11 @@ pub fn hints(headers: &HeaderMap, tier: &TierConfig) -> Result<SloHints, ApiErro
 }
 
 /// The first of `names` present; every one present must be valid.
-fn hint(headers: &HeaderMap, names: &[&'static str; 2]) -> Result<Option<Hint>, ApiError> {
+fn hint(headers: &HeaderMap, names: &[(&'static str, HeaderName); 2]) -> Result<Option<Hint>, ApiError> {
     let mut found = None;
-    for name in names {
-        for value in headers.get_all(*name) {
-            let ms = parse_ms(value.as_bytes()).ok_or(ApiError::InvalidSloHint { header: name, max: MAX_HINT_MS })?;
+    for (shown, name) in names {
+        for value in headers.get_all(name) {
+            let ms = parse_ms(value.as_bytes()).ok_or(ApiError::InvalidSloHint { header: shown, max: MAX_HINT_MS })?;
             found = found.or(Some(Hint { ms, source: HintSource::Header }));
         }
     }

@@ -4,7 +4,9 @@
 //! quarter of the gateway's throughput at `info`. Nothing is dropped: past 1 MiB waiting (stdout
 //! stalled), the thread that logs writes the buffer out itself.
 
+use std::fmt;
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -15,6 +17,37 @@ mod text;
 
 pub use text::TextFormat;
 pub(crate) use text::write_timestamp;
+
+/// A client's address in a log line. An IPv4 address is written in one piece: the standard
+/// `Display` goes through the general formatter once per octet, a visible share of an access
+/// line's cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address(pub IpAddr);
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let IpAddr::V4(v4) = self.0 else { return self.0.fmt(f) };
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        let mut push = |byte: u8| {
+            text[len] = byte;
+            len += 1;
+        };
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                push(b'.');
+            }
+            if octet >= 100 {
+                push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                push(b'0' + octet / 10 % 10);
+            }
+            push(b'0' + octet % 10);
+        }
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+    }
+}
 
 /// How often queued lines are written.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -116,5 +149,19 @@ impl<'a> MakeWriter<'a> for LogWriter {
 
     fn make_writer(&'a self) -> QueueWriter<'a> {
         QueueWriter { queue: &self.queue }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_reads_as_the_standard_display_writes_it() {
+        for text in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "192.0.2.9", "::1", "2001:db8::7"] {
+            let address: IpAddr = text.parse().expect("address");
+            assert_eq!(Address(address).to_string(), text);
+            assert_eq!(Address(address).to_string(), address.to_string());
+        }
     }
 }

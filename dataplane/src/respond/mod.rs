@@ -29,7 +29,8 @@ use crate::snapshot::{Backend, Tier};
 use self::body::{ClientStream, ResponseBody};
 use self::headers::{copy_response_headers, deprecation_headers, limit_headers};
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The request id, read from the request and written on the response.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_SLUICE_BACKEND: HeaderName = HeaderName::from_static("x-sluice-backend");
 static X_SLUICE_PREDICTED_TTFT_MS: HeaderName = HeaderName::from_static("x-sluice-predicted-ttft-ms");
 

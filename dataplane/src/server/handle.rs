@@ -91,7 +91,9 @@ pub async fn handle(
     let request_id = gateway.request_id(request.headers());
     let trace = gateway.traces.start(request.method(), request.uri().path(), request.headers(), &request_id);
     let snapshot = gateway.snapshot();
-    let wire = Wire::of_path(request.uri().path());
+    // Only a refusal needs the path again (for its error's format): a reference to it, not a
+    // second parse on every request.
+    let uri = request.uri().clone();
     let client = gateway.trusted_proxies.client(remote.ip(), request.headers());
     let signing = snapshot.signing_project(request.uri().path());
     // With the audit log off this is `None`: nothing is made for it on the request path.
@@ -109,6 +111,7 @@ pub async fn handle(
         Err(rejection) => {
             trace.refused(rejection.error.parts().2);
             let opened = rejection.at.is_some();
+            let wire = Wire::of_path(uri.path());
             (refuse(&gateway.metrics, wire, rejection, &request_id, client, started, audit), opened)
         }
     };
@@ -161,7 +164,9 @@ async fn serve<'s>(
     super::check_head(&request, gateway.max_header_bytes)?;
     let unknown_path =
         || ApiError::UnknownPath { method: request.method().to_string(), path: request.uri().path().to_owned() };
-    if route::parse_project_path(request.uri().path()).is_some() {
+    // A model API's path first (the common case); no path is both (see `route`'s tests).
+    let api_target = route::parse_path(request.uri().path());
+    if api_target.is_none() && route::parse_project_path(request.uri().path()).is_some() {
         // The target borrows from its own copy of the URI: the key API takes the body.
         let uri = request.uri().clone();
         let target = route::parse_project_path(uri.path()).ok_or_else(unknown_path)?;
@@ -191,7 +196,7 @@ async fn serve<'s>(
         accounting::project_api_answered(request_id, caller, response.status().as_u16(), started, audit);
         return Ok(response);
     }
-    let Some(target) = route::parse_path(request.uri().path()) else {
+    let Some(target) = api_target else {
         // No API path: perhaps a console file (never looked for on an API path).
         let console = route::parse_console_path(request.uri().path()).ok_or_else(unknown_path)?;
         return Ok(console::serve(snapshot, console, request.method(), request.headers(), unknown_path)?);
