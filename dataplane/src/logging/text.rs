@@ -61,10 +61,21 @@ where
         }
         writer.write_str(meta.target())?;
         writer.write_char(':')?;
-        let mut fields = FieldWriter { writer: &mut writer, result: Ok(()) };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        // The fields are written into one buffer and handed on in one piece: each write to
+        // `writer` is a call through `dyn fmt::Write`, and an access line has some forty.
+        let mut write_fields = |line: &mut String| {
+            line.clear();
+            let mut fields = FieldWriter { line, result: Ok(()) };
+            event.record(&mut fields);
+            fields.result?;
+            line.push('\n');
+            writer.write_str(line)
+        };
+        FIELDS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => write_fields(&mut line),
+            // A value's `Debug` that logs while it is formatted: a buffer of its own.
+            Err(_) => write_fields(&mut String::new()),
+        })
     }
 }
 
@@ -92,8 +103,8 @@ fn level_colour(level: Level) -> &'static str {
 thread_local! {
     /// The second last formatted on this thread and its `YYYY-MM-DDTHH:MM:SS` text.
     static LAST_SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    /// Where `Debug` values are formatted before they are escaped.
-    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+    /// Where an event's fields are formatted before they are written.
+    static FIELDS: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// RFC 3339 in UTC with microseconds; the date part is computed once per second per thread.
@@ -141,86 +152,102 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
-/// Writes ` key=value` per field; the message goes first, without its key.
-struct FieldWriter<'w, 'a> {
-    writer: &'w mut Writer<'a>,
+/// Writes ` key=value` per field into `line`; the message goes first, without its key.
+struct FieldWriter<'l> {
+    line: &'l mut String,
     result: fmt::Result,
 }
 
-impl FieldWriter<'_, '_> {
-    fn write(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl FieldWriter<'_> {
+    /// ` key=` (or ` ` before the message); false once a value failed to format.
+    fn start(&mut self, field: &Field) -> bool {
         if self.result.is_err() {
-            return;
+            return false;
         }
-        let writer = &mut *self.writer;
-        self.result = writer
-            .write_char(' ')
-            .and_then(|()| {
-                if field.name() == "message" {
-                    Ok(())
-                } else {
-                    writer.write_str(field.name()).and_then(|()| writer.write_char('='))
-                }
-            })
-            .and_then(|()| value(writer));
+        self.line.push(' ');
+        if field.name() != "message" {
+            self.line.push_str(field.name());
+            self.line.push('=');
+        }
+        true
     }
 }
 
-impl Visit for FieldWriter<'_, '_> {
+impl Visit for FieldWriter<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.start(field) {
+            return;
+        }
         if field.name() == "message" {
-            self.write(field, |w| write_escaped(w, value));
+            push_escaped(self.line, value);
         } else {
-            self.write(field, |w| write_quoted(w, value));
+            push_quoted(self.line, value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        if self.start(field) {
+            self.line.push_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.write(field, |w| w.write_str(itoa::Buffer::new().format(value)));
+        if self.start(field) {
+            self.line.push_str(itoa::Buffer::new().format(value));
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.write(field, |w| w.write_str(if value { "true" } else { "false" }));
+        if self.start(field) {
+            self.line.push_str(if value { "true" } else { "false" });
+        }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.write(field, |w| {
-            SCRATCH.with_borrow_mut(|scratch| {
-                scratch.clear();
-                write!(scratch, "{value:?}")?;
-                write_escaped(w, scratch)
-            })
-        });
+        if !self.start(field) {
+            return;
+        }
+        let from = self.line.len();
+        self.result = write!(self.line, "{value:?}");
+        if needs_escaping(&self.line[from..]) {
+            let raw = self.line.split_off(from);
+            push_escaped(self.line, &raw);
+        }
     }
+}
+
+/// Whether `value` may hold a control character. Read byte by byte: every control character
+/// is below 0x20, 0x7f, or U+0080 to U+009F, whose UTF-8 starts with 0xc2 (as other characters'
+/// do, which [`push_escaped`] then keeps as they are).
+fn needs_escaping(value: &str) -> bool {
+    value.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
 }
 
 /// `value` with control characters escaped (`\n`, `\u{1b}`), so a value never breaks the line.
-fn write_escaped(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    if !value.chars().any(char::is_control) {
-        return writer.write_str(value);
+fn push_escaped(line: &mut String, value: &str) {
+    if !needs_escaping(value) {
+        line.push_str(value);
+        return;
     }
     for c in value.chars() {
         if c.is_control() {
-            write!(writer, "{}", c.escape_default())?;
+            line.extend(c.escape_default());
         } else {
-            writer.write_char(c)?;
+            line.push(c);
         }
     }
-    Ok(())
 }
 
 /// `value` in double quotes, escaped as Rust's `Debug` escapes it.
-fn write_quoted(writer: &mut impl fmt::Write, value: &str) -> fmt::Result {
-    if value.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
-        return write!(writer, "{value:?}");
+fn push_quoted(line: &mut String, value: &str) {
+    let control = needs_escaping(value) && value.chars().any(char::is_control);
+    if control || value.bytes().any(|b| b == b'"' || b == b'\\') {
+        let _ = write!(line, "{value:?}");
+        return;
     }
-    writer.write_char('"')?;
-    writer.write_str(value)?;
-    writer.write_char('"')
+    line.push('"');
+    line.push_str(value);
+    line.push('"');
 }
 
 #[cfg(test)]
@@ -286,6 +313,23 @@ mod tests {
         assert!(line.contains(r#"quoted="de\nmo \u{1b}[31mred""#), "{line}");
         assert!(line.contains(r#"refused "de\nmo \u{1b}[31mred" and de\nmo"#), "{line}");
         assert!(line.contains(" WARN "), "{line}");
+    }
+
+    #[test]
+    fn only_control_characters_are_escaped_whatever_their_encoding() {
+        // U+0085 is a control character whose UTF-8 starts with 0xc2, as the copyright sign's
+        // and the soft hyphen's do (neither is one).
+        let line = capture(|| {
+            tracing::info!(c1 = %"a\u{85}b", sign = %"\u{a9} 2026", soft = %"co\u{ad}op", quoted = "\u{a9}",
+                quoted_c1 = "x\u{85}", slashed = "a\\b", said = "say \"hi\"", "\u{a9}\u{85}");
+        });
+        assert_eq!(line.lines().count(), 1, "{line}");
+        let fields = line.split_once("logging::text::tests: ").expect("the target").1;
+        assert_eq!(
+            fields,
+            "\u{a9}\\u{85} c1=a\\u{85}b sign=\u{a9} 2026 soft=co\u{ad}op quoted=\"\u{a9}\" quoted_c1=\"x\\u{85}\" \
+             slashed=\"a\\\\b\" said=\"say \\\"hi\\\"\"\n"
+        );
     }
 
     #[test]
