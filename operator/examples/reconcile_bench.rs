@@ -11,7 +11,7 @@
 //! no Secret). Prints the figures and writes them to target/bench/reconcile-<keys>.json:
 //! - the apiserver's pace for a plain client: the creates of the declaration (32 in flight), and
 //!   once the operator stopped, status writes to the ApiKeys (applies with 8, 32 and 128 in
-//!   flight, merge patches with 32);
+//!   flight, merge patches and replacements with 32);
 //! - the operator's requests by verb and resource, with the time until each answered;
 //! - Project reconciles' CPU by phase (gather, compile, serialize), and each controller's
 //!   reconciles and time in them;
@@ -318,33 +318,57 @@ async fn reached(
 }
 
 /// Status writes per second that a plain client gets from the apiserver, each changing an
-/// ApiKey's status as the operator's do, a quarter of the keys each: server-side applies with
-/// 8, 32 and 128 in flight, and JSON merge patches with 32.
+/// ApiKey's status as the operator's do, a fifth of the keys each: server-side applies with
+/// 8, 32 and 128 in flight, JSON merge patches with 32, and replacements (PUT, with the
+/// resourceVersion read just before) with 32.
 async fn status_pace(client: &Client, tenants: &[String], keys: usize) -> anyhow::Result<BTreeMap<String, f64>> {
     let names: Vec<(String, String)> =
         tenants.iter().flat_map(|tenant| (0..keys).map(move |k| (tenant.clone(), format!("k{k:03}")))).collect();
-    let quarter = names.len().div_ceil(4);
+    let fifth = names.len().div_ceil(5);
     let mut paces = BTreeMap::new();
-    for (part, (label, apply, parallel)) in names.chunks(quarter).zip([
-        ("apply_8", true, 8),
-        ("apply_32", true, 32),
-        ("apply_128", true, 128),
-        ("merge_patch_32", false, 32),
+    for (part, (label, write, parallel)) in names.chunks(fifth).zip([
+        ("apply_8", StatusWrite::Apply, 8),
+        ("apply_32", StatusWrite::Apply, 32),
+        ("apply_128", StatusWrite::Apply, 128),
+        ("merge_patch_32", StatusWrite::Merge, 32),
+        ("replace_32", StatusWrite::Replace, 32),
     ]) {
+        // Replacements carry the object as read: read them before the clock starts.
+        let mut current = BTreeMap::new();
+        if write == StatusWrite::Replace {
+            for tenant in tenants {
+                for key in Api::<ApiKey>::namespaced(client.clone(), tenant).list(&Default::default()).await? {
+                    current.insert((tenant.clone(), key.metadata.name.clone().unwrap_or_default()), key);
+                }
+            }
+        }
+        let current = &current;
         let started = Instant::now();
         futures::stream::iter(part)
             .map(|(tenant, name)| {
                 let api = Api::<ApiKey>::namespaced(client.clone(), tenant);
                 async move {
                     let status = serde_json::json!({"currentPeriodSpendUsd": 1.5});
-                    if apply {
-                        let patch = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "ApiKey", "status": status});
-                        let params = PatchParams::apply("sluice-bench").force();
-                        api.patch_status(name, &params, &Patch::Apply(&patch)).await.map(drop)
-                    } else {
-                        let patch = serde_json::json!({"status": status});
-                        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+                    match write {
+                        StatusWrite::Apply => {
+                            let patch = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "ApiKey", "status": status});
+                            let params = PatchParams::apply("sluice-bench").force();
+                            api.patch_status(name, &params, &Patch::Apply(&patch)).await.map(drop)?
+                        }
+                        StatusWrite::Merge => {
+                            let patch = serde_json::json!({"status": status});
+                            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)?
+                        }
+                        StatusWrite::Replace => {
+                            let mut key = current
+                                .get(&(tenant.clone(), name.clone()))
+                                .cloned()
+                                .with_context(|| format!("ApiKey {tenant}/{name} not listed"))?;
+                            key.status = Some(serde_json::from_value(status)?);
+                            api.replace_status(name, &PostParams::default(), &key).await.map(drop)?
+                        }
                     }
+                    anyhow::Ok(())
                 }
             })
             .buffer_unordered(parallel)
@@ -353,6 +377,13 @@ async fn status_pace(client: &Client, tenants: &[String], keys: usize) -> anyhow
         paces.insert(label.to_owned(), part.len() as f64 / started.elapsed().as_secs_f64());
     }
     Ok(paces)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StatusWrite {
+    Apply,
+    Merge,
+    Replace,
 }
 
 /// `own(pid)` summed over the process `pid` and every process it started, and theirs.
