@@ -58,9 +58,10 @@ pub fn fingerprint(path: &Path) -> String {
     for file in files {
         hasher.update(file.to_string_lossy().as_bytes());
         hasher.update([0]);
-        match std::fs::read(&file) {
-            Ok(bytes) => hasher.update(&bytes),
-            Err(e) => hasher.update(e.to_string().as_bytes()),
+        // Streamed through the hasher: a poll reads every file, and reading a 50,000-key
+        // configuration whole would allocate its 7-12 MB on every poll.
+        if let Err(e) = std::fs::File::open(&file).and_then(|mut f| std::io::copy(&mut f, &mut hasher)) {
+            hasher.update(e.to_string().as_bytes());
         }
         hasher.update([0]);
     }

@@ -11,7 +11,7 @@ use sluice_gateway::settings::{AuditAction, AuditCommand, LogFormat, Settings};
 // (heaptrack, valgrind) that see allocations through it.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sluice_alloc::MiMalloc = sluice_alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     // A subcommand only when named first: the gateway itself takes its flags without one, as

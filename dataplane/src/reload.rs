@@ -80,10 +80,33 @@ pub fn apply(gateway: &Gateway, origin: &str, result: Result<Vec<GatewayConfig>,
 pub async fn load_path_once(gateway: &Arc<Gateway>, path: PathBuf) -> bool {
     let options = gateway.compile_options();
     let origin = path.display().to_string();
-    let result = tokio::task::spawn_blocking(move || config_source::load_path(&path, &options))
-        .await
-        .unwrap_or_else(|e| Err(format!("loader panicked: {e}")));
-    apply(gateway, &origin, result)
+    load_and_apply(gateway, origin, move || config_source::load_path(&path, &options)).await
+}
+
+/// Runs `load` and [`apply`]s its result on one blocking thread, then returns what the load freed
+/// to the operating system. Parsing allocates several times the configuration's final size; the
+/// allocator keeps freed pages until their thread next calls it, and a loader thread goes idle
+/// right after, so without the collection an idle gateway holds its last load's peak.
+async fn load_and_apply<F>(gateway: &Arc<Gateway>, origin: String, load: F) -> bool
+where
+    F: FnOnce() -> Result<Vec<GatewayConfig>, String> + Send + 'static,
+{
+    let loader = gateway.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load))
+            .unwrap_or_else(|panic| Err(format!("loader panicked: {}", panic_message(panic.as_ref()))));
+        let applied = apply(&loader, &origin, result);
+        #[cfg(not(feature = "system-allocator"))]
+        sluice_alloc::release_freed_memory();
+        applied
+    })
+    .await
+    // `apply` itself panicked (the load's panic is caught above); the panic hook has said so.
+    .unwrap_or(false)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("?")
 }
 
 /// Watches a folder or file: a file-system watch (reacting within a debounce of 150 ms) plus a
@@ -118,7 +141,9 @@ pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
     {
         tracing::warn!(%error, path = %watched.display(), "cannot watch; polling only");
     }
-    let mut last = config_source::fingerprint(&path);
+    let fingerprinted = path.clone();
+    let mut last =
+        tokio::task::spawn_blocking(move || config_source::fingerprint(&fingerprinted)).await.unwrap_or_default();
     let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -152,14 +177,11 @@ pub async fn watch_secret(gateway: Arc<Gateway>, client: kube::Client, namespace
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(secret) | Event::InitApply(secret)) => {
-                let result = read_secret(&api, &name, &secret).await;
-                let parsed = match result {
-                    Ok(bytes) => tokio::task::spawn_blocking(move || config_source::parse(&bytes).map(|c| vec![c]))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("parser panicked: {e}"))),
-                    Err(error) => Err(error),
-                };
-                apply(&gateway, &origin, parsed);
+                let read = read_secret(&api, &name, &secret).await;
+                load_and_apply(&gateway, origin.clone(), move || {
+                    read.and_then(|bytes| config_source::parse(&bytes).map(|c| vec![c]))
+                })
+                .await;
             }
             Ok(Event::Delete(_)) => {
                 tracing::warn!(origin = %origin, "config Secret deleted; the last configuration keeps serving");
