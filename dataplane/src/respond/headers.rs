@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::limits::LimitReport;
@@ -47,7 +48,11 @@ pub(super) fn deprecation_headers(headers: &mut HeaderMap, deprecation: Deprecat
     }
 }
 
-/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` in OpenAI's format.
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` in OpenAI's format, and
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds when the bucket is full again)
+/// for clients that read those: the requests-per-minute numbers, else the tokens-per-minute
+/// ones. The limits are the tier's ready-made values; the other numbers are written into one
+/// buffer that every value shares (one allocation instead of one per header).
 pub(super) fn limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier: &Tier) {
     static NAMES: [[HeaderName; 3]; 2] = [
         [
@@ -61,72 +66,165 @@ pub(super) fn limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier:
             HeaderName::from_static("x-ratelimit-reset-tokens"),
         ],
     ];
-    for ((names, numbers), limit) in NAMES.iter().zip([report.requests, report.tokens]).zip(&tier.limit_headers) {
-        let (Some((_, remaining, reset)), Some(limit)) = (numbers, limit) else { continue };
-        headers.insert(names[0].clone(), limit.clone());
-        headers.insert(names[1].clone(), HeaderValue::from(remaining));
-        if let Ok(value) = HeaderValue::try_from(format_reset(reset)) {
-            headers.insert(names[2].clone(), value);
-        }
-    }
-    generic_limit_headers(headers, report, tier);
-}
-
-/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix seconds when the bucket is full again)
-/// for clients that read those: the requests-per-minute numbers, else the tokens-per-minute ones.
-fn generic_limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier: &Tier) {
-    static NAMES: [HeaderName; 3] = [
+    static GENERIC: [HeaderName; 3] = [
         HeaderName::from_static("x-ratelimit-limit"),
         HeaderName::from_static("x-ratelimit-remaining"),
         HeaderName::from_static("x-ratelimit-reset"),
     ];
-    let picked = [report.requests, report.tokens].into_iter().zip(&tier.limit_headers).find_map(|(numbers, limit)| {
-        let (_, remaining, reset) = numbers?;
-        Some((limit.as_ref()?, remaining, reset))
+    // Each window the tier shows: its limit value, remaining count and time to full.
+    let windows = [report.requests, report.tokens];
+    let shown: [Option<(&HeaderValue, u64, Duration)>; 2] = [0, 1].map(|w| {
+        let (_, remaining, reset) = windows[w]?;
+        Some((tier.limit_headers[w].as_ref()?, remaining, reset))
     });
-    let Some((limit, remaining, reset)) = picked else { return };
+    let Some(&(_, _, generic_reset)) = shown.iter().flatten().next() else { return };
+    // The numbers, written one after the other: at most 20 + 12 bytes a window, 20 for the
+    // generic reset.
+    let mut text = BytesMut::with_capacity(84);
+    let mut numbers = itoa::Buffer::new();
+    let mut spans = [None, None];
+    for (span, (_, remaining, reset)) in spans.iter_mut().zip(&shown).filter_map(|(span, w)| Some((span, (*w)?))) {
+        let start = text.len();
+        text.extend_from_slice(numbers.format(remaining).as_bytes());
+        let middle = text.len();
+        write_reset(&mut text, reset);
+        *span = Some((start..middle, middle..text.len()));
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    headers.insert(NAMES[0].clone(), limit.clone());
-    headers.insert(NAMES[1].clone(), HeaderValue::from(remaining));
-    headers.insert(NAMES[2].clone(), HeaderValue::from((now + reset).as_secs_f64().ceil() as u64));
+    let start = text.len();
+    text.extend_from_slice(numbers.format((now + generic_reset).as_secs_f64().ceil() as u64).as_bytes());
+    let generic_reset = start..text.len();
+
+    let text = text.freeze();
+    // Digits and `ms`, `s`, `m`, `.`: always a valid header value.
+    let value = |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(range)).ok();
+    let mut generic = None;
+    for ((names, window), span) in NAMES.iter().zip(shown).zip(spans) {
+        let (Some((limit, ..)), Some((remaining, reset))) = (window, span) else { continue };
+        let remaining = value(remaining);
+        headers.insert(names[0].clone(), limit.clone());
+        if let Some(remaining) = &remaining {
+            headers.insert(names[1].clone(), remaining.clone());
+        }
+        if let Some(reset) = value(reset) {
+            headers.insert(names[2].clone(), reset);
+        }
+        generic.get_or_insert((limit, remaining));
+    }
+    if let Some((limit, remaining)) = generic {
+        headers.insert(GENERIC[0].clone(), limit.clone());
+        if let Some(remaining) = remaining {
+            headers.insert(GENERIC[1].clone(), remaining);
+        }
+        if let Some(reset) = value(generic_reset) {
+            headers.insert(GENERIC[2].clone(), reset);
+        }
+    }
 }
 
-/// A duration as OpenAI writes it in `x-ratelimit-reset-*`: `120ms`, `7s`, `1.5s`, `6m0s`.
-fn format_reset(duration: Duration) -> String {
+/// Appends a duration as OpenAI writes it in `x-ratelimit-reset-*`: `120ms`, `7s`, `1.5s`,
+/// `6m0s`.
+fn write_reset(text: &mut BytesMut, duration: Duration) {
     let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let mut numbers = itoa::Buffer::new();
-    let mut text = String::with_capacity(12);
     if ms < 1000 {
-        text.push_str(numbers.format(ms));
-        text.push_str("ms");
+        text.extend_from_slice(numbers.format(ms).as_bytes());
+        text.extend_from_slice(b"ms");
     } else if ms < 60_000 {
-        text.push_str(numbers.format(ms / 1000));
+        text.extend_from_slice(numbers.format(ms / 1000).as_bytes());
         let fraction = ms % 1000;
         if fraction > 0 {
-            let digits = format!("{fraction:03}");
-            text.push('.');
-            text.push_str(digits.trim_end_matches('0'));
+            // Milliseconds as a decimal fraction without trailing zeros: 500 -> .5, 250 -> .25.
+            let digits = [fraction / 100, fraction / 10 % 10, fraction % 10].map(|d| b'0' + d as u8);
+            let kept = if digits[2] != b'0' {
+                3
+            } else if digits[1] != b'0' {
+                2
+            } else {
+                1
+            };
+            text.extend_from_slice(b".");
+            text.extend_from_slice(&digits[..kept]);
         }
-        text.push('s');
+        text.extend_from_slice(b"s");
     } else {
-        text.push_str(numbers.format(ms / 60_000));
-        text.push('m');
-        text.push_str(numbers.format((ms % 60_000) / 1000));
-        text.push('s');
+        text.extend_from_slice(numbers.format(ms / 60_000).as_bytes());
+        text.extend_from_slice(b"m");
+        text.extend_from_slice(numbers.format((ms % 60_000) / 1000).as_bytes());
+        text.extend_from_slice(b"s");
     }
-    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn reset(duration: Duration) -> String {
+        let mut text = BytesMut::new();
+        write_reset(&mut text, duration);
+        String::from_utf8(text.to_vec()).expect("ASCII")
+    }
+
     #[test]
     fn reset_durations_read_like_openai() {
-        assert_eq!(format_reset(Duration::from_millis(120)), "120ms");
-        assert_eq!(format_reset(Duration::from_millis(7000)), "7s");
-        assert_eq!(format_reset(Duration::from_millis(1500)), "1.5s");
-        assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
+        assert_eq!(reset(Duration::from_millis(120)), "120ms");
+        assert_eq!(reset(Duration::from_millis(7000)), "7s");
+        assert_eq!(reset(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(reset(Duration::from_millis(1250)), "1.25s");
+        assert_eq!(reset(Duration::from_millis(1005)), "1.005s");
+        assert_eq!(reset(Duration::from_millis(59_999)), "59.999s");
+        assert_eq!(reset(Duration::from_secs(360)), "6m0s");
+    }
+
+    fn tier(requests_per_minute: Option<u32>, tokens_per_minute: Option<u64>) -> Tier {
+        let config = serde_json::from_value(serde_json::json!({
+            "requestsPerMinute": requests_per_minute, "tokensPerMinute": tokens_per_minute,
+            "firstTokenMs": 1, "totalMs": 1, "idleStreamMs": 1, "priority": 0, "priceMultiplier": 1.0,
+            "retryPercent": 0, "minRetriesPerSecond": 0,
+        }))
+        .expect("tier");
+        Tier {
+            name: "t".to_owned(),
+            config,
+            retries: Default::default(),
+            limit_headers: [requests_per_minute.map(HeaderValue::from), tokens_per_minute.map(HeaderValue::from)],
+        }
+    }
+
+    #[test]
+    fn limits_are_written_per_window_and_generically_from_the_first_shown() {
+        let report = LimitReport {
+            requests: Some((60, 59, Duration::from_millis(1_000))),
+            tokens: Some((10_000, 9_000, Duration::from_millis(6_500))),
+        };
+        let mut headers = HeaderMap::new();
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        limit_headers(&mut headers, &report, &tier(Some(60), Some(10_000)));
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        assert_eq!(headers["x-ratelimit-limit-requests"], "60");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "59");
+        assert_eq!(headers["x-ratelimit-reset-requests"], "1s");
+        assert_eq!(headers["x-ratelimit-limit-tokens"], "10000");
+        assert_eq!(headers["x-ratelimit-remaining-tokens"], "9000");
+        assert_eq!(headers["x-ratelimit-reset-tokens"], "6.5s");
+        assert_eq!(headers["x-ratelimit-limit"], "60");
+        assert_eq!(headers["x-ratelimit-remaining"], "59");
+        let reset: u64 = headers["x-ratelimit-reset"].to_str().expect("ASCII").parse().expect("a number");
+        assert!((before + 1..=after + 2).contains(&reset), "{reset} not 1 s after {before}..{after}");
+
+        // A tier without a requests limit shows the tokens window, also generically.
+        let mut headers = HeaderMap::new();
+        limit_headers(&mut headers, &report, &tier(None, Some(10_000)));
+        assert!(headers.get("x-ratelimit-limit-requests").is_none());
+        assert!(headers.get("x-ratelimit-remaining-requests").is_none());
+        assert_eq!(headers["x-ratelimit-remaining-tokens"], "9000");
+        assert_eq!(headers["x-ratelimit-limit"], "10000");
+        assert_eq!(headers["x-ratelimit-remaining"], "9000");
+
+        // No limits shown, no headers.
+        let mut headers = HeaderMap::new();
+        limit_headers(&mut headers, &report, &tier(None, None));
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]
