@@ -122,4 +122,17 @@ mod tests {
         std::fs::write(dir.path().join("b.yml"), "kind: Endpoint\n").expect("write");
         assert_ne!(fingerprint(dir.path()), before, "a new manifest does");
     }
+
+    #[test]
+    fn the_fingerprint_follows_the_end_of_a_large_file() {
+        // Far larger than any read buffer: the hash must take the file to its last byte.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut content = vec![b'#'; 300_000];
+        std::fs::write(dir.path().join("keys.yaml"), &content).expect("write");
+        let before = fingerprint(dir.path());
+        assert_eq!(fingerprint(dir.path()), before, "the same bytes, the same fingerprint");
+        *content.last_mut().expect("not empty") = b'!';
+        std::fs::write(dir.path().join("keys.yaml"), &content).expect("write");
+        assert_ne!(fingerprint(dir.path()), before, "the last byte changed");
+    }
 }

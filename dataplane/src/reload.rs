@@ -141,9 +141,7 @@ pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
     {
         tracing::warn!(%error, path = %watched.display(), "cannot watch; polling only");
     }
-    let fingerprinted = path.clone();
-    let mut last =
-        tokio::task::spawn_blocking(move || config_source::fingerprint(&fingerprinted)).await.unwrap_or_default();
+    let mut last = fingerprint(&path).await.unwrap_or_default();
     let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(100)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -155,15 +153,19 @@ pub async fn watch_path(gateway: Arc<Gateway>, path: PathBuf, poll: Duration) {
             }
             _ = ticker.tick() => {}
         }
-        let fingerprinted = path.clone();
-        let Ok(current) = tokio::task::spawn_blocking(move || config_source::fingerprint(&fingerprinted)).await else {
-            continue;
-        };
+        let Some(current) = fingerprint(&path).await else { continue };
         if current != last {
             last = current;
             load_path_once(&gateway, path.clone()).await;
         }
     }
+}
+
+/// [`config_source::fingerprint`] off the async threads (it reads every file); `None` if it
+/// panicked.
+async fn fingerprint(path: &Path) -> Option<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || config_source::fingerprint(&path)).await.ok()
 }
 
 /// Watches the operator's config Secret through the API; a change reaches this process in

@@ -71,53 +71,39 @@ pub(super) fn limit_headers(headers: &mut HeaderMap, report: &LimitReport, tier:
         HeaderName::from_static("x-ratelimit-remaining"),
         HeaderName::from_static("x-ratelimit-reset"),
     ];
-    // Each window the tier shows: its limit value, remaining count and time to full.
+    // The numbers go one after the other into one buffer (at most 20 + 12 bytes a window and 20
+    // for the generic reset); each window the tier shows keeps its limit value and the spans of
+    // its remaining count and reset.
     let windows = [report.requests, report.tokens];
-    let shown: [Option<(&HeaderValue, u64, Duration)>; 2] = [0, 1].map(|w| {
-        let (_, remaining, reset) = windows[w]?;
-        Some((tier.limit_headers[w].as_ref()?, remaining, reset))
-    });
-    let Some(&(_, _, generic_reset)) = shown.iter().flatten().next() else { return };
-    // The numbers, written one after the other: at most 20 + 12 bytes a window, 20 for the
-    // generic reset.
     let mut text = BytesMut::with_capacity(84);
     let mut numbers = itoa::Buffer::new();
-    let mut spans = [None, None];
-    for (span, (_, remaining, reset)) in spans.iter_mut().zip(&shown).filter_map(|(span, w)| Some((span, (*w)?))) {
+    let shown = [0, 1].map(|w| {
+        let (_, remaining, reset) = windows[w]?;
+        let limit = tier.limit_headers[w].as_ref()?;
         let start = text.len();
         text.extend_from_slice(numbers.format(remaining).as_bytes());
         let middle = text.len();
         write_reset(&mut text, reset);
-        *span = Some((start..middle, middle..text.len()));
-    }
+        Some((limit, start..middle, middle..text.len(), reset))
+    });
+    let Some((generic_limit, generic_remaining, _, reset)) = shown.iter().flatten().next().cloned() else { return };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let start = text.len();
-    text.extend_from_slice(numbers.format((now + generic_reset).as_secs_f64().ceil() as u64).as_bytes());
+    text.extend_from_slice(numbers.format((now + reset).as_secs_f64().ceil() as u64).as_bytes());
     let generic_reset = start..text.len();
 
     let text = text.freeze();
     // Digits and `ms`, `s`, `m`, `.`: always a valid header value.
     let value = |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(range)).ok();
-    let mut generic = None;
-    for ((names, window), span) in NAMES.iter().zip(shown).zip(spans) {
-        let (Some((limit, ..)), Some((remaining, reset))) = (window, span) else { continue };
-        let remaining = value(remaining);
+    let windows = NAMES.iter().zip(shown).filter_map(|(names, window)| Some((names, window?)));
+    let generic = (&GENERIC, (generic_limit, generic_remaining, generic_reset, reset));
+    for (names, (limit, remaining, reset, _)) in windows.chain([generic]) {
         headers.insert(names[0].clone(), limit.clone());
-        if let Some(remaining) = &remaining {
-            headers.insert(names[1].clone(), remaining.clone());
+        if let Some(remaining) = value(remaining) {
+            headers.insert(names[1].clone(), remaining);
         }
         if let Some(reset) = value(reset) {
             headers.insert(names[2].clone(), reset);
-        }
-        generic.get_or_insert((limit, remaining));
-    }
-    if let Some((limit, remaining)) = generic {
-        headers.insert(GENERIC[0].clone(), limit.clone());
-        if let Some(remaining) = remaining {
-            headers.insert(GENERIC[1].clone(), remaining);
-        }
-        if let Some(reset) = value(generic_reset) {
-            headers.insert(GENERIC[2].clone(), reset);
         }
     }
 }
