@@ -1,4 +1,5 @@
-//! Calling one upstream: pooled HTTP(S) clients with `TCP_NODELAY` for real providers, and the
+//! Calling one upstream: pooled connections with `TCP_NODELAY` for real providers (plain `http`
+//! ones through [`PlainPool`], `https` ones through hyper-util's client), and the
 //! simulator in-process for `simulated` ones, behind one interface; each provider type's URLs
 //! and authentication headers. Built when a configuration is loaded, kept in the snapshot's
 //! backends. A Provider's TLS settings (private CA, system roots, client certificate, server
@@ -30,6 +31,7 @@ use sluice_crds::api::ProviderType;
 use sluice_crds::config::{ProviderConfig, SimulationConfig, UpstreamTls};
 use tower::ServiceExt;
 
+use super::plain::PlainPool;
 use crate::route::Api;
 
 /// Boxed error of a response body.
@@ -115,7 +117,20 @@ const DROPPED_HEADERS: &[&str] = &[
 // One per upstream, built at load time: the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Transport {
-    Http { client: HttpClient, base: String, uris: [Uri; Api::ALL.len()], messages: Uri },
+    /// An `https` upstream: hyper-util's client (TLS, HTTP/2 by ALPN), whole URLs.
+    Http {
+        client: HttpClient,
+        base: String,
+        uris: [Uri; Api::ALL.len()],
+        messages: Uri,
+    },
+    /// A plain-`http` upstream: its own pool, and URIs in origin form (`/v1/chat/completions`).
+    Plain {
+        pool: Arc<PlainPool>,
+        base_path: String,
+        uris: [Uri; Api::ALL.len()],
+        messages: Uri,
+    },
     Simulated(axum::Router),
 }
 
@@ -143,6 +158,8 @@ impl std::fmt::Debug for Upstream {
 #[derive(Default)]
 pub struct UpstreamPool {
     clients: Mutex<HashMap<PoolKey, HttpClient>>,
+    /// Plain-`http` upstreams' connections, by settings and address.
+    plain: Mutex<HashMap<(PoolKey, String), Arc<PlainPool>>>,
     simulators: Mutex<HashMap<String, (SimulationConfig, axum::Router)>>,
 }
 
@@ -165,11 +182,8 @@ impl UpstreamPool {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
+        let mut http = connector(&key);
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_millis(u64::from(key.connect_timeout_ms))));
-        http.set_keepalive(Some(Duration::from_secs(60)));
         let builder =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config(key.tls.as_ref())?).https_or_http();
         let builder = match key.tls.as_ref().and_then(|tls| tls.server_name.clone()) {
@@ -190,11 +204,33 @@ impl UpstreamPool {
         Ok(client)
     }
 
+    /// The pool of the plain-`http` upstream at `base` with `key`'s settings.
+    fn plain(&self, key: PoolKey, base: &Uri) -> Result<Arc<PlainPool>, String> {
+        let address = base.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let mut pools = self.plain.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (key, address);
+        if let Some(pool) = pools.get(&key) {
+            return Ok(pool.clone());
+        }
+        let pool = PlainPool::new(base, connector(&key.0))?;
+        pools.insert(key, pool.clone());
+        Ok(pool)
+    }
+
     /// Closes the connection pools no provider of `live` uses any more (a rotated client
     /// certificate, a removed Provider).
     pub fn retain_clients<'a>(&self, live: impl IntoIterator<Item = &'a ProviderConfig>) {
-        let live: HashSet<PoolKey> = live.into_iter().map(PoolKey::of).collect();
+        let providers: Vec<&ProviderConfig> = live.into_iter().collect();
+        let live: HashSet<PoolKey> = providers.iter().map(|provider| PoolKey::of(provider)).collect();
         self.clients.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| live.contains(key));
+        let addresses: HashSet<(PoolKey, String)> = providers
+            .iter()
+            .filter_map(|provider| {
+                let base = provider.base_url.as_deref()?.parse::<Uri>().ok()?;
+                Some((PoolKey::of(provider), base.authority()?.as_str().to_owned()))
+            })
+            .collect();
+        self.plain.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| addresses.contains(key));
     }
 
     fn simulator(&self, id: &str, config: &SimulationConfig) -> Result<axum::Router, String> {
@@ -245,20 +281,32 @@ impl UpstreamPool {
             }
             ProviderType::Openai | ProviderType::Anthropic | ProviderType::Gemini => {
                 let base = provider.base_url.as_deref().ok_or("baseUrl missing")?;
+                let parsed = base.parse::<Uri>().map_err(|e| format!("baseUrl {base:?}: {e}"))?;
+                let plain = parsed.scheme_str() == Some("http");
+                // Plain connections take the path alone (origin form); hyper-util's client
+                // takes the whole URL.
+                let base_path = if plain { parsed.path().trim_end_matches('/') } else { base };
                 let uri = |suffix: &str| -> Result<Uri, String> {
-                    format!("{base}{suffix}").parse::<Uri>().map_err(|e| format!("baseUrl {base:?}: {e}"))
+                    format!("{base_path}{suffix}").parse::<Uri>().map_err(|e| format!("baseUrl {base:?}: {e}"))
                 };
-                Transport::Http {
-                    client: self.client(PoolKey::of(provider))?,
-                    base: base.to_owned(),
-                    uris: [
-                        uri(Api::ChatCompletions.suffix())?,
-                        uri(Api::Completions.suffix())?,
-                        uri(Api::Embeddings.suffix())?,
-                        uri(Api::Rerank.suffix())?,
-                        uri(Api::Images.suffix())?,
-                    ],
-                    messages: uri("/messages")?,
+                let uris = [
+                    uri(Api::ChatCompletions.suffix())?,
+                    uri(Api::Completions.suffix())?,
+                    uri(Api::Embeddings.suffix())?,
+                    uri(Api::Rerank.suffix())?,
+                    uri(Api::Images.suffix())?,
+                ];
+                let messages = uri("/messages")?;
+                if plain {
+                    let pool = self.plain(PoolKey::of(provider), &parsed)?;
+                    Transport::Plain { pool, base_path: base_path.to_owned(), uris, messages }
+                } else {
+                    Transport::Http {
+                        client: self.client(PoolKey::of(provider))?,
+                        base: base.to_owned(),
+                        uris,
+                        messages,
+                    }
                 }
             }
         };
@@ -334,23 +382,21 @@ impl Upstream {
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         match &self.transport {
+            Transport::Plain { pool, base_path, uris, messages } => {
+                let uri = target_uri(target, base_path, uris, messages)?;
+                let request =
+                    builder.uri(uri).body(Full::new(body)).map_err(|e| UpstreamError::Request(e.to_string()))?;
+                let response = pool.send(request).await?;
+                Ok(response.map(http_body_util::BodyExt::boxed_unsync))
+            }
             Transport::Http { client, base, uris, messages } => {
-                let uri = match target {
-                    Target::Api(api) => uris[api.index()].clone(),
-                    Target::Messages => messages.clone(),
-                    Target::Gemini { model, stream } => {
-                        let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
-                        format!("{base}/models/{model}:{method}")
-                            .parse::<Uri>()
-                            .map_err(|e| UpstreamError::Request(format!("model {model:?}: {e}")))?
-                    }
-                };
+                let uri = target_uri(target, base, uris, messages)?;
                 let mut request =
                     builder.uri(uri).body(Full::new(body)).map_err(|e| UpstreamError::Request(e.to_string()))?;
                 // Which connection a request went out on, to read its TLS failure should hyper
-                // report only that it closed. Only for https: the plain path allocates nothing.
-                let captured = base.starts_with("https://").then(|| capture_connection(&mut request));
-                let response = client.request(request).await.map_err(|e| upstream_error(&e, captured.as_ref()))?;
+                // report only that it closed.
+                let captured = capture_connection(&mut request);
+                let response = client.request(request).await.map_err(|e| upstream_error(&e, &captured))?;
                 Ok(response.map(|b| b.map_err(box_error).boxed_unsync()))
             }
             Transport::Simulated(router) => {
@@ -372,6 +418,36 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Where `target` is, given an upstream's base (its whole URL, or its path for a plain one) and
+/// the URIs made of it in advance.
+fn target_uri(
+    target: Target<'_>,
+    base: &str,
+    uris: &[Uri; Api::ALL.len()],
+    messages: &Uri,
+) -> Result<Uri, UpstreamError> {
+    Ok(match target {
+        Target::Api(api) => uris[api.index()].clone(),
+        Target::Messages => messages.clone(),
+        Target::Gemini { model, stream } => {
+            let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
+            format!("{base}/models/{model}:{method}")
+                .parse::<Uri>()
+                .map_err(|e| UpstreamError::Request(format!("model {model:?}: {e}")))?
+        }
+    })
+}
+
+/// The TCP side of an upstream's connections: no Nagle delay, its connect timeout, keepalive
+/// probes.
+fn connector(key: &PoolKey) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(u64::from(key.connect_timeout_ms))));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http
 }
 
 /// The rustls configuration of an upstream: the public (webpki) roots, plus the operating
@@ -420,16 +496,16 @@ fn tls_config(tls: Option<&UpstreamTls>) -> Result<ClientConfig, String> {
 
 /// Sorts a failed call: a TLS failure (in the error, or recorded by the connection it went out
 /// on), a connection failure, or a failure after connecting.
-fn upstream_error(error: &hyper_util::client::legacy::Error, captured: Option<&CaptureConnection>) -> UpstreamError {
+fn upstream_error(error: &hyper_util::client::legacy::Error, captured: &CaptureConnection) -> UpstreamError {
     let detail = error_chain(error);
     if let Some(tls) = tls_error(error) {
         return UpstreamError::Tls { reason: tls_reason(tls), detail };
     }
-    let recorded = captured.and_then(|captured| {
+    let recorded = (|| {
         let mut extras = hyper::http::Extensions::new();
         captured.connection_metadata().as_ref()?.get_extras(&mut extras);
         extras.get::<TlsFailure>()?.get()
-    });
+    })();
     if let Some((reason, cause)) = recorded {
         return UpstreamError::Tls { reason, detail: format!("{detail}: {cause}") };
     }
@@ -694,7 +770,7 @@ fn box_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> BoxError
 }
 
 /// An error and its causes on one line (hyper's top-level messages say little).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

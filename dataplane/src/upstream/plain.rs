@@ -1,0 +1,408 @@
+//! Kept-alive HTTP/1.1 connections to one plain-`http` upstream (a self-hosted vLLM, the
+//! simulator), without hyper-util's general pool: one pool per upstream address, so a request
+//! takes a connection off a list instead of hashing a scheme and authority (byte by byte) three
+//! times, and handles no protocol negotiation it cannot need. About 7,000 instructions per request
+//! less (docs/performance.md). `https` upstreams keep hyper-util's client (TLS, HTTP/2 by ALPN).
+//!
+//! A connection goes back to its pool when its response body has been read to the end, and only
+//! then; a body dropped early (the client went away) takes its connection with it. A request
+//! that a kept-alive connection could not carry (the upstream had closed it while idle) is sent
+//! once more on a new connection, as hyper-util's client does: it was never written.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{HOST, HeaderValue};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::ServiceExt;
+
+use super::client::{BoxError, UpstreamError, error_chain};
+
+/// Idle connections kept per upstream at most (hyper-util's client was given the same).
+const MAX_IDLE: usize = 1024;
+/// An idle connection older than this is closed rather than used: upstreams close theirs after
+/// a while, and a request should not be the one that finds out. A sweep closes them a third of
+/// it later at most, traffic or not.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The connections of one upstream address.
+pub struct PlainPool {
+    /// `http://host:port`, what the connector dials.
+    address: Uri,
+    /// The `Host` header of every request.
+    host: HeaderValue,
+    connector: HttpConnector,
+    /// Oldest first: connections are taken and given back at the end.
+    idle: Mutex<Vec<Idle>>,
+    idle_timeout: Duration,
+}
+
+struct Idle {
+    sender: SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for PlainPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainPool").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+impl PlainPool {
+    /// A pool for the `http` upstream at `base` (its scheme and authority; the path is the
+    /// caller's), dialling through `connector` (its timeouts and socket options). Inside a
+    /// runtime, a task sweeps its expired idle connections until the pool is dropped.
+    pub fn new(base: &Uri, connector: HttpConnector) -> Result<Arc<Self>, String> {
+        Self::with_idle_timeout(base, connector, IDLE_TIMEOUT)
+    }
+
+    fn with_idle_timeout(base: &Uri, connector: HttpConnector, idle_timeout: Duration) -> Result<Arc<Self>, String> {
+        let authority = base.authority().ok_or_else(|| format!("baseUrl {base}: no host"))?;
+        let address = Uri::builder()
+            .scheme("http")
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("baseUrl {base}: {e}"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("baseUrl {base}: {e}"))?;
+        let pool = Arc::new(Self { address, host, connector, idle: Mutex::new(Vec::new()), idle_timeout });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let pool = Arc::downgrade(&pool);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(idle_timeout / 3).await;
+                    let Some(pool) = pool.upgrade() else { break };
+                    pool.sweep();
+                }
+            });
+        }
+        Ok(pool)
+    }
+
+    /// Closes the idle connections that expired or that their upstream closed.
+    fn sweep(&self) {
+        self.lock().retain(|idle| idle.since.elapsed() <= self.idle_timeout && !idle.sender.is_closed());
+    }
+
+    /// Sends `request` (its URI in origin form, `/v1/chat/completions`) on a kept-alive
+    /// connection, or a new one. Resolves when the response's headers arrive.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        request.headers_mut().insert(HOST, self.host.clone());
+        loop {
+            let (mut sender, kept) = match self.take_idle().await {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let give_back = Some(GiveBack { sender, pool: Arc::downgrade(self) });
+                    return Ok(response.map(|inner| PooledBody { inner, give_back }));
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // Never written: the kept-alive connection had closed. A new one.
+                    Some(unsent) if kept => request = unsent,
+                    _ => return Err(UpstreamError::Request(error_chain(&failed.into_error()))),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that can take a request now; closed and
+    /// timed-out ones are dropped on the way.
+    async fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let Idle { mut sender, since } = self.lock().pop()?;
+            if since.elapsed() > self.idle_timeout || sender.is_closed() {
+                continue;
+            }
+            // Ready at once unless its connection has not yet taken in the end of the last
+            // response; an error means it closed.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+        let stream = self
+            .connector
+            .clone()
+            .oneshot(self.address.clone())
+            .await
+            .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+        let (sender, connection) =
+            http1::handshake::<_, Full<Bytes>>(stream).await.map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error_chain(&error), "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn put_back(&self, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= MAX_IDLE {
+            // The oldest goes: it is the likeliest to have been closed by the upstream.
+            idle.remove(0);
+        }
+        idle.push(Idle { sender, since: Instant::now() });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections idle in the pool now.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// A response body that returns its connection to the pool once read to the end.
+pub struct PooledBody {
+    inner: Incoming,
+    give_back: Option<GiveBack>,
+}
+
+struct GiveBack {
+    sender: SendRequest<Full<Bytes>>,
+    pool: Weak<PlainPool>,
+}
+
+impl GiveBack {
+    fn give(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put_back(self.sender);
+        }
+    }
+}
+
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody").field("returns_connection", &self.give_back.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(give_back) = self.give_back.take() {
+                    give_back.give();
+                }
+            }
+            // A broken body leaves its connection unusable.
+            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|result| result.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Read to its end without the last poll (a body of known length): the connection is
+        // free. Otherwise it goes with the body, and hyper closes it.
+        if self.inner.is_end_stream()
+            && let Some(give_back) = self.give_back.take()
+        {
+            give_back.give();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An HTTP/1.1 server on loopback that answers every request with `answer` bytes and counts
+    /// the connections it accepted.
+    async fn server(answer: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(move |request: Request<Incoming>| async move {
+                    let host = request.headers().get(HOST).cloned();
+                    let _ = request.into_body().collect().await;
+                    let mut response = Response::new(Full::new(Bytes::from(vec![b'x'; answer])));
+                    if let Some(host) = host {
+                        response.headers_mut().insert("x-host", host);
+                    }
+                    Ok::<_, Infallible>(response)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    /// A server that answers one request per connection as a kept-alive connection (no
+    /// `Connection: close`) and then closes it without a word: an upstream's idle timeout met
+    /// at the worst moment.
+    async fn closing_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    // The request: headers and the two bytes of `{}`.
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !seen.windows(6).any(|w| w == b"\r\n\r\n{}") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nxxxxxxxxxx").await;
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    fn pool(address: SocketAddr) -> Arc<PlainPool> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let base: Uri = format!("http://{address}/v1").parse().expect("a URI");
+        PlainPool::new(&base, connector).expect("a pool")
+    }
+
+    fn request() -> Request<Full<Bytes>> {
+        Request::post("/v1/chat/completions").body(Full::new(Bytes::from_static(b"{}"))).expect("a request")
+    }
+
+    async fn read(response: Response<PooledBody>) -> Bytes {
+        response.into_body().collect().await.expect("the body").to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_carries_the_next_request() {
+        let (address, accepted) = server(100).await;
+        let pool = pool(address);
+        for _ in 0..5 {
+            let response = pool.send(request()).await.expect("an answer");
+            assert_eq!(response.headers()["x-host"], address.to_string().as_str(), "the Host header");
+            assert_eq!(read(response).await.len(), 100);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "five requests in turn on one connection");
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_get_connections_of_their_own_and_leave_them_idle() {
+        let (address, accepted) = server(10).await;
+        let pool = pool(address);
+        let responses = futures::future::join_all((0..4).map(|_| pool.send(request()))).await;
+        for response in responses {
+            assert_eq!(read(response.expect("an answer")).await.len(), 10);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(pool.idle_count(), 4);
+        for _ in 0..4 {
+            read(pool.send(request()).await.expect("an answer")).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 4, "the idle ones were used again");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_takes_its_connection_along() {
+        let (address, accepted) = server(1 << 20).await;
+        let pool = pool(address);
+        let mut body = pool.send(request()).await.expect("an answer").into_body();
+        let first = body.frame().await.expect("a frame").expect("data");
+        assert!(first.data_ref().is_some_and(|d| d.len() < 1 << 20), "the body came in parts");
+        drop(body);
+        assert_eq!(pool.idle_count(), 0, "a half-read connection is not reused");
+        assert_eq!(read(pool.send(request()).await.expect("an answer")).await.len(), 1 << 20);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
+        let (address, accepted) = closing_server().await;
+        let pool = pool(address);
+        for _ in 0..3 {
+            // At once: the close may or may not have reached the pool's connection (it is
+            // then dropped as closed, or the request comes back unsent and goes out on a new
+            // one); either way the request must succeed.
+            assert_eq!(read(pool.send(request()).await.expect("an answer")).await.len(), 10);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_closed_without_traffic() {
+        let (address, accepted) = server(10).await;
+        let base: Uri = format!("http://{address}").parse().expect("a URI");
+        let pool =
+            PlainPool::with_idle_timeout(&base, HttpConnector::new(), Duration::from_millis(150)).expect("a pool");
+        read(pool.send(request()).await.expect("an answer")).await;
+        assert_eq!(pool.idle_count(), 1);
+        // The sweep runs every 50 ms; after 150 ms and one sweep more, nothing is idle.
+        for _ in 0..100 {
+            if pool.idle_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.idle_count(), 0, "the expired connection was swept");
+        read(pool.send(request()).await.expect("an answer")).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request dialled anew");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let address = listener.local_addr().expect("its address");
+        drop(listener);
+        let error = pool(address).send(request()).await.expect_err("nothing listens");
+        assert!(matches!(error, UpstreamError::Connect(_)), "{error:?}");
+    }
+}
