@@ -19,6 +19,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt;
@@ -71,7 +72,7 @@ impl PlainPool {
             .path_and_query("/")
             .build()
             .map_err(|e| format!("baseUrl {base}: {e}"))?;
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| format!("baseUrl {base}: {e}"))?;
+        let host = HeaderValue::from_str(&host_header(authority)).map_err(|e| format!("baseUrl {base}: {e}"))?;
         let pool = Arc::new(Self { address, host, connector, idle: Mutex::new(Vec::new()), idle_timeout });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let pool = Arc::downgrade(&pool);
@@ -170,6 +171,15 @@ impl PlainPool {
     #[cfg(test)]
     fn idle_count(&self) -> usize {
         self.lock().len()
+    }
+}
+
+/// The `Host` header for `authority`: its host, and its port unless 80; never the user
+/// information a URL may carry before the host.
+fn host_header(authority: &Authority) -> String {
+    match authority.port_u16() {
+        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
     }
 }
 
@@ -395,6 +405,16 @@ mod tests {
         assert_eq!(pool.idle_count(), 0, "the expired connection was swept");
         read(pool.send(request()).await.expect("an answer")).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request dialled anew");
+    }
+
+    #[test]
+    fn the_host_header_names_the_host_and_a_port_other_than_80_only() {
+        let host = |text: &str| host_header(&text.parse::<Authority>().expect("an authority"));
+        assert_eq!(host("vllm.models.svc:8000"), "vllm.models.svc:8000");
+        assert_eq!(host("vllm.models.svc:80"), "vllm.models.svc");
+        assert_eq!(host("vllm.models.svc"), "vllm.models.svc");
+        assert_eq!(host("user:secret@10.0.0.7:8000"), "10.0.0.7:8000");
+        assert_eq!(host("[::1]:8000"), "[::1]:8000");
     }
 
     #[tokio::test]
