@@ -159,7 +159,7 @@ impl std::fmt::Debug for Upstream {
 pub struct UpstreamPool {
     clients: Mutex<HashMap<PoolKey, HttpClient>>,
     /// Plain-`http` upstreams' connections, by settings and address.
-    plain: Mutex<HashMap<(PoolKey, String), Arc<PlainPool>>>,
+    plain: Mutex<HashMap<PlainKey, Arc<PlainPool>>>,
     simulators: Mutex<HashMap<String, (SimulationConfig, axum::Router)>>,
 }
 
@@ -173,6 +173,16 @@ struct PoolKey {
 impl PoolKey {
     fn of(provider: &ProviderConfig) -> Self {
         Self { connect_timeout_ms: provider.connect_timeout_ms, tls: provider.tls.clone() }
+    }
+}
+
+/// What sets plain-`http` pools apart: the settings, and the address the base URL names.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PlainKey(PoolKey, String);
+
+impl PlainKey {
+    fn of(provider: &ProviderConfig, base: &Uri) -> Self {
+        Self(PoolKey::of(provider), base.authority().map(|a| a.as_str().to_owned()).unwrap_or_default())
     }
 }
 
@@ -204,11 +214,10 @@ impl UpstreamPool {
         Ok(client)
     }
 
-    /// The pool of the plain-`http` upstream at `base` with `key`'s settings.
-    fn plain(&self, key: PoolKey, base: &Uri) -> Result<Arc<PlainPool>, String> {
-        let address = base.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+    /// The pool of the plain-`http` upstream at `base` of `provider`.
+    fn plain(&self, provider: &ProviderConfig, base: &Uri) -> Result<Arc<PlainPool>, String> {
+        let key = PlainKey::of(provider, base);
         let mut pools = self.plain.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (key, address);
         if let Some(pool) = pools.get(&key) {
             return Ok(pool.clone());
         }
@@ -223,11 +232,11 @@ impl UpstreamPool {
         let providers: Vec<&ProviderConfig> = live.into_iter().collect();
         let live: HashSet<PoolKey> = providers.iter().map(|provider| PoolKey::of(provider)).collect();
         self.clients.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| live.contains(key));
-        let addresses: HashSet<(PoolKey, String)> = providers
+        let addresses: HashSet<PlainKey> = providers
             .iter()
             .filter_map(|provider| {
                 let base = provider.base_url.as_deref()?.parse::<Uri>().ok()?;
-                Some((PoolKey::of(provider), base.authority()?.as_str().to_owned()))
+                Some(PlainKey::of(provider, &base))
             })
             .collect();
         self.plain.lock().unwrap_or_else(PoisonError::into_inner).retain(|key, _| addresses.contains(key));
@@ -298,7 +307,7 @@ impl UpstreamPool {
                 ];
                 let messages = uri("/messages")?;
                 if plain {
-                    let pool = self.plain(PoolKey::of(provider), &parsed)?;
+                    let pool = self.plain(provider, &parsed)?;
                     Transport::Plain { pool, base_path: base_path.to_owned(), uris, messages }
                 } else {
                     Transport::Http {
@@ -501,15 +510,17 @@ fn upstream_error(error: &hyper_util::client::legacy::Error, captured: &CaptureC
     if let Some(tls) = tls_error(error) {
         return UpstreamError::Tls { reason: tls_reason(tls), detail };
     }
-    let recorded = (|| {
-        let mut extras = hyper::http::Extensions::new();
-        captured.connection_metadata().as_ref()?.get_extras(&mut extras);
-        extras.get::<TlsFailure>()?.get()
-    })();
-    if let Some((reason, cause)) = recorded {
+    if let Some((reason, cause)) = recorded_tls_failure(captured) {
         return UpstreamError::Tls { reason, detail: format!("{detail}: {cause}") };
     }
     if error.is_connect() { UpstreamError::Connect(detail) } else { UpstreamError::Request(detail) }
+}
+
+/// What the connection a request went out on recorded of its TLS failure, if anything.
+fn recorded_tls_failure(captured: &CaptureConnection) -> Option<(&'static str, String)> {
+    let mut extras = hyper::http::Extensions::new();
+    captured.connection_metadata().as_ref()?.get_extras(&mut extras);
+    extras.get::<TlsFailure>()?.get()
 }
 
 /// The TLS failure a connection ended with, for the requests on it. A TLS 1.3 server refuses a
@@ -840,6 +851,32 @@ mod tests {
         let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateExpired);
         alerted.record_read(&Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::InvalidData, alert))));
         assert_eq!(alerted.get().map(|(_, detail)| detail), Some("received fatal alert: CertificateExpired".into()));
+    }
+
+    #[test]
+    fn plain_upstreams_share_a_pool_per_address_until_no_provider_names_it() {
+        let provider = |base: &str| -> ProviderConfig {
+            serde_json::from_value(serde_json::json!({
+                "type": "openai", "baseUrl": base, "connectTimeoutMs": 100, "models": {}
+            }))
+            .expect("provider")
+        };
+        let (a, a_again, b, https) = (
+            provider("http://vllm-a.models:8000/v1"),
+            provider("http://vllm-a.models:8000/other/v1"),
+            provider("http://vllm-b.models:8000/v1"),
+            provider("https://llm.internal/v1"),
+        );
+        let pool = UpstreamPool::default();
+        for provider in [&a, &a_again, &b, &https] {
+            pool.upstream("ns/p", provider).expect("upstream");
+        }
+        assert_eq!(pool.plain.lock().expect("lock").len(), 2, "one pool per address, whatever the path");
+        assert_eq!(pool.clients.lock().expect("lock").len(), 1, "https through hyper-util's client");
+        pool.retain_clients([&a_again, &https]);
+        let plain = pool.plain.lock().expect("lock");
+        assert_eq!(plain.len(), 1);
+        assert!(plain.keys().all(|key| key.1 == "vllm-a.models:8000"), "the pool still named is kept");
     }
 
     #[test]
