@@ -44,7 +44,17 @@ pub struct ProjectReport {
     pub keys: HashMap<String, ObjectVerdict>,
     /// ServiceTiers the configuration uses.
     pub tiers: BTreeSet<String>,
+    /// ApiKeys this compile saw for the first time or whose generated key has no Secret yet:
+    /// keys still arriving (see [`ProjectReport::import_wait`]).
+    pub keys_arriving: usize,
 }
+
+/// From this many arriving keys on, a project is taking a bulk import of keys.
+pub const IMPORT_KEYS: usize = 16;
+
+/// A served key's first status waits for the end of a bulk import at most this long from the
+/// key's creation, however long the import takes or if some of its keys never get a Secret.
+pub const IMPORT_HOLD: Duration = Duration::from_secs(300);
 
 impl ProjectReport {
     /// How long an Endpoint's or ApiKey's first status waits when all it would say is that
@@ -56,6 +66,32 @@ impl ProjectReport {
         let until = self.first_rollout_until.filter(|until| *until > now)?;
         let unavailable = ready.type_ == READY && !ready.status && ready.reason == GATEWAY_UNAVAILABLE;
         (!has_status && unavailable).then(|| Duration::try_from(until.duration_since(now)).unwrap_or_default())
+    }
+
+    /// Whether the project is taking a bulk import of keys: the first statuses of its served
+    /// keys wait until it ends.
+    pub fn importing(&self) -> bool {
+        self.keys_arriving >= IMPORT_KEYS
+    }
+
+    /// How long an ApiKey's first status, saying it is served (`ready` true), waits while its
+    /// project takes a bulk import of keys, the key `created` when given. Each such status
+    /// costs the apiserver a write as dear as two creates; held back, the creates that serving
+    /// the other keys needs (the ApiKeys, their Secrets) go first. When the import ends, every
+    /// key of the project is nudged ([`Reports::publish`]). Problems are told at once, and
+    /// statuses already written follow every change at once. `None`: write now.
+    pub fn import_wait(
+        &self,
+        has_status: bool,
+        ready: &Verdict,
+        created: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<Duration> {
+        if has_status || !ready.status || !self.importing() {
+            return None;
+        }
+        let until = created?.checked_add(IMPORT_HOLD).ok().filter(|until| *until > now)?;
+        Some(Duration::try_from(until.duration_since(now)).unwrap_or_default())
     }
 }
 
@@ -126,7 +162,9 @@ impl Reports {
         for name in changed(&old.endpoints, &new.endpoints, failure_changed) {
             let _ = self.endpoints.unbounded_send(ObjectRef::new(name).within(namespace));
         }
-        for name in changed(&old.keys, &new.keys, failure_changed) {
+        // The first statuses held back during an import are written when it ends.
+        let import_ended = old.importing() && !new.importing();
+        for name in changed(&old.keys, &new.keys, failure_changed || import_ended) {
             let _ = self.apikeys.unbounded_send(ObjectRef::new(name).within(namespace));
         }
         for tier in old.tiers.symmetric_difference(&new.tiers) {
@@ -168,6 +206,46 @@ mod tests {
         assert_eq!(report.first_status_wait(false, &broken, now), None, "problems are told at once");
         assert_eq!(report.first_status_wait(false, &starting, until), None, "the rollout took too long: say so");
         assert_eq!(ProjectReport::default().first_status_wait(false, &starting, now), None, "an older gateway");
+    }
+
+    #[test]
+    fn a_served_keys_first_status_waits_for_a_bulk_import_to_end_for_a_while() {
+        let now: Timestamp = "2026-12-02T10:00:00Z".parse().expect("time");
+        let created = Some(now - jiff::SignedDuration::from_secs(100));
+        let importing = ProjectReport { keys_arriving: IMPORT_KEYS, ..ProjectReport::default() };
+        let serving = Verdict::yes(READY, "Serving", "served by 2 of 2 gateway replica(s)");
+        assert_eq!(importing.import_wait(false, &serving, created, now), Some(IMPORT_HOLD - Duration::from_secs(100)));
+        assert_eq!(
+            importing.import_wait(true, &serving, created, now),
+            None,
+            "a status already written follows at once"
+        );
+        let broken = Verdict::no(READY, "InvalidReferences", "see ReferencesResolved");
+        assert_eq!(importing.import_wait(false, &broken, created, now), None, "problems are told at once");
+        let long_ago = Some(now - jiff::SignedDuration::from_secs(301));
+        assert_eq!(importing.import_wait(false, &serving, long_ago, now), None, "held long enough");
+        assert_eq!(importing.import_wait(false, &serving, None, now), None);
+        let trickle = ProjectReport { keys_arriving: IMPORT_KEYS - 1, ..ProjectReport::default() };
+        assert_eq!(trickle.import_wait(false, &serving, created, now), None, "a few new keys are no import");
+    }
+
+    #[tokio::test]
+    async fn every_key_is_nudged_when_an_import_ends() {
+        let (reports, mut nudges) = Reports::new();
+        let keys = HashMap::from([("a".into(), served()), ("b".into(), served())]);
+        let importing = ProjectReport { keys: keys.clone(), keys_arriving: 40, ..ProjectReport::default() };
+        reports.publish("ns", importing.clone());
+        for _ in 0..2 {
+            nudges.apikeys.next().await.expect("nudge");
+        }
+        reports.publish("ns", ProjectReport { keys_arriving: 20, ..importing });
+        reports.publish("ns", ProjectReport { keys, keys_arriving: 3, ..ProjectReport::default() });
+        let mut ended: Vec<String> = Vec::new();
+        while let Some(Some(nudge)) = futures::FutureExt::now_or_never(nudges.apikeys.next()) {
+            ended.push(nudge.name);
+        }
+        ended.sort();
+        assert_eq!(ended, ["a", "b"], "unchanged verdicts, nudged once: when the import ended");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use common::{Gateway, World, eventually, secret_text};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use reqwest::StatusCode;
 use sluice_crds::api::{ApiKey, Project};
 use sluice_operator::config_secret;
@@ -111,5 +111,47 @@ async fn fifty_thousand_keys_reconcile_shard_and_load() -> anyhow::Result<()> {
         let status = http.get(format!("{}/big/chat/v1/models", gateway.base)).bearer_auth(&key).send().await?.status();
         assert_eq!(status, StatusCode::OK, "{name}; gateway log:\n{}", gateway.log_tail());
     }
+
+    // The keys' first statuses wait for the import to end (docs/operator.md, "Scale"). The
+    // operator's count of status applies tells when to list them all and look.
+    let status_applies = || metrics_count(&world.metrics, "apply", "apikeys/status");
+    eventually(&format!("{count} ApiKeys Ready"), Duration::from_secs(1800), || async {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let applies = status_applies();
+        if (applies as usize) < count {
+            return Ok(Err(format!("{applies} status applies")));
+        }
+        let ready = ready_keys(&apikeys).await?;
+        Ok(if ready == count { Ok(()) } else { Err(format!("{ready} Ready")) })
+    })
+    .await?;
+    eprintln!(
+        "scale: every ApiKey Ready in its status {:.1} s after the first create",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
+}
+
+/// How many ApiKeys say Ready in their status, listed a page at a time.
+async fn ready_keys(apikeys: &Api<ApiKey>) -> anyhow::Result<usize> {
+    let (mut ready, mut page) = (0, ListParams::default().limit(5_000));
+    loop {
+        let list = apikeys.list(&page).await?;
+        ready += list
+            .items
+            .iter()
+            .filter(|k| {
+                let conditions = k.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .count();
+        match list.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => page = page.continue_token(&token),
+            None => return Ok(ready),
+        }
+    }
+}
+
+fn metrics_count(metrics: &Metrics, verb: &'static str, resource: &str) -> u64 {
+    metrics.api_calls.snapshot().get(&(verb, resource.to_owned())).map_or(0, |tally| tally.count - tally.failures)
 }

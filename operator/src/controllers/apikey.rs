@@ -237,8 +237,11 @@ async fn reconcile_key(apikey: &ApiKey, controller: &State) -> Result<Action> {
     };
     let verdicts = verdicts(apikey, &namespace, project.as_deref(), key_problem, rotation_problem, now, ctx);
     let has_status = apikey.status.as_ref().is_some_and(|s| !s.conditions.is_empty());
+    let created = apikey.creation_timestamp().map(|t| t.0);
     if let (Some(report), Some(ready)) = (ctx.reports.get(&namespace), verdicts.iter().find(|v| v.type_ == READY))
-        && let Some(wait) = report.first_status_wait(has_status, ready, now)
+        && let Some(wait) = report
+            .first_status_wait(has_status, ready, now)
+            .or_else(|| report.import_wait(has_status, ready, created, now))
     {
         return Ok(Action::requeue(requeue.min(wait + Duration::from_millis(50))));
     }

@@ -12,7 +12,9 @@ use k8s_openapi::api::rbac::v1::Role;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use sluice_crds::api::{DataPlaneSpec, Project, ProjectStatus};
-use sluice_crds::compile::{CompileOptions, GeneratedKeys, PartialCompile, compile_partially};
+use sluice_crds::compile::{
+    CompileOptions, GeneratedKeys, PartialCompile, compile_partially, generated_key_secret_name,
+};
 use sluice_crds::config::GatewayConfig;
 use sluice_crds::objects::{Object, ObjectRef as SourceRef};
 
@@ -529,10 +531,28 @@ impl Verdicts<'_> {
             slug: self.inputs.project.spec.slug.clone(),
             ..ProjectReport::default()
         };
+        let secrets: HashSet<&str> = self
+            .inputs
+            .objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::Secret(s) if s.namespace == self.namespace => Some(s.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let previous = self.inputs.previous.as_deref();
         for object in &self.inputs.objects {
             let (kind, name, verdicts) = match object {
                 Object::Endpoint(e) => ("Endpoint", e.name_any(), &mut report.endpoints),
-                Object::ApiKey(k) => ("ApiKey", k.name_any(), &mut report.keys),
+                Object::ApiKey(k) => {
+                    let name = k.name_any();
+                    let seen_before = previous.is_some_and(|p| p.keys.contains_key(&name));
+                    let generated = k.spec.secret_ref.is_none() && k.spec.key_hash.is_none();
+                    if !seen_before || (generated && !secrets.contains(generated_key_secret_name(&name).as_str())) {
+                        report.keys_arriving += 1;
+                    }
+                    ("ApiKey", name, &mut report.keys)
+                }
                 _ => continue,
             };
             let reference = SourceRef { kind, namespace: Some(self.namespace.to_owned()), name: name.clone() };

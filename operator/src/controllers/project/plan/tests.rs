@@ -463,3 +463,27 @@ fn a_pool_on_a_service_gets_the_ready_pods_behind_it() {
     let plan = run(&self::inputs(project(), &[POOL]));
     assert_eq!(served(&plan).0, vec!["good", "self-hosted"]);
 }
+
+#[test]
+fn keys_arriving_counts_keys_new_to_the_report_and_generated_keys_without_their_secret() {
+    let generated = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"sluice.dev/v1alpha1","kind":"ApiKey","metadata":{{"name":"{name}","namespace":"t"}},"spec":{{}}}}"#
+        )
+    };
+    let with_secret = format!(
+        "{}\n---\n{}",
+        generated("made"),
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"sluice-key-made","namespace":"t"},"stringData":{"key":"sl_p_abcdef0123456789abcdef0123"}}"#
+    );
+    let (waiting, made) = (generated("waiting"), with_secret.as_str());
+    let mut inputs = inputs(project(), &[&waiting, made]);
+    let first = run(&inputs).report.expect("a report");
+    assert_eq!(first.keys_arriving, 3, "with no report before, every key is arriving");
+    assert_eq!(served(&run(&inputs)).1, ["made", "ok"]);
+
+    inputs.previous = Some(Arc::new(first));
+    let second = run(&inputs).report.expect("a report");
+    assert_eq!(second.keys_arriving, 1, "only the generated key still without its Secret");
+    assert!(!second.importing());
+}
