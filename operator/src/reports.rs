@@ -76,7 +76,7 @@ impl ProjectReport {
 
     /// How long an ApiKey's first status, saying it is served (`ready` true), waits while its
     /// project takes a bulk import of keys, the key `created` when given. Each such status
-    /// costs the apiserver a write as dear as two creates; held back, the creates that serving
+    /// costs the apiserver as much as three to five creates; held back, the creates that serving
     /// the other keys needs (the ApiKeys, their Secrets) go first. When the import ends, every
     /// key of the project is nudged ([`Reports::publish`]). Problems are told at once, and
     /// statuses already written follow every change at once. `None`: write now.
