@@ -4,14 +4,23 @@
 //! times, and handles no protocol negotiation it cannot need. About 7,000 instructions per request
 //! less (docs/performance.md). `https` upstreams keep hyper-util's client (TLS, HTTP/2 by ALPN).
 //!
+//! A connection has no task of its own: the request that holds it drives it, first while
+//! waiting for the response's headers and then from its response body's `poll_frame`. The
+//! upstream's bytes therefore wake the task that forwards them to the client, and nothing is
+//! handed from one task to another on the way (a task per connection costs two to four wake-ups
+//! of another task per request, each a trip through the scheduler and often a thread woken).
+//!
 //! A connection goes back to its pool when its response body has been read to the end, and only
-//! then; a body dropped early (the client went away) takes its connection with it. A request
-//! that a kept-alive connection could not carry (the upstream had closed it while idle) is sent
+//! then; a body dropped early (the client went away) takes its connection with it. An idle
+//! connection is driven by nobody: the request that takes it next polls it first, and finds it
+//! closed if the upstream closed it meanwhile; the sweep polls the idle ones too. A request that
+//! a kept-alive connection could not carry (the upstream had closed it at that moment) is sent
 //! once more on a new connection, as hyper-util's client does: it was never written.
 
-use std::pin::Pin;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +31,8 @@ use hyper::header::{HOST, HeaderValue};
 use hyper::http::uri::Authority;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::client::{BoxError, UpstreamError, error_chain};
@@ -46,8 +57,41 @@ pub struct PlainPool {
 }
 
 struct Idle {
-    sender: SendRequest<Full<Bytes>>,
+    link: Link,
     since: Instant,
+}
+
+/// One HTTP/1.1 connection: where requests go in, and the connection itself, which whoever
+/// holds the link drives.
+struct Link {
+    sender: SendRequest<Full<Bytes>>,
+    /// `None` once it ended (closed or failed): it must not be polled again. Boxed: the link
+    /// moves in and out of the pool and into the response body with every request, and the
+    /// connection's state (its buffers and parser) is several hundred bytes.
+    connection: Option<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+}
+
+impl Link {
+    /// Moves the connection on (writes what is queued, reads what arrived); false once it has
+    /// ended.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(connection) = &mut self.connection else { return false };
+        match Pin::new(&mut **connection).poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(ended) => {
+                if let Err(error) = ended {
+                    tracing::debug!(error = %error_chain(&error), "upstream connection ended");
+                }
+                self.connection = None;
+                false
+            }
+        }
+    }
+
+    /// Whether it can carry another request: still open, and idle.
+    fn reusable(&self) -> bool {
+        self.connection.is_some() && !self.sender.is_closed()
+    }
 }
 
 impl std::fmt::Debug for PlainPool {
@@ -87,27 +131,38 @@ impl PlainPool {
         Ok(pool)
     }
 
-    /// Closes the idle connections that expired or that their upstream closed.
+    /// Closes the idle connections that expired or that their upstream closed. Nobody drives
+    /// an idle connection, so each is polled here once (nobody is to be woken: it stays idle).
     fn sweep(&self) {
-        self.lock().retain(|idle| idle.since.elapsed() <= self.idle_timeout && !idle.sender.is_closed());
+        let mut cx = Context::from_waker(Waker::noop());
+        self.lock().retain_mut(|idle| {
+            idle.since.elapsed() <= self.idle_timeout && idle.link.drive(&mut cx) && idle.link.reusable()
+        });
     }
 
     /// Sends `request` (its URI in origin form, `/v1/chat/completions`) on a kept-alive
-    /// connection, or a new one. Resolves when the response's headers arrive.
+    /// connection, or a new one, driving the connection until the response's headers arrive.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         request.headers_mut().insert(HOST, self.host.clone());
         loop {
-            let (mut sender, kept) = match self.take_idle().await {
-                Some(sender) => (sender, true),
+            let (mut link, kept) = match self.take_idle().await {
+                Some(link) => (link, true),
                 None => (self.connect().await?, false),
             };
-            match sender.try_send_request(request).await {
+            let mut sent = pin!(link.sender.try_send_request(request));
+            let answer = poll_fn(|cx| {
+                // The connection first: it writes the request and reads the answer, which the
+                // sent request's future then finds at once. It ending fails that future too.
+                if link.drive(cx) { sent.as_mut().poll(&mut quiet()) } else { sent.as_mut().poll(cx) }
+            })
+            .await;
+            match answer {
                 Ok(response) => {
-                    let give_back = Some(GiveBack { sender, pool: Arc::downgrade(self) });
-                    return Ok(response.map(|inner| PooledBody { inner, give_back }));
+                    let pool = Arc::downgrade(self);
+                    return Ok(response.map(|inner| PooledBody { inner, link: Some(link), pool }));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Never written: the kept-alive connection had closed. A new one.
@@ -120,21 +175,27 @@ impl PlainPool {
 
     /// The most recently used idle connection that can take a request now; closed and
     /// timed-out ones are dropped on the way.
-    async fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+    async fn take_idle(&self) -> Option<Link> {
         loop {
-            let Idle { mut sender, since } = self.lock().pop()?;
-            if since.elapsed() > self.idle_timeout || sender.is_closed() {
+            let Idle { mut link, since } = self.lock().pop()?;
+            if since.elapsed() > self.idle_timeout {
                 continue;
             }
-            // Ready at once unless its connection has not yet taken in the end of the last
-            // response; an error means it closed.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+            // Driven once, the connection takes in the end of the last response and asks for
+            // the next request, or finds that the upstream closed it. Not ready then, it would
+            // wait for the upstream, which has nothing to say: it is closed instead.
+            let ready = poll_fn(|cx| {
+                let alive = link.drive(cx);
+                Poll::Ready(alive && matches!(link.sender.poll_ready(&mut quiet()), Poll::Ready(Ok(()))))
+            })
+            .await;
+            if ready && link.reusable() {
+                return Some(link);
             }
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, UpstreamError> {
+    async fn connect(&self) -> Result<Link, UpstreamError> {
         let stream = self
             .connector
             .clone()
@@ -143,16 +204,11 @@ impl PlainPool {
             .map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
         let (sender, connection) =
             http1::handshake::<_, Full<Bytes>>(stream).await.map_err(|e| UpstreamError::Connect(error_chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(error = %error_chain(&error), "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Link { sender, connection: Some(Box::new(connection)) })
     }
 
-    fn put_back(&self, sender: SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
+    fn put_back(&self, link: Link) {
+        if !link.reusable() {
             return;
         }
         let mut idle = self.lock();
@@ -160,7 +216,7 @@ impl PlainPool {
             // The oldest goes: it is the likeliest to have been closed by the upstream.
             idle.remove(0);
         }
-        idle.push(Idle { sender, since: Instant::now() });
+        idle.push(Idle { link, since: Instant::now() });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -174,6 +230,15 @@ impl PlainPool {
     }
 }
 
+/// A context that wakes nobody, to poll what only a connection this task drives can complete
+/// (the answer to a request sent on it, its response body): the connection, driven with the
+/// task's own context, wakes the task when its socket or its body's reader needs it. Polled
+/// with the task's context, they would wake it as well, from inside its own poll, and have it
+/// polled once more for nothing (a self-wake-up per answer and per streamed event).
+fn quiet() -> Context<'static> {
+    Context::from_waker(Waker::noop())
+}
+
 /// The `Host` header for `authority`: its host, and its port unless 80; never the user
 /// information a URL may carry before the host.
 fn host_header(authority: &Authority) -> String {
@@ -183,28 +248,28 @@ fn host_header(authority: &Authority) -> String {
     }
 }
 
-/// A response body that returns its connection to the pool once read to the end.
+/// A response body that drives its connection while it is read, and returns the connection to
+/// the pool once read to the end.
 pub struct PooledBody {
     inner: Incoming,
-    give_back: Option<GiveBack>,
-}
-
-struct GiveBack {
-    sender: SendRequest<Full<Bytes>>,
+    /// `None` once the connection cannot go back (it ended, or the body broke).
+    link: Option<Link>,
     pool: Weak<PlainPool>,
 }
 
-impl GiveBack {
-    fn give(self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.put_back(self.sender);
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(link) = self.link.take()
+            && let Some(pool) = self.pool.upgrade()
+        {
+            pool.put_back(link);
         }
     }
 }
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("returns_connection", &self.give_back.is_some()).finish_non_exhaustive()
+        f.debug_struct("PooledBody").field("returns_connection", &self.link.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -213,15 +278,26 @@ impl Body for PooledBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(give_back) = self.give_back.take() {
-                    give_back.give();
+        let this = &mut *self;
+        let polled = match &mut this.link {
+            // The connection is driven only when the body has nothing yet: what it read in an
+            // earlier drive (often the whole answer, with its headers) is in the body already.
+            Some(link) => match Pin::new(&mut this.inner).poll_frame(&mut quiet()) {
+                Poll::Pending if link.drive(cx) => Pin::new(&mut this.inner).poll_frame(&mut quiet()),
+                // An ended connection has handed the body all it had (or its error), and
+                // cannot go back: from now on the body is polled as any other.
+                Poll::Pending => {
+                    this.link = None;
+                    Pin::new(&mut this.inner).poll_frame(cx)
                 }
-            }
+                ready => ready,
+            },
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
             // A broken body leaves its connection unusable.
-            Poll::Ready(Some(Err(_))) => self.give_back = None,
+            Poll::Ready(Some(Err(_))) => self.link = None,
             _ => {}
         }
         polled.map(|frame| frame.map(|result| result.map_err(|e| Box::new(e) as BoxError)))
@@ -239,11 +315,9 @@ impl Body for PooledBody {
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // Read to its end without the last poll (a body of known length): the connection is
-        // free. Otherwise it goes with the body, and hyper closes it.
-        if self.inner.is_end_stream()
-            && let Some(give_back) = self.give_back.take()
-        {
-            give_back.give();
+        // free. Otherwise it goes with the body, and the socket closes.
+        if self.inner.is_end_stream() {
+            self.give_back();
         }
     }
 }
@@ -290,9 +364,9 @@ mod tests {
     }
 
     /// A server that answers one request per connection as a kept-alive connection (no
-    /// `Connection: close`) and then closes it without a word: an upstream's idle timeout met
-    /// at the worst moment.
-    async fn closing_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    /// `Connection: close`) and then, `linger` later, closes it without a word: an upstream's
+    /// idle timeout (met at the worst moment when `linger` is zero).
+    async fn closing_server(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
         let address = listener.local_addr().expect("its address");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -311,6 +385,9 @@ mod tests {
                         }
                     }
                     let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nxxxxxxxxxx").await;
+                    if !linger.is_zero() {
+                        tokio::time::sleep(linger).await;
+                    }
                 });
             }
         });
@@ -376,7 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_while_idle_is_replaced() {
-        let (address, accepted) = closing_server().await;
+        let (address, accepted) = closing_server(Duration::ZERO).await;
         let pool = pool(address);
         for _ in 0..3 {
             // At once: the close may or may not have reached the pool's connection (it is
@@ -405,6 +482,79 @@ mod tests {
         assert_eq!(pool.idle_count(), 0, "the expired connection was swept");
         read(pool.send(request()).await.expect("an answer")).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request dialled anew");
+    }
+
+    /// A server whose answer comes in `parts` chunks 20 ms apart (chunked, as a stream of
+    /// events comes), on a kept-alive connection.
+    async fn streaming_server(parts: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = service_fn(move |request: Request<Incoming>| async move {
+                    let _ = request.into_body().collect().await;
+                    let events = futures::stream::unfold(0, move |part| async move {
+                        if part == parts {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let event = Frame::data(Bytes::from(format!("data: {part}\n\n")));
+                        Some((Ok::<_, Infallible>(event), part + 1))
+                    });
+                    let body = http_body_util::StreamBody::new(events);
+                    Ok::<_, Infallible>(Response::new(body))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_answer_arrives_part_by_part_through_the_body_that_drives_it() {
+        let (address, accepted) = streaming_server(5).await;
+        let pool = pool(address);
+        for _ in 0..2 {
+            let mut body = pool.send(request()).await.expect("an answer").into_body();
+            // Nothing else drives the connection: each part is read because the body's poll
+            // moved the connection on (a connection left undriven would never answer).
+            for part in 0..5 {
+                let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+                    .await
+                    .expect("the next part within 5 s")
+                    .expect("a frame")
+                    .expect("data");
+                assert_eq!(frame.data_ref().expect("data").as_ref(), format!("data: {part}\n\n").as_bytes());
+            }
+            assert!(body.frame().await.is_none(), "the end of the stream");
+            drop(body);
+            assert_eq!(pool.idle_count(), 1, "the connection went back once the stream ended");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "both streams on one connection");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_drops_an_idle_connection_its_upstream_closed() {
+        let (address, accepted) = closing_server(Duration::from_millis(100)).await;
+        let pool = pool(address);
+        read(pool.send(request()).await.expect("an answer")).await;
+        assert_eq!(pool.idle_count(), 1);
+        // The upstream closes its side 100 ms later; nobody drives the idle connection, so
+        // only a sweep (which polls it) can see that before a request would.
+        for _ in 0..100 {
+            pool.sweep();
+            if pool.idle_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(pool.idle_count(), 0, "the closed connection was swept");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
