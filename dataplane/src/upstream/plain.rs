@@ -156,6 +156,17 @@ impl PlainPool {
             let answer = poll_fn(|cx| {
                 // The connection first: it writes the request and reads the answer, which the
                 // sent request's future then finds at once. It ending fails that future too.
+                // Driven quietly first: what it registers on the way (the response body's
+                // reader not there yet) must not wake this task, which reads the body next
+                // anyway; a task woken from inside its own poll is polled again, and another
+                // worker thread woken to take it (a system call each). Only when nothing came
+                // is it driven with the task's context, to be woken when the socket has more.
+                if !link.drive(&mut quiet()) {
+                    return sent.as_mut().poll(cx);
+                }
+                if let Poll::Ready(answer) = sent.as_mut().poll(&mut quiet()) {
+                    return Poll::Ready(answer);
+                }
                 if link.drive(cx) { sent.as_mut().poll(&mut quiet()) } else { sent.as_mut().poll(cx) }
             })
             .await;
