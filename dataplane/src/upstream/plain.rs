@@ -347,9 +347,13 @@ mod tests {
 
     use super::*;
 
-    /// An HTTP/1.1 server on loopback that answers every request with `answer` bytes and counts
-    /// the connections it accepted.
-    async fn server(answer: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    /// A loopback listener that counts the connections it accepts and hands each to a task
+    /// of its own running `serve`.
+    async fn listen<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
         let address = listener.local_addr().expect("its address");
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -357,52 +361,64 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(move |request: Request<Incoming>| async move {
-                    let host = request.headers().get(HOST).cloned();
-                    let _ = request.into_body().collect().await;
-                    let mut response = Response::new(Full::new(Bytes::from(vec![b'x'; answer])));
-                    if let Some(host) = host {
-                        response.headers_mut().insert("x-host", host);
-                    }
-                    Ok::<_, Infallible>(response)
-                });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-                );
+                tokio::spawn(serve(stream));
             }
         });
         (address, accepted)
+    }
+
+    /// Serves HTTP/1.1 on `stream`, answering each request with `respond`'s response.
+    async fn serve_http<F, Fut, B>(stream: TcpStream, respond: F)
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let service = service_fn(move |request| {
+            let answer = respond(request);
+            async move { Ok::<_, Infallible>(answer.await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+    }
+
+    /// An HTTP/1.1 server on loopback that answers every request with `answer` bytes and counts
+    /// the connections it accepted.
+    async fn server(answer: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        listen(move |stream| {
+            serve_http(stream, move |request: Request<Incoming>| async move {
+                let host = request.headers().get(HOST).cloned();
+                let _ = request.into_body().collect().await;
+                let mut response = Response::new(Full::new(Bytes::from(vec![b'x'; answer])));
+                if let Some(host) = host {
+                    response.headers_mut().insert("x-host", host);
+                }
+                response
+            })
+        })
+        .await
     }
 
     /// A server that answers one request per connection as a kept-alive connection (no
     /// `Connection: close`) and then, `linger` later, closes it without a word: an upstream's
     /// idle timeout (met at the worst moment when `linger` is zero).
     async fn closing_server(linger: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
-        let address = listener.local_addr().expect("its address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    // The request: headers and the two bytes of `{}`.
-                    let mut seen = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !seen.windows(6).any(|w| w == b"\r\n\r\n{}") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buffer[..n]),
-                        }
-                    }
-                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nxxxxxxxxxx").await;
-                    if !linger.is_zero() {
-                        tokio::time::sleep(linger).await;
-                    }
-                });
+        listen(move |mut stream| async move {
+            // The request: headers and the two bytes of `{}`.
+            let mut seen = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !seen.windows(6).any(|w| w == b"\r\n\r\n{}") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buffer[..n]),
+                }
             }
-        });
-        (address, accepted)
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nxxxxxxxxxx").await;
+            if !linger.is_zero() {
+                tokio::time::sleep(linger).await;
+            }
+        })
+        .await
     }
 
     fn pool(address: SocketAddr) -> Arc<PlainPool> {
@@ -498,32 +514,21 @@ mod tests {
     /// A server whose answer comes in `parts` chunks 20 ms apart (chunked, as a stream of
     /// events comes), on a kept-alive connection.
     async fn streaming_server(parts: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding a loopback port");
-        let address = listener.local_addr().expect("its address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let service = service_fn(move |request: Request<Incoming>| async move {
-                    let _ = request.into_body().collect().await;
-                    let events = futures::stream::unfold(0, move |part| async move {
-                        if part == parts {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        let event = Frame::data(Bytes::from(format!("data: {part}\n\n")));
-                        Some((Ok::<_, Infallible>(event), part + 1))
-                    });
-                    let body = http_body_util::StreamBody::new(events);
-                    Ok::<_, Infallible>(Response::new(body))
+        listen(move |stream| {
+            serve_http(stream, move |request: Request<Incoming>| async move {
+                let _ = request.into_body().collect().await;
+                let events = futures::stream::unfold(0, move |part| async move {
+                    if part == parts {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let event = Frame::data(Bytes::from(format!("data: {part}\n\n")));
+                    Some((Ok::<_, Infallible>(event), part + 1))
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-                );
-            }
-        });
-        (address, accepted)
+                Response::new(http_body_util::StreamBody::new(events))
+            })
+        })
+        .await
     }
 
     #[tokio::test]
