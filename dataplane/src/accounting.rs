@@ -18,7 +18,7 @@ use crate::auth::{Caller, KeyCaller};
 use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
-use crate::logging::Address;
+use crate::logging::{ADDRESS_TEXT, Address};
 use crate::metrics::{Metrics, ModelMetrics, upstream_error};
 use crate::protocol::AnswerFormat;
 use crate::protocol::openai::Usage;
@@ -51,9 +51,16 @@ impl RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as text: empty for a client's id that is not visible ASCII (as `Display` writes it).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.to_str().unwrap_or_default())
+        f.write_str(self.as_str())
     }
 }
 
@@ -295,15 +302,17 @@ impl Admitted {
         if let (Some(CutShort::UpstreamError), Some(served)) = (end.cut_short, served) {
             self.all_metrics.upstream_error(&self.project, &self.endpoint, &served.provider, upstream_error::STREAM);
         }
+        // Strings, written bare by the access log's formatter (`%` would format each).
+        let mut address = [0; ADDRESS_TEXT];
         tracing::info!(
-            target: "sluice::access",
-            request_id = %self.request_id,
-            project = %self.project,
-            endpoint = %self.endpoint,
-            model = %self.model,
-            key = %self.key_id,
-            client = %Address(self.client),
-            backend = %served.map_or("", |s| &*s.backend),
+            target: crate::logging::ACCESS_TARGET,
+            request_id = self.request_id.as_str(),
+            project = &*self.project,
+            endpoint = &*self.endpoint,
+            model = &*self.model,
+            key = &*self.key_id,
+            client = Address(self.client).text(&mut address),
+            backend = served.map_or("", |s| &*s.backend),
             status,
             duration_ms = elapsed.as_millis() as u64,
             ttft_ms = ttft.map(|t| t.as_millis() as u64),
@@ -468,8 +477,9 @@ pub fn refused(
     metrics.count_unrouted(project, endpoint, status);
     metrics.rejection(project, endpoint, code);
     let duration_ms = started.elapsed().as_millis() as u64;
-    tracing::info!(target: "sluice::access", request_id = %request_id, project,
-        endpoint, client = %Address(client), status, error = code, duration_ms, "request refused");
+    let mut address = [0; ADDRESS_TEXT];
+    tracing::info!(target: crate::logging::ACCESS_TARGET, request_id = request_id.as_str(), project,
+        endpoint, client = Address(client).text(&mut address), status, error = code, duration_ms, "request refused");
     if let Some(audit) = audit {
         // Refusals are the one audited path that copies its strings (the slugs are borrowed
         // here); only with the audit log on.
@@ -531,8 +541,10 @@ pub fn models_listed(
 ) {
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
-    tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        key = %caller.key.id, client = %Address(caller.client), status = 200, duration_ms = started.elapsed().as_millis() as u64, "models listed");
+    let mut address = [0; ADDRESS_TEXT];
+    tracing::info!(target: crate::logging::ACCESS_TARGET, request_id = request_id.as_str(), project = &**project,
+        endpoint = &**endpoint, key = &*caller.key.id, client = Address(caller.client).text(&mut address), status = 200,
+        duration_ms = started.elapsed().as_millis() as u64, "models listed");
     if let Some(audit) = audit {
         audit.record(answered_here(request_id, caller, None, started, audit));
     }
@@ -550,8 +562,10 @@ pub fn tokens_counted(
 ) {
     let (project, endpoint) = (&caller.project.slug, &caller.endpoint.slug);
     metrics.count_unrouted(project, endpoint, 200);
-    tracing::info!(target: "sluice::access", request_id = %request_id, project = %project, endpoint = %endpoint,
-        model = %model.name, key = %caller.key.id, client = %Address(caller.client), status = 200, input_tokens,
+    let mut address = [0; ADDRESS_TEXT];
+    tracing::info!(target: crate::logging::ACCESS_TARGET, request_id = request_id.as_str(), project = &**project,
+        endpoint = &**endpoint, model = &*model.name, key = &*caller.key.id,
+        client = Address(caller.client).text(&mut address), status = 200, input_tokens,
         duration_ms = started.elapsed().as_millis() as u64, "tokens counted");
     if let Some(audit) = audit {
         audit.record(answered_here(request_id, caller, Some(model), started, audit));

@@ -15,8 +15,8 @@ use tracing_subscriber::fmt::MakeWriter;
 
 mod text;
 
-pub use text::TextFormat;
 pub(crate) use text::write_timestamp;
+pub use text::{ACCESS_TARGET, TextFormat};
 
 /// A client's address in a log line. An IPv4 address is written in one piece: the standard
 /// `Display` goes through the general formatter once per octet, a visible share of an access
@@ -24,28 +24,46 @@ pub(crate) use text::write_timestamp;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Address(pub IpAddr);
 
+/// Room for any address's text (an IPv6 address with an embedded IPv4 one is 45 bytes).
+pub const ADDRESS_TEXT: usize = 46;
+
+impl Address {
+    /// The address as text, written into `buffer`.
+    pub fn text(self, buffer: &mut [u8; ADDRESS_TEXT]) -> &str {
+        let mut len = 0;
+        match self.0 {
+            IpAddr::V4(v4) => {
+                let mut push = |byte: u8| {
+                    buffer[len] = byte;
+                    len += 1;
+                };
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push(b'.');
+                    }
+                    if octet >= 100 {
+                        push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        push(b'0' + octet / 10 % 10);
+                    }
+                    push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                let mut rest = &mut buffer[..];
+                // Fits: 45 bytes at most.
+                let _ = write!(rest, "{v6}");
+                len = ADDRESS_TEXT - rest.len();
+            }
+        }
+        std::str::from_utf8(&buffer[..len]).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let IpAddr::V4(v4) = self.0 else { return self.0.fmt(f) };
-        let mut text = [0u8; 15];
-        let mut len = 0;
-        let mut push = |byte: u8| {
-            text[len] = byte;
-            len += 1;
-        };
-        for (i, octet) in v4.octets().into_iter().enumerate() {
-            if i > 0 {
-                push(b'.');
-            }
-            if octet >= 100 {
-                push(b'0' + octet / 100);
-            }
-            if octet >= 10 {
-                push(b'0' + octet / 10 % 10);
-            }
-            push(b'0' + octet % 10);
-        }
-        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
+        f.write_str(self.text(&mut [0; ADDRESS_TEXT]))
     }
 }
 
@@ -158,10 +176,15 @@ mod tests {
 
     #[test]
     fn an_address_reads_as_the_standard_display_writes_it() {
-        for text in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "192.0.2.9", "::1", "2001:db8::7"] {
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        for text in
+            ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "192.0.2.9", "::1", "2001:db8::7", longest]
+        {
             let address: IpAddr = text.parse().expect("address");
-            assert_eq!(Address(address).to_string(), text);
-            assert_eq!(Address(address).to_string(), address.to_string());
+            let shown = address.to_string();
+            assert_eq!(Address(address).to_string(), shown);
+            assert_eq!(Address(address).text(&mut [0; ADDRESS_TEXT]), shown);
+            assert!(text == shown || text == longest, "{shown}");
         }
     }
 }
