@@ -251,3 +251,54 @@ async fn a_client_that_leaves_mid_attempt_leaves_no_load_behind() {
     assert_eq!(bad["health"], "healthy", "a client leaving is not the backend's fault: {bad}");
     assert_eq!(bad["inFlightTokens"], 0, "{bad}");
 }
+
+/// An upstream that answers a head and the first bytes of a whole (non-streamed) body, then
+/// stalls: the request ends at the tier's total time with a timeout, not when the upstream
+/// gives up.
+#[tokio::test]
+async fn a_body_that_stalls_after_its_head_ends_at_the_total_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"id\":";
+                let _ = socket.write_all(head.as_bytes()).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    let manifests = Manifests::new();
+    manifests.write(
+        "tenant.yaml",
+        &format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: ServiceTier\nmetadata: {{name: brief}}\n\
+spec: {{timeouts: {{firstTokenMs: 500, totalMs: 1500, idleStreamMs: 500}}}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Project\nmetadata: {{name: t, namespace: t}}\nspec: {{slug: t, defaultTier: brief}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Provider\nmetadata: {{name: stalls, namespace: t}}\n\
+spec: {{type: openai, baseUrl: \"http://{address}/v1\", models: [{{name: m}}]}}\n---\n\
+apiVersion: sluice.dev/v1alpha1\nkind: Endpoint\nmetadata: {{name: api, namespace: t}}\n\
+spec: {{slug: api, models: [{{name: chat, backends: [{{providerRef: {{name: stalls}}, model: m}}]}}]}}\n"
+        ),
+    );
+    manifests.write("key.yaml", &apikey("t", "k", KEY, ""));
+    let gateway = Gateway::start(Some(manifests.path()), &[]);
+    let started = Instant::now();
+    let response = client()
+        .post(gateway.url("/t/api/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "chat", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .expect("request");
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("an error body");
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_timeout", "{body}");
+    assert!(took >= Duration::from_millis(1_400), "not before the total time: {took:?}");
+    assert!(took < AT_MOST, "at the total time, not the upstream's: {took:?}");
+}

@@ -388,10 +388,23 @@ impl<'a> Call<'a> {
                 }
             }
             let limit = if status.is_success() { MAX_RESPONSE_BYTES } else { MAX_ERROR_BODY_BYTES };
-            let bytes = collect_body(body, limit).await.map_err(Miss::Request)?;
+            let collect = collect_body(body, limit);
+            let bytes = match head_at {
+                // Within the stream's first-token time (the timeout around the whole call).
+                None => collect.await,
+                Some(_) => tokio::time::timeout_at(self.deadline.into(), collect).await.map_err(|_| Miss::Timeout)?,
+            }
+            .map_err(Miss::Request)?;
             let (status, bytes) = reading.whole(status, bytes, unix_now);
             Ok((status, parts.headers, Answer::Whole(bytes), headers_at, reading))
         };
+        if !streaming {
+            // The head's wait ends by the deadline, and the body's has a timer of its own,
+            // armed only when the body is not there with its head: one timer a request, not a
+            // second one around the whole call (a timer costs a lock and the wheel's insert and
+            // removal).
+            return call.await;
+        }
         match tokio::time::timeout_at(timeout_at.into(), call).await {
             Ok(result) => result,
             Err(_) => Err(Miss::Timeout),
