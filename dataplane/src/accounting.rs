@@ -18,7 +18,7 @@ use crate::auth::{Caller, KeyCaller};
 use crate::backends::health::Verdict;
 use crate::backends::{Attempt, Outcome};
 use crate::limits::{Admission, KeyState, Used};
-use crate::logging::{ADDRESS_TEXT, Address};
+use crate::logging::{ADDRESS_TEXT, AccessRecord, Address};
 use crate::metrics::{Metrics, ModelMetrics, upstream_error};
 use crate::protocol::AnswerFormat;
 use crate::protocol::openai::Usage;
@@ -302,27 +302,24 @@ impl Admitted {
         if let (Some(CutShort::UpstreamError), Some(served)) = (end.cut_short, served) {
             self.all_metrics.upstream_error(&self.project, &self.endpoint, &served.provider, upstream_error::STREAM);
         }
-        // Strings, written bare by the access log's formatter (`%` would format each).
-        let mut address = [0; ADDRESS_TEXT];
-        tracing::info!(
-            target: crate::logging::ACCESS_TARGET,
-            request_id = self.request_id.as_str(),
-            project = &*self.project,
-            endpoint = &*self.endpoint,
-            model = &*self.model,
-            key = &*self.key_id,
-            client = Address(self.client).text(&mut address),
-            backend = served.map_or("", |s| &*s.backend),
+        AccessRecord {
+            request_id: self.request_id.as_str(),
+            project: &self.project,
+            endpoint: &self.endpoint,
+            model: &self.model,
+            key: &self.key_id,
+            client: self.client,
+            backend: served.map_or("", |s| &*s.backend),
             status,
-            duration_ms = elapsed.as_millis() as u64,
-            ttft_ms = ttft.map(|t| t.as_millis() as u64),
-            prompt_tokens = usage.prompt_tokens,
-            completion_tokens = usage.completion_tokens,
+            duration_ms: elapsed.as_millis() as u64,
+            ttft_ms: ttft.map(|t| t.as_millis() as u64),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
             // Whole nano-dollars: `2e-5`, not the `2.0000000000000005e-5` of summed float prices.
-            cost_usd = (cost * 1e9).round() / 1e9,
-            cut_short = end.cut_short.map(CutShort::as_str),
-            "request"
-        );
+            cost_usd: (cost * 1e9).round() / 1e9,
+            cut_short: end.cut_short.map(CutShort::as_str),
+        }
+        .log();
         if let Some(audit) = &self.audit {
             audit.record(RequestRecord {
                 time: wall,

@@ -35,8 +35,11 @@ fn main() -> anyhow::Result<()> {
                 .with_env_filter(filter)
                 .with_ansi(colour)
                 .event_format(sluice_gateway::logging::TextFormat::new(colour))
-                .with_writer(writer)
+                .with_writer(writer.clone())
                 .init();
+            // The access line of every answered request, in the same layout, without the
+            // subscriber's dispatch.
+            sluice_gateway::logging::write_directly(&writer, colour);
         }
     }
     // Loading a large configuration runs on a blocking thread; letting idle ones go after a

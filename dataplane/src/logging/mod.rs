@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+mod access;
 mod text;
 
+pub use access::{AccessRecord, write_directly};
 pub(crate) use text::write_timestamp;
 pub use text::{ACCESS_TARGET, TextFormat};
 

@@ -239,7 +239,7 @@ impl Visit for FieldWriter<'_> {
 /// `value` as its `Debug` writes it (`0.0`, `0.25`, `2e-5`, `1.5e16`), without `core::fmt`
 /// for a whole number of billionths below a million, as the access log's `cost_usd` always is
 /// (about 1,000 instructions less a line).
-fn write_f64(line: &mut String, value: f64) {
+pub(super) fn write_f64(line: &mut String, value: f64) {
     const SCALE: f64 = 1e9;
     let scaled = (value * SCALE).round();
     // Exact below 2^53; a million times the scale keeps fifteen significant digits, where the
@@ -297,7 +297,7 @@ fn needs_escaping(value: &str) -> bool {
 }
 
 /// `value` with control characters escaped (`\n`, `\u{1b}`), so a value never breaks the line.
-fn push_escaped(line: &mut String, value: &str) {
+pub(super) fn push_escaped(line: &mut String, value: &str) {
     if !needs_escaping(value) {
         line.push_str(value);
         return;
@@ -312,7 +312,7 @@ fn push_escaped(line: &mut String, value: &str) {
 }
 
 /// `value` in double quotes, escaped as Rust's `Debug` escapes it.
-fn push_quoted(line: &mut String, value: &str) {
+pub(super) fn push_quoted(line: &mut String, value: &str) {
     let control = needs_escaping(value) && value.chars().any(char::is_control);
     if control || value.bytes().any(|b| b == b'"' || b == b'\\') {
         let _ = write!(line, "{value:?}");
@@ -324,7 +324,7 @@ fn push_quoted(line: &mut String, value: &str) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -345,11 +345,16 @@ mod tests {
     }
 
     fn capture(emit: impl FnOnce()) -> String {
+        capture_with(false, emit)
+    }
+
+    /// What the text formatter writes of the events `emit` makes (`ansi`: with colours).
+    pub(in crate::logging) fn capture_with(ansi: bool, emit: impl FnOnce()) -> String {
         let captured = Captured::default();
         let sink = captured.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .event_format(TextFormat::new(false))
+            .with_ansi(ansi)
+            .event_format(TextFormat::new(ansi))
             .with_writer(move || sink.clone())
             .with_max_level(Level::TRACE)
             .finish();
