@@ -6,6 +6,7 @@
 # moves by a few dozen instructions, so it compares builds where a throughput run cannot.
 #
 #   tests/perf/instructions.sh [GATEWAY] [SIMULATOR]
+#   STREAM=1 tests/perf/instructions.sh ...    # streamed chat requests (16 tokens, one event each)
 #
 # GATEWAY and SIMULATOR default to target/release/sluice-gateway and target/release/sluice-sim
 # (`cargo build --release -p sluice-gateway -p sluice-sim`). Needs valgrind (`apt-get install
@@ -84,10 +85,13 @@ spec:
   secretRef: {name: credentials, key: key}
 EOF
 
+stream=${STREAM:-0}
+kind="chat request"
+[ "$stream" = 1 ] && kind="streamed chat request"
 cat > load.py <<'EOF'
 import http.client, json, sys
-port, count, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-body = json.dumps({"model": "bench-chat", "max_tokens": 16,
+port, count, key, stream = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+body = json.dumps({"model": "bench-chat", "max_tokens": 16, "stream": stream,
                    "messages": [{"role": "user", "content": "Say hello to the benchmark, please."}]})
 connection = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(count):
@@ -107,9 +111,9 @@ for count in 300 1300; do
         --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --log info > "gateway.$count.log" 2>&1 &
     gateway_pid=$!
     for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$admin/readyz" && break; sleep 0.2; done
-    python3 load.py "$port" "$count" "$key"
+    python3 load.py "$port" "$count" "$key" "$stream"
     kill -INT "$gateway_pid"
     wait "$gateway_pid" || true
     total[$count]=$(callgrind_annotate "callgrind.$count" | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 done
-echo "$(( (total[1300] - total[300]) / 1000 )) instructions per chat request ($gateway; files in $work)"
+echo "$(( (total[1300] - total[300]) / 1000 )) instructions per $kind ($gateway; files in $work)"

@@ -2,7 +2,10 @@
 //! reads usage and timing from them. The one change it can make is to drop the usage-only chunk
 //! that the gateway asked for on the client's behalf.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 use super::AnswerFormat;
 use super::anthropic::usage::MessageUsage;
@@ -40,18 +43,41 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
     })
 }
 
+/// The substrings the tap looks for in every event, each searched for in one pass. Walking the
+/// event's quotes instead (a `memchr` call per quote, three times an event) cost about 7,000
+/// instructions an event, half of what forwarding a stream cost.
+struct Needles {
+    content: Finder<'static>,
+    text: Finder<'static>,
+    usage: Finder<'static>,
+    usage_metadata: Finder<'static>,
+    no_choices: Finder<'static>,
+}
+
+static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
+    content: Finder::new(b"\"content\":\""),
+    text: Finder::new(b"\"text\":\""),
+    usage: Finder::new(b"\"usage\""),
+    usage_metadata: Finder::new(b"\"usageMetadata\""),
+    no_choices: Finder::new(b"\"choices\":[]"),
+});
+
 /// Whether a chunk carries generated text (`"content":"x` or `"text":"x`, not empty).
 fn carries_text(data: &[u8]) -> bool {
-    [&b"\"content\":\""[..], &b"\"text\":\""[..]].iter().any(|needle| {
-        memchr::memchr_iter(b'"', data)
-            .any(|i| data[i..].starts_with(needle) && data.get(i + needle.len()) != Some(&b'"'))
+    [&NEEDLES.content, &NEEDLES.text].into_iter().any(|needle| {
+        let after = needle.needle().len();
+        needle.find_iter(data).any(|at| data.get(at + after) != Some(&b'"'))
     })
 }
 
-/// Whether `needle` (which starts with a quote) occurs in `haystack`: a walk over the quotes,
-/// cheaper than setting up a substring search for one short event.
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memchr_iter(needle[0], haystack).any(|at| haystack[at..].starts_with(needle))
+/// The lines of an event (split at `\n`, as `split` would, a line a search).
+fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', event).chain(std::iter::once(event.len())).map(move |end| {
+        let line = &event[start..end];
+        start = end + 1;
+        line
+    })
 }
 
 impl SseTap {
@@ -126,7 +152,8 @@ impl SseTap {
     /// Reads one event; returns whether to forward it.
     fn inspect(&mut self, event: &[u8]) -> bool {
         let mut keep = true;
-        for line in event.split(|b| *b == b'\n') {
+        let needles = &*NEEDLES;
+        for line in lines(event) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(data) = line.strip_prefix(b"data:") else { continue };
             let data = data.strip_prefix(b" ").unwrap_or(data);
@@ -142,7 +169,7 @@ impl SseTap {
                 self.text_events += 1;
             }
             if self.gemini {
-                if contains(data, b"\"usageMetadata\"")
+                if needles.usage_metadata.find(data).is_some()
                     && let Some(usage) = AnswerFormat::Gemini.read_usage(data)
                 {
                     self.usage = Some(usage);
@@ -150,16 +177,16 @@ impl SseTap {
                 continue;
             }
             if let Some(counts) = &mut self.anthropic {
-                if contains(data, b"\"usage\"") && counts.observe(data) {
+                if needles.usage.find(data).is_some() && counts.observe(data) {
                     self.usage = Some(counts.to_usage());
                 }
                 continue;
             }
-            if contains(data, b"\"usage\"")
+            if needles.usage.find(data).is_some()
                 && let Some(usage) = read_usage(data)
             {
                 self.usage = Some(usage);
-                if self.strip_usage_chunk && contains(data, b"\"choices\":[]") {
+                if self.strip_usage_chunk && needles.no_choices.find(data).is_some() {
                     keep = false;
                 }
             }
@@ -251,5 +278,26 @@ mod tests {
         let frame = Bytes::from_static(CHUNK.as_bytes());
         let out = tap.feed(frame.clone());
         assert_eq!(out.as_ptr(), frame.as_ptr());
+    }
+
+    #[test]
+    fn lines_split_as_split_does() {
+        for event in ["", "\n", "data: x\n\n", "a\r\nb\r\n\r\n", "no newline", "\n\nx\n"] {
+            let ours: Vec<&[u8]> = lines(event.as_bytes()).collect();
+            let split: Vec<&[u8]> = event.as_bytes().split(|b| *b == b'\n').collect();
+            assert_eq!(ours, split, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn text_is_told_from_empty_and_missing_text() {
+        let says = |data: &str| carries_text(data.as_bytes());
+        assert!(says(r#"{"choices":[{"delta":{"content":"hi"}}]}"#));
+        assert!(says(r#"{"delta":{"type":"text_delta","text":"x"}}"#));
+        assert!(!says(r#"{"choices":[{"delta":{"content":""}}]}"#), "empty");
+        assert!(!says(r#"{"choices":[{"delta":{"content":null,"role":"assistant"}}]}"#), "null");
+        assert!(!says(r#"{"choices":[{"delta":{}}],"text":""}"#));
+        assert!(says(r#"{"a":{"content":""},"b":{"content":"later"}}"#), "a later one counts");
+        assert!(!says(r#"{"content""#), "cut off");
     }
 }
