@@ -49,9 +49,7 @@ impl RequestId {
         // Only ASCII hex digits and `req_`: always a valid header value.
         Self(HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req")))
     }
-}
 
-impl RequestId {
     /// The id as text: empty for a client's id that is not visible ASCII (as `Display` writes it).
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or_default()
