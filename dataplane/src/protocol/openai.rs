@@ -287,35 +287,35 @@ pub fn read_usage(json: &[u8]) -> Option<Usage> {
     static CACHED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"cached_tokens\""));
     static INPUT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"input_tokens\""));
     static OUTPUT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"output_tokens\""));
-    // The forward search is several times faster than the reverse one; the key is rare.
-    let keys: Vec<usize> = USAGE.find_iter(json).collect();
-    for &at in keys.iter().rev() {
-        let after = json[at + 7..].trim_ascii_start();
-        let Some(value) = after.strip_prefix(b":") else { continue };
-        let value = value.trim_ascii_start();
-        if !value.starts_with(b"{") {
-            return None;
-        }
-        let integer = |finder: &Finder<'_>| -> Option<u64> {
-            let at = finder.find(value)?;
-            let rest = value[at + finder.needle().len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
-            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-            std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
-        };
-        let (mut prompt_tokens, mut completion_tokens) = (integer(&PROMPT), integer(&COMPLETION));
-        if prompt_tokens.is_none() && completion_tokens.is_none() {
-            (prompt_tokens, completion_tokens) = (integer(&INPUT), integer(&OUTPUT));
-        }
-        if prompt_tokens.is_none() && completion_tokens.is_none() {
-            return None;
-        }
-        return Some(Usage {
-            prompt_tokens: prompt_tokens.unwrap_or(0),
-            completion_tokens: completion_tokens.unwrap_or(0),
-            cached_tokens: integer(&CACHED).unwrap_or(0),
-        });
+    // The last `"usage"` that is a key (a string value is not followed by a colon). The forward
+    // search is several times faster than the reverse one; the key is rare. No list of the
+    // matches is kept: a stream reads every chunk's `"usage":null`.
+    let value = USAGE
+        .find_iter(json)
+        .filter_map(|at| json[at + 7..].trim_ascii_start().strip_prefix(b":"))
+        .last()?
+        .trim_ascii_start();
+    if !value.starts_with(b"{") {
+        return None;
     }
-    None
+    let integer = |finder: &Finder<'_>| -> Option<u64> {
+        let at = finder.find(value)?;
+        let rest = value[at + finder.needle().len()..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    };
+    let (mut prompt_tokens, mut completion_tokens) = (integer(&PROMPT), integer(&COMPLETION));
+    if prompt_tokens.is_none() && completion_tokens.is_none() {
+        (prompt_tokens, completion_tokens) = (integer(&INPUT), integer(&OUTPUT));
+    }
+    if prompt_tokens.is_none() && completion_tokens.is_none() {
+        return None;
+    }
+    Some(Usage {
+        prompt_tokens: prompt_tokens.unwrap_or(0),
+        completion_tokens: completion_tokens.unwrap_or(0),
+        cached_tokens: integer(&CACHED).unwrap_or(0),
+    })
 }
 
 #[cfg(test)]
@@ -340,6 +340,12 @@ mod usage_tests {
         assert_eq!(read_usage(br#"{"usage":{"total_tokens":5}}"#), None, "no counts, no usage");
         let image = br#"{"created":1,"data":[{"b64_json":"iVBO"}],"usage":{"total_tokens":95,"input_tokens":10,"output_tokens":85,"input_tokens_details":{"text_tokens":10,"image_tokens":0}}}"#;
         assert_eq!(read_usage(image), Some(Usage { prompt_tokens: 10, completion_tokens: 85, cached_tokens: 0 }));
+        // "usage" as a string value is no key: the key after it counts, null or not.
+        assert_eq!(read_usage(br#"{"choices":[{"delta":{"content":"usage"}}],"usage":null}"#), None);
+        let valued =
+            br#"{"choices":[{"delta":{"content":"usage"}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+        assert_eq!(read_usage(valued).map(|u| (u.prompt_tokens, u.completion_tokens)), Some((2, 1)));
+        assert_eq!(read_usage(br#"{"content":"usage"}"#), None, "a value only");
     }
 }
 

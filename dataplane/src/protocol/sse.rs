@@ -182,9 +182,9 @@ impl SseTap {
                 }
                 continue;
             }
-            if needles.usage.find(data).is_some()
-                && let Some(usage) = read_usage(data)
-            {
+            // `read_usage` finds the key itself (every chunk of a stream that asked for usage
+            // has one, most of them `null`).
+            if let Some(usage) = read_usage(data) {
                 self.usage = Some(usage);
                 if self.strip_usage_chunk && needles.no_choices.find(data).is_some() {
                     keep = false;
