@@ -365,6 +365,21 @@ async fn streams_that_break_or_stall_end_with_an_error_event_and_are_billed_once
     assert!(text.contains("\"code\":\"stream_idle_timeout\""), "{text}");
     assert!(started.elapsed() < Duration::from_secs(2), "cut at the idle limit, not after the drip");
 
+    // Events 100 ms apart keep a stream alive for longer than the idle limit: the limit is on
+    // silence, not on the stream's length.
+    let started = Instant::now();
+    let response = http
+        .post(acme.gateway.url("/acme/slow/v1/chat/completions"))
+        .bearer_auth(FULL_KEY)
+        .header("x-sim-fault", "drip=100")
+        .json(&json!({"model": "m-slow", "stream": true, "max_tokens": 8, "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .expect("send");
+    let text = response.text().await.expect("body");
+    assert!(text.ends_with("data: [DONE]\n\n") && !text.contains("stream_idle_timeout"), "{text}");
+    assert!(started.elapsed() > Duration::from_millis(600), "longer than the idle limit: {:?}", started.elapsed());
+
     let metrics = client().get(acme.gateway.admin_url("/metrics")).send().await.expect("m").text().await.expect("text");
     assert!(metrics.contains("provider=\"acme/primary\",kind=\"stream\"} 1"), "{metrics}");
     let logs = acme.gateway.logs_with("\"cut_short\":\"upstream stream error\"");

@@ -82,7 +82,12 @@ pub struct StreamBody {
     tap: SseTap,
     pending: Option<Bytes>,
     idle_limit: Duration,
+    /// Armed once per idle limit, not moved on every event: when it fires, it is moved to the
+    /// limit after the last data, if any came since (moving a timer takes the timer wheel's
+    /// lock, once an event before).
     idle: Pin<Box<Sleep>>,
+    /// When the upstream last sent data.
+    last_data: tokio::time::Instant,
     deadline: Pin<Box<Sleep>>,
     accounting: Accounting,
     ended: bool,
@@ -109,6 +114,7 @@ impl StreamBody {
             pending: (!first.is_empty()).then_some(first),
             idle_limit,
             idle: Box::pin(tokio::time::sleep(idle_limit)),
+            last_data: tokio::time::Instant::now(),
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             accounting,
             ended: false,
@@ -179,8 +185,7 @@ impl StreamBody {
             match Pin::new(&mut self.upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
-                    let deadline = tokio::time::Instant::now() + self.idle_limit;
-                    self.idle.as_mut().reset(deadline);
+                    self.last_data = tokio::time::Instant::now();
                     let out = self.tap.feed(data);
                     let out = self.out(out);
                     if !out.is_empty() {
@@ -207,9 +212,13 @@ impl StreamBody {
                     return Poll::Ready((!rest.is_empty()).then_some(rest));
                 }
                 Poll::Pending => {
-                    if self.idle.as_mut().poll(cx).is_ready() {
-                        self.end(Some(CutShort::IdleTimeout));
-                        return Poll::Ready(Some(self.cut(CutShort::IdleTimeout)));
+                    while self.idle.as_mut().poll(cx).is_ready() {
+                        let due = self.last_data + self.idle_limit;
+                        if due <= tokio::time::Instant::now() {
+                            self.end(Some(CutShort::IdleTimeout));
+                            return Poll::Ready(Some(self.cut(CutShort::IdleTimeout)));
+                        }
+                        self.idle.as_mut().reset(due);
                     }
                     return Poll::Pending;
                 }
