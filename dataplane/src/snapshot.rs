@@ -25,6 +25,7 @@ use crate::guard::Guard;
 use crate::limits::{KeyState, RetryBudget};
 use crate::metrics::{Metrics, ModelMetrics};
 use crate::protocol::defaults::RequestDefaults;
+use crate::respond::LimitHeaders;
 use crate::scrape::{PodTarget, Scrapes};
 use crate::signing::SigningKeys;
 use crate::upstream::client::{SharedUpstream, UpstreamPool};
@@ -75,8 +76,8 @@ pub struct Tier {
     pub config: TierConfig,
     /// Retries its requests may still make.
     pub retries: Arc<RetryBudget>,
-    /// `x-ratelimit-limit-requests` and `-tokens` values, made once.
-    pub limit_headers: [Option<hyper::header::HeaderValue>; 2],
+    /// Its `x-ratelimit-*` headers, made once.
+    pub limit_headers: LimitHeaders,
 }
 
 /// A project.
@@ -373,10 +374,7 @@ pub fn build(
                     .entry(name.clone())
                     .or_insert_with(|| old_retries.get(name).cloned().unwrap_or_default())
                     .clone();
-                let limit_headers = [
-                    tier.requests_per_minute.map(hyper::header::HeaderValue::from),
-                    tier.tokens_per_minute.map(hyper::header::HeaderValue::from),
-                ];
+                let limit_headers = LimitHeaders::new(tier.requests_per_minute, tier.tokens_per_minute);
                 (name.as_str(), Arc::new(Tier { name: name.clone(), config: tier.clone(), retries, limit_headers }))
             })
             .collect();

@@ -27,6 +27,7 @@ use crate::signing::{self, SigningKeys};
 use crate::snapshot::{Backend, Tier};
 
 use self::body::{ClientStream, ResponseBody};
+pub use self::headers::LimitHeaders;
 use self::headers::{copy_response_headers, deprecation_headers, limit_headers};
 
 /// The request id, read from the request and written on the response.
@@ -266,15 +267,14 @@ pub fn answered(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let out = response.headers_mut();
-    // Room for x-sluice-backend and -predicted-ttft-ms, six x-ratelimit-* headers, three of
-    // deprecation and x-request-id.
-    out.reserve(upstream_headers.len() + 12);
+    *out = limit_headers(report, tier);
+    // Room for x-sluice-backend and -predicted-ttft-ms, three of deprecation and x-request-id.
+    out.reserve(upstream_headers.len() + 6);
     copy_response_headers(upstream_headers, out);
     out.insert(X_SLUICE_BACKEND.clone(), backend.label_header.clone());
     if let Some(ms) = predicted_ttft_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
         out.insert(X_SLUICE_PREDICTED_TTFT_MS.clone(), HeaderValue::from(ms.round() as u64));
     }
-    limit_headers(out, report, tier);
     if let Some(deprecation) = deprecation {
         deprecation_headers(out, deprecation);
     }
@@ -284,12 +284,9 @@ pub fn answered(
 /// The headers a refusal after resolution carries: the alias's deprecation and, once the
 /// request was admitted, the client's limits.
 pub fn refusal_headers(deprecation: Option<Deprecation<'_>>, limits: Option<(&LimitReport, &Tier)>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
+    let mut headers = limits.map(|(report, tier)| limit_headers(report, tier)).unwrap_or_default();
     if let Some(deprecation) = deprecation {
         deprecation_headers(&mut headers, deprecation);
-    }
-    if let Some((report, tier)) = limits {
-        limit_headers(&mut headers, report, tier);
     }
     headers
 }
