@@ -51,8 +51,8 @@ pub(super) fn deprecation_headers(headers: &mut HeaderMap, deprecation: Deprecat
 
 /// A tier's `x-ratelimit-*` headers, made once for each set of windows a response shows and
 /// cloned for each response with its numbers written in place. Cloning copies the map's slots;
-/// inserting the nine headers one by one hashed every name, about 4% of the gateway's own work
-/// on a chat request.
+/// inserting the nine headers one by one hashed every name (2,400 of a chat request's 82,600
+/// instructions).
 #[derive(Debug, Default)]
 pub struct LimitHeaders {
     /// `x-ratelimit-limit-requests` and `-tokens` values.

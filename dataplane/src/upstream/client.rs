@@ -91,8 +91,8 @@ pub enum Body {
 }
 
 /// Request headers that never go upstream: the client's credentials, hop-by-hop headers, and
-/// what the gateway sets itself. (A `match`: the compiler tells the names apart by length first,
-/// where a list was compared name by name for every header of every request.)
+/// what the gateway sets itself. A `match`, which the compiler splits by length first: every
+/// header of every request is checked here.
 fn dropped_header(name: &str) -> bool {
     matches!(
         name,
