@@ -82,7 +82,7 @@ pub(super) fn limit_headers(report: &LimitReport, tier: &Tier) -> HeaderMap {
     let shown = [0, 1].map(|w| windows[w].filter(|_| own.limits[w].is_some()).map(|(_, left, reset)| (left, reset)));
     let shape = usize::from(shown[0].is_some()) | usize::from(shown[1].is_some()) << 1;
     let Some(&(_, generic_reset)) = shown.iter().flatten().next() else { return HeaderMap::new() };
-    let mut headers = own.templates[shape].get_or_init(|| template(&own.limits, shown.map(|w| w.is_some()))).clone();
+    let mut headers = own.templates[shape].get_or_init(|| template(&own.limits, shape)).clone();
 
     // The numbers go one after the other into one buffer: at most 20 + 12 bytes a window and
     // 20 for the generic reset.
@@ -97,7 +97,7 @@ pub(super) fn limit_headers(report: &LimitReport, tier: &Tier) -> HeaderMap {
         write_reset(&mut text, reset);
         *span = ((start, middle), (middle, text.len()));
     }
-    let windows_shown = usize::from(shown[0].is_some()) + usize::from(shown[1].is_some());
+    let windows_shown = shape.count_ones() as usize;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let start = text.len();
     text.extend_from_slice(numbers.format((now + generic_reset).as_secs_f64().ceil() as u64).as_bytes());
@@ -119,8 +119,9 @@ pub(super) fn limit_headers(report: &LimitReport, tier: &Tier) -> HeaderMap {
     headers
 }
 
-/// The headers of the windows `shown`, with the limits filled in and `0` for the rest.
-fn template(limits: &[Option<HeaderValue>; 2], shown: [bool; 2]) -> HeaderMap {
+/// The headers of the windows in `shape` (bit 0 requests, bit 1 tokens), with the limits filled
+/// in and `0` for the rest.
+fn template(limits: &[Option<HeaderValue>; 2], shape: usize) -> HeaderMap {
     static NAMES: [[HeaderName; 3]; 3] = [
         [
             HeaderName::from_static("x-ratelimit-limit-requests"),
@@ -140,7 +141,7 @@ fn template(limits: &[Option<HeaderValue>; 2], shown: [bool; 2]) -> HeaderMap {
     ];
     // Room for the upstream's headers and the gateway's others without growing the table.
     let mut headers = HeaderMap::with_capacity(32);
-    let windows = [0, 1].into_iter().filter(|&w| shown[w]);
+    let windows = [0, 1].into_iter().filter(|&w| shape & (1 << w) != 0);
     let generic = windows.clone().next();
     for (names, w) in windows.map(|w| (&NAMES[w], w)).chain(generic.map(|w| (&NAMES[2], w))) {
         let limit = limits[w].clone().unwrap_or(HeaderValue::from_static("0"));
@@ -220,6 +221,12 @@ mod tests {
         }
     }
 
+    fn assert_values(headers: &HeaderMap, expected: &[(&str, &str)]) {
+        for (name, value) in expected {
+            assert_eq!(headers[*name], *value, "{name}");
+        }
+    }
+
     #[test]
     fn limits_are_written_per_window_and_generically_from_the_first_shown() {
         let report = LimitReport {
@@ -229,14 +236,19 @@ mod tests {
         let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
         let headers = limit_headers(&report, &tier(Some(60), Some(10_000)));
         let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-        assert_eq!(headers["x-ratelimit-limit-requests"], "60");
-        assert_eq!(headers["x-ratelimit-remaining-requests"], "59");
-        assert_eq!(headers["x-ratelimit-reset-requests"], "1s");
-        assert_eq!(headers["x-ratelimit-limit-tokens"], "10000");
-        assert_eq!(headers["x-ratelimit-remaining-tokens"], "9000");
-        assert_eq!(headers["x-ratelimit-reset-tokens"], "6.5s");
-        assert_eq!(headers["x-ratelimit-limit"], "60");
-        assert_eq!(headers["x-ratelimit-remaining"], "59");
+        assert_values(
+            &headers,
+            &[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "59"),
+                ("x-ratelimit-reset-requests", "1s"),
+                ("x-ratelimit-limit-tokens", "10000"),
+                ("x-ratelimit-remaining-tokens", "9000"),
+                ("x-ratelimit-reset-tokens", "6.5s"),
+                ("x-ratelimit-limit", "60"),
+                ("x-ratelimit-remaining", "59"),
+            ],
+        );
         let reset: u64 = headers["x-ratelimit-reset"].to_str().expect("ASCII").parse().expect("a number");
         assert!((before + 1..=after + 2).contains(&reset), "{reset} not 1 s after {before}..{after}");
 
@@ -250,13 +262,18 @@ mod tests {
             tokens: Some((10_000, 12, Duration::from_secs(360))),
         };
         let headers = limit_headers(&later, &both);
-        assert_eq!(headers["x-ratelimit-limit-requests"], "60");
-        assert_eq!(headers["x-ratelimit-remaining-requests"], "3");
-        assert_eq!(headers["x-ratelimit-reset-requests"], "120ms");
-        assert_eq!(headers["x-ratelimit-limit-tokens"], "10000");
-        assert_eq!(headers["x-ratelimit-remaining-tokens"], "12");
-        assert_eq!(headers["x-ratelimit-reset-tokens"], "6m0s");
-        assert_eq!(headers["x-ratelimit-remaining"], "3");
+        assert_values(
+            &headers,
+            &[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "3"),
+                ("x-ratelimit-reset-requests", "120ms"),
+                ("x-ratelimit-limit-tokens", "10000"),
+                ("x-ratelimit-remaining-tokens", "12"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+                ("x-ratelimit-remaining", "3"),
+            ],
+        );
         assert_eq!(first["x-ratelimit-remaining-requests"], "59", "the first response's numbers stay its own");
 
         // A tier without a requests limit shows the tokens window, also generically.
